@@ -1,0 +1,75 @@
+//! The store is append-only for everyone: a statement trigger rejects UPDATE, DELETE and
+//! TRUNCATE on the event store tables with ES003. The extension's own functions maintain
+//! `streams` and `snapshots` inside an [`ApiWrite`] scope, which the trigger lets through on
+//! tables whose trigger says `'api'`; nothing may change `events`.
+
+use std::cell::Cell;
+
+use pgrx::prelude::*;
+use pgrx::{pg_sys, PgTriggerOperation};
+
+use crate::error::{raise, EsError, RejectedChange};
+
+thread_local! {
+    /// (open scopes, local transaction id they were opened in)
+    static API_WRITE: Cell<(u32, u32)> = const { Cell::new((0, 0)) };
+}
+
+fn local_xid() -> u32 {
+    // SAFETY: MyProc is this backend's PGPROC, set for the whole life of a backend.
+    unsafe { (*pg_sys::MyProc).lxid }
+}
+
+/// While alive, the extension's own statements may update `streams` and `snapshots`.
+///
+/// Dropped on return and on unwinding (PostgreSQL errors inside SPI unwind through Rust). The
+/// scope is also tied to the local transaction id, so a scope that an abort skipped over can
+/// never leak into a later transaction.
+pub struct ApiWrite(());
+
+impl ApiWrite {
+    pub fn begin() -> Self {
+        let lxid = local_xid();
+        API_WRITE.with(|c| {
+            let (depth, owner) = c.get();
+            let depth = if owner == lxid { depth } else { 0 };
+            c.set((depth + 1, lxid));
+        });
+        ApiWrite(())
+    }
+}
+
+impl Drop for ApiWrite {
+    fn drop(&mut self) {
+        API_WRITE.with(|c| {
+            let (depth, owner) = c.get();
+            c.set((depth.saturating_sub(1), owner));
+        });
+    }
+}
+
+fn api_write_active() -> bool {
+    let lxid = local_xid();
+    API_WRITE.with(|c| {
+        let (depth, owner) = c.get();
+        depth > 0 && owner == lxid
+    })
+}
+
+#[pg_trigger]
+fn append_only<'a>(
+    trigger: &'a PgTrigger<'a>,
+) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, pgrx::PgTriggerError> {
+    let api_allowed = trigger.extra_args()?.iter().any(|a| a == "api");
+    if api_allowed && api_write_active() {
+        return Ok(None);
+    }
+    let operation = match trigger.op()? {
+        PgTriggerOperation::Update => "UPDATE",
+        PgTriggerOperation::Delete => "DELETE",
+        PgTriggerOperation::Truncate => "TRUNCATE",
+        PgTriggerOperation::Insert => "INSERT",
+    };
+    let table = format!("{}.{}", trigger.table_schema()?, trigger.table_name()?);
+    raise(EsError::AppendOnly(RejectedChange { table, operation: operation.into() }))
+}

@@ -1,0 +1,64 @@
+-- Tables, indexes and privileges of the event store. Schema `eventstore` is created by
+-- CREATE EXTENSION (control file). Functions written in Rust follow; finalize.sql wires them up.
+
+-- Category of a stream: the part of its id before the first '-' ('order-42' -> 'order').
+CREATE FUNCTION eventstore.category(stream_id text) RETURNS text
+    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+    RETURN split_part(stream_id, '-', 1);
+
+-- Store-wide positions. A sequence, so positions are unique and increasing in allocation
+-- order, but NOT in commit order: readers of the whole store use (transaction_id,
+-- global_position) and stop below the oldest running transaction (see read_all).
+CREATE SEQUENCE eventstore.global_position_seq AS bigint;
+
+-- One row per stream. Appends to a stream serialize on its row; appends to different
+-- streams touch different rows and never wait for each other.
+CREATE TABLE eventstore.streams (
+    stream_id   text PRIMARY KEY CHECK (stream_id <> ''),
+    category    text NOT NULL,
+    version     bigint NOT NULL CHECK (version >= 0),
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    updated_at  timestamptz NOT NULL DEFAULT now()
+);
+
+-- The log. Rows are never updated or deleted (see the append_only triggers).
+CREATE TABLE eventstore.events (
+    global_position bigint NOT NULL DEFAULT nextval('eventstore.global_position_seq')
+                    PRIMARY KEY,
+    stream_id       text NOT NULL,
+    stream_version  bigint NOT NULL CHECK (stream_version > 0),
+    event_id        uuid NOT NULL UNIQUE,
+    event_type      text NOT NULL CHECK (event_type <> ''),
+    data            jsonb NOT NULL DEFAULT '{}',
+    metadata        jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(metadata) = 'object'),
+    recorded_at     timestamptz NOT NULL DEFAULT now(),
+    transaction_id  xid8 NOT NULL DEFAULT pg_current_xact_id(),
+    UNIQUE (stream_id, stream_version)
+);
+
+-- Gap-free paging through the whole store and through one category.
+CREATE INDEX events_by_transaction ON eventstore.events (transaction_id, global_position);
+CREATE INDEX events_by_category
+    ON eventstore.events (eventstore.category(stream_id), transaction_id, global_position);
+
+-- Snapshots of folded state (see replay/aggregate). Derived data, kept by the API only.
+CREATE TABLE eventstore.snapshots (
+    stream_id       text NOT NULL,
+    snapshot_name   text NOT NULL CHECK (snapshot_name <> ''),
+    stream_version  bigint NOT NULL CHECK (stream_version > 0),
+    state           jsonb NOT NULL,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (stream_id, snapshot_name, stream_version)
+);
+CREATE INDEX snapshots_by_name ON eventstore.snapshots (snapshot_name);
+
+-- pg_dump must carry the store's rows and the sequence position.
+SELECT pg_catalog.pg_extension_config_dump('eventstore.events', '');
+SELECT pg_catalog.pg_extension_config_dump('eventstore.streams', '');
+SELECT pg_catalog.pg_extension_config_dump('eventstore.snapshots', '');
+SELECT pg_catalog.pg_extension_config_dump('eventstore.global_position_seq', '');
+
+-- Nothing is readable or writable by default; see the README for the grants an application
+-- role and the worker's role need.
+REVOKE ALL ON ALL TABLES IN SCHEMA eventstore FROM PUBLIC;
+REVOKE ALL ON SEQUENCE eventstore.global_position_seq FROM PUBLIC;

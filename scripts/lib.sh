@@ -1,0 +1,57 @@
+# Shared shell helpers: sourced by the other scripts, not run directly.
+# shellcheck shell=bash
+
+PG_MAJOR=15
+PGRX_VERSION=0.18.1
+PG_BIN=/usr/lib/postgresql/$PG_MAJOR/bin
+PG_CONFIG=$PG_BIN/pg_config
+REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# Run a command as the postgres OS user (initdb refuses to run as root).
+as_postgres() {
+    if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+# A TCP port nobody listens on.
+free_port() {
+    python3 - <<'PY'
+import socket
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])
+s.close()
+PY
+}
+
+# start_cluster DIR PORT [extra postgres -c settings...]
+# A throwaway cluster in DIR, listening on 127.0.0.1:PORT and a unix socket in DIR,
+# with logical decoding enabled so the worker can follow it.
+start_cluster() {
+    local dir=$1 port=$2; shift 2
+    local opts="-c wal_level=logical -c max_wal_senders=10 -c max_replication_slots=10"
+    opts+=" -c listen_addresses=127.0.0.1 -p $port -k $dir -c fsync=on"
+    local setting
+    for setting in "$@"; do opts+=" -c $setting"; done
+    if [ "$(id -u)" = 0 ]; then install -d -o postgres -g postgres "$dir"; else mkdir -p "$dir"; fi
+    as_postgres "$PG_BIN/initdb" -D "$dir/data" -U postgres -A trust --no-sync >"$dir/initdb.log" 2>&1 \
+        || { cat "$dir/initdb.log"; die "initdb failed in $dir"; }
+    as_postgres "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -o "$opts" -w start >/dev/null \
+        || { cat "$dir/server.log"; die "PostgreSQL did not start in $dir"; }
+}
+
+stop_cluster() {
+    local dir=$1
+    [ -f "$dir/data/postmaster.pid" ] && as_postgres "$PG_BIN/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null 2>&1
+    return 0
+}
+
+# Build and install the extension into the system PostgreSQL (as root this writes the
+# system extension directories).
+install_extension() {
+    say "installing the pg_eventstore extension (release build)"
+    (cd "$REPO_ROOT/extension" && cargo pgrx install --release --pg-config "$PG_CONFIG" >/dev/null) \
+        || die "cargo pgrx install failed"
+}
