@@ -1,0 +1,524 @@
+//! A PostgreSQL replication-protocol connection (`replication=database`) spoken directly over
+//! `postgres-protocol` message builders and tokio sockets: startup, authentication (trust,
+//! cleartext, md5, SCRAM-SHA-256), simple queries, and the CopyBoth stream of
+//! `START_REPLICATION`.
+
+use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::{Buf, Bytes, BytesMut};
+use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256, SCRAM_SHA_256};
+use postgres_protocol::message::frontend;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::net::{TcpStream, UnixStream};
+use tokio_postgres::config::Host;
+
+use crate::lsn::Lsn;
+
+pub trait Socket: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Socket for T {}
+
+/// Largest backend message accepted; a corrupt length must not make us allocate gigabytes.
+const MAX_MESSAGE: usize = 1 << 30;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerError {
+    pub severity: String,
+    pub code: String,
+    pub message: String,
+    pub detail: Option<String>,
+}
+
+impl fmt::Display for ServerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {} (SQLSTATE {})", self.severity, self.message, self.code)?;
+        if let Some(d) = &self.detail {
+            write!(f, " DETAIL: {d}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ServerError {}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicationError {
+    #[error("replication connection: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("replication connection: server error: {0}")]
+    Server(ServerError),
+    #[error("replication connection: protocol violation: {0}")]
+    Protocol(String),
+    #[error("replication connection: {0}")]
+    Auth(String),
+    #[error("replication connection: server closed the connection")]
+    Closed,
+}
+
+impl ReplicationError {
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            ReplicationError::Server(e) => Some(&e.code),
+            _ => None,
+        }
+    }
+}
+
+type Result<T, E = ReplicationError> = std::result::Result<T, E>;
+
+/// One backend message: its tag and body (without the length word).
+struct Frame {
+    tag: u8,
+    body: Bytes,
+}
+
+struct FrameReader<R> {
+    io: R,
+    buf: BytesMut,
+}
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    async fn next(&mut self) -> Result<Frame> {
+        loop {
+            if self.buf.len() >= 5 {
+                let len = i32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]);
+                if len < 4 || len as usize > MAX_MESSAGE {
+                    return Err(ReplicationError::Protocol(format!("invalid message length {len}")));
+                }
+                let total = 1 + len as usize;
+                if self.buf.len() >= total {
+                    let mut frame = self.buf.split_to(total).freeze();
+                    let tag = frame[0];
+                    frame.advance(5);
+                    return Ok(Frame { tag, body: frame });
+                }
+                self.buf.reserve(total - self.buf.len());
+            }
+            if self.io.read_buf(&mut self.buf).await? == 0 {
+                return Err(ReplicationError::Closed);
+            }
+        }
+    }
+}
+
+fn cstrings(mut body: &[u8]) -> impl Iterator<Item = &[u8]> {
+    std::iter::from_fn(move || {
+        let nul = body.iter().position(|&b| b == 0)?;
+        if nul == 0 {
+            return None;
+        }
+        let s = &body[..nul];
+        body = &body[nul + 1..];
+        Some(s)
+    })
+}
+
+fn parse_error(body: &[u8]) -> ServerError {
+    let mut e = ServerError { severity: "ERROR".into(), code: "XX000".into(), message: String::new(), detail: None };
+    let mut rest = body;
+    while let Some((&kind, tail)) = rest.split_first() {
+        if kind == 0 {
+            break;
+        }
+        let nul = tail.iter().position(|&b| b == 0).unwrap_or(tail.len());
+        let value = String::from_utf8_lossy(&tail[..nul]).into_owned();
+        match kind {
+            b'V' => e.severity = value,
+            b'C' => e.code = value,
+            b'M' => e.message = value,
+            b'D' => e.detail = Some(value),
+            _ => {}
+        }
+        rest = tail.get(nul + 1..).unwrap_or(&[]);
+    }
+    e
+}
+
+fn parse_data_row(body: &[u8]) -> Result<Vec<Option<String>>> {
+    let bad = || ReplicationError::Protocol("malformed DataRow".into());
+    let mut b = body;
+    if b.len() < 2 {
+        return Err(bad());
+    }
+    let n = b.get_i16();
+    let mut row = Vec::new();
+    for _ in 0..n {
+        if b.len() < 4 {
+            return Err(bad());
+        }
+        let len = b.get_i32();
+        if len < 0 {
+            row.push(None);
+            continue;
+        }
+        let len = len as usize;
+        if b.len() < len {
+            return Err(bad());
+        }
+        row.push(Some(String::from_utf8_lossy(&b[..len]).into_owned()));
+        b.advance(len);
+    }
+    Ok(row)
+}
+
+/// Quotes an identifier for the replication grammar.
+pub fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+fn quote_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// Microseconds since 2000-01-01, the replication protocol's clock.
+fn pg_now() -> i64 {
+    const PG_EPOCH: u64 = 946_684_800;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    now.as_micros() as i64 - (PG_EPOCH as i64 * 1_000_000)
+}
+
+pub struct ReplicationConnection {
+    reader: FrameReader<Box<dyn Socket>>,
+    out: BytesMut,
+}
+
+#[derive(Debug, Clone)]
+pub struct SystemIdentity {
+    pub system_id: String,
+    pub timeline: String,
+    pub xlogpos: Lsn,
+    pub dbname: Option<String>,
+}
+
+impl ReplicationConnection {
+    pub async fn connect(config: &tokio_postgres::Config) -> Result<Self> {
+        let port = config.get_ports().first().copied().unwrap_or(5432);
+        let hosts: Vec<Host> = if config.get_hosts().is_empty() {
+            vec![Host::Unix("/var/run/postgresql".into())]
+        } else {
+            config.get_hosts().to_vec()
+        };
+        let timeout = config.get_connect_timeout().copied().unwrap_or(Duration::from_secs(10));
+        let mut last_err = None;
+        for (i, host) in hosts.iter().enumerate() {
+            let port = config.get_ports().get(i).copied().unwrap_or(port);
+            let socket: std::io::Result<Box<dyn Socket>> = match tokio::time::timeout(timeout, async {
+                Ok::<Box<dyn Socket>, std::io::Error>(match host {
+                    Host::Tcp(h) => {
+                        let s = TcpStream::connect((h.as_str(), port)).await?;
+                        s.set_nodelay(true)?;
+                        Box::new(s)
+                    }
+                    Host::Unix(dir) => Box::new(UnixStream::connect(dir.join(format!(".s.PGSQL.{port}"))).await?),
+                })
+            })
+            .await
+            {
+                Ok(r) => r,
+                Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")),
+            };
+            match socket {
+                Ok(socket) => {
+                    let mut conn =
+                        ReplicationConnection { reader: FrameReader { io: socket, buf: BytesMut::with_capacity(64 << 10) }, out: BytesMut::new() };
+                    conn.startup(config).await?;
+                    return Ok(conn);
+                }
+                Err(e) => last_err = Some(e),
+            }
+        }
+        Err(last_err.map(ReplicationError::Io).unwrap_or(ReplicationError::Closed))
+    }
+
+    async fn send(&mut self) -> Result<()> {
+        let out = self.out.split();
+        self.reader.io.write_all(&out).await?;
+        self.reader.io.flush().await?;
+        Ok(())
+    }
+
+    async fn startup(&mut self, config: &tokio_postgres::Config) -> Result<()> {
+        let user = config
+            .get_user()
+            .map(str::to_owned)
+            .or_else(|| std::env::var("USER").ok())
+            .ok_or_else(|| ReplicationError::Auth("no user name in the connection string".into()))?;
+        let dbname = config.get_dbname().unwrap_or(&user).to_owned();
+        let app = config.get_application_name().unwrap_or("eventstore-worker").to_owned();
+        let params = [
+            ("user", user.as_str()),
+            ("database", dbname.as_str()),
+            ("replication", "database"),
+            ("application_name", app.as_str()),
+            ("client_encoding", "UTF8"),
+            // The envelope's recorded_at is the server's text output of timestamptz.
+            ("DateStyle", "ISO"),
+            ("TimeZone", "UTC"),
+        ];
+        frontend::startup_message(params.iter().copied(), &mut self.out)?;
+        self.send().await?;
+
+        let password = || {
+            config
+                .get_password()
+                .map(<[u8]>::to_vec)
+                .or_else(|| std::env::var("PGPASSWORD").ok().map(String::into_bytes))
+                .ok_or_else(|| ReplicationError::Auth("the server asked for a password and none was given".into()))
+        };
+        let mut scram: Option<ScramSha256> = None;
+        loop {
+            let frame = self.reader.next().await?;
+            let mut body = frame.body.clone();
+            match frame.tag {
+                b'R' => {
+                    if body.len() < 4 {
+                        return Err(ReplicationError::Protocol("short authentication message".into()));
+                    }
+                    match body.get_i32() {
+                        0 => {}
+                        3 => {
+                            frontend::password_message(&password()?, &mut self.out)?;
+                            self.send().await?;
+                        }
+                        5 => {
+                            if body.len() < 4 {
+                                return Err(ReplicationError::Protocol("short md5 salt".into()));
+                            }
+                            let salt = [body[0], body[1], body[2], body[3]];
+                            let hash = postgres_protocol::authentication::md5_hash(user.as_bytes(), &password()?, salt);
+                            frontend::password_message(hash.as_bytes(), &mut self.out)?;
+                            self.send().await?;
+                        }
+                        10 => {
+                            if !cstrings(&body).any(|m| m == SCRAM_SHA_256.as_bytes()) {
+                                return Err(ReplicationError::Auth("server offers no supported SASL mechanism".into()));
+                            }
+                            let s = ScramSha256::new(&password()?, ChannelBinding::unsupported());
+                            frontend::sasl_initial_response(SCRAM_SHA_256, s.message(), &mut self.out)?;
+                            self.send().await?;
+                            scram = Some(s);
+                        }
+                        11 => {
+                            let s = scram.as_mut().ok_or_else(|| ReplicationError::Protocol("unexpected SASLContinue".into()))?;
+                            s.update(&body).map_err(|e| ReplicationError::Auth(format!("SCRAM: {e}")))?;
+                            frontend::sasl_response(s.message(), &mut self.out)?;
+                            self.send().await?;
+                        }
+                        12 => {
+                            let s = scram.as_mut().ok_or_else(|| ReplicationError::Protocol("unexpected SASLFinal".into()))?;
+                            s.finish(&body).map_err(|e| ReplicationError::Auth(format!("SCRAM: {e}")))?;
+                        }
+                        other => return Err(ReplicationError::Auth(format!("unsupported authentication method {other}"))),
+                    }
+                }
+                b'E' => return Err(ReplicationError::Server(parse_error(&frame.body))),
+                b'Z' => return Ok(()),
+                b'S' | b'K' | b'N' => {}
+                other => return Err(ReplicationError::Protocol(format!("unexpected message {:?} during startup", other as char))),
+            }
+        }
+    }
+
+    /// Runs one replication command, returning its rows as text.
+    pub async fn simple_query(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>> {
+        frontend::query(sql, &mut self.out)?;
+        self.send().await?;
+        let mut rows = Vec::new();
+        let mut error = None;
+        loop {
+            let frame = self.reader.next().await?;
+            match frame.tag {
+                b'D' => rows.push(parse_data_row(&frame.body)?),
+                b'E' => error = Some(parse_error(&frame.body)),
+                b'Z' => {
+                    return match error {
+                        Some(e) => Err(ReplicationError::Server(e)),
+                        None => Ok(rows),
+                    }
+                }
+                b'T' | b'C' | b'I' | b'N' | b'S' => {}
+                other => return Err(ReplicationError::Protocol(format!("unexpected message {:?} after a query", other as char))),
+            }
+        }
+    }
+
+    pub async fn identify_system(&mut self) -> Result<SystemIdentity> {
+        let rows = self.simple_query("IDENTIFY_SYSTEM").await?;
+        let row = rows.first().filter(|r| r.len() >= 4).ok_or_else(|| ReplicationError::Protocol("IDENTIFY_SYSTEM returned no row".into()))?;
+        let xlogpos = row[2]
+            .as_deref()
+            .unwrap_or("0/0")
+            .parse()
+            .map_err(|e| ReplicationError::Protocol(format!("IDENTIFY_SYSTEM: {e}")))?;
+        Ok(SystemIdentity {
+            system_id: row[0].clone().unwrap_or_default(),
+            timeline: row[1].clone().unwrap_or_default(),
+            xlogpos,
+            dbname: row[3].clone(),
+        })
+    }
+
+    /// Creates a pgoutput slot; returns false when it already existed.
+    pub async fn create_slot_if_missing(&mut self, slot: &str) -> Result<bool> {
+        let sql = format!("CREATE_REPLICATION_SLOT {} LOGICAL pgoutput NOEXPORT_SNAPSHOT", quote_ident(slot));
+        match self.simple_query(&sql).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.code() == Some("42710") => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Starts streaming; `start` = 0/0 resumes at the slot's confirmed flush position.
+    pub async fn start_replication(mut self, slot: &str, start: Lsn, publication: &str) -> Result<(ReplicationStream, Feedback)> {
+        let sql = format!(
+            "START_REPLICATION SLOT {} LOGICAL {} (proto_version '1', publication_names {})",
+            quote_ident(slot),
+            start,
+            quote_literal(&quote_ident(publication)),
+        );
+        frontend::query(&sql, &mut self.out)?;
+        self.send().await?;
+        loop {
+            let frame = self.reader.next().await?;
+            match frame.tag {
+                // CopyBothResponse: postgres-protocol's backend parser does not know this one;
+                // its body (format + column formats) carries nothing we need.
+                b'W' => break,
+                b'E' => {
+                    let e = parse_error(&frame.body);
+                    // Drain up to ReadyForQuery is pointless: the connection is dropped.
+                    return Err(ReplicationError::Server(e));
+                }
+                b'N' | b'S' => {}
+                other => return Err(ReplicationError::Protocol(format!("unexpected message {:?} after START_REPLICATION", other as char))),
+            }
+        }
+        let FrameReader { io, buf } = self.reader;
+        let (read, write) = tokio::io::split(io);
+        Ok((ReplicationStream { reader: FrameReader { io: read, buf } }, Feedback { io: write, out: BytesMut::new() }))
+    }
+}
+
+#[derive(Debug)]
+pub enum StreamMessage {
+    /// A pgoutput message; the WAL positions in its header are not needed (Commit carries them).
+    XLogData { data: Bytes },
+    Keepalive { wal_end: Lsn, reply_requested: bool },
+}
+
+pub struct ReplicationStream {
+    reader: FrameReader<ReadHalf<Box<dyn Socket>>>,
+}
+
+impl ReplicationStream {
+    pub async fn next(&mut self) -> Result<StreamMessage> {
+        loop {
+            let frame = self.reader.next().await?;
+            match frame.tag {
+                b'd' => {
+                    let mut b = frame.body;
+                    let Some(&kind) = b.first() else {
+                        return Err(ReplicationError::Protocol("empty CopyData".into()));
+                    };
+                    b.advance(1);
+                    return match kind {
+                        b'w' if b.len() >= 24 => {
+                            b.advance(24); // WAL start, WAL end, server clock
+                            Ok(StreamMessage::XLogData { data: b })
+                        }
+                        b'k' if b.len() >= 17 => {
+                            let wal_end = Lsn(b.get_u64());
+                            let _server_clock = b.get_i64();
+                            Ok(StreamMessage::Keepalive { wal_end, reply_requested: b.get_u8() == 1 })
+                        }
+                        other => Err(ReplicationError::Protocol(format!(
+                            "unexpected CopyData message {:?} of {} bytes",
+                            other as char,
+                            b.len()
+                        ))),
+                    };
+                }
+                b'E' => return Err(ReplicationError::Server(parse_error(&frame.body))),
+                b'c' | b'C' | b'Z' => return Err(ReplicationError::Closed),
+                b'N' | b'S' => {}
+                other => return Err(ReplicationError::Protocol(format!("unexpected message {:?} while streaming", other as char))),
+            }
+        }
+    }
+}
+
+/// The sending half of a streaming connection: standby status updates.
+pub struct Feedback {
+    io: WriteHalf<Box<dyn Socket>>,
+    out: BytesMut,
+}
+
+impl Feedback {
+    pub async fn send_status(&mut self, write: Lsn, flush: Lsn, reply_requested: bool) -> Result<()> {
+        let mut msg = Vec::with_capacity(34);
+        msg.push(b'r');
+        msg.extend_from_slice(&write.0.to_be_bytes());
+        msg.extend_from_slice(&flush.0.to_be_bytes());
+        msg.extend_from_slice(&flush.0.to_be_bytes()); // applied = flushed: we apply before acknowledging
+        msg.extend_from_slice(&pg_now().to_be_bytes());
+        msg.push(u8::from(reply_requested));
+        frontend::CopyData::new(&msg[..])?.write(&mut self.out);
+        let out = self.out.split();
+        self.io.write_all(&out).await?;
+        self.io.flush().await?;
+        Ok(())
+    }
+
+    /// Ends the copy and the session politely.
+    pub async fn finish(&mut self) -> Result<()> {
+        frontend::copy_done(&mut self.out);
+        frontend::terminate(&mut self.out);
+        let out = self.out.split();
+        self.io.write_all(&out).await?;
+        self.io.flush().await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_error_fields() {
+        let body = b"SERROR\0VERROR\0C42710\0Mreplication slot \"s\" already exists\0\0";
+        let e = parse_error(body);
+        assert_eq!(e.code, "42710");
+        assert_eq!(e.to_string(), "ERROR: replication slot \"s\" already exists (SQLSTATE 42710)");
+    }
+
+    #[test]
+    fn parses_data_rows() {
+        let body = [0u8, 2, 0, 0, 0, 2, b'h', b'i', 0xff, 0xff, 0xff, 0xff];
+        assert_eq!(parse_data_row(&body).unwrap(), vec![Some("hi".to_owned()), None]);
+        assert!(parse_data_row(&[0, 1, 0, 0, 0, 9, b'x']).is_err());
+    }
+
+    #[test]
+    fn quoting() {
+        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
+        assert_eq!(quote_literal(&quote_ident("it's")), "'\"it''s\"'");
+    }
+
+    #[tokio::test]
+    async fn frames_split_across_reads() {
+        let (mut client, server) = tokio::io::duplex(64);
+        let mut reader = FrameReader { io: server, buf: BytesMut::new() };
+        tokio::spawn(async move {
+            let msg = [b'Z', 0, 0, 0, 5, b'I', b'd', 0, 0, 0, 5, b'k'];
+            for byte in msg {
+                client.write_all(&[byte]).await.unwrap();
+            }
+        });
+        let f = reader.next().await.unwrap();
+        assert_eq!((f.tag, &f.body[..]), (b'Z', &b"I"[..]));
+        let f = reader.next().await.unwrap();
+        assert_eq!((f.tag, &f.body[..]), (b'd', &b"k"[..]));
+        assert!(matches!(reader.next().await, Err(ReplicationError::Closed)));
+    }
+}

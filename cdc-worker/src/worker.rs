@@ -1,0 +1,358 @@
+//! One replication session after another: connect, stream, apply, acknowledge; on any
+//! connection failure reconnect with backoff and resume from durable state.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context};
+use tokio::sync::{mpsc, Notify};
+use tokio::task::JoinHandle;
+use tokio_postgres::NoTls;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use crate::ack::AckTracker;
+use crate::config::Config;
+use crate::envelope;
+use crate::lsn::Lsn;
+use crate::pgoutput::{self, Message, RelationCache};
+use crate::projection::{SourceTxn, Target};
+use crate::replication::{quote_ident, Feedback, ReplicationConnection, ReplicationStream, StreamMessage};
+
+/// How often a standby status update is sent even when nothing changed. Well below the
+/// server's default wal_sender_timeout (60 s).
+const STATUS_INTERVAL: Duration = Duration::from_secs(1);
+/// How long a shutdown waits for an in-flight batch before abandoning it.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// Source transactions buffered between the socket reader and the apply path.
+const CHANNEL_TRANSACTIONS: usize = 4096;
+
+enum SessionEnd {
+    Shutdown,
+    Failed { error: anyhow::Error, fatal: bool, progressed: bool },
+}
+
+pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let mut backoff = Duration::from_millis(200);
+    let mut first = true;
+    loop {
+        match session(&config, &shutdown, first).await {
+            SessionEnd::Shutdown => return Ok(()),
+            SessionEnd::Failed { error, fatal: true, .. } => return Err(error),
+            SessionEnd::Failed { error, progressed, .. } => {
+                if progressed {
+                    backoff = Duration::from_millis(200);
+                }
+                warn!(error = format!("{error:#}"), retry_in_ms = backoff.as_millis() as u64, "session ended; reconnecting");
+            }
+        }
+        first = false;
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(10));
+    }
+}
+
+async fn connect_sql(config: &tokio_postgres::Config, what: &'static str) -> anyhow::Result<tokio_postgres::Client> {
+    let (client, connection) = config.connect(NoTls).await.with_context(|| format!("connecting to the {what} database"))?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            debug!(error = %e, what, "SQL connection ended");
+        }
+    });
+    Ok(client)
+}
+
+fn failed(error: anyhow::Error, progressed: bool) -> SessionEnd {
+    SessionEnd::Failed { error, fatal: false, progressed }
+}
+
+async fn session(config: &Config, shutdown: &CancellationToken, first: bool) -> SessionEnd {
+    // Target first: setup errors in the configuration should surface before streaming starts.
+    let target_client = match connect_sql(config.target_config(), "target").await {
+        Ok(c) => c,
+        Err(e) => return failed(e, false),
+    };
+    let mut target = match Target::open(target_client, config, first).await {
+        Ok(t) => t,
+        Err(e) => {
+            let fatal = first && e.is_fatal();
+            return SessionEnd::Failed { error: anyhow::Error::new(e), fatal, progressed: false };
+        }
+    };
+    for (name, checkpoint) in target.checkpoints() {
+        info!(projection = %name, checkpoint = %checkpoint.unwrap_or_default(), "projection ready");
+    }
+
+    let (stream, feedback, start) = match start_stream(config).await {
+        Ok(s) => s,
+        Err(e) => return failed(e, false),
+    };
+    info!(slot = %config.slot, lsn = %start, "streaming started");
+
+    let tracker = Arc::new(Mutex::new(AckTracker::new(start)));
+    for (name, checkpoint) in target.failed() {
+        warn!(projection = %name, "projection is failed; holding the slot at its checkpoint");
+        lock(&tracker).hold_at(checkpoint.unwrap_or_default());
+    }
+    let wake_feedback = Arc::new(Notify::new());
+    let stop_feedback = CancellationToken::new();
+    let (tx, mut rx) = mpsc::channel::<SourceTxn>(CHANNEL_TRANSACTIONS);
+
+    let reader: JoinHandle<anyhow::Error> =
+        tokio::spawn(read_stream(stream, tx, tracker.clone(), wake_feedback.clone()));
+    let stop_reader = reader.abort_handle();
+    let feedback: JoinHandle<anyhow::Result<()>> =
+        tokio::spawn(send_feedback(feedback, tracker.clone(), wake_feedback.clone(), stop_feedback.clone()));
+
+    let mut progressed = false;
+    let end = loop {
+        let Some(batch) = (tokio::select! {
+            _ = shutdown.cancelled() => None,
+            b = next_batch(&mut rx, config) => b,
+        }) else {
+            if shutdown.is_cancelled() {
+                break SessionEnd::Shutdown;
+            }
+            break failed(reader_error(reader).await, progressed);
+        };
+
+        let events: usize = batch.iter().map(|t| t.events.len()).sum();
+        let last = batch.last().map(|t| t.end_lsn).unwrap_or_default();
+        let started = Instant::now();
+        let apply = target.apply(&batch);
+        tokio::pin!(apply);
+        let result = tokio::select! {
+            r = &mut apply => r,
+            _ = async { shutdown.cancelled().await; tokio::time::sleep(SHUTDOWN_GRACE).await } => {
+                warn!(lsn = %last, "abandoning the open batch on shutdown; it will be redelivered");
+                break SessionEnd::Shutdown;
+            }
+        };
+        match result {
+            Ok(failures) => {
+                for f in failures {
+                    error!(projection = %f.projection, error = %f.error, "projection failed; it stops here, the others go on");
+                    lock(&tracker).hold_at(f.checkpoint.unwrap_or_default());
+                }
+                lock(&tracker).durable(last);
+                wake_feedback.notify_one();
+                progressed = true;
+                debug!(lsn = %last, transactions = batch.len(), events, elapsed_ms = started.elapsed().as_millis() as u64, "batch applied");
+            }
+            Err(e) => break failed(anyhow!(e).context("applying a batch to the target database"), progressed),
+        }
+    };
+
+    // Report the last durable position before leaving, whatever the reason.
+    stop_feedback.cancel();
+    stop_reader.abort();
+    match tokio::time::timeout(Duration::from_secs(5), feedback).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => debug!(error = format!("{e:#}"), "final status update failed"),
+        _ => {}
+    }
+    if matches!(end, SessionEnd::Shutdown) {
+        let acked = lock(&tracker).acknowledge();
+        info!(lsn = %acked, "stopped; acknowledged the last durable position");
+    }
+    end
+}
+
+fn lock(tracker: &Mutex<AckTracker>) -> std::sync::MutexGuard<'_, AckTracker> {
+    // A panic while holding this lock would be a bug in AckTracker; its state is still usable.
+    tracker.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+async fn reader_error(reader: JoinHandle<anyhow::Error>) -> anyhow::Error {
+    match reader.await {
+        Ok(e) => e,
+        Err(e) => anyhow!("stream reader task failed: {e}"),
+    }
+}
+
+/// Ensures publication and slot exist, and starts streaming at the slot's confirmed position.
+async fn start_stream(config: &Config) -> anyhow::Result<(ReplicationStream, Feedback, Lsn)> {
+    let source = connect_sql(&config.source, "source").await?;
+    // The publication must exist before the slot: pgoutput looks it up as of each decoded
+    // transaction, and would fail on WAL older than the publication.
+    let exists = source
+        .query_opt("SELECT 1 FROM pg_publication WHERE pubname = $1", &[&config.publication])
+        .await
+        .context("checking the publication")?
+        .is_some();
+    if !exists {
+        let sql = format!("CREATE PUBLICATION {} FOR TABLE eventstore.events", quote_ident(&config.publication));
+        match source.batch_execute(&sql).await {
+            Ok(()) => info!(publication = %config.publication, "created publication"),
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::DUPLICATE_OBJECT) => {}
+            Err(e) => return Err(anyhow!(e).context(format!("creating publication {:?}", config.publication))),
+        }
+    }
+
+    let mut repl = ReplicationConnection::connect(&config.source).await?;
+    let system = repl.identify_system().await?;
+    debug!(system_id = %system.system_id, timeline = %system.timeline, lsn = %system.xlogpos, dbname = ?system.dbname, "identified system");
+    if repl.create_slot_if_missing(&config.slot).await? {
+        info!(slot = %config.slot, "created replication slot");
+    }
+    let row = source
+        .query_one(
+            "SELECT confirmed_flush_lsn::text, plugin, database = current_database()
+               FROM pg_replication_slots WHERE slot_name = $1",
+            &[&config.slot],
+        )
+        .await
+        .context("reading the replication slot")?;
+    let plugin: Option<String> = row.get(1);
+    if plugin.as_deref() != Some("pgoutput") || !row.get::<_, bool>(2) {
+        anyhow::bail!("replication slot {:?} exists but is not a pgoutput slot of this database", config.slot);
+    }
+    let confirmed: Lsn = row.get::<_, Option<String>>(0).as_deref().unwrap_or("0/0").parse()?;
+    let (stream, feedback) = repl.start_replication(&config.slot, Lsn::ZERO, &config.publication).await?;
+    Ok((stream, feedback, confirmed))
+}
+
+/// Reads the stream, decodes it and hands complete source transactions to the apply path.
+/// Returns the error that ended it.
+async fn read_stream(
+    mut stream: ReplicationStream,
+    tx: mpsc::Sender<SourceTxn>,
+    tracker: Arc<Mutex<AckTracker>>,
+    wake_feedback: Arc<Notify>,
+) -> anyhow::Error {
+    let mut relations = RelationCache::default();
+    let mut events_relation: Option<u32> = None;
+    let mut open: Option<SourceTxn> = None;
+    loop {
+        let msg = match stream.next().await {
+            Ok(m) => m,
+            Err(e) => return e.into(),
+        };
+        let data = match msg {
+            StreamMessage::Keepalive { wal_end, reply_requested } => {
+                lock(&tracker).server_position(wal_end);
+                if reply_requested {
+                    wake_feedback.notify_one();
+                }
+                continue;
+            }
+            StreamMessage::XLogData { data, .. } => data,
+        };
+        let decoded = match pgoutput::decode(&data) {
+            Ok(m) => m,
+            Err(e) => return e.into(),
+        };
+        match decoded {
+            Message::Begin(_) => {
+                if open.is_some() {
+                    return anyhow!("pgoutput: Begin inside an open transaction");
+                }
+                lock(&tracker).begin();
+                open = Some(SourceTxn { end_lsn: Lsn::ZERO, events: Vec::new(), bytes: 0 });
+            }
+            Message::Commit(c) => {
+                let Some(mut txn) = open.take() else {
+                    return anyhow!("pgoutput: Commit without Begin");
+                };
+                txn.end_lsn = c.end_lsn;
+                lock(&tracker).commit_received(c.end_lsn);
+                if tx.send(txn).await.is_err() {
+                    return anyhow!("apply path stopped");
+                }
+            }
+            Message::Relation(r) => {
+                if r.namespace == "eventstore" && r.name == "events" {
+                    events_relation = Some(r.oid);
+                }
+                relations.update(r);
+            }
+            Message::Insert { relation, new } => {
+                let Some(txn) = open.as_mut() else {
+                    return anyhow!("pgoutput: Insert outside a transaction");
+                };
+                if Some(relation) != events_relation {
+                    continue; // another table in the publication: not ours
+                }
+                let Some(rel) = relations.get(relation) else {
+                    return anyhow!("pgoutput: Insert for relation {relation} before its Relation message");
+                };
+                match envelope::from_insert(rel, &new) {
+                    Ok(ev) => {
+                        txn.bytes += ev.envelope.len();
+                        txn.events.push(ev);
+                    }
+                    Err(e) => return e.into(),
+                }
+            }
+            Message::Update { relation, .. } | Message::Delete { relation, .. } if Some(relation) == events_relation => {
+                // The event log is append-only; a change here means someone bypassed its triggers.
+                error!("eventstore.events row updated or deleted; read models cannot follow and ignore it");
+            }
+            Message::Truncate { relations: truncated, .. } if truncated.iter().any(|r| Some(*r) == events_relation) => {
+                error!("eventstore.events truncated; read models cannot follow and ignore it");
+            }
+            Message::Update { .. } | Message::Delete { .. } | Message::Truncate { .. } => {}
+            Message::Origin { .. } | Message::Type { .. } | Message::Message { .. } => {}
+        }
+    }
+}
+
+/// Sends standby status updates: periodically, when woken (durable progress or a reply
+/// request) and once more when stopped. Runs apart from the apply path so a slow handler never
+/// delays the replies the server's wal_sender_timeout waits for.
+async fn send_feedback(
+    mut feedback: Feedback,
+    tracker: Arc<Mutex<AckTracker>>,
+    wake: Arc<Notify>,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut tick = tokio::time::interval(STATUS_INTERVAL);
+    let mut last_sent = None;
+    loop {
+        let stopping = tokio::select! {
+            _ = stop.cancelled() => true,
+            _ = tick.tick() => false,
+            _ = wake.notified() => false,
+        };
+        let (write, flush) = {
+            let mut t = lock(&tracker);
+            (t.received(), t.acknowledge())
+        };
+        if last_sent != Some(flush) {
+            debug!(lsn = %flush, "acknowledging");
+        }
+        feedback.send_status(write, flush, false).await?;
+        last_sent = Some(flush);
+        if stopping {
+            feedback.finish().await?;
+            return Ok(());
+        }
+    }
+}
+
+/// Waits for one source transaction, then gathers more while the batch bounds allow.
+async fn next_batch(rx: &mut mpsc::Receiver<SourceTxn>, config: &Config) -> Option<Vec<SourceTxn>> {
+    let limits = &config.batch;
+    let first = rx.recv().await?;
+    let mut events = first.events.len();
+    let mut bytes = first.bytes;
+    let mut batch = vec![first];
+    let deadline = tokio::time::Instant::now() + limits.linger();
+    while batch.len() < limits.max_transactions && events < limits.max_events && bytes < limits.max_bytes {
+        let next = match rx.try_recv() {
+            Ok(t) => t,
+            Err(mpsc::error::TryRecvError::Empty) => match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(t)) => t,
+                _ => break,
+            },
+            Err(mpsc::error::TryRecvError::Disconnected) => break,
+        };
+        events += next.events.len();
+        bytes += next.bytes;
+        batch.push(next);
+    }
+    Some(batch)
+}
