@@ -1,1 +1,409 @@
+//! Harness for eventstore-worker integration tests: throwaway PostgreSQL clusters, the real
+//! worker binary as a child process, and an order workload.
 
+use std::fs;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use tokio_postgres::{Client, NoTls};
+
+pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+/// Password of the `worker` role (SCRAM-SHA-256 over TCP).
+pub const WORKER_PASSWORD: &str = "worker secret";
+
+fn run(cmd: &mut Command) -> Result<()> {
+    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+fn as_postgres(program: &str) -> Command {
+    let mut c = Command::new("runuser");
+    c.args(["-u", "postgres", "--", &format!("{PG_BIN}/{program}")]);
+    c
+}
+
+fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// A PostgreSQL 15 cluster of its own, with logical replication enabled, listening on a unix
+/// socket in its directory and on 127.0.0.1. Stopped and deleted on drop.
+pub struct Cluster {
+    pub dir: PathBuf,
+    pub port: u16,
+}
+
+impl Cluster {
+    pub fn start() -> Result<Cluster> {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let dir = PathBuf::from(format!("/tmp/es-wt-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst)));
+        let _ = fs::remove_dir_all(&dir);
+        run(Command::new("install").args(["-d", "-o", "postgres", "-g", "postgres", "-m", "700"]).arg(&dir))?;
+        let data = dir.join("data");
+        run(as_postgres("initdb")
+            .args(["-D", data.to_str().unwrap(), "-U", "postgres", "-E", "UTF8", "--locale=C", "--no-sync"])
+            .args(["--auth-local=trust", "--auth-host=scram-sha-256"]))?;
+        // Unix sockets: trust. TCP: SCRAM-SHA-256 only, replication included.
+        fs::write(
+            data.join("pg_hba.conf"),
+            "local all all trust\nlocal replication all trust\n\
+             host all all 127.0.0.1/32 scram-sha-256\nhost replication all 127.0.0.1/32 scram-sha-256\n",
+        )?;
+        let cluster = Cluster { dir, port: free_port()? };
+        cluster.pg_ctl_start()?;
+        Ok(cluster)
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    fn pg_ctl_start(&self) -> Result<()> {
+        let opts = format!(
+            "-c wal_level=logical -c max_wal_senders=10 -c max_replication_slots=10 -p {} -k {} \
+             -c listen_addresses=127.0.0.1 -c fsync=off -c shared_buffers=32MB -c max_connections=50",
+            self.port,
+            self.dir.display()
+        );
+        run(as_postgres("pg_ctl")
+            .args(["-D", self.data().to_str().unwrap(), "-l", self.dir.join("server.log").to_str().unwrap()])
+            .args(["-o", &opts, "-w", "-t", "60", "start"]))
+    }
+
+    /// Restarts the server (fast shutdown: every connection is cut).
+    pub fn restart(&self) -> Result<()> {
+        run(as_postgres("pg_ctl").args(["-D", self.data().to_str().unwrap(), "-m", "fast", "-w", "stop"]))?;
+        self.pg_ctl_start()
+    }
+
+    /// Keyword/value DSN over the unix socket as the superuser.
+    pub fn socket_dsn(&self, dbname: &str) -> String {
+        format!("host={} port={} user=postgres dbname={dbname}", self.dir.display(), self.port)
+    }
+
+    /// postgres:// URL over TCP as the `worker` role (SCRAM-SHA-256).
+    pub fn tcp_url(&self, dbname: &str) -> String {
+        format!("postgres://worker:{}@127.0.0.1:{}/{dbname}", WORKER_PASSWORD.replace(' ', "%20"), self.port)
+    }
+
+    pub async fn connect(&self, dbname: &str) -> Result<Client> {
+        let (client, conn) = tokio_postgres::connect(&self.socket_dsn(dbname), NoTls)
+            .await
+            .with_context(|| format!("connecting to {dbname}"))?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(client)
+    }
+
+    /// A fresh database with the event store installed.
+    pub async fn create_store(&self, dbname: &str) -> Result<Client> {
+        let admin = self.connect("postgres").await?;
+        admin.batch_execute(&format!("CREATE DATABASE {dbname}")).await?;
+        let db = self.connect(dbname).await?;
+        db.batch_execute("CREATE EXTENSION pg_eventstore").await?;
+        Ok(db)
+    }
+
+    pub fn server_log(&self) -> String {
+        fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = run(as_postgres("pg_ctl").args(["-D", self.data().to_str().unwrap(), "-m", "immediate", "-w", "stop"]));
+        if std::env::var_os("EVENTSTORE_KEEP_TEST_CLUSTERS").is_none() {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// Path of the eventstore-worker binary: `EVENTSTORE_WORKER_BIN` if set, otherwise built once
+/// with the cargo running these tests (same target directory and profile).
+pub fn worker_binary() -> Result<PathBuf> {
+    static BIN: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(bin) = std::env::var_os("EVENTSTORE_WORKER_BIN") {
+            return Ok(PathBuf::from(bin));
+        }
+        build_worker().map_err(|e| format!("{e:#}"))
+    })
+    .clone()
+    .map_err(anyhow::Error::msg)
+}
+
+fn build_worker() -> Result<PathBuf> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "--quiet", "--message-format=json", "-p", "eventstore-worker", "--bin", "eventstore-worker"])
+        .arg("--manifest-path")
+        .arg(&manifest);
+    // Same profile as this test binary (debug unless built with --release).
+    if !cfg!(debug_assertions) {
+        cmd.arg("--release");
+    }
+    let out = cmd.stderr(Stdio::inherit()).output().context("building eventstore-worker")?;
+    if !out.status.success() {
+        bail!("cargo build of eventstore-worker failed");
+    }
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        if msg["reason"] == "compiler-artifact" && msg["target"]["name"] == "eventstore-worker" {
+            if let Some(exe) = msg["executable"].as_str() {
+                return Ok(PathBuf::from(exe));
+            }
+        }
+    }
+    bail!("cargo did not report the eventstore-worker executable")
+}
+
+/// The worker binary running with a config file, logging to a file next to it.
+pub struct Worker {
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl Worker {
+    pub fn start(config_path: &Path) -> Result<Worker> {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let log = config_path.with_extension(format!("{}.log", N.fetch_add(1, Ordering::SeqCst)));
+        let file = fs::File::create(&log)?;
+        let child = Command::new(worker_binary()?)
+            .args(["run", "--log-format", "text"])
+            .env("EVENTSTORE_WORKER_CONFIG", config_path)
+            .env("RUST_LOG", "info,eventstore_worker=debug")
+            .stdout(file.try_clone()?)
+            .stderr(file)
+            .spawn()
+            .context("starting eventstore-worker")?;
+        Ok(Worker { child, log })
+    }
+
+    /// kill -9.
+    pub fn kill(mut self) -> Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+
+    /// SIGTERM, then waits for the exit status.
+    pub fn terminate(mut self) -> Result<std::process::ExitStatus> {
+        run(Command::new("kill").args(["-TERM", &self.child.id().to_string()]))?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                bail!("worker did not exit within 30 s of SIGTERM; log:\n{}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Writes a worker config: the given `[source]`/`[target]` header followed by the projections
+/// of `examples/orders-worker.toml` (everything from its first `[[projection]]`).
+pub fn orders_config(dir: &Path, name: &str, header: &str) -> Result<PathBuf> {
+    let example = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/orders-worker.toml"))?;
+    let projections = &example[example.find("[[projection]]").context("example has no projection")?..];
+    write_config(dir, name, &format!("{header}\n{projections}"))
+}
+
+pub fn write_config(dir: &Path, name: &str, text: &str) -> Result<PathBuf> {
+    let path = dir.join(format!("{name}.toml"));
+    fs::write(&path, text)?;
+    Ok(path)
+}
+
+/// Polls `check` until it returns Ok(true) or the deadline passes; then runs it once more and
+/// returns its last error/false as an error.
+pub async fn eventually<F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<bool>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        let outcome = check().await;
+        match outcome {
+            Ok(true) => return Ok(()),
+            _ if Instant::now() > deadline => {
+                bail!("{what}: not reached within {timeout:?} (last: {outcome:?})")
+            }
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// Deterministic pseudo-random numbers for workloads (no extra dependency, reproducible).
+pub struct Lcg(u64);
+
+impl Lcg {
+    pub fn new(seed: u64) -> Self {
+        Lcg(seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407))
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (self.0 >> 33) % n
+    }
+}
+
+/// The events of one order's life, as (type, data) pairs.
+pub fn order_events(rng: &mut Lcg, order: u64, customers: u64) -> Vec<(&'static str, serde_json::Value)> {
+    let order_id = format!("o{order}");
+    let customer_id = format!("c{}", rng.below(customers));
+    let total = format!("{}.{:02}", 5 + rng.below(500), rng.below(100));
+    let mut events = vec![(
+        "OrderPlaced",
+        serde_json::json!({"order_id": order_id, "customer_id": customer_id, "total": total}),
+    )];
+    match rng.below(10) {
+        0 => events.push(("OrderCancelled", serde_json::json!({"order_id": order_id, "customer_id": customer_id, "reason": "changed mind"}))),
+        1 => {}
+        n => {
+            events.push(("PaymentCaptured", serde_json::json!({"order_id": order_id, "customer_id": customer_id, "amount": total})));
+            if n > 4 {
+                events.push(("OrderShipped", serde_json::json!({"order_id": order_id, "customer_id": customer_id, "carrier": "dhl"})));
+            }
+        }
+    }
+    events
+}
+
+/// Appends `orders` orders (ids from `first`) over `writers` concurrent connections. Each order
+/// is written as several transactions, some appending two events at once via `append`.
+pub async fn append_orders(cluster: &Cluster, db: &str, first: u64, orders: u64, writers: u64, seed: u64) -> Result<()> {
+    let mut tasks = Vec::new();
+    for w in 0..writers {
+        let client = cluster.connect(db).await?;
+        tasks.push(tokio::spawn(async move {
+            let mut rng = Lcg::new(seed * 1000 + w);
+            let append_one = client
+                .prepare("SELECT global_position FROM eventstore.append_event($1, $2, $3::text::jsonb)")
+                .await?;
+            let append_many = client.prepare("SELECT global_position FROM eventstore.append($1, $2::text::jsonb)").await?;
+            let mut order = first + w;
+            while order < first + orders {
+                let stream = format!("order-{order}");
+                let events = order_events(&mut rng, order, 40);
+                let mut i = 0;
+                while i < events.len() {
+                    if i + 1 < events.len() && rng.below(3) == 0 {
+                        let batch = serde_json::json!([
+                            {"type": events[i].0, "data": events[i].1},
+                            {"type": events[i + 1].0, "data": events[i + 1].1},
+                        ]);
+                        client.query(&append_many, &[&stream, &batch.to_string()]).await?;
+                        i += 2;
+                    } else {
+                        client.query(&append_one, &[&stream, &events[i].0, &events[i].1.to_string()]).await?;
+                        i += 1;
+                    }
+                }
+                order += writers;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok(())
+}
+
+/// order_summary as the worker keeps it and as computed from scratch over eventstore.events.
+pub const ORDER_SUMMARY_ACTUAL: &str = "SELECT (order_id, customer_id, status, total, paid, event_count, last_position)::text
+       FROM order_summary ORDER BY order_id";
+pub const ORDER_SUMMARY_EXPECTED: &str = "
+    SELECT (order_id, customer_id, status, total, paid, event_count, last_position)::text FROM (
+      SELECT data->>'order_id' AS order_id,
+             max(data->>'customer_id') FILTER (WHERE event_type = 'OrderPlaced') AS customer_id,
+             (array_agg(CASE event_type WHEN 'OrderPlaced' THEN 'placed' WHEN 'PaymentCaptured' THEN 'paid'
+                                        WHEN 'OrderShipped' THEN 'shipped' ELSE 'cancelled' END
+                        ORDER BY stream_version DESC))[1] AS status,
+             sum((data->>'total')::numeric) FILTER (WHERE event_type = 'OrderPlaced') AS total,
+             coalesce(sum((data->>'amount')::numeric) FILTER (WHERE event_type = 'PaymentCaptured'), 0) AS paid,
+             count(*) AS event_count,
+             (array_agg(global_position ORDER BY stream_version DESC))[1] AS last_position
+        FROM eventstore.events
+       WHERE event_type IN ('OrderPlaced', 'PaymentCaptured', 'OrderShipped', 'OrderCancelled')
+       GROUP BY 1) s
+     ORDER BY order_id";
+pub const CUSTOMER_REVENUE_ACTUAL: &str =
+    "SELECT (customer_id, orders, revenue, cancelled)::text FROM customer_revenue ORDER BY customer_id";
+pub const CUSTOMER_REVENUE_EXPECTED: &str = "
+    SELECT (customer_id, orders, revenue, cancelled)::text FROM (
+      SELECT data->>'customer_id' AS customer_id,
+             count(*) FILTER (WHERE event_type = 'OrderPlaced') AS orders,
+             coalesce(sum((data->>'amount')::numeric) FILTER (WHERE event_type = 'PaymentCaptured'), 0) AS revenue,
+             count(*) FILTER (WHERE event_type = 'OrderCancelled') AS cancelled
+        FROM eventstore.events
+       WHERE event_type IN ('OrderPlaced', 'PaymentCaptured', 'OrderCancelled')
+       GROUP BY 1) s
+     ORDER BY customer_id";
+pub const FULFILLMENT_QUEUE_ACTUAL: &str = "SELECT order_id FROM fulfillment_queue ORDER BY order_id";
+pub const FULFILLMENT_QUEUE_EXPECTED: &str = "
+    SELECT data->>'order_id' FROM eventstore.events GROUP BY 1
+    HAVING bool_or(event_type = 'PaymentCaptured')
+       AND NOT bool_or(event_type IN ('OrderShipped', 'OrderCancelled'))
+     ORDER BY 1";
+
+/// Waits until the worker's slot exists and is being streamed from: events appended after
+/// this are guaranteed to reach the worker (earlier ones predate the slot).
+pub async fn wait_for_streaming(client: &Client, worker: &Worker) -> Result<()> {
+    let streaming = eventually("the worker streams from its slot", Duration::from_secs(60), || async {
+        let n: i64 = client
+            .query_one("SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'eventstore_worker' AND active", &[])
+            .await?
+            .get(0);
+        Ok(n == 1)
+    })
+    .await;
+    streaming.with_context(|| format!("worker log:\n{}", worker.log_text()))
+}
+
+/// Rows in one list and not the other, for readable assertion failures.
+pub fn row_diff(actual: &[String], expected: &[String]) -> String {
+    let missing: Vec<_> = expected.iter().filter(|r| !actual.contains(r)).take(10).collect();
+    let extra: Vec<_> = actual.iter().filter(|r| !expected.contains(r)).take(10).collect();
+    format!(
+        "{} rows vs {} expected; expected but absent (first 10): {missing:?}; present but not expected (first 10): {extra:?}",
+        actual.len(),
+        expected.len()
+    )
+}
+
+pub async fn rows(client: &Client, sql: &str) -> Result<Vec<String>> {
+    Ok(client.query(sql, &[]).await?.iter().map(|r| r.get::<_, String>(0)).collect())
+}

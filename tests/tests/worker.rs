@@ -1,0 +1,305 @@
+//! eventstore-worker end to end: a real cluster, the real binary, crashes included.
+
+use std::time::Duration;
+
+use anyhow::Result;
+use eventstore_integration_tests::*;
+use tokio_postgres::Client;
+
+const CONVERGE: Duration = Duration::from_secs(90);
+
+/// True when the worker's read models equal a from-scratch computation over the event log.
+async fn read_models_match(source: &Client, target: &Client) -> Result<bool> {
+    for (actual, expected) in [
+        (ORDER_SUMMARY_ACTUAL, ORDER_SUMMARY_EXPECTED),
+        (CUSTOMER_REVENUE_ACTUAL, CUSTOMER_REVENUE_EXPECTED),
+        (FULFILLMENT_QUEUE_ACTUAL, FULFILLMENT_QUEUE_EXPECTED),
+    ] {
+        let Ok(actual_rows) = rows(target, actual).await else { return Ok(false) };
+        if actual_rows != rows(source, expected).await? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Waits for convergence, then asserts equality row by row for a readable failure.
+async fn assert_converges(source: &Client, target: &Client, worker: &Worker) {
+    let converged = eventually("read models equal a replay of the log", CONVERGE, || read_models_match(source, target)).await;
+    if let Err(e) = converged {
+        let mut report = String::new();
+        for (actual, expected) in [
+            (ORDER_SUMMARY_ACTUAL, ORDER_SUMMARY_EXPECTED),
+            (CUSTOMER_REVENUE_ACTUAL, CUSTOMER_REVENUE_EXPECTED),
+            (FULFILLMENT_QUEUE_ACTUAL, FULFILLMENT_QUEUE_EXPECTED),
+        ] {
+            let a = rows(target, actual).await.unwrap_or_default();
+            let x = rows(source, expected).await.unwrap_or_default();
+            report.push_str(&format!("\n{actual}\n  {}", row_diff(&a, &x)));
+        }
+        let log = worker.log_text();
+        let tail: Vec<&str> = log.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect();
+        panic!("{e:#}{report}\nworker log (last 40 lines):\n{}", tail.join("\n"));
+    }
+}
+
+async fn count(client: &Client, sql: &str) -> Result<i64> {
+    Ok(client.query_one(sql, &[]).await?.get(0))
+}
+
+fn socket_source(cluster: &Cluster, db: &str) -> String {
+    format!("[source]\ndsn = \"{}\"\n", cluster.socket_dsn(db))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn order_example_end_to_end() -> Result<()> {
+    let cluster = Cluster::start()?;
+    let db = cluster.create_store("app").await?;
+    let config = orders_config(&cluster.dir, "orders", &socket_source(&cluster, "app"))?;
+    let worker = Worker::start(&config)?;
+    wait_for_streaming(&db, &worker).await?;
+
+    append_orders(&cluster, "app", 0, 300, 4, 1).await?;
+    assert!(count(&db, "SELECT count(*) FROM eventstore.events").await? > 600);
+    assert_converges(&db, &db, &worker).await;
+
+    let status = rows(&db, "SELECT name || ':' || status FROM eventstore_worker.projections ORDER BY name").await?;
+    assert_eq!(status, ["customer_revenue:running", "fulfillment_queue:running", "order_summary:running"]);
+    let unset = count(&db, "SELECT count(*) FROM eventstore_worker.projections WHERE checkpoint_lsn IS NULL").await?;
+    assert_eq!(unset, 0, "every projection has a checkpoint");
+    // The envelope carries recorded_at as a timestamp PostgreSQL accepts back.
+    let stale = count(
+        &db,
+        "SELECT count(*) FROM order_summary o JOIN eventstore.events e ON e.global_position = o.last_position
+          WHERE o.updated_at <> e.recorded_at",
+    )
+    .await?;
+    assert_eq!(stale, 0);
+
+    let status = worker.terminate()?;
+    assert!(status.success(), "SIGTERM exits 0, got {status}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_load_loses_nothing_and_applies_nothing_twice() -> Result<()> {
+    let cluster = Cluster::start()?;
+    let db = cluster.create_store("app").await?;
+    let config = orders_config(&cluster.dir, "orders", &socket_source(&cluster, "app"))?;
+    let mut worker = Worker::start(&config)?;
+    wait_for_streaming(&db, &worker).await?;
+
+    let load_cluster_dir = cluster.dir.clone();
+    let port = cluster.port;
+    let load = tokio::spawn(async move {
+        // A second handle on the same cluster for the load; it must not stop it on drop.
+        let handle = std::mem::ManuallyDrop::new(Cluster { dir: load_cluster_dir, port });
+        append_orders(&handle, "app", 0, 1500, 3, 2).await
+    });
+
+    for round in 1..=2 {
+        let seen = count(&db, "SELECT count(*) FROM order_summary").await.unwrap_or(0);
+        eventually("worker applies more orders", CONVERGE, || async {
+            Ok(count(&db, "SELECT count(*) FROM order_summary").await.unwrap_or(0) > seen + 50)
+        })
+        .await?;
+        worker.kill()?;
+        eprintln!("killed worker (round {round})");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        worker = Worker::start(&config)?;
+    }
+    load.await??;
+    assert_converges(&db, &db, &worker).await;
+    assert!(worker.is_running());
+    let status = worker.terminate()?;
+    assert!(status.success());
+    // Still equal after a clean stop: nothing was applied late or twice.
+    assert!(read_models_match(&db, &db).await?);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnects_after_postgres_restart() -> Result<()> {
+    let cluster = Cluster::start()?;
+    let db = cluster.create_store("app").await?;
+    let config = orders_config(&cluster.dir, "orders", &socket_source(&cluster, "app"))?;
+    let mut worker = Worker::start(&config)?;
+    wait_for_streaming(&db, &worker).await?;
+
+    append_orders(&cluster, "app", 0, 150, 2, 3).await?;
+    assert_converges(&db, &db, &worker).await;
+
+    cluster.restart()?;
+    let db = cluster.connect("app").await?;
+    append_orders(&cluster, "app", 150, 150, 2, 4).await?;
+    assert_converges(&db, &db, &worker).await;
+    assert!(worker.is_running(), "the worker survived the restart");
+    assert!(worker.log_text().contains("reconnecting"), "the worker noticed the restart");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_slot_follows_unrelated_wal() -> Result<()> {
+    let cluster = Cluster::start()?;
+    let db = cluster.create_store("app").await?;
+    let config = orders_config(&cluster.dir, "orders", &socket_source(&cluster, "app"))?;
+    let worker = Worker::start(&config)?;
+    wait_for_streaming(&db, &worker).await?;
+    append_orders(&cluster, "app", 0, 20, 1, 5).await?;
+    assert_converges(&db, &db, &worker).await;
+
+    // Plenty of WAL that the publication does not cover.
+    db.batch_execute("CREATE TABLE unrelated (id int, pad text)").await?;
+    db.batch_execute("BEGIN; INSERT INTO unrelated SELECT g, repeat('x', 200) FROM generate_series(1, 20000) g").await?;
+    let written: String = db.query_one("SELECT pg_current_wal_insert_lsn()::text", &[]).await?.get(0);
+    db.batch_execute("COMMIT").await?;
+
+    let slot_past = || async {
+        let row = db
+            .query_one(
+                "SELECT confirmed_flush_lsn >= $1::text::pg_lsn FROM pg_replication_slots WHERE slot_name = 'eventstore_worker'",
+                &[&written],
+            )
+            .await?;
+        Ok(row.get::<_, bool>(0))
+    };
+    if let Err(e) = eventually("slot's confirmed_flush_lsn passes unrelated WAL", CONVERGE, slot_past).await {
+        panic!("{e:#}\nworker log:\n{}", worker.log_text());
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_handler_stops_only_its_projection_and_resumes_after_a_fix() -> Result<()> {
+    let cluster = Cluster::start()?;
+    let db = cluster.create_store("app").await?;
+    let config_text = |fragile_sql: &str| {
+        format!(
+            r#"{}
+[[projection]]
+name = "counter"
+setup = "CREATE TABLE IF NOT EXISTS event_counts (event_type text PRIMARY KEY, n bigint NOT NULL)"
+[projection.handlers]
+Measured = "INSERT INTO event_counts AS c VALUES ($1->>'type', 1) ON CONFLICT (event_type) DO UPDATE SET n = c.n + 1"
+
+[[projection]]
+name = "fragile"
+setup = "CREATE TABLE IF NOT EXISTS fragile_log (global_position bigint PRIMARY KEY, ratio int)"
+[projection.handlers]
+Measured = "{fragile_sql}"
+"#,
+            socket_source(&cluster, "app")
+        )
+    };
+    let broken = "INSERT INTO fragile_log VALUES (($1->>'global_position')::bigint, 100 / ($1->'data'->>'divisor')::int)";
+    let config = write_config(&cluster.dir, "fragile", &config_text(broken))?;
+    let worker = Worker::start(&config)?;
+    wait_for_streaming(&db, &worker).await?;
+
+    // One writer, so commit order is position order.
+    let append = |divisor: i32| {
+        let db = &db;
+        async move {
+            let data = serde_json::json!({ "divisor": divisor }).to_string();
+            let row = db
+                .query_one(
+                    "SELECT global_position FROM eventstore.append_event('sensor-1', 'Measured', $1::text::jsonb)",
+                    &[&data],
+                )
+                .await?;
+            anyhow::Ok(row.get::<_, i64>(0))
+        }
+    };
+    let mut before = Vec::new();
+    for _ in 0..10 {
+        before.push(append(1).await?);
+    }
+    let poison = append(0).await?;
+    for _ in 0..10 {
+        append(2).await?;
+    }
+
+    let counted = |n: i64| {
+        let db = &db;
+        move || async move {
+            Ok(count(db, "SELECT coalesce(max(n), 0) FROM event_counts").await.unwrap_or(0) == n)
+        }
+    };
+    eventually("the healthy projection applies every event", CONVERGE, counted(21)).await?;
+    eventually("the fragile projection is marked failed", CONVERGE, || async {
+        Ok(count(&db, "SELECT count(*) FROM eventstore_worker.projections WHERE name = 'fragile' AND status = 'failed'").await? == 1)
+    })
+    .await?;
+    let row = db
+        .query_one(
+            "SELECT last_error, (failed_event->>'global_position')::bigint FROM eventstore_worker.projections WHERE name = 'fragile'",
+            &[],
+        )
+        .await?;
+    let last_error: String = row.get(0);
+    assert!(last_error.contains("division by zero"), "last_error = {last_error:?}");
+    assert_eq!(row.get::<_, i64>(1), poison, "the failing event is recorded");
+    let applied: Vec<i64> =
+        db.query("SELECT global_position FROM fragile_log ORDER BY 1", &[]).await?.iter().map(|r| r.get(0)).collect();
+    assert_eq!(applied, before, "everything before the failing event, nothing after it");
+
+    // The other projection keeps going.
+    for _ in 0..5 {
+        append(3).await?;
+    }
+    eventually("the healthy projection keeps applying", CONVERGE, counted(26)).await?;
+    assert!(worker.terminate()?.success());
+
+    // Fix the handler and restart: the failed projection resumes at the failing event (the
+    // slot was held for it) and the healthy one applies nothing twice.
+    let fixed = "INSERT INTO fragile_log VALUES (($1->>'global_position')::bigint, 100 / NULLIF(($1->'data'->>'divisor')::int, 0))";
+    std::fs::write(&config, config_text(fixed))?;
+    let worker = Worker::start(&config)?;
+    eventually("the repaired projection catches up", CONVERGE, || async {
+        Ok(count(&db, "SELECT count(*) FROM fragile_log").await? == 26
+            && count(&db, "SELECT count(*) FROM eventstore_worker.projections WHERE status = 'running'").await? == 2)
+    })
+    .await?;
+    assert_eq!(count(&db, "SELECT max(n) FROM event_counts").await?, 26, "no event applied twice");
+    assert!(worker.terminate()?.success());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_models_in_a_second_database_with_scram_over_tcp() -> Result<()> {
+    let cluster = Cluster::start()?;
+    let db = cluster.create_store("app").await?;
+    // A least-privilege role, as docs/worker.md describes it.
+    db.batch_execute(&format!(
+        "CREATE ROLE worker LOGIN REPLICATION PASSWORD '{WORKER_PASSWORD}';
+         GRANT USAGE ON SCHEMA eventstore TO worker;
+         GRANT SELECT ON eventstore.events TO worker;
+         CREATE PUBLICATION eventstore_events FOR TABLE eventstore.events;"
+    ))
+    .await?;
+    db.batch_execute("CREATE DATABASE readmodels OWNER worker").await?;
+    let rm = cluster.connect("readmodels").await?;
+    let header = format!(
+        "[source]\ndsn = \"{}\"\n\n[target]\ndsn = \"host={} port={} user=worker dbname=readmodels\"\n",
+        cluster.tcp_url("app"),
+        cluster.dir.display(),
+        cluster.port
+    );
+    let config = orders_config(&cluster.dir, "split", &header)?;
+    let worker = Worker::start(&config)?;
+    wait_for_streaming(&db, &worker).await?;
+
+    append_orders(&cluster, "app", 0, 200, 3, 6).await?;
+    assert_converges(&db, &rm, &worker).await;
+
+    let in_source = count(&db, "SELECT count(*) FROM pg_class WHERE relname IN ('order_summary', 'customer_revenue')").await?;
+    assert_eq!(in_source, 0, "read models live only in the target database");
+    let over_tcp = count(
+        &db,
+        "SELECT count(*) FROM pg_stat_replication WHERE usename = 'worker' AND client_addr = '127.0.0.1'",
+    )
+    .await?;
+    assert_eq!(over_tcp, 1, "the replication connection authenticated over TCP (SCRAM-SHA-256 per pg_hba)");
+    assert!(worker.terminate()?.success());
+    Ok(())
+}
