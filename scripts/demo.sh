@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# The main job: a throwaway PostgreSQL with the extension and the worker beside it, the order
+# example appended, a concurrent-writer conflict, and the read models the worker keeps.
+#
+#   bash scripts/demo.sh                 # starts its own PostgreSQL 15 (wal_level=logical)
+#   bash scripts/demo.sh --keep          # ... and leaves it running afterwards
+#   bash scripts/demo.sh --host H --port P [--user U]
+#                                        # use an existing server instead (superuser,
+#                                        # wal_level=logical, extension installable there)
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+cd "$REPO_ROOT"
+
+host="" port="" user=postgres keep=0
+while [ $# -gt 0 ]; do
+    case $1 in
+        --host) host=$2; shift 2 ;;
+        --port) port=$2; shift 2 ;;
+        --user) user=$2; shift 2 ;;
+        --keep) keep=1; shift ;;
+        *) die "unknown option $1 (see the comment at the top of $0)" ;;
+    esac
+done
+
+bash scripts/setup.sh
+install_extension
+say "building eventstore-worker"
+cargo build --release -q -p eventstore-worker
+worker_bin=$REPO_ROOT/target/release/eventstore-worker
+
+work=$(mktemp -d /tmp/pg_eventstore-demo.XXXXXX)
+chmod 755 "$work"
+own_cluster=0
+if [ -z "$host" ]; then
+    own_cluster=1
+    host=$work/cluster port=$(free_port)
+    say "starting a throwaway PostgreSQL $PG_MAJOR in $host (port $port)"
+    start_cluster "$host" "$port"
+fi
+worker_pid=""
+finish() {
+    [ -n "$worker_pid" ] && kill -TERM "$worker_pid" 2>/dev/null && wait "$worker_pid" 2>/dev/null
+    if [ "$own_cluster" = 1 ] && [ "$keep" = 0 ]; then stop_cluster "$host"; rm -rf "$work"; fi
+    return 0
+}
+trap finish EXIT
+
+db=orders_demo
+psql_() { "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$host" -p "$port" -U "$user" "$@"; }
+psql_ -d postgres -c "DROP DATABASE IF EXISTS $db" 2>/dev/null
+psql_ -d postgres -c "CREATE DATABASE $db"
+psql_ -d $db -c "CREATE EXTENSION pg_eventstore"
+
+say "starting eventstore-worker (read models: order_summary, customer_revenue, fulfillment_queue)"
+sed "s|^dsn = \"host=/var/run/postgresql dbname=app user=eventstore_worker\"|dsn = \"host=$host port=$port dbname=$db user=$user\"|" \
+    examples/orders-worker.toml >"$work/worker.toml"
+grep -q "port=$port" "$work/worker.toml" || die "could not point examples/orders-worker.toml at the demo database"
+RUST_LOG=${RUST_LOG:-info} "$worker_bin" run --config "$work/worker.toml" >"$work/worker.log" 2>&1 &
+worker_pid=$!
+
+psql_ -d $db -f examples/orders.sql
+
+echo
+echo "--- Two clerks act on order-1004 at once, both having read version 2"
+psql_ -d $db -At -c "BEGIN;
+    SELECT 'clerk A appended version ' || stream_version FROM eventstore.append_event('order-1004',
+        'OrderShipped', '{\"order_id\": \"1004\", \"customer_id\": \"linus\", \"carrier\": \"FedEx\"}',
+        expected_version => 2);
+    SELECT pg_sleep(1); COMMIT;" &
+clerk_a=$!
+sleep 0.3
+psql_ -d $db -At -c "DO \$\$ BEGIN
+    PERFORM eventstore.append_event('order-1004', 'OrderCancelled',
+        '{\"order_id\": \"1004\", \"customer_id\": \"linus\", \"reason\": \"too slow\"}', expected_version => 2);
+  EXCEPTION WHEN SQLSTATE 'ES001' THEN
+    RAISE NOTICE 'clerk B was refused (SQLSTATE %): %', SQLSTATE, SQLERRM;
+  END \$\$;" 2>&1 | sed 's/^psql:[^ ]* NOTICE:  /NOTICE: /'
+wait "$clerk_a"
+
+echo
+echo "--- Waiting for the worker to apply every committed event"
+expected=$(psql_ -d $db -At -c "SELECT count(*) FROM eventstore.events")
+for _ in $(seq 1 300); do
+    applied=$(psql_ -d $db -At -c "SELECT coalesce(sum(event_count), 0) FROM order_summary" 2>/dev/null || echo 0)
+    [ "$applied" = "$expected" ] && break
+    kill -0 "$worker_pid" 2>/dev/null || { cat "$work/worker.log"; die "the worker exited"; }
+    sleep 0.1
+done
+[ "$applied" = "$expected" ] || { tail -20 "$work/worker.log"; die "read models did not catch up ($applied of $expected events)"; }
+
+psql_ -d $db <<'SQL'
+\pset footer off
+\echo '--- Read model: order_summary'
+SELECT order_id, customer_id, status, total, paid, event_count FROM order_summary ORDER BY order_id;
+\echo '--- Read model: customer_revenue'
+SELECT * FROM customer_revenue ORDER BY customer_id;
+\echo '--- Read model: fulfillment_queue'
+SELECT * FROM fulfillment_queue ORDER BY 1;
+\echo '--- Worker state'
+SELECT name, status, checkpoint_lsn, last_error FROM eventstore_worker.projections ORDER BY name;
+SQL
+if [ "$keep" = 1 ] && [ "$own_cluster" = 1 ]; then
+    echo "PostgreSQL keeps running: psql -h $host -p $port -U $user $db   (stop: pg_ctl -D $host/data stop)"
+fi
