@@ -120,7 +120,16 @@ pub struct Projection {
 impl Config {
     pub fn load(file: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read { file: file.into(), source })?;
-        Config::parse(file, &text)
+        let mut config = Config::parse(file, &text)?;
+        // Like libpq: a password not in the connection string may come from PGPASSWORD.
+        if let Ok(password) = std::env::var("PGPASSWORD") {
+            for c in std::iter::once(&mut config.source).chain(config.target.as_mut()) {
+                if c.get_password().is_none() {
+                    c.password(password.as_str());
+                }
+            }
+        }
+        Ok(config)
     }
 
     pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {

@@ -112,11 +112,6 @@ pub struct Target {
     mark_failed: Statement,
 }
 
-enum Slot {
-    Control,
-    Event(usize),
-}
-
 impl Target {
     /// Prepares the target: worker schema, projection rows, setup SQL, handler statements.
     /// With `retry_failed`, projections left failed by an earlier run are given another go.
@@ -221,85 +216,41 @@ impl Target {
         let mut start = 0;
         // Happy path: every projection's statements go out in one pipeline, each projection
         // inside its own savepoint. When a handler fails, that projection is rolled back to its
-        // savepoint and marked failed, and the projections after it are pipelined again.
+        // savepoint, re-applied up to the source transaction before the failing one, and
+        // marked failed; the projections after it are pipelined again.
         while start < self.projections.len() {
             let client = &self.client;
-            let mut futures: Vec<Pin<Box<dyn Future<Output = Result<u64, tokio_postgres::Error>> + Send + '_>>> = Vec::new();
-            let mut owners: Vec<(usize, Slot)> = Vec::new();
-            let mut unknown_failure: Option<(usize, &Event)> = None;
-            let mut counts = Vec::new();
+            let mut futures: Pipeline<'_> = Vec::new();
+            let mut owners: Vec<(usize, Option<(Lsn, &Event)>)> = Vec::new();
+            let mut unknown_failure: Option<(usize, Lsn, &Event)> = None;
             for (i, p) in self.projections.iter().enumerate().skip(start) {
                 if p.failed || p.checkpoint.is_some_and(|c| c >= last) {
-                    counts.push(0i64);
                     continue;
                 }
-                let mut work = Vec::new();
-                let mut unknown = None;
-                for txn in batch.iter().filter(|t| p.checkpoint.is_none_or(|c| t.end_lsn > c)) {
-                    for ev in &txn.events {
-                        match p.handlers.get(&ev.event_type) {
-                            Some(stmt) => work.push((stmt, ev)),
-                            None if p.on_unknown == OnUnknown::Fail => {
-                                unknown = Some(ev);
-                                break;
-                            }
-                            None => {}
-                        }
-                    }
-                    if unknown.is_some() {
-                        break;
-                    }
-                }
-                if let Some(ev) = unknown {
-                    // Stop the pipeline here; earlier projections still run and this one fails.
-                    unknown_failure = Some((i, ev));
-                    counts.push(0);
+                let (work, unknown) = p.work(batch, None);
+                if let Some((lsn, ev)) = unknown {
+                    // Stop the pipeline here: earlier projections still run, this one fails.
+                    unknown_failure = Some((i, lsn, ev));
                     break;
                 }
-                counts.push(work.len() as i64);
-                futures.push(Box::pin(async move { client.batch_execute("SAVEPOINT eventstore_projection").await.map(|_| 0) }));
-                owners.push((i, Slot::Control));
-                for (k, (stmt, ev)) in work.into_iter().enumerate() {
-                    futures.push(Box::pin(async move { client.execute(stmt, &[&JsonText(&ev.envelope)]).await }));
-                    owners.push((i, Slot::Event(k)));
-                }
-                let name = p.name.as_str();
-                let lsn = last.to_string();
-                let count = *counts.last().unwrap_or(&0);
-                let checkpoint = &self.checkpoint;
-                futures.push(Box::pin(async move { client.execute(checkpoint, &[&name, &lsn, &count]).await }));
-                owners.push((i, Slot::Control));
-                futures.push(Box::pin(async move {
-                    client.batch_execute("RELEASE SAVEPOINT eventstore_projection").await.map(|_| 0)
-                }));
-                owners.push((i, Slot::Control));
+                queue(client, p, &work, last, &self.checkpoint, &mut futures, &mut owners, i);
             }
 
             let results = join_all(futures).await;
-            let first_error = results.into_iter().zip(owners.iter()).find_map(|(r, (i, slot))| r.err().map(|e| (*i, slot, e)));
+            let first_error =
+                results.into_iter().zip(owners.iter()).find_map(|(r, (i, event))| r.err().map(|e| (*i, *event, e)));
             match first_error {
-                None => {
-                    if let Some((i, ev)) = unknown_failure {
+                None => match unknown_failure {
+                    Some((i, lsn, ev)) => {
                         let error = format!("no handler for event type {:?} and on_unknown = \"fail\"", ev.event_type);
-                        failures.push(self.fail(i, error, &ev.envelope).await?);
+                        failures.push(self.fail(i, batch, lsn, error, &ev.envelope).await?);
                         start = i + 1;
-                    } else {
-                        start = self.projections.len();
                     }
-                }
-                Some((i, Slot::Event(k), e)) if !is_transient(&e) => {
+                    None => start = self.projections.len(),
+                },
+                Some((i, Some((lsn, ev)), e)) if !is_transient(&e) => {
                     self.client.batch_execute("ROLLBACK TO SAVEPOINT eventstore_projection").await?;
-                    // Find the event that failed: the k-th handled event of projection i.
-                    let p = &self.projections[i];
-                    let envelope = batch
-                        .iter()
-                        .filter(|t| p.checkpoint.is_none_or(|c| t.end_lsn > c))
-                        .flat_map(|t| t.events.iter())
-                        .filter(|ev| p.handlers.contains_key(&ev.event_type))
-                        .nth(*k)
-                        .map(|ev| ev.envelope.clone())
-                        .unwrap_or_else(|| "null".into());
-                    failures.push(self.fail(i, error_text(&e), &envelope).await?);
+                    failures.push(self.fail(i, batch, lsn, error_text(&e), &ev.envelope).await?);
                     start = i + 1;
                 }
                 Some((_, _, e)) => return Err(e),
@@ -308,12 +259,93 @@ impl Target {
         Ok(failures)
     }
 
-    async fn fail(&mut self, i: usize, error: String, envelope: &str) -> Result<Failure, tokio_postgres::Error> {
+    /// Marks projection `i` failed at the source transaction ending at `failed_txn`, after
+    /// applying the transactions of the batch that precede it (so its checkpoint is exact).
+    async fn fail(
+        &mut self,
+        i: usize,
+        batch: &[SourceTxn],
+        failed_txn: Lsn,
+        error: String,
+        envelope: &str,
+    ) -> Result<Failure, tokio_postgres::Error> {
+        let p = &self.projections[i];
+        let prefix_end = batch.iter().map(|t| t.end_lsn).filter(|l| *l < failed_txn && p.checkpoint.is_none_or(|c| *l > c)).max();
+        let mut checkpoint = p.checkpoint;
+        if let Some(prefix_end) = prefix_end {
+            let (work, _) = p.work(batch, Some(prefix_end));
+            let mut futures: Pipeline<'_> = Vec::new();
+            let mut owners = Vec::new();
+            queue(&self.client, p, &work, prefix_end, &self.checkpoint, &mut futures, &mut owners, i);
+            match join_all(futures).await.into_iter().find_map(Result::err) {
+                None => checkpoint = Some(prefix_end),
+                Some(e) if is_transient(&e) => return Err(e),
+                // Failed differently the second time: keep the old checkpoint.
+                Some(_) => self.client.batch_execute("ROLLBACK TO SAVEPOINT eventstore_projection").await?,
+            }
+        }
         let p = &mut self.projections[i];
         self.client.execute(&self.mark_failed, &[&p.name, &error, &envelope]).await?;
         p.failed = true;
-        Ok(Failure { projection: p.name.clone(), checkpoint: p.checkpoint, error })
+        p.checkpoint = checkpoint;
+        Ok(Failure { projection: p.name.clone(), checkpoint, error })
     }
+}
+
+impl ProjectionState {
+    /// Handler executions for the batch's transactions after this projection's checkpoint (and
+    /// up to `until`), in order; stops at the first event without handler when
+    /// `on_unknown = "fail"`, returning it with its transaction's end LSN.
+    #[allow(clippy::type_complexity)]
+    fn work<'s, 'b>(
+        &'s self,
+        batch: &'b [SourceTxn],
+        until: Option<Lsn>,
+    ) -> (Vec<(&'s Statement, Lsn, &'b Event)>, Option<(Lsn, &'b Event)>) {
+        let mut work = Vec::new();
+        let txns = batch
+            .iter()
+            .filter(|t| self.checkpoint.is_none_or(|c| t.end_lsn > c) && until.is_none_or(|u| t.end_lsn <= u));
+        for txn in txns {
+            for ev in &txn.events {
+                match self.handlers.get(&ev.event_type) {
+                    Some(stmt) => work.push((stmt, txn.end_lsn, ev)),
+                    None if self.on_unknown == OnUnknown::Fail => return (work, Some((txn.end_lsn, ev))),
+                    None => {}
+                }
+            }
+        }
+        (work, None)
+    }
+}
+
+type Pipeline<'a> = Vec<Pin<Box<dyn Future<Output = Result<u64, tokio_postgres::Error>> + Send + 'a>>>;
+
+/// Queues one projection's part of a batch: savepoint, handler executions, checkpoint, release.
+#[allow(clippy::too_many_arguments)]
+fn queue<'a, 'b: 'a>(
+    client: &'a Client,
+    p: &'a ProjectionState,
+    work: &[(&'a Statement, Lsn, &'b Event)],
+    checkpoint_to: Lsn,
+    checkpoint: &'a Statement,
+    futures: &mut Pipeline<'a>,
+    owners: &mut Vec<(usize, Option<(Lsn, &'b Event)>)>,
+    i: usize,
+) {
+    futures.push(Box::pin(async move { client.batch_execute("SAVEPOINT eventstore_projection").await.map(|_| 0) }));
+    owners.push((i, None));
+    for &(stmt, lsn, ev) in work {
+        futures.push(Box::pin(async move { client.execute(stmt, &[&JsonText(&ev.envelope)]).await }));
+        owners.push((i, Some((lsn, ev))));
+    }
+    let name = p.name.as_str();
+    let lsn = checkpoint_to.to_string();
+    let count = work.len() as i64;
+    futures.push(Box::pin(async move { client.execute(checkpoint, &[&name, &lsn, &count]).await }));
+    owners.push((i, None));
+    futures.push(Box::pin(async move { client.batch_execute("RELEASE SAVEPOINT eventstore_projection").await.map(|_| 0) }));
+    owners.push((i, None));
 }
 
 async fn prepare(client: &Client, p: &Projection, file: &str) -> Result<ProjectionState, SetupError> {

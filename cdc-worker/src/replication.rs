@@ -262,7 +262,6 @@ impl ReplicationConnection {
             config
                 .get_password()
                 .map(<[u8]>::to_vec)
-                .or_else(|| std::env::var("PGPASSWORD").ok().map(String::into_bytes))
                 .ok_or_else(|| ReplicationError::Auth("the server asked for a password and none was given".into()))
         };
         let mut scram: Option<ScramSha256> = None;

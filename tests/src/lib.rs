@@ -100,13 +100,7 @@ impl Cluster {
     }
 
     pub async fn connect(&self, dbname: &str) -> Result<Client> {
-        let (client, conn) = tokio_postgres::connect(&self.socket_dsn(dbname), NoTls)
-            .await
-            .with_context(|| format!("connecting to {dbname}"))?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        Ok(client)
+        connect(&self.socket_dsn(dbname)).await
     }
 
     /// A fresh database with the event store installed.
@@ -130,6 +124,14 @@ impl Drop for Cluster {
             let _ = fs::remove_dir_all(&self.dir);
         }
     }
+}
+
+pub async fn connect(dsn: &str) -> Result<Client> {
+    let (client, conn) = tokio_postgres::connect(dsn, NoTls).await.with_context(|| format!("connecting to {dsn}"))?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(client)
 }
 
 /// Path of the eventstore-worker binary: `EVENTSTORE_WORKER_BIN` if set, otherwise built once
@@ -303,10 +305,10 @@ pub fn order_events(rng: &mut Lcg, order: u64, customers: u64) -> Vec<(&'static 
 
 /// Appends `orders` orders (ids from `first`) over `writers` concurrent connections. Each order
 /// is written as several transactions, some appending two events at once via `append`.
-pub async fn append_orders(cluster: &Cluster, db: &str, first: u64, orders: u64, writers: u64, seed: u64) -> Result<()> {
+pub async fn append_orders(dsn: &str, first: u64, orders: u64, writers: u64, seed: u64) -> Result<()> {
     let mut tasks = Vec::new();
     for w in 0..writers {
-        let client = cluster.connect(db).await?;
+        let client = connect(dsn).await?;
         tasks.push(tokio::spawn(async move {
             let mut rng = Lcg::new(seed * 1000 + w);
             let append_one = client

@@ -59,7 +59,7 @@ async fn order_example_end_to_end() -> Result<()> {
     let worker = Worker::start(&config)?;
     wait_for_streaming(&db, &worker).await?;
 
-    append_orders(&cluster, "app", 0, 300, 4, 1).await?;
+    append_orders(&cluster.socket_dsn("app"), 0, 300, 4, 1).await?;
     assert!(count(&db, "SELECT count(*) FROM eventstore.events").await? > 600);
     assert_converges(&db, &db, &worker).await;
 
@@ -89,13 +89,8 @@ async fn kill_9_mid_load_loses_nothing_and_applies_nothing_twice() -> Result<()>
     let mut worker = Worker::start(&config)?;
     wait_for_streaming(&db, &worker).await?;
 
-    let load_cluster_dir = cluster.dir.clone();
-    let port = cluster.port;
-    let load = tokio::spawn(async move {
-        // A second handle on the same cluster for the load; it must not stop it on drop.
-        let handle = std::mem::ManuallyDrop::new(Cluster { dir: load_cluster_dir, port });
-        append_orders(&handle, "app", 0, 1500, 3, 2).await
-    });
+    let dsn = cluster.socket_dsn("app");
+    let load = tokio::spawn(async move { append_orders(&dsn, 0, 1500, 3, 2).await });
 
     for round in 1..=2 {
         let seen = count(&db, "SELECT count(*) FROM order_summary").await.unwrap_or(0);
@@ -126,12 +121,12 @@ async fn reconnects_after_postgres_restart() -> Result<()> {
     let mut worker = Worker::start(&config)?;
     wait_for_streaming(&db, &worker).await?;
 
-    append_orders(&cluster, "app", 0, 150, 2, 3).await?;
+    append_orders(&cluster.socket_dsn("app"), 0, 150, 2, 3).await?;
     assert_converges(&db, &db, &worker).await;
 
     cluster.restart()?;
     let db = cluster.connect("app").await?;
-    append_orders(&cluster, "app", 150, 150, 2, 4).await?;
+    append_orders(&cluster.socket_dsn("app"), 150, 150, 2, 4).await?;
     assert_converges(&db, &db, &worker).await;
     assert!(worker.is_running(), "the worker survived the restart");
     assert!(worker.log_text().contains("reconnecting"), "the worker noticed the restart");
@@ -145,7 +140,7 @@ async fn idle_slot_follows_unrelated_wal() -> Result<()> {
     let config = orders_config(&cluster.dir, "orders", &socket_source(&cluster, "app"))?;
     let worker = Worker::start(&config)?;
     wait_for_streaming(&db, &worker).await?;
-    append_orders(&cluster, "app", 0, 20, 1, 5).await?;
+    append_orders(&cluster.socket_dsn("app"), 0, 20, 1, 5).await?;
     assert_converges(&db, &db, &worker).await;
 
     // Plenty of WAL that the publication does not cover.
@@ -289,7 +284,7 @@ async fn read_models_in_a_second_database_with_scram_over_tcp() -> Result<()> {
     let worker = Worker::start(&config)?;
     wait_for_streaming(&db, &worker).await?;
 
-    append_orders(&cluster, "app", 0, 200, 3, 6).await?;
+    append_orders(&cluster.socket_dsn("app"), 0, 200, 3, 6).await?;
     assert_converges(&db, &rm, &worker).await;
 
     let in_source = count(&db, "SELECT count(*) FROM pg_class WHERE relname IN ('order_summary', 'customer_revenue')").await?;

@@ -1,0 +1,175 @@
+#!/usr/bin/env bash
+# Append throughput of pg_eventstore against the physical floor (a raw INSERT of the same rows
+# into a table with the same columns, defaults and unique indexes), measured with pgbench on a
+# throwaway cluster. A benchmark: it prints figures, it does not pass or fail.
+#
+#   bash bench/append.sh            # full: BENCH_ROUNDS x BENCH_SECONDS per side and workload
+#   bash bench/append.sh --quick    # smoke run of a few seconds (or BENCH_QUICK=1)
+#
+# Settings (environment):
+#   BENCH_SECONDS  seconds per pgbench run            (default 20; --quick: 2)
+#   BENCH_ROUNDS   alternated ours/raw pairs; median   (default 3;  --quick: 1)
+#   BENCH_CLIENTS  pgbench -c                           (default 8)
+#   BENCH_JOBS     pgbench -j                           (default: nproc)
+#   BENCH_ASYNC    1 = also measure with synchronous_commit=off on both sides (default 1)
+#   BENCH_BREAKDOWN 1 = also measure raw inserts into a copy of the floor table that has the
+#                  two paging indexes of eventstore.events, to split the gap (default 1)
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=../scripts/lib.sh
+source "$HERE/../scripts/lib.sh"
+SCRIPTS=$HERE/append
+PGBENCH=$PG_BIN/pgbench
+PSQL=$PG_BIN/psql
+
+QUICK=${BENCH_QUICK:-0}
+for arg in "$@"; do
+    case $arg in
+        --quick) QUICK=1 ;;
+        -h|--help) sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) die "unknown argument: $arg (try --help)" ;;
+    esac
+done
+if [ "$QUICK" = 1 ]; then
+    SECONDS_PER_RUN=${BENCH_SECONDS:-2}; ROUNDS=${BENCH_ROUNDS:-1}
+else
+    SECONDS_PER_RUN=${BENCH_SECONDS:-20}; ROUNDS=${BENCH_ROUNDS:-3}
+fi
+CLIENTS=${BENCH_CLIENTS:-8}
+JOBS=${BENCH_JOBS:-$(nproc)}
+[ "$JOBS" -gt "$CLIENTS" ] && JOBS=$CLIENTS
+ASYNC=${BENCH_ASYNC:-1}
+BREAKDOWN=${BENCH_BREAKDOWN:-1}
+
+# --- the extension must be installed (build it only when it is missing) ----------------------
+if [ ! -f "$("$PG_CONFIG" --sharedir)/extension/pg_eventstore.control" ]; then
+    install_extension
+fi
+
+# --- a throwaway cluster, stopped and removed on exit ---------------------------------------
+DIR=$(mktemp -d /tmp/pg_eventstore_bench.XXXXXX)
+PORT=$(free_port)
+cleanup() { stop_cluster "$DIR"; rm -rf "$DIR"; }
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+say "starting a throwaway cluster in $DIR on port $PORT"
+start_cluster "$DIR" "$PORT"
+
+export PGHOST=$DIR PGPORT=$PORT PGUSER=postgres PGDATABASE=postgres
+unset PGOPTIONS
+sql() { "$PSQL" -X -q -v ON_ERROR_STOP=1 -At "$@"; }
+
+sql -c "CREATE EXTENSION pg_eventstore" >/dev/null
+sql -f "$SCRIPTS/schema.sql" >/dev/null
+# Sanity: each script runs once and writes what it should.
+for s in single_ours single_raw batch_ours batch_raw single_raw_idx batch_raw_idx; do
+    "$PGBENCH" -n -M prepared -t 1 -f "$SCRIPTS/$s.sql" >/dev/null 2>"$DIR/check.log" \
+        || { cat "$DIR/check.log"; die "bench/append/$s.sql failed"; }
+done
+[ "$(sql -c "SELECT count(*) FROM eventstore.events")" = 101 ] || die "API appends wrote no 101 events"
+[ "$(sql -c "SELECT count(*) FROM bench.events")" = 101 ] || die "raw inserts wrote no 101 rows"
+[ "$(sql -c "SELECT count(*) FROM bench.events_idx")" = 101 ] || die "raw inserts wrote no 101 rows"
+
+# --- machine facts --------------------------------------------------------------------------
+setting() { sql -c "SHOW $1"; }
+echo "== machine"
+echo "cpus:               $(nproc) ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'))"
+echo "memory:             $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)"
+echo "kernel:             $(uname -sr)"
+echo "load average:       $(cut -d' ' -f1-3 /proc/loadavg) (at start)"
+echo "postgresql:         $(sql -c 'SHOW server_version') ($($PGBENCH --version))"
+echo "pg_eventstore:      $(sql -c "SELECT extversion FROM pg_extension WHERE extname = 'pg_eventstore'")"
+for s in shared_buffers synchronous_commit fsync wal_level wal_sync_method full_page_writes \
+         max_wal_size checkpoint_timeout commit_delay; do
+    printf '%-19s %s\n' "$s:" "$(setting "$s")"
+done
+echo "data directory:     $DIR/data ($(df -h --output=fstype,source "$DIR" | tail -1 | tr -s ' '))"
+echo "pgbench:            -n -M prepared -c $CLIENTS -j $JOBS -T $SECONDS_PER_RUN, $ROUNDS round(s) of alternated ours/raw runs, median reported"
+echo
+
+# --- runs -------------------------------------------------------------------------------------
+# run SCRIPT EVENTS_PER_TX [PGOPTIONS]: reset the tables, checkpoint, run pgbench; print events/s.
+run() {
+    local script=$1 per_tx=$2 opts=${3:-} out tps
+    sql -f "$SCRIPTS/reset.sql" >/dev/null 2>&1
+    out=$(PGOPTIONS=$opts "$PGBENCH" -n -M prepared -c "$CLIENTS" -j "$JOBS" -T "$SECONDS_PER_RUN" \
+            -f "$SCRIPTS/$script.sql" 2>&1) || { echo "$out" >&2; die "pgbench $script failed"; }
+    if grep -q 'number of failed transactions: [1-9]' <<<"$out"; then
+        echo "$out" >&2; die "pgbench $script had failed transactions"
+    fi
+    tps=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)/\1/p' <<<"$out")
+    [ -n "$tps" ] || { echo "$out" >&2; die "no tps in pgbench output"; }
+    awk -v t="$tps" -v n="$per_tx" 'BEGIN { printf "%.0f", t * n }'
+}
+
+median() { tr ' ' '\n' | grep . | sort -n | awk '{ v[NR] = $1 } END {
+    if (NR % 2) print v[(NR + 1) / 2]; else printf "%.0f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
+declare -A RESULT
+# pair NAME OURS RAW EVENTS_PER_TX [PGOPTIONS] [EXTRA...]: alternate ours/raw(/extra) runs.
+pair() {
+    local name=$1 ours=$2 raw=$3 per_tx=$4 opts=${5:-}; shift 5 || shift $#
+    local extras=("$@") i o r e ours_all="" raw_all="" extra_all=()
+    for ((i = 1; i <= ROUNDS; i++)); do
+        o=$(run "$ours" "$per_tx" "$opts"); ours_all+="$o "
+        r=$(run "$raw" "$per_tx" "$opts"); raw_all+="$r "
+        local line="  round $i: ours $o events/s, raw $r events/s"
+        local k
+        for k in "${!extras[@]}"; do
+            e=$(run "${extras[$k]}" "$per_tx" "$opts"); extra_all[$k]+="$e "
+            line+=", ${extras[$k]} $e"
+        done
+        echo "$line (load $(cut -d' ' -f1 /proc/loadavg))"
+    done
+    RESULT[$name.ours]=$(median <<<"$ours_all")
+    RESULT[$name.raw]=$(median <<<"$raw_all")
+    RESULT[$name.ours_all]=$ours_all
+    RESULT[$name.raw_all]=$raw_all
+    for k in "${!extras[@]}"; do
+        RESULT[$name.${extras[$k]}]=$(median <<<"${extra_all[$k]}")
+    done
+}
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+report() {
+    local name=$1 label=$2 o r
+    o=${RESULT[$name.ours]}; r=${RESULT[$name.raw]}
+    printf '%-44s ours %8s ev/s   raw %8s ev/s   ratio %s\n' "$label" "$o" "$r" "$(ratio "$o" "$r")"
+}
+
+extra() { if [ "$BREAKDOWN" = 1 ]; then echo "$1"; fi; }
+
+say "single event, synchronous_commit=on (${ROUNDS}x${SECONDS_PER_RUN}s per side)"
+echo "== single event per transaction (append_event vs INSERT ... VALUES), synchronous_commit=on"
+pair single single_ours single_raw 1 "" $(extra single_raw_idx)
+say "100-event batches, synchronous_commit=on"
+echo "== 100-event batch per transaction (append vs INSERT ... SELECT generate_series), synchronous_commit=on"
+pair batch batch_ours batch_raw 100 "" $(extra batch_raw_idx)
+if [ "$ASYNC" = 1 ]; then
+    say "both workloads again with synchronous_commit=off on both sides"
+    echo "== single event, synchronous_commit=off (both sides)"
+    pair single_async single_ours single_raw 1 "-c synchronous_commit=off" $(extra single_raw_idx)
+    echo "== 100-event batch, synchronous_commit=off (both sides)"
+    pair batch_async batch_ours batch_raw 100 "-c synchronous_commit=off" $(extra batch_raw_idx)
+fi
+
+echo
+echo "== summary: median events/s over $ROUNDS run(s) of ${SECONDS_PER_RUN}s, $CLIENTS clients (target ratio >= 0.80)"
+report single "single event, durable (sync commit on)"
+report batch "100-event batch, durable (sync commit on)"
+if [ "$ASYNC" = 1 ]; then
+    report single_async "single event, synchronous_commit=off"
+    report batch_async "100-event batch, synchronous_commit=off"
+fi
+if [ "$BREAKDOWN" = 1 ]; then
+    echo
+    echo "== breakdown: raw INSERT into a copy that also has the two paging indexes"
+    for n in single batch single_async batch_async; do
+        [ -n "${RESULT[$n.raw]:-}" ] || continue
+        k=${n%_async}_raw_idx
+        printf '%-44s raw+2 indexes %8s ev/s   (raw %s, ours %s)\n' "$n" "${RESULT[$n.$k]}" \
+            "$(ratio "${RESULT[$n.$k]}" "${RESULT[$n.raw]}")" "$(ratio "${RESULT[$n.ours]}" "${RESULT[$n.$k]}")"
+    done
+    echo "(raw+2 indexes as a fraction of raw; ours as a fraction of raw+2 indexes)"
+fi
