@@ -9,7 +9,8 @@ SELECT o.stream, a.stream_version, a.global_position
 FROM (VALUES ('order-1001', 'ada',   120.50),
              ('order-1002', 'grace',  35.00),
              ('order-1003', 'ada',    12.99),
-             ('order-1004', 'linus', 250.00)) AS o(stream, customer, total),
+             ('order-1004', 'linus', 250.00),
+             ('order-1005', 'grace',  60.00)) AS o(stream, customer, total),
      LATERAL eventstore.append_event(
          o.stream, 'OrderPlaced',
          jsonb_build_object('order_id', split_part(o.stream, '-', 2), 'customer_id', o.customer, 'total', o.total),
@@ -27,6 +28,8 @@ SELECT stream_version FROM eventstore.append_event('order-1003', 'OrderCancelled
     '{"order_id": "1003", "customer_id": "ada", "reason": "changed mind"}', expected_version => 1);
 SELECT stream_version FROM eventstore.append_event('order-1004', 'PaymentCaptured',
     '{"order_id": "1004", "customer_id": "linus", "amount": 250.00}', expected_version => 1);
+SELECT stream_version FROM eventstore.append_event('order-1005', 'PaymentCaptured',
+    '{"order_id": "1005", "customer_id": "grace", "amount": 60.00}', expected_version => 1);
 
 \echo
 \echo '--- A client retries after a lost connection: same event id, original row back, nothing new written'
