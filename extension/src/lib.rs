@@ -10,13 +10,18 @@ pub mod append_only;
 pub mod envelope;
 pub mod error;
 pub mod idempotency;
+pub mod merge;
 pub mod read;
+pub mod replay;
+pub mod snapshot;
 
 extension_sql_file!("sql/bootstrap.sql", name = "bootstrap", bootstrap);
 extension_sql_file!("sql/finalize.sql", name = "finalize", finalize);
 
 #[cfg(any(test, feature = "pg_test"))]
 mod tests;
+#[cfg(any(test, feature = "pg_test"))]
+mod tests_replay;
 
 /// Required by `cargo pgrx test`.
 #[cfg(test)]

@@ -1,0 +1,598 @@
+//! `replay` and `aggregate`: fold a stream's events into state with any reducer
+//! `(state jsonb, event eventstore.events) RETURNS jsonb`, optionally starting from a snapshot.
+//!
+//! The fold is the hot path. It reads the stream through one SPI cursor on a plan prepared
+//! once per backend, fetched in chunks, and calls the reducer through the function manager
+//! with an `FmgrInfo` set up once per replay: no SQL round trip per event. When the reducer is
+//! `eventstore.merge`, the state stays a `serde_json::Value` between events and only each
+//! event's `data` is converted.
+//!
+//! Why these are raw V1 functions rather than `#[pg_extern]`s: a reducer's error must reach the
+//! caller with its own SQLSTATE (say `AB123` from a PL/pgSQL `RAISE`). pgrx catches a
+//! PostgreSQL error that crosses one of its guarded calls and re-raises it with a code it knows
+//! (or XX000) and without CONTEXT, so the reducer is invoked through its bare `fn_addr`
+//! pointer, the way `FunctionCallInvoke` does, and its error longjmps straight to the caller's
+//! handler. Nothing on the frames it skips needs dropping: the generic fold only holds the
+//! `Copy` struct [`Fold`] (raw pointers, datums, integers) — the compiler checks that — and
+//! its memory lives in PostgreSQL memory contexts, which the error handler cleans up along
+//! with the SPI connection and the cursor.
+
+use std::cell::Cell;
+use std::ffi::CStr;
+use std::ptr;
+use std::thread::LocalKey;
+
+use pgrx::pg_sys::{self, Datum, Oid};
+use pgrx::prelude::*;
+use pgrx::{FromDatum, IntoDatum, JsonB, PgBuiltInOids};
+use serde_json::Value;
+
+use crate::append_only::ApiWrite;
+use crate::envelope::validate_stream_id;
+use crate::error::{raise, EsError};
+use crate::{merge, snapshot};
+
+extension_sql_file!("sql/replay.sql", name = "replay", requires = ["finalize"]);
+
+/// Rows fetched from the cursor per round.
+const CHUNK: std::ffi::c_long = 1000;
+
+// ---------------------------------------------------------------------------------------------
+// Plans, prepared on first use and kept for the life of the backend.
+
+thread_local! {
+    static REDUCER_PLAN: Cell<pg_sys::SPIPlanPtr> = const { Cell::new(ptr::null_mut()) };
+    static LATE_PLAN: Cell<pg_sys::SPIPlanPtr> = const { Cell::new(ptr::null_mut()) };
+    static SNAPSHOT_PLAN: Cell<pg_sys::SPIPlanPtr> = const { Cell::new(ptr::null_mut()) };
+    static EVENTS_PLAN: Cell<pg_sys::SPIPlanPtr> = const { Cell::new(ptr::null_mut()) };
+    static DATA_PLAN: Cell<pg_sys::SPIPlanPtr> = const { Cell::new(ptr::null_mut()) };
+}
+
+/// What the reducer is: does it fit, may the caller run it, what are its names.
+const REDUCER_SQL: &CStr = c"
+    SELECT p.pronargs = 2 AND p.prokind = 'f' AND NOT p.proretset
+           AND p.prorettype = 'jsonb'::regtype
+           AND p.proargtypes[0] = 'jsonb'::regtype
+           AND p.proargtypes[1] = (SELECT c.reltype FROM pg_catalog.pg_class c
+                                   WHERE c.oid = 'eventstore.events'::regclass),
+           p.oid::regprocedure::text,
+           quote_ident(n.nspname) || '.' || quote_ident(p.proname),
+           n.nspname = 'eventstore' AND p.proname = 'merge',
+           has_function_privilege(p.oid, 'EXECUTE')
+    FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+    WHERE p.oid = $1";
+
+/// The first version recorded after `as_of`: the newest usable snapshot lies before it.
+const LATE_SQL: &CStr = c"
+    SELECT min(e.stream_version) FROM eventstore.events e
+    WHERE e.stream_id = $1 AND e.recorded_at > $2";
+
+const SNAPSHOT_SQL: &CStr = c"
+    SELECT s.stream_version, s.state FROM eventstore.snapshots s
+    WHERE s.stream_id = $1 AND s.snapshot_name = $2 AND s.stream_version <= $3
+    ORDER BY s.stream_version DESC LIMIT 1";
+
+/// Events after version $2 up to $3, recorded at or before $4 (if given), as whole rows.
+const EVENTS_SQL: &CStr = c"
+    SELECT e.stream_version, e FROM eventstore.events e
+    WHERE e.stream_id = $1 AND e.stream_version > $2 AND e.stream_version <= $3
+      AND ($4::timestamptz IS NULL OR e.recorded_at <= $4)
+    ORDER BY e.stream_version";
+
+/// The same events, only their data: all `merge` needs.
+const DATA_SQL: &CStr = c"
+    SELECT e.stream_version, e.data FROM eventstore.events e
+    WHERE e.stream_id = $1 AND e.stream_version > $2 AND e.stream_version <= $3
+      AND ($4::timestamptz IS NULL OR e.recorded_at <= $4)
+    ORDER BY e.stream_version";
+
+pub(crate) fn oid(o: PgBuiltInOids) -> Oid {
+    o.value()
+}
+
+/// Thin, unsafe helpers over PostgreSQL's SPI, for code that must not hold pgrx's SPI guards.
+/// Every call goes through pgrx's guarded bindings: an error in one becomes a Rust panic.
+pub(crate) mod spi {
+    use super::*;
+
+    /// The plan in `cache`, prepared (and kept) on first use. Must be connected.
+    pub unsafe fn plan(
+        cache: &'static LocalKey<Cell<pg_sys::SPIPlanPtr>>,
+        sql: &CStr,
+        types: &[Oid],
+    ) -> pg_sys::SPIPlanPtr {
+        let cached = cache.with(Cell::get);
+        if !cached.is_null() {
+            return cached;
+        }
+        unsafe {
+            let mut types = types.to_vec();
+            let plan = pg_sys::SPI_prepare(sql.as_ptr(), types.len() as i32, types.as_mut_ptr());
+            assert!(!plan.is_null(), "pg_eventstore: SPI_prepare failed: {sql:?}");
+            assert_eq!(pg_sys::SPI_keepplan(plan), 0, "pg_eventstore: SPI_keepplan failed");
+            cache.with(|c| c.set(plan));
+            plan
+        }
+    }
+
+    pub fn nulls(args: &[Option<Datum>]) -> Vec<std::ffi::c_char> {
+        args.iter().map(|a| if a.is_some() { b' ' } else { b'n' } as std::ffi::c_char).collect()
+    }
+
+    pub fn values(args: &[Option<Datum>]) -> Vec<Datum> {
+        args.iter().map(|a| a.unwrap_or(Datum::from(0))).collect()
+    }
+
+    /// Run `plan`; returns the result table (valid until the next execute or `SPI_finish`).
+    pub unsafe fn execute(
+        plan: pg_sys::SPIPlanPtr,
+        args: &[Option<Datum>],
+        read_only: bool,
+        limit: i64,
+    ) -> (*mut pg_sys::SPITupleTable, u64) {
+        let mut values = values(args);
+        let nulls = nulls(args);
+        unsafe {
+            let rc = pg_sys::SPI_execute_plan(plan, values.as_mut_ptr(), nulls.as_ptr(), read_only, limit);
+            assert!(rc >= 0, "pg_eventstore: SPI_execute_plan failed ({rc})");
+            (pg_sys::SPI_tuptable, pg_sys::SPI_processed)
+        }
+    }
+
+    /// Column `col` (1-based) of row `row`, or None for NULL.
+    pub unsafe fn get(table: *mut pg_sys::SPITupleTable, row: u64, col: i32) -> Option<Datum> {
+        unsafe {
+            let tuple = *(*table).vals.add(row as usize);
+            let mut isnull = false;
+            let d = pg_sys::SPI_getbinval(tuple, (*table).tupdesc, col, &mut isnull);
+            (!isnull).then_some(d)
+        }
+    }
+
+    pub unsafe fn get_i64(table: *mut pg_sys::SPITupleTable, row: u64, col: i32) -> Option<i64> {
+        unsafe { get(table, row, col).map(|d| d.value() as i64) }
+    }
+
+    pub unsafe fn get_bool(table: *mut pg_sys::SPITupleTable, row: u64, col: i32) -> bool {
+        unsafe { get(table, row, col).is_some_and(|d| d.value() != 0) }
+    }
+
+    pub unsafe fn get_string(table: *mut pg_sys::SPITupleTable, row: u64, col: i32) -> String {
+        unsafe {
+            get(table, row, col)
+                .and_then(|d| String::from_datum(d, false))
+                .unwrap_or_default()
+        }
+    }
+}
+
+/// A copy of the varlena `datum` in `cxt`, detoasted.
+pub(crate) unsafe fn copy_varlena(cxt: pg_sys::MemoryContext, datum: Datum) -> Datum {
+    unsafe {
+        let old = pg_sys::MemoryContextSwitchTo(cxt);
+        let copy = pg_sys::pg_detoast_datum_copy(datum.cast_mut_ptr());
+        pg_sys::MemoryContextSwitchTo(old);
+        Datum::from(copy)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Arguments.
+
+/// `replay`'s and `aggregate`'s arguments, as datums (all `Copy`).
+#[derive(Clone, Copy)]
+struct Request {
+    stream_id: Datum,
+    reducer: Oid,
+    initial_state: Option<Datum>,
+    until_version: Option<i64>,
+    as_of: Option<Datum>,
+    /// None: derived from the reducer.
+    snapshot_name: Option<Datum>,
+    /// aggregate: save a snapshot when at least this many events were folded (None: never).
+    snapshot_every: Option<i64>,
+    /// replay reads only; aggregate may write a snapshot.
+    read_only: bool,
+}
+
+unsafe fn arg(fcinfo: pg_sys::FunctionCallInfo, n: usize) -> Option<Datum> {
+    unsafe { pgrx::fcinfo::pg_getarg_datum(fcinfo, n) }
+}
+
+unsafe fn text_arg<'a>(fcinfo: pg_sys::FunctionCallInfo, n: usize) -> Option<&'a str> {
+    unsafe { arg(fcinfo, n).and_then(|d| <&str>::from_datum(d, false)) }
+}
+
+unsafe fn replay_request(fcinfo: pg_sys::FunctionCallInfo) -> Result<Request, EsError> {
+    unsafe {
+        validate_stream_id(text_arg(fcinfo, 0))?;
+        let reducer = arg(fcinfo, 1)
+            .map(|d| Oid::from(d.value() as u32))
+            .ok_or_else(|| EsError::invalid("reducer", "must not be NULL"))?;
+        let until_version = arg(fcinfo, 3).map(|d| d.value() as i64);
+        if let Some(v) = until_version.filter(|v| *v < 0) {
+            return Err(EsError::invalid("until_version", format!("{v} is negative")));
+        }
+        if text_arg(fcinfo, 5).is_some_and(str::is_empty) {
+            return Err(EsError::invalid("snapshot_name", "must not be empty"));
+        }
+        Ok(Request {
+            stream_id: arg(fcinfo, 0).expect("checked"),
+            reducer,
+            initial_state: arg(fcinfo, 2),
+            until_version,
+            as_of: arg(fcinfo, 4),
+            snapshot_name: arg(fcinfo, 5),
+            snapshot_every: None,
+            read_only: true,
+        })
+    }
+}
+
+unsafe fn aggregate_request(fcinfo: pg_sys::FunctionCallInfo) -> Result<Request, EsError> {
+    unsafe {
+        validate_stream_id(text_arg(fcinfo, 0))?;
+        let reducer = arg(fcinfo, 1)
+            .map(|d| Oid::from(d.value() as u32))
+            .ok_or_else(|| EsError::invalid("reducer", "must not be NULL"))?;
+        let snapshot_every = arg(fcinfo, 3).map(|d| d.value() as i32 as i64);
+        if let Some(n) = snapshot_every.filter(|n| *n < 1) {
+            return Err(EsError::invalid(
+                "snapshot_every",
+                format!("{n} is not positive (use NULL to never save a snapshot)"),
+            ));
+        }
+        Ok(Request {
+            stream_id: arg(fcinfo, 0).expect("checked"),
+            reducer,
+            initial_state: arg(fcinfo, 2),
+            until_version: None,
+            as_of: None,
+            snapshot_name: None,
+            snapshot_every,
+            read_only: false,
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The fold.
+
+/// Where a fold starts and how it calls the reducer. Only `Copy` data: see the module comment.
+#[derive(Clone, Copy)]
+struct Fold {
+    portal: pg_sys::Portal,
+    /// None when the reducer is `eventstore.merge` (folded in Rust).
+    fcinfo: Option<pg_sys::FunctionCallInfo>,
+    strict: bool,
+    /// The state so far, a detoasted jsonb in `state_cxt` (or NULL).
+    state: Option<Datum>,
+    state_cxt: pg_sys::MemoryContext,
+    /// Reset after every reducer call.
+    call_cxt: pg_sys::MemoryContext,
+    /// Version of the last event folded (or of the snapshot, or 0).
+    version: i64,
+    /// Events folded (past the snapshot, if any).
+    folded: i64,
+    /// The snapshot name used, in `state_cxt`.
+    snapshot_name: Datum,
+}
+
+/// Look up the reducer, pick the snapshot and open the cursor. Connected to SPI.
+unsafe fn start(req: &Request, state_cxt: pg_sys::MemoryContext) -> Result<Fold, EsError> {
+    use PgBuiltInOids as O;
+    unsafe {
+        let plan = spi::plan(&REDUCER_PLAN, REDUCER_SQL, &[oid(O::OIDOID)]);
+        let (t, n) = spi::execute(plan, &[Some(Datum::from(req.reducer))], true, 1);
+        if n == 0 {
+            return Err(EsError::invalid(
+                "reducer",
+                format!("no function has OID {}", req.reducer.to_u32()),
+            ));
+        }
+        let fits = spi::get_bool(t, 0, 1);
+        let display = spi::get_string(t, 0, 2);
+        if !fits {
+            return Err(EsError::invalid(
+                "reducer",
+                format!(
+                    "{display} does not fit: a reducer is a function \
+                     (state jsonb, event eventstore.events) RETURNS jsonb"
+                ),
+            ));
+        }
+        if !spi::get_bool(t, 0, 5) {
+            // A built-in code pgrx knows, so its ereport keeps it.
+            ereport!(
+                ERROR,
+                PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+                format!("permission denied for function {display}")
+            );
+        }
+        let is_merge = spi::get_bool(t, 0, 4);
+        let snapshot_name = match req.snapshot_name {
+            Some(name) => copy_varlena(state_cxt, name),
+            None => copy_varlena(state_cxt, spi::get(t, 0, 3).expect("names are not NULL")),
+        };
+
+        // The newest version a snapshot may have: within until_version, and before any event
+        // recorded after as_of.
+        let mut bound = req.until_version.unwrap_or(i64::MAX);
+        if let Some(as_of) = req.as_of {
+            let plan = spi::plan(&LATE_PLAN, LATE_SQL, &[oid(O::TEXTOID), oid(O::TIMESTAMPTZOID)]);
+            let (t, _) = spi::execute(plan, &[Some(req.stream_id), Some(as_of)], req.read_only, 1);
+            if let Some(late) = spi::get_i64(t, 0, 1) {
+                bound = bound.min(late - 1);
+            }
+        }
+
+        let mut state = req.initial_state.map(|d| copy_varlena(state_cxt, d));
+        let mut version = 0;
+        if bound > 0 {
+            let plan = spi::plan(
+                &SNAPSHOT_PLAN,
+                SNAPSHOT_SQL,
+                &[oid(O::TEXTOID), oid(O::TEXTOID), oid(O::INT8OID)],
+            );
+            let args = [Some(req.stream_id), Some(snapshot_name), Some(Datum::from(bound))];
+            let (t, n) = spi::execute(plan, &args, req.read_only, 1);
+            if n > 0 {
+                version = spi::get_i64(t, 0, 1).expect("NOT NULL");
+                state = Some(copy_varlena(state_cxt, spi::get(t, 0, 2).expect("NOT NULL")));
+            }
+        }
+
+        let types = [oid(O::TEXTOID), oid(O::INT8OID), oid(O::INT8OID), oid(O::TIMESTAMPTZOID)];
+        let plan = if is_merge {
+            spi::plan(&DATA_PLAN, DATA_SQL, &types)
+        } else {
+            spi::plan(&EVENTS_PLAN, EVENTS_SQL, &types)
+        };
+        let args = [
+            Some(req.stream_id),
+            Some(Datum::from(version)),
+            Some(Datum::from(req.until_version.unwrap_or(i64::MAX))),
+            req.as_of,
+        ];
+        let mut values = spi::values(&args);
+        let nulls = spi::nulls(&args);
+        let portal = pg_sys::SPI_cursor_open(
+            ptr::null(),
+            plan,
+            values.as_mut_ptr(),
+            nulls.as_ptr(),
+            req.read_only,
+        );
+        assert!(!portal.is_null(), "pg_eventstore: could not open the event cursor");
+
+        let (fcinfo, strict) = if is_merge {
+            (None, false)
+        } else {
+            // FmgrInfo and the call frame live as long as the fold; fmgr_info also sets up
+            // SECURITY DEFINER and SET-clause reducers.
+            let flinfo = pg_sys::MemoryContextAllocZero(state_cxt, size_of::<pg_sys::FmgrInfo>())
+                as *mut pg_sys::FmgrInfo;
+            pg_sys::fmgr_info_cxt(req.reducer, flinfo, state_cxt);
+            let size = size_of::<pg_sys::FunctionCallInfoBaseData>()
+                + 2 * size_of::<pg_sys::NullableDatum>();
+            let fcinfo =
+                pg_sys::MemoryContextAllocZero(state_cxt, size) as pg_sys::FunctionCallInfo;
+            (*fcinfo).flinfo = flinfo;
+            (*fcinfo).nargs = 2;
+            (*fcinfo).fncollation = pg_sys::InvalidOid;
+            (Some(fcinfo), (*flinfo).fn_strict)
+        };
+
+        let call_cxt = pg_sys::AllocSetContextCreateInternal(
+            state_cxt,
+            c"eventstore reducer call".as_ptr(),
+            pg_sys::ALLOCSET_DEFAULT_MINSIZE as usize,
+            pg_sys::ALLOCSET_DEFAULT_INITSIZE as usize,
+            pg_sys::ALLOCSET_DEFAULT_MAXSIZE as usize,
+        );
+        Ok(Fold {
+            portal,
+            fcinfo,
+            strict,
+            state,
+            state_cxt,
+            call_cxt,
+            version,
+            folded: 0,
+            snapshot_name,
+        })
+    }
+}
+
+/// Fold every event of the cursor through a reducer called via the function manager.
+///
+/// Only `Copy` values are alive here, so when the reducer raises an error and PostgreSQL
+/// longjmps over this frame, nothing is left undropped.
+unsafe fn fold_with_fmgr(mut f: Fold, fcinfo: pg_sys::FunctionCallInfo) -> Fold {
+    unsafe {
+        let call = (*(*fcinfo).flinfo).fn_addr.expect("fmgr_info sets fn_addr");
+        let args = ptr::addr_of_mut!((*fcinfo).args) as *mut pg_sys::NullableDatum;
+        loop {
+            pg_sys::SPI_cursor_fetch(f.portal, true, CHUNK);
+            let (table, rows) = (pg_sys::SPI_tuptable, pg_sys::SPI_processed);
+            if rows == 0 {
+                break;
+            }
+            for row in 0..rows {
+                pg_sys::check_for_interrupts!();
+                let version = spi::get_i64(table, row, 1).expect("NOT NULL");
+                let event = spi::get(table, row, 2).expect("a row is never NULL");
+                if !(f.strict && f.state.is_none()) {
+                    *args.add(0) = pg_sys::NullableDatum {
+                        value: f.state.unwrap_or(Datum::from(0)),
+                        isnull: f.state.is_none(),
+                    };
+                    *args.add(1) = pg_sys::NullableDatum { value: event, isnull: false };
+                    (*fcinfo).isnull = false;
+                    let old = pg_sys::MemoryContextSwitchTo(f.call_cxt);
+                    // Unguarded on purpose: the reducer's error keeps its SQLSTATE and context.
+                    let result = call(fcinfo);
+                    pg_sys::MemoryContextSwitchTo(old);
+                    let next = if (*fcinfo).isnull {
+                        None
+                    } else if Some(result) == f.state {
+                        f.state
+                    } else {
+                        Some(copy_varlena(f.state_cxt, result))
+                    };
+                    if let Some(previous) = f.state.filter(|p| Some(*p) != next) {
+                        pg_sys::pfree(previous.cast_mut_ptr());
+                    }
+                    f.state = next;
+                    pg_sys::MemoryContextReset(f.call_cxt);
+                }
+                f.version = version;
+                f.folded += 1;
+            }
+            pg_sys::SPI_freetuptable(table);
+        }
+        f
+    }
+}
+
+/// Fold with `eventstore.merge`, keeping the state in Rust between events.
+unsafe fn fold_with_merge(mut f: Fold) -> Fold {
+    unsafe {
+        let mut state: Option<Value> =
+            f.state.and_then(|d| JsonB::from_datum(d, false)).map(|j| j.0);
+        loop {
+            pg_sys::SPI_cursor_fetch(f.portal, true, CHUNK);
+            let (table, rows) = (pg_sys::SPI_tuptable, pg_sys::SPI_processed);
+            if rows == 0 {
+                break;
+            }
+            for row in 0..rows {
+                pg_sys::check_for_interrupts!();
+                f.version = spi::get_i64(table, row, 1).expect("NOT NULL");
+                let data = spi::get(table, row, 2).and_then(|d| JsonB::from_datum(d, false));
+                if let Some(JsonB(data)) = data {
+                    merge::apply(&mut state, data);
+                }
+                f.folded += 1;
+            }
+            pg_sys::SPI_freetuptable(table);
+        }
+        if f.folded > 0 {
+            let old = pg_sys::MemoryContextSwitchTo(f.state_cxt);
+            f.state = state.and_then(|s| JsonB(s).into_datum());
+            pg_sys::MemoryContextSwitchTo(old);
+        }
+        f
+    }
+}
+
+/// Replay per `req`: returns (state, version) with the state copied into the caller's memory
+/// context. Saves a snapshot when `req.snapshot_every` says so.
+unsafe fn run(req: Request) -> (Option<Datum>, i64) {
+    unsafe {
+        let caller_cxt = pg_sys::CurrentMemoryContext;
+        let state_cxt = pg_sys::AllocSetContextCreateInternal(
+            caller_cxt,
+            c"eventstore replay".as_ptr(),
+            pg_sys::ALLOCSET_DEFAULT_MINSIZE as usize,
+            pg_sys::ALLOCSET_DEFAULT_INITSIZE as usize,
+            pg_sys::ALLOCSET_DEFAULT_MAXSIZE as usize,
+        );
+        assert_eq!(pg_sys::SPI_connect(), pg_sys::SPI_OK_CONNECT as i32);
+        let fold = match start(&req, state_cxt) {
+            Ok(fold) => fold,
+            Err(e) => {
+                pg_sys::SPI_finish();
+                raise(e)
+            }
+        };
+        let fold = match fold.fcinfo {
+            Some(fcinfo) => fold_with_fmgr(fold, fcinfo),
+            None => fold_with_merge(fold),
+        };
+        pg_sys::SPI_cursor_close(fold.portal);
+
+        if let (Some(every), Some(state)) = (req.snapshot_every, fold.state) {
+            if fold.folded >= every && fold.version > 0 {
+                let _api = ApiWrite::begin();
+                snapshot::save(req.stream_id, fold.snapshot_name, fold.version, state);
+            }
+        }
+        pg_sys::SPI_finish();
+        let state = fold.state.map(|s| copy_varlena(caller_cxt, s));
+        pg_sys::MemoryContextDelete(state_cxt);
+        (state, fold.version)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Entry points (declared in sql/replay.sql).
+
+#[unsafe(no_mangle)]
+#[doc(hidden)]
+pub extern "C" fn pg_finfo_eventstore_replay() -> &'static pg_sys::Pg_finfo_record {
+    const V1: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
+    &V1
+}
+
+/// `eventstore.replay(stream_id, reducer, initial_state, until_version, as_of, snapshot_name)`
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub unsafe extern "C-unwind" fn eventstore_replay(fcinfo: pg_sys::FunctionCallInfo) -> Datum {
+    unsafe {
+        let req = match replay_request(fcinfo) {
+            Ok(r) => r,
+            Err(e) => raise(e),
+        };
+        match run(req).0 {
+            Some(state) => state,
+            None => {
+                (*fcinfo).isnull = true;
+                Datum::from(0)
+            }
+        }
+    }
+}
+
+#[unsafe(no_mangle)]
+#[doc(hidden)]
+pub extern "C" fn pg_finfo_eventstore_aggregate() -> &'static pg_sys::Pg_finfo_record {
+    const V1: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
+    &V1
+}
+
+/// `eventstore._aggregate(stream_id, reducer, initial_state, snapshot_every,
+///                        OUT stream_version bigint, OUT state jsonb)`
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub unsafe extern "C-unwind" fn eventstore_aggregate(fcinfo: pg_sys::FunctionCallInfo) -> Datum {
+    unsafe {
+        let req = match aggregate_request(fcinfo) {
+            Ok(r) => r,
+            Err(e) => raise(e),
+        };
+        let (state, version) = run(req);
+        let mut tupdesc: pg_sys::TupleDesc = ptr::null_mut();
+        let class = pg_sys::get_call_result_type(fcinfo, ptr::null_mut(), &mut tupdesc);
+        assert_eq!(class, pg_sys::TypeFuncClass::TYPEFUNC_COMPOSITE, "returns a row");
+        let tupdesc = pg_sys::BlessTupleDesc(tupdesc);
+        let mut values = [Datum::from(version), state.unwrap_or(Datum::from(0))];
+        let mut nulls = [false, state.is_none()];
+        let tuple = pg_sys::heap_form_tuple(tupdesc, values.as_mut_ptr(), nulls.as_mut_ptr());
+        pg_sys::HeapTupleHeaderGetDatum((*tuple).t_data)
+    }
+}
+
+/// `eventstore.merge(state, event)`: the built-in reducer (see [`merge::apply`]). `replay`
+/// recognises it and folds in Rust; this is the same step for callers who use it directly.
+#[pg_extern(immutable, parallel_safe)]
+fn merge(
+    state: Option<JsonB>,
+    event: Option<pgrx::composite_type!("eventstore.events")>,
+) -> Option<JsonB> {
+    let mut state = state.map(|j| j.0);
+    if let Some(Ok(Some(JsonB(data)))) = event.map(|e| e.get_by_name::<JsonB>("data")) {
+        merge::apply(&mut state, data);
+    }
+    state.map(JsonB)
+}

@@ -1,0 +1,190 @@
+//! Snapshots: folded state saved at a stream version, so a replay of a long stream starts there.
+//! Derived data in `eventstore.snapshots`, written by these functions only (see
+//! [`ApiWrite`]); `load_snapshot` is plain SQL (sql/replay.sql).
+//!
+//! `save_snapshot` is a raw V1 function so the state goes from its argument to the INSERT as
+//! the jsonb datum it is, without a round trip through serde.
+
+use std::cell::Cell;
+use std::ffi::CStr;
+use std::ptr;
+
+use pgrx::pg_sys::{self, Datum};
+use pgrx::prelude::*;
+use pgrx::{FromDatum, PgBuiltInOids};
+
+use crate::append_only::ApiWrite;
+use crate::envelope::validate_stream_id;
+use crate::error::{raise, EsError, OrRaise};
+use crate::replay::{oid, spi};
+
+thread_local! {
+    static VERSION_PLAN: Cell<pg_sys::SPIPlanPtr> = const { Cell::new(ptr::null_mut()) };
+    static UPSERT_PLAN: Cell<pg_sys::SPIPlanPtr> = const { Cell::new(ptr::null_mut()) };
+}
+
+const VERSION_SQL: &CStr = c"SELECT s.version FROM eventstore.streams s WHERE s.stream_id = $1";
+
+/// Saving the same snapshot again replaces its state (an UPDATE: needs [`ApiWrite`]).
+const UPSERT_SQL: &CStr = c"
+    INSERT INTO eventstore.snapshots AS s (stream_id, snapshot_name, stream_version, state)
+    VALUES ($1, $2, $3, $4)
+    ON CONFLICT (stream_id, snapshot_name, stream_version)
+    DO UPDATE SET state = EXCLUDED.state, created_at = now()";
+
+/// Insert or replace a snapshot. Connected to SPI, inside an [`ApiWrite`] scope.
+pub(crate) unsafe fn save(stream_id: Datum, name: Datum, version: i64, state: Datum) {
+    use PgBuiltInOids as O;
+    unsafe {
+        let plan = spi::plan(
+            &UPSERT_PLAN,
+            UPSERT_SQL,
+            &[oid(O::TEXTOID), oid(O::TEXTOID), oid(O::INT8OID), oid(O::JSONBOID)],
+        );
+        let args = [Some(stream_id), Some(name), Some(Datum::from(version)), Some(state)];
+        spi::execute(plan, &args, false, 0);
+    }
+}
+
+/// The current version of a stream (0 when absent). Connected to SPI.
+unsafe fn current_version(stream_id: Datum) -> i64 {
+    unsafe {
+        let plan = spi::plan(&VERSION_PLAN, VERSION_SQL, &[oid(PgBuiltInOids::TEXTOID)]);
+        let (t, n) = spi::execute(plan, &[Some(stream_id)], false, 1);
+        if n == 0 { 0 } else { spi::get_i64(t, 0, 1).unwrap_or(0) }
+    }
+}
+
+/// Why a stream cannot have a snapshot at `version`, if it cannot.
+pub fn check_version(stream: &str, version: i64, current: i64) -> Result<(), EsError> {
+    let reason = if version < 1 {
+        format!("{version} is not a stream version (versions start at 1)")
+    } else if current == 0 {
+        format!("stream \"{stream}\" does not exist, so it has no version {version}")
+    } else if version > current {
+        format!("stream \"{stream}\" has no version {version} (it is at version {current})")
+    } else {
+        return Ok(());
+    };
+    Err(EsError::invalid("stream_version", reason))
+}
+
+fn check_name(name: Option<&str>) -> Result<&str, EsError> {
+    match name {
+        None => Err(EsError::invalid("snapshot_name", "must not be NULL")),
+        Some("") => Err(EsError::invalid("snapshot_name", "must not be empty")),
+        Some(n) => Ok(n),
+    }
+}
+
+#[derive(Clone, Copy)]
+struct SaveRequest {
+    stream_id: Datum,
+    name: Datum,
+    version: i64,
+    state: Datum,
+}
+
+unsafe fn save_request(fcinfo: pg_sys::FunctionCallInfo) -> Result<SaveRequest, EsError> {
+    use pgrx::fcinfo::pg_getarg_datum as arg;
+    unsafe {
+        let stream = arg(fcinfo, 0).and_then(|d| <&str>::from_datum(d, false));
+        let stream = validate_stream_id(stream)?;
+        check_name(arg(fcinfo, 1).and_then(|d| <&str>::from_datum(d, false)))?;
+        let version = arg(fcinfo, 2)
+            .map(|d| d.value() as i64)
+            .ok_or_else(|| EsError::invalid("stream_version", "must not be NULL"))?;
+        let state =
+            arg(fcinfo, 3).ok_or_else(|| EsError::invalid("state", "must not be NULL"))?;
+        let req = SaveRequest {
+            stream_id: arg(fcinfo, 0).expect("checked"),
+            name: arg(fcinfo, 1).expect("checked"),
+            version,
+            state,
+        };
+        assert_eq!(pg_sys::SPI_connect(), pg_sys::SPI_OK_CONNECT as i32);
+        let checked = check_version(stream, version, current_version(req.stream_id));
+        if checked.is_err() {
+            pg_sys::SPI_finish();
+        }
+        checked.map(|()| req)
+    }
+}
+
+#[unsafe(no_mangle)]
+#[doc(hidden)]
+pub extern "C" fn pg_finfo_eventstore_save_snapshot() -> &'static pg_sys::Pg_finfo_record {
+    const V1: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
+    &V1
+}
+
+/// `eventstore.save_snapshot(stream_id, snapshot_name, stream_version, state)`
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub unsafe extern "C-unwind" fn eventstore_save_snapshot(
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> Datum {
+    unsafe {
+        // Connected to SPI once the request is valid.
+        let req = match save_request(fcinfo) {
+            Ok(r) => r,
+            Err(e) => raise(e),
+        };
+        {
+            let _api = ApiWrite::begin();
+            save(req.stream_id, req.name, req.version, req.state);
+        }
+        pg_sys::SPI_finish();
+        (*fcinfo).isnull = true;
+        Datum::from(0)
+    }
+}
+
+/// Remove every snapshot saved under `snapshot_name` (say, after the reducer changed);
+/// returns how many were removed.
+#[pg_extern(volatile, parallel_unsafe)]
+fn delete_snapshots(snapshot_name: Option<&str>) -> i64 {
+    let name = check_name(snapshot_name).or_raise();
+    let _api = ApiWrite::begin();
+    Spi::connect_mut(|client| {
+        client
+            .update(
+                "WITH gone AS (DELETE FROM eventstore.snapshots WHERE snapshot_name = $1
+                               RETURNING 1)
+                 SELECT count(*) FROM gone",
+                Some(1),
+                &[name.into()],
+            )
+            .and_then(|t| t.first().get_one::<i64>())
+            .expect("pg_eventstore: deleting snapshots failed")
+            .unwrap_or(0)
+    })
+}
+
+#[cfg(test)]
+mod unit_tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_versions_must_exist() {
+        assert!(check_version("s", 3, 3).is_ok());
+        assert!(check_version("s", 1, 3).is_ok());
+        let e = check_version("s", 4, 3).unwrap_err();
+        assert_eq!(e.sqlstate(), "22023");
+        assert_eq!(
+            e.to_string(),
+            "invalid stream_version: stream \"s\" has no version 4 (it is at version 3)"
+        );
+        let e = check_version("s", 1, 0).unwrap_err();
+        assert!(e.to_string().contains("does not exist"), "{e}");
+        let e = check_version("s", 0, 3).unwrap_err();
+        assert!(e.to_string().contains("versions start at 1"), "{e}");
+    }
+
+    #[test]
+    fn snapshot_names_must_be_given() {
+        assert_eq!(check_name(Some("x")), Ok("x"));
+        assert!(check_name(None).is_err());
+        assert_eq!(check_name(Some("")).unwrap_err().sqlstate(), "22023");
+    }
+}
