@@ -460,6 +460,8 @@ unsafe fn fold_with_merge(mut f: Fold) -> Fold {
     unsafe {
         let mut state: Option<Value> =
             f.state.and_then(|d| JsonB::from_datum(d, false)).map(|j| j.0);
+        // jsonb stores strings in the database encoding; the binary reader wants UTF-8.
+        let utf8 = pg_sys::GetDatabaseEncoding() == pg_sys::pg_enc::PG_UTF8 as i32;
         loop {
             pg_sys::SPI_cursor_fetch(f.portal, true, CHUNK);
             let (table, rows) = (pg_sys::SPI_tuptable, pg_sys::SPI_processed);
@@ -469,9 +471,12 @@ unsafe fn fold_with_merge(mut f: Fold) -> Fold {
             for row in 0..rows {
                 pg_sys::check_for_interrupts!();
                 f.version = spi::get_i64(table, row, 1).expect("NOT NULL");
-                let data = spi::get(table, row, 2).and_then(|d| JsonB::from_datum(d, false));
-                if let Some(JsonB(data)) = data {
-                    merge::apply(&mut state, data);
+                if let Some(data) = spi::get(table, row, 2) {
+                    if !(utf8 && merge_binary(&mut state, data)) {
+                        if let Some(JsonB(data)) = JsonB::from_datum(data, false) {
+                            merge::apply(&mut state, data);
+                        }
+                    }
                 }
                 f.folded += 1;
             }
@@ -483,6 +488,23 @@ unsafe fn fold_with_merge(mut f: Fold) -> Fold {
             pg_sys::MemoryContextSwitchTo(old);
         }
         f
+    }
+}
+
+/// Merge one event's jsonb `data` into `state` straight from its binary form; false if the
+/// bytes were not understood (the caller then converts through text).
+unsafe fn merge_binary(state: &mut Option<Value>, data: Datum) -> bool {
+    unsafe {
+        // Short inline values keep their 1-byte header; only compressed or out-of-line ones
+        // are copied.
+        let v = pg_sys::pg_detoast_datum_packed(data.cast_mut_ptr());
+        let bytes = std::slice::from_raw_parts(
+            pgrx::varlena::vardata_any(v) as *const u8,
+            pgrx::varlena::varsize_any_exhdr(v),
+        );
+        merge::jsonb::Container::new(bytes)
+            .and_then(|c| merge::jsonb::apply(state, c))
+            .is_some()
     }
 }
 
