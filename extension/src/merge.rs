@@ -97,6 +97,8 @@ mod unit_tests {
 /// as a `serde_json` parse of the jsonb text would. Anything unexpected returns `None` and the
 /// caller takes the slow path.
 pub mod jsonb {
+    use std::fmt::Write;
+
     use serde_json::{Map, Number, Value};
 
     const JB_CMASK: u32 = 0x0FFF_FFFF;
@@ -245,7 +247,12 @@ pub mod jsonb {
 
     /// A numeric varlena as `numeric_out` prints it, then parsed as a JSON number.
     fn numeric(varlena: &[u8]) -> Option<Number> {
-        serde_json::from_str(&numeric_text(varlena)?).ok()
+        let text = numeric_text(varlena)?;
+        // Integers (the common case) without the JSON parser.
+        if let Ok(i) = text.parse::<i64>() {
+            return Some(Number::from(i));
+        }
+        serde_json::from_str(&text).ok()
     }
 
     /// `numeric_out` of a numeric varlena (src/backend/utils/adt/numeric.c, get_str_from_var).
@@ -268,10 +275,15 @@ pub mod jsonb {
             let weight = u16_at(body, 2)? as i16;
             (n_header & 0xC000 == 0x4000, (n_header & 0x3FFF) as usize, weight, body.get(4..)?)
         };
-        let digits: Vec<i16> = digits.chunks_exact(2).map(|d| i16::from_ne_bytes([d[0], d[1]])).collect();
-        let digit = |i: i32| -> i16 { if i >= 0 { *digits.get(i as usize).unwrap_or(&0) } else { 0 } };
+        let digit = |i: i32| -> i16 {
+            let Ok(at) = usize::try_from(i) else { return 0 };
+            match digits.get(at * 2..at * 2 + 2) {
+                Some(d) => i16::from_ne_bytes([d[0], d[1]]),
+                None => 0,
+            }
+        };
         let mut out = String::with_capacity(16);
-        if negative && !digits.is_empty() {
+        if negative && digits.len() >= 2 {
             out.push('-');
         }
         if weight < 0 {
@@ -279,21 +291,21 @@ pub mod jsonb {
         } else {
             for d in 0..=weight as i32 {
                 if d == 0 {
-                    out.push_str(&digit(d).to_string());
+                    let _ = write!(out, "{}", digit(d));
                 } else {
-                    out.push_str(&format!("{:04}", digit(d)));
+                    let _ = write!(out, "{:04}", digit(d));
                 }
             }
         }
         if dscale > 0 {
             out.push('.');
-            let mut frac = String::with_capacity(dscale + 4);
+            let start = out.len();
             let mut d = weight as i32 + 1;
-            while frac.len() < dscale {
-                frac.push_str(&format!("{:04}", digit(d)));
+            while out.len() - start < dscale {
+                let _ = write!(out, "{:04}", digit(d));
                 d += 1;
             }
-            out.push_str(&frac[..dscale]);
+            out.truncate(start + dscale);
         }
         Some(out)
     }
@@ -311,6 +323,12 @@ pub mod jsonb {
             match (into.get_mut(key), value) {
                 (Some(slot @ Value::Object(_)), Entry::Container(c)) if c.is_object() => {
                     merge_object(slot, c)?;
+                }
+                // Replace a string in place: its buffer is reused, no allocation per event.
+                (Some(Value::String(slot)), Entry::String(s)) => {
+                    let s = std::str::from_utf8(s).ok()?;
+                    slot.clear();
+                    slot.push_str(s);
                 }
                 (Some(slot), value) => *slot = value.to_value()?,
                 (None, value) => {
