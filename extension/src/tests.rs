@@ -302,7 +302,8 @@ mod tests {
             for statement in [
                 format!("UPDATE eventstore.{table} SET stream_id = 'x'"),
                 format!("DELETE FROM eventstore.{table}"),
-                format!("TRUNCATE eventstore.{table}"),
+                // TRUNCATE is covered by pg_regress: it takes an exclusive lock before its
+                // trigger fires, which would deadlock with the tests running beside this one.
             ] {
                 assert_error(&statement, "ES003", &[&format!("eventstore.{table}")]);
             }

@@ -66,4 +66,6 @@ SELECT error_of($$UPDATE eventstore.events SET data = '{}'$$);
 SELECT error_of($$DELETE FROM eventstore.events WHERE stream_id = 'order-1'$$);
 SELECT error_of($$TRUNCATE eventstore.events$$);
 SELECT error_of($$UPDATE eventstore.streams SET version = 0$$);
+SELECT error_of($$TRUNCATE eventstore.streams$$);
+SELECT error_of($$TRUNCATE eventstore.snapshots$$);
 SELECT count(*) AS events FROM eventstore.events;
