@@ -12,8 +12,10 @@
 #   BENCH_CLIENTS  pgbench -c                           (default 8)
 #   BENCH_JOBS     pgbench -j                           (default: nproc)
 #   BENCH_ASYNC    1 = also measure with synchronous_commit=off on both sides (default 1)
-#   BENCH_BREAKDOWN 1 = also measure raw inserts into a copy of the floor table that has the
-#                  two paging indexes of eventstore.events, to split the gap (default 1)
+#   BENCH_BREAKDOWN 1 = also measure, to split the gap, raw inserts into a copy of the floor
+#                  table with the two paging indexes of eventstore.events, and append's work
+#                  as one plain SQL statement; in the synchronous_commit=off runs, where the
+#                  work is CPU-bound and the API's own cost shows (default 1)
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -27,7 +29,7 @@ QUICK=${BENCH_QUICK:-0}
 for arg in "$@"; do
     case $arg in
         --quick) QUICK=1 ;;
-        -h|--help) sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "${BASH_SOURCE[0]}"; exit 0 ;;
         *) die "unknown argument: $arg (try --help)" ;;
     esac
 done
@@ -63,13 +65,13 @@ sql() { "$PSQL" -X -q -v ON_ERROR_STOP=1 -At "$@"; }
 sql -c "CREATE EXTENSION pg_eventstore" >/dev/null
 sql -f "$SCRIPTS/schema.sql" >/dev/null
 # Sanity: each script runs once and writes what it should.
-for s in single_ours single_raw batch_ours batch_raw single_raw_idx batch_raw_idx; do
+for s in single_ours single_raw batch_ours batch_raw single_raw_idx batch_raw_idx single_sql batch_sql; do
     "$PGBENCH" -n -M prepared -t 1 -f "$SCRIPTS/$s.sql" >/dev/null 2>"$DIR/check.log" \
         || { cat "$DIR/check.log"; die "bench/append/$s.sql failed"; }
 done
 [ "$(sql -c "SELECT count(*) FROM eventstore.events")" = 101 ] || die "API appends wrote no 101 events"
 [ "$(sql -c "SELECT count(*) FROM bench.events")" = 101 ] || die "raw inserts wrote no 101 rows"
-[ "$(sql -c "SELECT count(*) FROM bench.events_idx")" = 101 ] || die "raw inserts wrote no 101 rows"
+[ "$(sql -c "SELECT count(*) FROM bench.events_idx")" = 202 ] || die "breakdown inserts wrote no 202 rows"
 
 # --- machine facts --------------------------------------------------------------------------
 setting() { sql -c "SHOW $1"; }
@@ -79,7 +81,15 @@ echo "memory:             $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /pr
 echo "kernel:             $(uname -sr)"
 echo "load average:       $(cut -d' ' -f1-3 /proc/loadavg) (at start)"
 echo "postgresql:         $(sql -c 'SHOW server_version') ($($PGBENCH --version))"
-echo "pg_eventstore:      $(sql -c "SELECT extversion FROM pg_extension WHERE extname = 'pg_eventstore'")"
+SO=$("$PG_CONFIG" --pkglibdir)/pg_eventstore.so
+so_facts() {
+    local kind=release
+    # Debug builds keep Rust's debug assertions (precondition checks) and are several times slower.
+    if nm "$SO" 2>/dev/null | grep -q precondition_check; then kind="DEBUG build (debug assertions on)"; fi
+    echo "$(sha256sum "$SO" | cut -c1-12), $(du -h "$SO" | cut -f1), $(date -r "$SO" '+%F %T'), $kind"
+}
+SO_AT_START=$(so_facts)
+echo "pg_eventstore:      $(sql -c "SELECT extversion FROM pg_extension WHERE extname = 'pg_eventstore'") ($SO: $SO_AT_START)"
 for s in shared_buffers synchronous_commit fsync wal_level wal_sync_method full_page_writes \
          max_wal_size checkpoint_timeout commit_delay; do
     printf '%-19s %s\n' "$s:" "$(setting "$s")"
@@ -110,10 +120,11 @@ declare -A RESULT
 # pair NAME OURS RAW EVENTS_PER_TX [PGOPTIONS] [EXTRA...]: alternate ours/raw(/extra) runs.
 pair() {
     local name=$1 ours=$2 raw=$3 per_tx=$4 opts=${5:-}; shift 5 || shift $#
-    local extras=("$@") i o r e ours_all="" raw_all="" extra_all=()
+    local extras=("$@") i o r e ours_all="" raw_all="" ratio_all="" extra_all=()
     for ((i = 1; i <= ROUNDS; i++)); do
         o=$(run "$ours" "$per_tx" "$opts"); ours_all+="$o "
         r=$(run "$raw" "$per_tx" "$opts"); raw_all+="$r "
+        ratio_all+="$(ratio "$o" "$r") "
         local line="  round $i: ours $o events/s, raw $r events/s"
         local k
         for k in "${!extras[@]}"; do
@@ -124,6 +135,8 @@ pair() {
     done
     RESULT[$name.ours]=$(median <<<"$ours_all")
     RESULT[$name.raw]=$(median <<<"$raw_all")
+    RESULT[$name.ratio]=$(tr ' ' '\n' <<<"$ratio_all" | grep . | sort -n | awk '{ v[NR] = $1 } END {
+        if (NR % 2) print v[(NR + 1) / 2]; else printf "%.2f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }')
     RESULT[$name.ours_all]=$ours_all
     RESULT[$name.raw_all]=$raw_all
     for k in "${!extras[@]}"; do
@@ -135,23 +148,24 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 report() {
     local name=$1 label=$2 o r
     o=${RESULT[$name.ours]}; r=${RESULT[$name.raw]}
-    printf '%-44s ours %8s ev/s   raw %8s ev/s   ratio %s\n' "$label" "$o" "$r" "$(ratio "$o" "$r")"
+    printf '%-42s ours %7s ev/s  raw %7s ev/s  ratio of medians %s  median per-round ratio %s\n' \
+        "$label" "$o" "$r" "$(ratio "$o" "$r")" "${RESULT[$name.ratio]}"
 }
 
-extra() { if [ "$BREAKDOWN" = 1 ]; then echo "$1"; fi; }
+extra() { if [ "$BREAKDOWN" = 1 ]; then echo "$1_raw_idx $1_sql"; fi; }
 
 say "single event, synchronous_commit=on (${ROUNDS}x${SECONDS_PER_RUN}s per side)"
 echo "== single event per transaction (append_event vs INSERT ... VALUES), synchronous_commit=on"
-pair single single_ours single_raw 1 "" $(extra single_raw_idx)
+pair single single_ours single_raw 1 ""
 say "100-event batches, synchronous_commit=on"
 echo "== 100-event batch per transaction (append vs INSERT ... SELECT generate_series), synchronous_commit=on"
-pair batch batch_ours batch_raw 100 "" $(extra batch_raw_idx)
+pair batch batch_ours batch_raw 100 ""
 if [ "$ASYNC" = 1 ]; then
     say "both workloads again with synchronous_commit=off on both sides"
     echo "== single event, synchronous_commit=off (both sides)"
-    pair single_async single_ours single_raw 1 "-c synchronous_commit=off" $(extra single_raw_idx)
+    pair single_async single_ours single_raw 1 "-c synchronous_commit=off" $(extra single)
     echo "== 100-event batch, synchronous_commit=off (both sides)"
-    pair batch_async batch_ours batch_raw 100 "-c synchronous_commit=off" $(extra batch_raw_idx)
+    pair batch_async batch_ours batch_raw 100 "-c synchronous_commit=off" $(extra batch)
 fi
 
 echo
@@ -162,14 +176,21 @@ if [ "$ASYNC" = 1 ]; then
     report single_async "single event, synchronous_commit=off"
     report batch_async "100-event batch, synchronous_commit=off"
 fi
-if [ "$BREAKDOWN" = 1 ]; then
+if [ "$BREAKDOWN" = 1 ] && [ "$ASYNC" = 1 ]; then
     echo
-    echo "== breakdown: raw INSERT into a copy that also has the two paging indexes"
-    for n in single batch single_async batch_async; do
-        [ -n "${RESULT[$n.raw]:-}" ] || continue
-        k=${n%_async}_raw_idx
-        printf '%-44s raw+2 indexes %8s ev/s   (raw %s, ours %s)\n' "$n" "${RESULT[$n.$k]}" \
-            "$(ratio "${RESULT[$n.$k]}" "${RESULT[$n.raw]}")" "$(ratio "${RESULT[$n.ours]}" "${RESULT[$n.$k]}")"
+    echo "== breakdown, synchronous_commit=off: median events/s (fraction of raw)"
+    echo "   raw+2idx: raw INSERT into a copy that also has the two paging indexes of eventstore.events"
+    echo "   plain SQL: append's work as one SQL statement (stream upsert + insert, all five indexes)"
+    for n in single_async batch_async; do
+        w=${n%_async}; r=${RESULT[$n.raw]}
+        printf '%-13s raw %7s   raw+2idx %7s (%s)   plain SQL %7s (%s)   ours %7s (%s)\n' "$n" "$r" \
+            "${RESULT[$n.${w}_raw_idx]}" "$(ratio "${RESULT[$n.${w}_raw_idx]}" "$r")" \
+            "${RESULT[$n.${w}_sql]}" "$(ratio "${RESULT[$n.${w}_sql]}" "$r")" \
+            "${RESULT[$n.ours]}" "$(ratio "${RESULT[$n.ours]}" "$r")"
     done
-    echo "(raw+2 indexes as a fraction of raw; ours as a fraction of raw+2 indexes)"
+fi
+
+if [ "$(so_facts)" != "$SO_AT_START" ]; then
+    echo
+    echo "WARNING: $SO changed during the run (now $(so_facts)); figures mix two builds."
 fi

@@ -1,6 +1,7 @@
 -- The physical floor: a table with the same columns, defaults, constraints and unique
 -- indexes as eventstore.events (see extension/src/sql/bootstrap.sql), but without the two
 -- paging indexes, the streams table, the triggers and the function call.
+SET client_min_messages = warning;
 DROP SCHEMA IF EXISTS bench CASCADE;
 CREATE SCHEMA bench;
 CREATE SEQUENCE bench.global_position_seq AS bigint;
@@ -29,3 +30,14 @@ ALTER TABLE bench.events_idx
     ALTER global_position SET DEFAULT nextval('bench.global_position_idx_seq');
 CREATE INDEX ON bench.events_idx (transaction_id, global_position);
 CREATE INDEX ON bench.events_idx (bench.category(stream_id), transaction_id, global_position);
+
+-- For the breakdown only: what append does, written as one plain SQL statement — upsert
+-- the stream row (same definition as eventstore.streams), then insert into the table with
+-- all five indexes. No function call, no JSON round trip, no trigger.
+CREATE TABLE bench.streams (
+    stream_id   text PRIMARY KEY CHECK (stream_id <> ''),
+    category    text NOT NULL,
+    version     bigint NOT NULL CHECK (version >= 0),
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    updated_at  timestamptz NOT NULL DEFAULT now()
+);
