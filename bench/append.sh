@@ -50,16 +50,7 @@ if [ ! -f "$("$PG_CONFIG" --sharedir)/extension/pg_eventstore.control" ]; then
 fi
 
 # --- a throwaway cluster, stopped and removed on exit ---------------------------------------
-DIR=$(mktemp -d /tmp/pg_eventstore_bench.XXXXXX)
-PORT=$(free_port)
-cleanup() { stop_cluster "$DIR"; rm -rf "$DIR"; }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-say "starting a throwaway cluster in $DIR on port $PORT"
-start_cluster "$DIR" "$PORT"
-
-export PGHOST=$DIR PGPORT=$PORT PGUSER=postgres PGDATABASE=postgres
-unset PGOPTIONS
+bench_cluster pg_eventstore_bench
 sql() { "$PSQL" -X -q -v ON_ERROR_STOP=1 -At "$@"; }
 
 sql -c "CREATE EXTENSION pg_eventstore" >/dev/null

@@ -40,15 +40,7 @@ if [ "${BENCH_INSTALL:-0}" = 1 ] || [ ! -f "$("$PG_CONFIG" --sharedir)/extension
 fi
 
 # --- a throwaway cluster, stopped and removed on exit ---------------------------------------
-DIR=$(mktemp -d /tmp/pg_eventstore_replay_bench.XXXXXX)
-PORT=$(free_port)
-cleanup() { stop_cluster "$DIR"; rm -rf "$DIR"; }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-say "starting a throwaway cluster in $DIR on port $PORT"
-start_cluster "$DIR" "$PORT"
-export PGHOST=$DIR PGPORT=$PORT PGUSER=postgres PGDATABASE=postgres
-unset PGOPTIONS
+bench_cluster pg_eventstore_replay_bench
 sql() { "$PSQL" -X -q -v ON_ERROR_STOP=1 -At "$@"; }
 
 # --- the stream: order lines, payments and shipments of one long-lived account ---------------

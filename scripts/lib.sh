@@ -55,3 +55,18 @@ install_extension() {
     (cd "$REPO_ROOT/extension" && cargo pgrx install --release --pg-config "$PG_CONFIG" >/dev/null) \
         || die "cargo pgrx install failed"
 }
+
+# bench_cluster NAME [postgres -c settings...]
+# A throwaway cluster for a benchmark: sets DIR and PORT, points libpq's PG* variables at it,
+# and stops and removes it when the calling script exits.
+bench_cluster() {
+    local name=$1; shift
+    DIR=$(mktemp -d "/tmp/$name.XXXXXX")
+    PORT=$(free_port)
+    trap 'stop_cluster "$DIR"; rm -rf "$DIR"' EXIT
+    trap 'exit 130' INT TERM
+    say "starting a throwaway cluster in $DIR on port $PORT"
+    start_cluster "$DIR" "$PORT" "$@"
+    export PGHOST=$DIR PGPORT=$PORT PGUSER=postgres PGDATABASE=postgres
+    unset PGOPTIONS
+}
