@@ -8,15 +8,15 @@
 
 use std::cell::OnceCell;
 
+use pgrx::callconv::{Arg, ArgAbi};
+use pgrx::datum::DatumWithOid;
+use pgrx::nullable::Nullable;
 use pgrx::prelude::*;
-use pgrx::spi::{OwnedPreparedStatement, SpiClient};
-use pgrx::{JsonB, PgBuiltInOids, PgOid};
-use serde_json::Value;
+use pgrx::spi::{OwnedPreparedStatement, SpiClient, SpiTupleTable};
+use pgrx::{PgBuiltInOids, PgOid};
 
 use crate::append_only::ApiWrite;
-use crate::envelope::{
-    parse_events, validate_event_type, validate_metadata, validate_stream_id, NewEvent,
-};
+use crate::envelope::{parse_events, validate_event_type, validate_metadata, validate_stream_id, JsonView, NewEvent};
 use crate::error::{raise, EsError, ExpectedVersion};
 use crate::idempotency::{classify, IdCheck, StoredEvent};
 
@@ -26,6 +26,49 @@ pub struct Appended {
     pub event_id: uuid::Uuid,
     pub stream_version: i64,
     pub global_position: i64,
+}
+
+/// A `jsonb` argument kept as the datum PostgreSQL passed in: validated in place (see
+/// [`crate::jsonb`]) and bound to the INSERT as it is, so event data is never printed as text
+/// and parsed again on its way into the table.
+pub struct RawJsonb(pg_sys::Datum);
+
+impl FromDatum for RawJsonb {
+    unsafe fn from_polymorphic_datum(datum: pg_sys::Datum, is_null: bool, _: pg_sys::Oid) -> Option<Self> {
+        (!is_null).then_some(RawJsonb(datum))
+    }
+}
+
+unsafe impl<'fcx> ArgAbi<'fcx> for RawJsonb {
+    unsafe fn unbox_arg_unchecked(arg: Arg<'_, 'fcx>) -> Self {
+        let index = arg.index();
+        unsafe { arg.unbox_arg_using_from_datum() }.unwrap_or_else(|| panic!("argument {index} must not be null"))
+    }
+
+    unsafe fn unbox_nullable_arg(arg: Arg<'_, 'fcx>) -> Nullable<Self> {
+        unsafe { arg.unbox_arg_using_from_datum() }.into()
+    }
+}
+
+impl_sql_translatable!(RawJsonb, arg_only = "jsonb");
+
+impl RawJsonb {
+    /// The value, for validation.
+    fn view(&self) -> crate::jsonb::Entry<'_> {
+        // SAFETY: a non-null jsonb argument, alive for the whole call.
+        unsafe { crate::jsonb::from_datum(self.0) }
+            .and_then(|c| c.root())
+            .expect("pg_eventstore: unreadable jsonb argument")
+    }
+
+    fn arg(&self) -> DatumWithOid<'_> {
+        // SAFETY: the datum is a jsonb, alive for the whole call.
+        unsafe { DatumWithOid::new(self.0, PgBuiltInOids::JSONBOID.value()) }
+    }
+}
+
+fn jsonb_arg(j: Option<&RawJsonb>) -> DatumWithOid<'_> {
+    j.map_or_else(|| DatumWithOid::null_oid(PgBuiltInOids::JSONBOID.value()), RawJsonb::arg)
 }
 
 // pgrx resolves SQL types from the signature itself, so the #[pg_extern]s spell this out.
@@ -44,14 +87,16 @@ fn to_rows(result: Result<Vec<Appended>, EsError>) -> AppendedRows {
 #[pg_extern(volatile, parallel_unsafe)]
 fn append(
     stream_id: Option<&str>,
-    events: Option<JsonB>,
+    events: Option<RawJsonb>,
     expected_version: default!(Option<i64>, "NULL"),
 ) -> TableIterator<'static, (name!(event_id, pgrx::Uuid), name!(stream_version, i64), name!(global_position, i64))> {
     to_rows((|| {
         let stream_id = validate_stream_id(stream_id)?;
         let expected = ExpectedVersion::from_sql(expected_version)?;
-        let events = parse_events(events.map(|j| j.0))?;
-        append_to_stream(stream_id, &events, expected)
+        let events_jsonb = events.as_ref();
+        let heads = parse_events(events_jsonb.map(RawJsonb::view))?;
+        let payload = Payload::Many(events_jsonb.expect("validated as not NULL"));
+        append_to_stream(stream_id, &heads, payload, expected)
     })())
 }
 
@@ -60,52 +105,84 @@ fn append(
 fn append_event(
     stream_id: Option<&str>,
     event_type: Option<&str>,
-    data: Option<JsonB>,
-    metadata: default!(Option<JsonB>, "'{}'"),
+    data: Option<RawJsonb>,
+    metadata: default!(Option<RawJsonb>, "'{}'"),
     expected_version: default!(Option<i64>, "NULL"),
     event_id: default!(Option<pgrx::Uuid>, "NULL"),
 ) -> TableIterator<'static, (name!(event_id, pgrx::Uuid), name!(stream_version, i64), name!(global_position, i64))> {
     to_rows((|| {
         let stream_id = validate_stream_id(stream_id)?;
         let event_type = validate_event_type("event_type", event_type)?;
-        let data = data
-            .ok_or_else(|| {
-                EsError::invalid("data", "must not be NULL (use '{}' or 'null'::jsonb for none)")
-            })?
-            .0;
-        let metadata = match metadata {
-            None => Value::Object(Default::default()),
-            Some(m) => validate_metadata("metadata", m.0)?,
-        };
+        let data = data.as_ref().ok_or_else(|| {
+            EsError::invalid("data", "must not be NULL (use '{}' or 'null'::jsonb for none)")
+        })?;
+        if let Some(m) = &metadata {
+            let view = m.view();
+            if !view.is_null() {
+                validate_metadata("metadata", view)?;
+            }
+        }
         let expected = ExpectedVersion::from_sql(expected_version)?;
         let id = event_id.map(|u| uuid::Uuid::from_bytes(*u.as_bytes()));
-        append_to_stream(stream_id, &[NewEvent { id, event_type, data, metadata }], expected)
+        let payload = Payload::One { data, metadata: metadata.as_ref() };
+        append_to_stream(stream_id, &[NewEvent { id, event_type }], payload, expected)
     })())
+}
+
+/// Where the rows' `data` and `metadata` come from.
+#[derive(Clone, Copy)]
+pub enum Payload<'a> {
+    /// `append_event`: one event's data, and its metadata (NULL = `{}`).
+    One { data: &'a RawJsonb, metadata: Option<&'a RawJsonb> },
+    /// `append`: the validated array of events; element n is the event at version after + n.
+    Many(&'a RawJsonb),
 }
 
 /// The statements an append runs, prepared once per backend.
 struct Plans {
-    /// Create or lock the stream row and move its version by $2; returns the new version.
-    bump: OwnedPreparedStatement,
+    /// Generated ids: create or lock the stream row, move its version and insert the events
+    /// if the expected version admits the stream's version before the append, in one
+    /// statement. Returns `before` and, if inserted, the rows.
+    append_one: OwnedPreparedStatement,
+    append_many: OwnedPreparedStatement,
     /// Lock an existing stream row; returns its version.
     lock: OwnedPreparedStatement,
     /// Create a stream row at version 0 unless it exists; returns 0 if it created it.
     create: OwnedPreparedStatement,
     set_version: OwnedPreparedStatement,
     find_ids: OwnedPreparedStatement,
-    insert_one: OwnedPreparedStatement,
-    insert_many: OwnedPreparedStatement,
-    /// As insert_many, but an id taken meanwhile by another stream's writer is skipped (and
-    /// then reported as ES004) instead of failing with a unique violation.
+    /// Caller-supplied ids: insert after the stream is locked and checked. An id taken
+    /// meanwhile by another stream's writer is skipped (and then reported as ES004) instead
+    /// of failing with a unique violation.
+    insert_one_ids: OwnedPreparedStatement,
     insert_many_ids: OwnedPreparedStatement,
 }
 
-const INSERT_MANY: &str = "INSERT INTO eventstore.events \
-       (stream_id, stream_version, event_id, event_type, data, metadata) \
-     SELECT $1, $2 + t.n, t.id, t.type, t.data, t.metadata \
-     FROM unnest($3::uuid[], $4::text[], $5::jsonb[], $6::jsonb[]) \
-          WITH ORDINALITY AS t(id, type, data, metadata, n)";
+const COLUMNS: &str = "INSERT INTO eventstore.events \
+    (stream_id, stream_version, event_id, event_type, data, metadata) ";
+/// Rows of a batch: ids $3, types $4 and the events array $5, zipped in order; `n` counts
+/// from 1.
+const BATCH_ROWS: &str = "ROWS FROM (unnest($3::uuid[]), unnest($4::text[]), jsonb_array_elements($5)) \
+    WITH ORDINALITY AS t(id, type, e, n)";
+const BATCH_DATA: &str = "coalesce(t.e->'data', '{}'), \
+    CASE WHEN jsonb_typeof(t.e->'metadata') = 'object' THEN t.e->'metadata' ELSE '{}' END";
 const RETURNING: &str = " RETURNING event_id, stream_version, global_position";
+
+/// The one-statement append: `$1` stream, `$2` expected version (NULL = any), `$count` the
+/// number of events; `rows` selects the rows to insert from `s` (with `s.before`).
+fn append_statement(rows: &str, count: &str) -> String {
+    format!(
+        "WITH s AS (\
+           INSERT INTO eventstore.streams AS s (stream_id, category, version) \
+           VALUES ($1, eventstore.category($1), {count}) \
+           ON CONFLICT (stream_id) DO UPDATE \
+             SET version = s.version + EXCLUDED.version, updated_at = now() \
+           RETURNING s.version - {count} AS before), \
+         e AS ({COLUMNS}{rows} \
+           AND ($2::bigint IS NULL OR $2 = s.before OR ($2 = -1 AND s.before > 0)){RETURNING}) \
+         SELECT s.before, e.event_id, e.stream_version, e.global_position FROM s LEFT JOIN e ON true"
+    )
+}
 
 impl Plans {
     fn prepare(client: &SpiClient<'_>) -> Plans {
@@ -116,15 +193,26 @@ impl Plans {
         };
         let text = oid(O::TEXTOID);
         let int8 = oid(O::INT8OID);
-        let many = [text, int8, oid(O::UUIDARRAYOID), oid(O::TEXTARRAYOID), oid(O::JSONBARRAYOID), oid(O::JSONBARRAYOID)];
+        let uuid = oid(O::UUIDOID);
+        let jsonb = oid(O::JSONBOID);
+        let one = [text, int8, uuid, text, jsonb, jsonb];
+        let many = [text, int8, oid(O::UUIDARRAYOID), oid(O::TEXTARRAYOID), jsonb];
         Plans {
-            bump: prep(
-                "INSERT INTO eventstore.streams AS s (stream_id, category, version) \
-                 VALUES ($1, eventstore.category($1), $2) \
-                 ON CONFLICT (stream_id) DO UPDATE \
-                   SET version = s.version + EXCLUDED.version, updated_at = now() \
-                 RETURNING s.version",
-                &[text, int8],
+            append_one: prep(
+                &append_statement(
+                    "SELECT $1, s.before + 1, $3, $4, $5, coalesce($6, '{}') FROM s WHERE true",
+                    "$7",
+                ),
+                &[&one[..], &[int8]].concat(),
+            ),
+            append_many: prep(
+                &append_statement(
+                    &format!(
+                        "SELECT $1, s.before + t.n, t.id, t.type, {BATCH_DATA} FROM s, {BATCH_ROWS} WHERE true"
+                    ),
+                    "$6",
+                ),
+                &[&many[..], &[int8]].concat(),
             ),
             lock: prep(
                 "SELECT version FROM eventstore.streams WHERE stream_id = $1 FOR UPDATE",
@@ -146,17 +234,18 @@ impl Plans {
                  FROM eventstore.events WHERE event_id = ANY($1)",
                 &[oid(O::UUIDARRAYOID)],
             ),
-            insert_one: prep(
+            insert_one_ids: prep(
                 &format!(
-                    "INSERT INTO eventstore.events \
-                       (stream_id, stream_version, event_id, event_type, data, metadata) \
-                     VALUES ($1, $2, $3, $4, $5, $6){RETURNING}"
+                    "{COLUMNS}VALUES ($1, $2 + 1, $3, $4, $5, coalesce($6, '{{}}')) \
+                     ON CONFLICT (event_id) DO NOTHING{RETURNING}"
                 ),
-                &[text, int8, oid(O::UUIDOID), text, oid(O::JSONBOID), oid(O::JSONBOID)],
+                &one,
             ),
-            insert_many: prep(&format!("{INSERT_MANY}{RETURNING}"), &many),
             insert_many_ids: prep(
-                &format!("{INSERT_MANY} ON CONFLICT (event_id) DO NOTHING{RETURNING}"),
+                &format!(
+                    "{COLUMNS}SELECT $1, $2 + t.n, t.id, t.type, {BATCH_DATA} FROM {BATCH_ROWS} \
+                     ON CONFLICT (event_id) DO NOTHING{RETURNING}"
+                ),
                 &many,
             ),
         }
@@ -190,6 +279,7 @@ fn spi<T>(r: Result<T, pgrx::spi::Error>) -> T {
 pub fn append_to_stream(
     stream_id: &str,
     events: &[NewEvent],
+    payload: Payload<'_>,
     expected: ExpectedVersion,
 ) -> Result<Vec<Appended>, EsError> {
     let count = events.len() as i64;
@@ -197,19 +287,27 @@ pub fn append_to_stream(
     Spi::connect_mut(|client| {
         with_plans(client, |client, plans| {
             if given_ids.is_empty() {
-                // Generated ids cannot collide: lock, move the version and check in one step.
+                // Generated ids cannot collide: lock, move the version, check and insert in one
+                // statement. When the check fails nothing is inserted, and the error raised
+                // below rolls the version move back.
                 let _api = ApiWrite::begin();
-                let new_version: i64 = spi(spi(client.update(
-                    &plans.bump,
-                    None,
-                    &[stream_id.into(), count.into()],
-                ))
-                .first()
-                .get_one())
-                .expect("bump returns the version");
-                let actual = new_version - count;
-                check_expected(stream_id, expected, actual)?;
-                return Ok(insert(client, plans, stream_id, actual, events, false));
+                let mut args = row_args(stream_id, expected.to_sql(), events, payload);
+                args.push(count.into());
+                let plan = match payload {
+                    Payload::One { .. } => &plans.append_one,
+                    Payload::Many(_) => &plans.append_many,
+                };
+                let table = spi(client.update(plan, None, &args));
+                let mut before = None;
+                let appended = rows(table, 2, |row| {
+                    before = Some(spi(row.get::<i64>(1)).expect("before is NOT NULL"));
+                });
+                let actual = before.expect("the stream statement returns a row");
+                if appended.is_empty() {
+                    check_expected(stream_id, expected, actual)?;
+                    unreachable!("an admitted append inserts its events");
+                }
+                return Ok(appended);
             }
 
             // A retry of a batch that is already stored returns it and writes nothing.
@@ -229,7 +327,12 @@ pub fn append_to_stream(
                 None,
                 &[stream_id.into(), (actual + count).into()],
             ));
-            let appended = insert(client, plans, stream_id, actual, events, true);
+            let args = row_args(stream_id, Some(actual), events, payload);
+            let plan = match payload {
+                Payload::One { .. } => &plans.insert_one_ids,
+                Payload::Many(_) => &plans.insert_many_ids,
+            };
+            let appended = rows(spi(client.update(plan, None, &args)), 1, |_| {});
             if appended.len() < events.len() {
                 // Another stream's writer took one of our ids after we looked.
                 classify(stream_id, events, find_ids(client, plans, &given_ids))?;
@@ -238,6 +341,52 @@ pub fn append_to_stream(
             Ok(appended)
         })
     })
+}
+
+/// The row arguments `$1`..`$5` (single event: `$1`..`$6`) shared by the insert statements:
+/// stream, a version (`$2`), then ids (generated UUIDv7 where the caller gave none), types
+/// and the jsonb payload.
+fn row_args<'a>(
+    stream_id: &'a str,
+    version: Option<i64>,
+    events: &'a [NewEvent],
+    payload: Payload<'a>,
+) -> Vec<DatumWithOid<'a>> {
+    let id_of = |e: &NewEvent| pg_uuid(e.id.unwrap_or_else(uuid::Uuid::now_v7));
+    let mut args: Vec<DatumWithOid<'a>> = vec![stream_id.into(), version.into()];
+    match (payload, events) {
+        (Payload::One { data, metadata }, [event]) => {
+            args.push(id_of(event).into());
+            args.push(event.event_type.as_str().into());
+            args.push(data.arg());
+            args.push(jsonb_arg(metadata));
+        }
+        (Payload::Many(array), _) => {
+            args.push(events.iter().map(id_of).collect::<Vec<_>>().into());
+            args.push(events.iter().map(|e| e.event_type.clone()).collect::<Vec<_>>().into());
+            args.push(array.arg());
+        }
+        (Payload::One { .. }, _) => unreachable!("a single-event payload has one event"),
+    }
+    args
+}
+
+/// The appended rows of an insert's result, in version order; their columns start at `first`.
+/// `each` sees every result row (appended or not).
+fn rows(table: SpiTupleTable<'_>, first: usize, mut each: impl FnMut(&pgrx::spi::SpiHeapTupleData<'_>)) -> Vec<Appended> {
+    let mut appended: Vec<Appended> = Vec::new();
+    for row in table {
+        each(&row);
+        if let Some(id) = spi(row.get::<pgrx::Uuid>(first)) {
+            appended.push(Appended {
+                event_id: std_uuid(id),
+                stream_version: spi(row.get(first + 1)).expect("NOT NULL"),
+                global_position: spi(row.get(first + 2)).expect("NOT NULL"),
+            });
+        }
+    }
+    appended.sort_by_key(|a| a.stream_version);
+    appended
 }
 
 fn check_expected(stream: &str, expected: ExpectedVersion, actual: i64) -> Result<(), EsError> {
@@ -284,54 +433,4 @@ fn retry_rows(rows: Vec<StoredEvent>) -> Vec<Appended> {
             global_position: s.global_position,
         })
         .collect()
-}
-
-/// Insert `events` after version `after`; returns the rows written, in version order.
-fn insert(
-    client: &mut SpiClient<'_>,
-    plans: &Plans,
-    stream_id: &str,
-    after: i64,
-    events: &[NewEvent],
-    ids_may_collide: bool,
-) -> Vec<Appended> {
-    let id_of = |e: &NewEvent| pg_uuid(e.id.unwrap_or_else(uuid::Uuid::now_v7));
-    let table = if let ([event], false) = (events, ids_may_collide) {
-        spi(client.update(
-            &plans.insert_one,
-            None,
-            &[
-                stream_id.into(),
-                (after + 1).into(),
-                id_of(event).into(),
-                event.event_type.as_str().into(),
-                JsonB(event.data.clone()).into(),
-                JsonB(event.metadata.clone()).into(),
-            ],
-        ))
-    } else {
-        let plan = if ids_may_collide { &plans.insert_many_ids } else { &plans.insert_many };
-        spi(client.update(
-            plan,
-            None,
-            &[
-                stream_id.into(),
-                after.into(),
-                events.iter().map(id_of).collect::<Vec<_>>().into(),
-                events.iter().map(|e| e.event_type.clone()).collect::<Vec<_>>().into(),
-                events.iter().map(|e| JsonB(e.data.clone())).collect::<Vec<_>>().into(),
-                events.iter().map(|e| JsonB(e.metadata.clone())).collect::<Vec<_>>().into(),
-            ],
-        ))
-    };
-    let mut appended: Vec<Appended> = table
-        .into_iter()
-        .map(|row| Appended {
-            event_id: std_uuid(spi(row.get(1)).expect("NOT NULL")),
-            stream_version: spi(row.get(2)).expect("NOT NULL"),
-            global_position: spi(row.get(3)).expect("NOT NULL"),
-        })
-        .collect();
-    appended.sort_by_key(|a| a.stream_version);
-    appended
 }

@@ -36,6 +36,16 @@ impl ExpectedVersion {
         }
     }
 
+    /// The SQL value this expectation was given as (NULL = any).
+    pub fn to_sql(self) -> Option<i64> {
+        match self {
+            Self::Any => None,
+            Self::NoStream => Some(0),
+            Self::StreamExists => Some(-1),
+            Self::Exact(n) => Some(n),
+        }
+    }
+
     /// Does a stream currently at `actual` (0 = absent) satisfy this expectation?
     pub fn admits(self, actual: i64) -> bool {
         match self {

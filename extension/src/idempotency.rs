@@ -61,14 +61,13 @@ pub fn classify(
 #[cfg(test)]
 mod unit_tests {
     use super::*;
-    use serde_json::json;
 
     fn id(n: u8) -> Uuid {
         Uuid::from_bytes([n; 16])
     }
 
     fn new(n: u8, t: &str) -> NewEvent {
-        NewEvent { id: Some(id(n)), event_type: t.into(), data: json!({}), metadata: json!({}) }
+        NewEvent { id: Some(id(n)), event_type: t.into() }
     }
 
     fn stored(n: u8, stream: &str, version: i64, t: &str) -> StoredEvent {

@@ -10,6 +10,7 @@ pub mod append_only;
 pub mod envelope;
 pub mod error;
 pub mod idempotency;
+pub mod jsonb;
 pub mod merge;
 pub mod read;
 pub mod replay;

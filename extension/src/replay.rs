@@ -521,18 +521,9 @@ unsafe fn fold_with_merge(mut f: Fold) -> Fold {
 /// Merge one event's jsonb `data` into `state` straight from its binary form; false if the
 /// bytes were not understood (the caller then converts through text).
 unsafe fn merge_binary(state: &mut Option<Value>, data: Datum) -> bool {
-    unsafe {
-        // Short inline values keep their 1-byte header; only compressed or out-of-line ones
-        // are copied.
-        let v = pg_sys::pg_detoast_datum_packed(data.cast_mut_ptr());
-        let bytes = std::slice::from_raw_parts(
-            pgrx::varlena::vardata_any(v) as *const u8,
-            pgrx::varlena::varsize_any_exhdr(v),
-        );
-        merge::jsonb::Container::new(bytes)
-            .and_then(|c| merge::jsonb::apply(state, c))
-            .is_some()
-    }
+    // Short inline values keep their 1-byte header; only compressed or out-of-line ones are
+    // copied.
+    unsafe { crate::jsonb::from_datum(data) }.and_then(|c| crate::jsonb::apply(state, c)).is_some()
 }
 
 /// Replay per `req`: returns (state, version) with the state copied into the caller's memory

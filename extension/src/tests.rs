@@ -53,6 +53,35 @@ mod tests {
     // ---------- append and append_event ----------
 
     #[pg_test]
+    fn data_and_metadata_are_stored_exactly_as_given() {
+        // Numbers keep their written precision, strings their escapes, large values survive
+        // compression: the jsonb goes into the table as the caller passed it.
+        run(r#"CREATE TEMP TABLE given AS SELECT '{"total": 120.50, "note": "caf\u00e9 \"x\"", "n": 1e3}'::jsonb AS d,
+                     jsonb_build_object('blob', repeat('abc', 50000)) AS big"#);
+        run(r#"SELECT eventstore.append('exact-1', jsonb_build_array(
+                   jsonb_build_object('type', 'A', 'data', d, 'metadata', jsonb_build_object('m', 1.0)),
+                   jsonb_build_object('type', 'B', 'data', big),
+                   jsonb_build_object('type', 'C', 'data', 'null'::jsonb, 'metadata', 'null'::jsonb),
+                   jsonb_build_object('type', 'D', 'data', '[1.10, "x"]'::jsonb))) FROM given"#);
+        run("SELECT eventstore.append_event('exact-2', 'E', d, jsonb_build_object('m', 2.50)) FROM given");
+        run("SELECT eventstore.append_event('exact-2', 'F', big, NULL) FROM given");
+        let stored: String = one(
+            "SELECT string_agg(stream_id || '/' || stream_version || ' ' || left(data::text, 60) || ' ' || metadata::text, ' | '
+                               ORDER BY stream_id, stream_version)
+             FROM eventstore.events WHERE stream_id LIKE 'exact-%'",
+        );
+        assert_eq!(
+            stored,
+            r#"exact-1/1 {"n": 1000, "note": "café \"x\"", "total": 120.50} {"m": 1.0} | exact-1/2 {"blob": "abcabcabcabcabcabcabcabcabcabcabcabcabcabcabcabcab {} | exact-1/3 null {} | exact-1/4 [1.10, "x"] {} | exact-2/1 {"n": 1000, "note": "café \"x\"", "total": 120.50} {"m": 2.50} | exact-2/2 {"blob": "abcabcabcabcabcabcabcabcabcabcabcabcabcabcabcabcab {}"#
+        );
+        let big_equal: bool = one(
+            "SELECT bool_and(e.data = g.big) FROM eventstore.events e, given g
+             WHERE e.event_type IN ('B', 'F')",
+        );
+        assert!(big_equal);
+    }
+
+    #[pg_test]
     fn append_assigns_gapless_versions_and_increasing_positions() {
         run(r#"SELECT eventstore.append('order-1', '[{"type":"OrderPlaced","data":{"total":42}},
                                                     {"type":"PaymentCaptured"}]')"#);
