@@ -12,6 +12,10 @@
 #   BENCH_CLIENTS  pgbench -c                           (default 8)
 #   BENCH_JOBS     pgbench -j                           (default: nproc)
 #   BENCH_ASYNC    1 = also measure with synchronous_commit=off on both sides (default 1)
+#   BENCH_SCALING  client counts for the single-event scaling series (default "1 4 8 16";
+#                  --quick: "1 8"; empty to skip), BENCH_SCALING_SECONDS per run (default 10)
+#   BENCH_HOT      1 = also measure hot-stream contention: all clients on 10 streams, each
+#                  append with the version just read as expected version (default 1)
 #   BENCH_BREAKDOWN 1 = also measure, to split the gap, raw inserts into a copy of the floor
 #                  table with the two paging indexes of eventstore.events, and append's work
 #                  as one plain SQL statement; in the synchronous_commit=off runs, where the
@@ -42,6 +46,9 @@ CLIENTS=${BENCH_CLIENTS:-8}
 JOBS=${BENCH_JOBS:-$(nproc)}
 [ "$JOBS" -gt "$CLIENTS" ] && JOBS=$CLIENTS
 ASYNC=${BENCH_ASYNC:-1}
+if [ "$QUICK" = 1 ]; then SCALING=${BENCH_SCALING-1 8}; else SCALING=${BENCH_SCALING-1 4 8 16}; fi
+SCALING_SECONDS=${BENCH_SCALING_SECONDS:-$([ "$QUICK" = 1 ] && echo 2 || echo 10)}
+HOT=${BENCH_HOT:-1}
 BREAKDOWN=${BENCH_BREAKDOWN:-1}
 
 # --- the extension must be installed (build it only when it is missing) ----------------------
@@ -56,13 +63,15 @@ sql() { "$PSQL" -X -q -v ON_ERROR_STOP=1 -At "$@"; }
 sql -c "CREATE EXTENSION pg_eventstore" >/dev/null
 sql -f "$SCRIPTS/schema.sql" >/dev/null
 # Sanity: each script runs once and writes what it should.
-for s in single_ours single_raw batch_ours batch_raw single_raw_idx batch_raw_idx single_sql batch_sql; do
+for s in single_ours single_raw batch_ours batch_raw single_raw_idx batch_raw_idx single_sql batch_sql \
+         single_plpgsql batch_plpgsql hot_ours hot_plpgsql; do
     "$PGBENCH" -n -M prepared -t 1 -f "$SCRIPTS/$s.sql" >/dev/null 2>"$DIR/check.log" \
         || { cat "$DIR/check.log"; die "bench/append/$s.sql failed"; }
 done
-[ "$(sql -c "SELECT count(*) FROM eventstore.events")" = 101 ] || die "API appends wrote no 101 events"
+[ "$(sql -c "SELECT count(*) FROM eventstore.events")" = 102 ] || die "API appends wrote no 102 events"
 [ "$(sql -c "SELECT count(*) FROM bench.events")" = 101 ] || die "raw inserts wrote no 101 rows"
 [ "$(sql -c "SELECT count(*) FROM bench.events_idx")" = 202 ] || die "breakdown inserts wrote no 202 rows"
+[ "$(sql -c "SELECT count(*) FROM bench.pl_events")" = 102 ] || die "PL/pgSQL appends wrote no 102 events"
 
 # --- machine facts --------------------------------------------------------------------------
 setting() { sql -c "SHOW $1"; }
@@ -93,8 +102,10 @@ echo
 # run SCRIPT EVENTS_PER_TX [PGOPTIONS]: reset the tables, checkpoint, run pgbench; print events/s.
 run() {
     local script=$1 per_tx=$2 opts=${3:-} out tps
+    local clients=${RUN_CLIENTS:-$CLIENTS} seconds=${RUN_SECONDS:-$SECONDS_PER_RUN} jobs=$JOBS
+    [ "$jobs" -gt "$clients" ] && jobs=$clients
     sql -f "$SCRIPTS/reset.sql" >/dev/null 2>&1
-    out=$(PGOPTIONS=$opts "$PGBENCH" -n -M prepared -c "$CLIENTS" -j "$JOBS" -T "$SECONDS_PER_RUN" \
+    out=$(PGOPTIONS=$opts "$PGBENCH" -n -M prepared -c "$clients" -j "$jobs" -T "$seconds" \
             -f "$SCRIPTS/$script.sql" 2>&1) || { echo "$out" >&2; die "pgbench $script failed"; }
     if grep -q 'number of failed transactions: [1-9]' <<<"$out"; then
         echo "$out" >&2; die "pgbench $script had failed transactions"
@@ -147,16 +158,60 @@ extra() { if [ "$BREAKDOWN" = 1 ]; then echo "$1_raw_idx $1_sql"; fi; }
 
 say "single event, synchronous_commit=on (${ROUNDS}x${SECONDS_PER_RUN}s per side)"
 echo "== single event per transaction (append_event vs INSERT ... VALUES), synchronous_commit=on"
-pair single single_ours single_raw 1 ""
+pair single single_ours single_raw 1 "" single_plpgsql
 say "100-event batches, synchronous_commit=on"
 echo "== 100-event batch per transaction (append vs INSERT ... SELECT generate_series), synchronous_commit=on"
-pair batch batch_ours batch_raw 100 ""
+pair batch batch_ours batch_raw 100 "" batch_plpgsql
 if [ "$ASYNC" = 1 ]; then
     say "both workloads again with synchronous_commit=off on both sides"
     echo "== single event, synchronous_commit=off (both sides)"
     pair single_async single_ours single_raw 1 "-c synchronous_commit=off" $(extra single)
     echo "== 100-event batch, synchronous_commit=off (both sides)"
     pair batch_async batch_ours batch_raw 100 "-c synchronous_commit=off" $(extra batch)
+fi
+
+if [ -n "$SCALING" ]; then
+    say "single event by number of clients: $SCALING (${ROUNDS}x${SCALING_SECONDS}s per side)"
+    for c in $SCALING; do
+        echo "== single event, durable, $c client(s)"
+        RUN_CLIENTS=$c RUN_SECONDS=$SCALING_SECONDS pair "scale$c" single_ours single_raw 1 "" single_plpgsql
+    done
+fi
+
+# hot SCRIPT TABLE: a contention run with per-transaction latencies (pgbench -l); prints
+# "committed_ev/s es001_fraction p50_ms p99_ms".
+hot() {
+    local script=$1 table=$2 out attempts committed
+    sql -f "$SCRIPTS/reset.sql" >/dev/null 2>&1
+    rm -rf "$DIR/hotlog"; mkdir -p "$DIR/hotlog"
+    out=$(cd "$DIR/hotlog" && "$PGBENCH" -n -M prepared -c "$CLIENTS" -j "$JOBS" -T "$SECONDS_PER_RUN" \
+            -l --log-prefix=hot -f "$SCRIPTS/$script.sql" 2>&1) || { echo "$out" >&2; die "pgbench $script failed"; }
+    attempts=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' <<<"$out")
+    committed=$(sql -c "SELECT count(*) FROM $table")
+    # pgbench -l: client, transaction, latency (us), script, epoch, us
+    cat "$DIR"/hotlog/hot.* | awk '{ print $3 }' | sort -n | awk -v a="$attempts" -v c="$committed" \
+        -v s="$SECONDS_PER_RUN" '{ v[NR] = $1 } END {
+            p50 = v[int(NR * 0.50) > 0 ? int(NR * 0.50) : 1]; p99 = v[int(NR * 0.99) > 0 ? int(NR * 0.99) : 1]
+            printf "%.0f %.3f %.2f %.2f\n", c / s, (a - c) / a, p50 / 1000, p99 / 1000 }'
+}
+if [ "$HOT" = 1 ]; then
+    say "hot streams: $CLIENTS clients on 10 streams with expected versions (${ROUNDS}x${SECONDS_PER_RUN}s per side)"
+    hot_ours_all=() hot_pl_all=()
+    for ((i = 1; i <= ROUNDS; i++)); do
+        o=$(hot hot_ours eventstore.events); p=$(hot hot_plpgsql bench.pl_events)
+        hot_ours_all+=("$o"); hot_pl_all+=("$p")
+        echo "  round $i: ours $o | plpgsql $p   (committed ev/s, ES001 fraction, p50 ms, p99 ms)"
+    done
+    # Median per column.
+    hot_median() {
+        local col out=""
+        for col in 1 2 3 4; do
+            out+="$(printf '%s\n' "$@" | awk -v c="$col" '{ print $c }' | sort -g | awk '{ v[NR] = $1 } END {
+                print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }') "
+        done
+        echo "$out"
+    }
+    HOT_OURS=$(hot_median "${hot_ours_all[@]}"); HOT_PL=$(hot_median "${hot_pl_all[@]}")
 fi
 
 echo
@@ -166,6 +221,28 @@ report batch "100-event batch, durable (sync commit on)"
 if [ "$ASYNC" = 1 ]; then
     report single_async "single event, synchronous_commit=off"
     report batch_async "100-event batch, synchronous_commit=off"
+fi
+echo
+echo "== the PL/pgSQL append a user would write (same checks, same table shape), durable"
+printf '%-42s ours %7s ev/s  plpgsql %7s ev/s  ours/plpgsql %s\n' "single event" "${RESULT[single.ours]}" \
+    "${RESULT[single.single_plpgsql]}" "$(ratio "${RESULT[single.ours]}" "${RESULT[single.single_plpgsql]}")"
+printf '%-42s ours %7s ev/s  plpgsql %7s ev/s  ours/plpgsql %s\n' "100-event batch" "${RESULT[batch.ours]}" \
+    "${RESULT[batch.batch_plpgsql]}" "$(ratio "${RESULT[batch.ours]}" "${RESULT[batch.batch_plpgsql]}")"
+if [ -n "$SCALING" ]; then
+    echo
+    echo "== single event, durable, by clients: median events/s (ours/raw, ours/plpgsql)"
+    for c in $SCALING; do
+        printf '%3s clients  ours %7s  raw %7s  plpgsql %7s  ours/raw %s  ours/plpgsql %s\n' "$c" \
+            "${RESULT[scale$c.ours]}" "${RESULT[scale$c.raw]}" "${RESULT[scale$c.single_plpgsql]}" \
+            "$(ratio "${RESULT[scale$c.ours]}" "${RESULT[scale$c.raw]}")" \
+            "$(ratio "${RESULT[scale$c.ours]}" "${RESULT[scale$c.single_plpgsql]}")"
+    done
+fi
+if [ "$HOT" = 1 ]; then
+    echo
+    echo "== hot streams, $CLIENTS clients on 10 streams (medians): committed ev/s, ES001 fraction of attempts, p50/p99 ms"
+    read -r a b c d <<<"$HOT_OURS"; printf 'ours     %7s ev/s  ES001 %s  p50 %s ms  p99 %s ms\n' "$a" "$b" "$c" "$d"
+    read -r a b c d <<<"$HOT_PL";   printf 'plpgsql  %7s ev/s  ES001 %s  p50 %s ms  p99 %s ms\n' "$a" "$b" "$c" "$d"
 fi
 if [ "$BREAKDOWN" = 1 ] && [ "$ASYNC" = 1 ]; then
     echo
