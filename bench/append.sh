@@ -64,14 +64,14 @@ sql -c "CREATE EXTENSION pg_eventstore" >/dev/null
 sql -f "$SCRIPTS/schema.sql" >/dev/null
 # Sanity: each script runs once and writes what it should.
 for s in single_ours single_raw batch_ours batch_raw single_raw_idx batch_raw_idx single_sql batch_sql \
-         single_plpgsql batch_plpgsql hot_ours hot_plpgsql; do
+         single_plpgsql batch_plpgsql hot_ours hot_plpgsql zipf_ours zipf_plpgsql tiny_ours tiny_raw tiny_plpgsql; do
     "$PGBENCH" -n -M prepared -t 1 -f "$SCRIPTS/$s.sql" >/dev/null 2>"$DIR/check.log" \
         || { cat "$DIR/check.log"; die "bench/append/$s.sql failed"; }
 done
-[ "$(sql -c "SELECT count(*) FROM eventstore.events")" = 102 ] || die "API appends wrote no 102 events"
-[ "$(sql -c "SELECT count(*) FROM bench.events")" = 101 ] || die "raw inserts wrote no 101 rows"
+[ "$(sql -c "SELECT count(*) FROM eventstore.events")" = 104 ] || die "API appends wrote no 104 events"
+[ "$(sql -c "SELECT count(*) FROM bench.events")" = 102 ] || die "raw inserts wrote no 102 rows"
 [ "$(sql -c "SELECT count(*) FROM bench.events_idx")" = 202 ] || die "breakdown inserts wrote no 202 rows"
-[ "$(sql -c "SELECT count(*) FROM bench.pl_events")" = 102 ] || die "PL/pgSQL appends wrote no 102 events"
+[ "$(sql -c "SELECT count(*) FROM bench.pl_events")" = 104 ] || die "PL/pgSQL appends wrote no 104 events"
 
 # --- machine facts --------------------------------------------------------------------------
 setting() { sql -c "SHOW $1"; }
@@ -170,6 +170,12 @@ if [ "$ASYNC" = 1 ]; then
     pair batch_async batch_ours batch_raw 100 "-c synchronous_commit=off" $(extra batch)
 fi
 
+say "event shapes: minimal (empty data) and realistic (order domain, ~300 bytes, Zipf-skewed streams)"
+echo "== minimal event, new stream per call, durable"
+pair tiny tiny_ours tiny_raw 1 "" tiny_plpgsql
+echo "== realistic: 100,000 order streams picked Zipf(1.1), ~300-byte events, durable (ours vs PL/pgSQL)"
+pair zipf zipf_ours zipf_plpgsql 1 ""
+
 if [ -n "$SCALING" ]; then
     say "single event by number of clients: $SCALING (${ROUNDS}x${SCALING_SECONDS}s per side)"
     for c in $SCALING; do
@@ -228,6 +234,13 @@ printf '%-42s ours %7s ev/s  plpgsql %7s ev/s  ours/plpgsql %s\n' "single event"
     "${RESULT[single.single_plpgsql]}" "$(ratio "${RESULT[single.ours]}" "${RESULT[single.single_plpgsql]}")"
 printf '%-42s ours %7s ev/s  plpgsql %7s ev/s  ours/plpgsql %s\n' "100-event batch" "${RESULT[batch.ours]}" \
     "${RESULT[batch.batch_plpgsql]}" "$(ratio "${RESULT[batch.ours]}" "${RESULT[batch.batch_plpgsql]}")"
+echo
+echo "== event shapes, durable: median events/s"
+printf '%-42s ours %7s  raw %7s  plpgsql %7s  ours/raw %s  ours/plpgsql %s\n' "minimal event (empty data)" \
+    "${RESULT[tiny.ours]}" "${RESULT[tiny.raw]}" "${RESULT[tiny.tiny_plpgsql]}" \
+    "$(ratio "${RESULT[tiny.ours]}" "${RESULT[tiny.raw]}")" "$(ratio "${RESULT[tiny.ours]}" "${RESULT[tiny.tiny_plpgsql]}")"
+printf '%-42s ours %7s  plpgsql %7s  ours/plpgsql %s\n' "realistic (orders, Zipf streams)" \
+    "${RESULT[zipf.ours]}" "${RESULT[zipf.raw]}" "$(ratio "${RESULT[zipf.ours]}" "${RESULT[zipf.raw]}")"
 if [ -n "$SCALING" ]; then
     echo
     echo "== single event, durable, by clients: median events/s (ours/raw, ours/plpgsql)"
