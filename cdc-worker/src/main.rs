@@ -4,6 +4,7 @@
 mod ack;
 mod config;
 mod envelope;
+mod idle;
 mod lsn;
 mod pgoutput;
 mod projection;

@@ -2,7 +2,7 @@
 //! connection failure reconnect with backoff and resume from durable state.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{anyhow, Context};
 use tokio::sync::{mpsc, Notify};
@@ -14,10 +14,11 @@ use tracing::{debug, error, info, warn};
 use crate::ack::AckTracker;
 use crate::config::Config;
 use crate::envelope;
+use crate::idle::{self, IdlePacer};
 use crate::lsn::Lsn;
 use crate::pgoutput::{self, Message, RelationCache};
 use crate::projection::{SourceTxn, Target};
-use crate::replication::{quote_ident, Feedback, ReplicationConnection, ReplicationStream, StreamMessage};
+use crate::replication::{pg_time, quote_ident, Feedback, ReplicationConnection, ReplicationStream, StreamMessage};
 
 /// How often a standby status update is sent even when nothing changed. Well below the
 /// server's default wal_sender_timeout (60 s).
@@ -226,14 +227,33 @@ async fn read_stream(
     let mut relations = RelationCache::default();
     let mut events_relation: Option<u32> = None;
     let mut open: Option<SourceTxn> = None;
+    // Keepalive positions between transactions become idle positions (see idle.rs).
+    let mut idle = IdlePacer::new(lock(&tracker).received());
     loop {
-        let msg = match stream.next().await {
+        let due = if open.is_none() { idle.due_at(Instant::now()) } else { None };
+        let next = tokio::select! {
+            // Cancel-safe: a partly received frame stays in the reader's buffer.
+            m = stream.next() => m,
+            () = idle::sleep_until(due) => {
+                if let Some((end_lsn, source_time)) = idle.take_due(Instant::now()) {
+                    let position = SourceTxn { end_lsn, source_time, events: Vec::new(), bytes: 0 };
+                    if tx.send(position).await.is_err() {
+                        return anyhow!("apply path stopped");
+                    }
+                }
+                continue;
+            }
+        };
+        let msg = match next {
             Ok(m) => m,
             Err(e) => return e.into(),
         };
         let data = match msg {
-            StreamMessage::Keepalive { wal_end, reply_requested } => {
+            StreamMessage::Keepalive { wal_end, server_time, reply_requested } => {
                 lock(&tracker).server_position(wal_end);
+                if open.is_none() {
+                    idle.keepalive(wal_end, server_time);
+                }
                 if reply_requested {
                     wake_feedback.notify_one();
                 }
@@ -251,17 +271,19 @@ async fn read_stream(
                     return anyhow!("pgoutput: Begin inside an open transaction");
                 }
                 lock(&tracker).begin();
-                open = Some(SourceTxn { end_lsn: Lsn::ZERO, events: Vec::new(), bytes: 0 });
+                open = Some(SourceTxn { end_lsn: Lsn::ZERO, source_time: SystemTime::UNIX_EPOCH, events: Vec::new(), bytes: 0 });
             }
             Message::Commit(c) => {
                 let Some(mut txn) = open.take() else {
                     return anyhow!("pgoutput: Commit without Begin");
                 };
                 txn.end_lsn = c.end_lsn;
+                txn.source_time = pg_time(c.commit_time);
                 lock(&tracker).commit_received(c.end_lsn);
                 if tx.send(txn).await.is_err() {
                     return anyhow!("apply path stopped");
                 }
+                idle.transaction_sent(c.end_lsn);
             }
             Message::Relation(r) => {
                 if r.namespace == "eventstore" && r.name == "events" {
