@@ -9,6 +9,7 @@ mod lsn;
 mod pgoutput;
 mod projection;
 mod replication;
+mod status;
 mod worker;
 
 use std::path::PathBuf;
@@ -43,6 +44,15 @@ enum Command {
         #[arg(long, short, env = "EVENTSTORE_WORKER_CONFIG")]
         config: PathBuf,
     },
+    /// Print each projection's state, checkpoint, lag and last error, and exit.
+    Status {
+        /// Configuration file (TOML).
+        #[arg(long, short, env = "EVENTSTORE_WORKER_CONFIG")]
+        config: PathBuf,
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -66,6 +76,7 @@ fn main() -> ExitCode {
     let (path, check_only) = match &cli.command {
         Command::Run { config } => (config, false),
         Command::Check { config } => (config, true),
+        Command::Status { config, .. } => (config, false),
     };
     let config = match config::Config::load(path) {
         Ok(c) => c,
@@ -86,7 +97,12 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(async_main(config)) {
+    let result = match cli.command {
+        Command::Status { json, .. } => runtime.block_on(status::run(&config, json)),
+        Command::Run { .. } => runtime.block_on(async_main(config)),
+        Command::Check { .. } => Ok(()),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!(error = format!("{e:#}"), "worker stopped");
