@@ -4,8 +4,10 @@
 mod ack;
 mod config;
 mod envelope;
+mod http;
 mod idle;
 mod lsn;
+mod metrics;
 mod pgoutput;
 mod projection;
 mod replication;
@@ -15,6 +17,7 @@ mod worker;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
@@ -37,6 +40,9 @@ enum Command {
         /// Configuration file (TOML).
         #[arg(long, short, env = "EVENTSTORE_WORKER_CONFIG")]
         config: PathBuf,
+        /// Serve Prometheus metrics on /metrics and a liveness probe on /healthz (HOST:PORT).
+        #[arg(long, value_name = "HOST:PORT", env = "EVENTSTORE_WORKER_METRICS_ADDR")]
+        metrics_addr: Option<String>,
     },
     /// Validate the configuration file and exit.
     Check {
@@ -74,7 +80,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.log_format);
     let (path, check_only) = match &cli.command {
-        Command::Run { config } => (config, false),
+        Command::Run { config, .. } => (config, false),
         Command::Check { config } => (config, true),
         Command::Status { config, .. } => (config, false),
     };
@@ -99,7 +105,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Status { json, .. } => runtime.block_on(status::run(&config, json)),
-        Command::Run { .. } => runtime.block_on(async_main(config)),
+        Command::Run { metrics_addr, .. } => runtime.block_on(async_main(config, metrics_addr)),
         Command::Check { .. } => Ok(()),
     };
     match result {
@@ -112,10 +118,15 @@ fn main() -> ExitCode {
     }
 }
 
-async fn async_main(config: config::Config) -> anyhow::Result<()> {
+async fn async_main(config: config::Config, metrics_addr: Option<String>) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     tokio::spawn(watch_signals(shutdown.clone()));
     info!(config = %config.file.display(), projections = config.projections.len(), "starting");
+    if let Some(addr) = metrics_addr {
+        let listener = tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+        info!(addr = %listener.local_addr()?, "serving /metrics and /healthz");
+        tokio::spawn(metrics::serve(listener, std::sync::Arc::new(config.clone()), shutdown.clone()));
+    }
     worker::run(config, shutdown).await
 }
 

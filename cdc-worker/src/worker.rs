@@ -16,6 +16,7 @@ use crate::config::Config;
 use crate::envelope;
 use crate::idle::{self, IdlePacer};
 use crate::lsn::Lsn;
+use crate::metrics;
 use crate::pgoutput::{self, Message, RelationCache};
 use crate::projection::{SourceTxn, Target};
 use crate::replication::{pg_time, quote_ident, Feedback, ReplicationConnection, ReplicationStream, StreamMessage};
@@ -37,6 +38,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let mut backoff = Duration::from_millis(200);
     let mut first = true;
     loop {
+        metrics::get().connecting();
         match session(&config, &shutdown, first).await {
             SessionEnd::Shutdown => return Ok(()),
             SessionEnd::Failed { error, fatal: true, .. } => return Err(error),
@@ -45,6 +47,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                     backoff = Duration::from_millis(200);
                 }
                 warn!(error = format!("{error:#}"), retry_in_ms = backoff.as_millis() as u64, "session ended; reconnecting");
+                metrics::get().reconnecting(backoff, &error);
             }
         }
         first = false;
@@ -92,6 +95,7 @@ async fn session(config: &Config, shutdown: &CancellationToken, first: bool) -> 
         Err(e) => return failed(e, false),
     };
     info!(slot = %config.slot, lsn = %start, "streaming started");
+    metrics::get().streaming();
 
     let tracker = Arc::new(Mutex::new(AckTracker::new(start)));
     for (name, checkpoint) in target.failed() {
@@ -123,6 +127,7 @@ async fn session(config: &Config, shutdown: &CancellationToken, first: bool) -> 
         let events: usize = batch.iter().map(|t| t.events.len()).sum();
         let last = batch.last().map(|t| t.end_lsn).unwrap_or_default();
         let started = Instant::now();
+        metrics::get().apply_started();
         let apply = target.apply(&batch);
         tokio::pin!(apply);
         let result = tokio::select! {
@@ -134,6 +139,7 @@ async fn session(config: &Config, shutdown: &CancellationToken, first: bool) -> 
         };
         match result {
             Ok(failures) => {
+                metrics::get().batch_applied(&batch, started.elapsed(), &failures);
                 for f in failures {
                     error!(projection = %f.projection, error = %f.error, "projection failed; it stops here, the others go on");
                     lock(&tracker).hold_at(f.checkpoint.unwrap_or_default());
@@ -347,6 +353,7 @@ async fn send_feedback(
             debug!(lsn = %flush, "acknowledging");
         }
         feedback.send_status(write, flush, false).await?;
+        metrics::get().acknowledged(write, flush);
         last_sent = Some(flush);
         if stopping {
             feedback.finish().await?;
