@@ -58,7 +58,9 @@ LANGUAGE plpgsql VOLATILE STRICT
 AS $fn$
 DECLARE
     deadline constant timestamptz := clock_timestamp() + timeout;
-    pause double precision := 0.001;   -- seconds; grows by half each round up to 50 ms
+    -- Seconds between checks: 1 ms growing by a quarter each round (so a result is seen at
+    -- most ~25% late) up to 50 ms: about 18 checks in the first 200 ms, then 20 a second.
+    pause double precision := 0.001;
     reflected pg_lsn;
 BEGIN
     IF current_setting('transaction_isolation') <> 'read committed' THEN
@@ -84,7 +86,7 @@ BEGIN
             RETURN false;
         END IF;
         PERFORM pg_sleep(least(pause, greatest(extract(epoch FROM deadline - clock_timestamp()), 0)));
-        pause := least(pause * 1.5, 0.05);
+        pause := least(pause * 1.25, 0.05);
     END LOOP;
 END
 $fn$;

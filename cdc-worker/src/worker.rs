@@ -258,7 +258,7 @@ async fn read_stream(
             StreamMessage::Keepalive { wal_end, server_time, reply_requested } => {
                 lock(&tracker).server_position(wal_end);
                 if open.is_none() {
-                    idle.keepalive(wal_end, server_time);
+                    idle.keepalive(wal_end, server_time, Instant::now());
                 }
                 if reply_requested {
                     wake_feedback.notify_one();
