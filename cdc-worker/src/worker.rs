@@ -242,6 +242,7 @@ async fn read_stream(
             m = stream.next() => m,
             () = idle::sleep_until(due) => {
                 if let Some((end_lsn, source_time)) = idle.take_due(Instant::now()) {
+                    debug!(lsn = %end_lsn, "idle position");
                     let position = SourceTxn { end_lsn, source_time, events: Vec::new(), bytes: 0 };
                     if tx.send(position).await.is_err() {
                         return anyhow!("apply path stopped");
