@@ -4,15 +4,20 @@
 mod ack;
 mod config;
 mod envelope;
+mod http;
+mod idle;
 mod lsn;
+mod metrics;
 mod pgoutput;
 mod projection;
 mod replication;
+mod status;
 mod worker;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
@@ -35,12 +40,24 @@ enum Command {
         /// Configuration file (TOML).
         #[arg(long, short, env = "EVENTSTORE_WORKER_CONFIG")]
         config: PathBuf,
+        /// Serve Prometheus metrics on /metrics and a liveness probe on /healthz (HOST:PORT).
+        #[arg(long, value_name = "HOST:PORT", env = "EVENTSTORE_WORKER_METRICS_ADDR")]
+        metrics_addr: Option<String>,
     },
     /// Validate the configuration file and exit.
     Check {
         /// Configuration file (TOML).
         #[arg(long, short, env = "EVENTSTORE_WORKER_CONFIG")]
         config: PathBuf,
+    },
+    /// Print each projection's state, checkpoint, lag and last error, and exit.
+    Status {
+        /// Configuration file (TOML).
+        #[arg(long, short, env = "EVENTSTORE_WORKER_CONFIG")]
+        config: PathBuf,
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -63,8 +80,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.log_format);
     let (path, check_only) = match &cli.command {
-        Command::Run { config } => (config, false),
+        Command::Run { config, .. } => (config, false),
         Command::Check { config } => (config, true),
+        Command::Status { config, .. } => (config, false),
     };
     let config = match config::Config::load(path) {
         Ok(c) => c,
@@ -85,7 +103,12 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(async_main(config)) {
+    let result = match cli.command {
+        Command::Status { json, .. } => runtime.block_on(status::run(&config, json)),
+        Command::Run { metrics_addr, .. } => runtime.block_on(async_main(config, metrics_addr)),
+        Command::Check { .. } => Ok(()),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!(error = format!("{e:#}"), "worker stopped");
@@ -95,10 +118,15 @@ fn main() -> ExitCode {
     }
 }
 
-async fn async_main(config: config::Config) -> anyhow::Result<()> {
+async fn async_main(config: config::Config, metrics_addr: Option<String>) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     tokio::spawn(watch_signals(shutdown.clone()));
     info!(config = %config.file.display(), projections = config.projections.len(), "starting");
+    if let Some(addr) = metrics_addr {
+        let listener = tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+        info!(addr = %listener.local_addr()?, "serving /metrics and /healthz");
+        tokio::spawn(metrics::serve(listener, std::sync::Arc::new(config.clone()), shutdown.clone()));
+    }
     worker::run(config, shutdown).await
 }
 

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::time::SystemTime;
 
 use futures_util::future::join_all;
 use tokio_postgres::error::SqlState;
@@ -17,9 +18,12 @@ use crate::lsn::Lsn;
 const SCHEMA: &str = include_str!("schema.sql");
 
 /// A source transaction as the apply path sees it: never split across target transactions.
+/// One without events is an idle position (see `idle.rs`): it only moves checkpoints.
 #[derive(Debug, Clone)]
 pub struct SourceTxn {
     pub end_lsn: Lsn,
+    /// Source server time at `end_lsn` (commit time), recorded with the checkpoint for lag.
+    pub source_time: SystemTime,
     pub events: Vec<Event>,
     pub bytes: usize,
 }
@@ -160,7 +164,7 @@ impl Target {
         let checkpoint = client
             .prepare(
                 "UPDATE eventstore_worker.projections
-                    SET status = 'running', checkpoint_lsn = $2::text::pg_lsn,
+                    SET status = 'running', checkpoint_lsn = $2::text::pg_lsn, checkpoint_time = $4,
                         events_applied = events_applied + $3, last_error = NULL, failed_event = NULL,
                         updated_at = now()
                   WHERE name = $1",
@@ -233,7 +237,7 @@ impl Target {
                     unknown_failure = Some((i, lsn, ev));
                     break;
                 }
-                queue(client, p, &work, last, &self.checkpoint, &mut futures, &mut owners, i);
+                queue(client, p, &work, (last, source_time(batch, last)), &self.checkpoint, &mut futures, &mut owners, i);
             }
 
             let results = join_all(futures).await;
@@ -276,7 +280,8 @@ impl Target {
             let (work, _) = p.work(batch, Some(prefix_end));
             let mut futures: Pipeline<'_> = Vec::new();
             let mut owners = Vec::new();
-            queue(&self.client, p, &work, prefix_end, &self.checkpoint, &mut futures, &mut owners, i);
+            let to = (prefix_end, source_time(batch, prefix_end));
+            queue(&self.client, p, &work, to, &self.checkpoint, &mut futures, &mut owners, i);
             match join_all(futures).await.into_iter().find_map(Result::err) {
                 None => checkpoint = Some(prefix_end),
                 Some(e) if is_transient(&e) => return Err(e),
@@ -319,6 +324,11 @@ impl ProjectionState {
     }
 }
 
+/// Source time of the batch's transaction ending at `lsn`.
+fn source_time(batch: &[SourceTxn], lsn: Lsn) -> SystemTime {
+    batch.iter().find(|t| t.end_lsn == lsn).map_or(SystemTime::UNIX_EPOCH, |t| t.source_time)
+}
+
 type Pipeline<'a> = Vec<Pin<Box<dyn Future<Output = Result<u64, tokio_postgres::Error>> + Send + 'a>>>;
 
 /// Queues one projection's part of a batch: savepoint, handler executions, checkpoint, release.
@@ -327,7 +337,7 @@ fn queue<'a, 'b: 'a>(
     client: &'a Client,
     p: &'a ProjectionState,
     work: &[(&'a Statement, Lsn, &'b Event)],
-    checkpoint_to: Lsn,
+    (checkpoint_to, checkpoint_time): (Lsn, SystemTime),
     checkpoint: &'a Statement,
     futures: &mut Pipeline<'a>,
     owners: &mut Vec<(usize, Option<(Lsn, &'b Event)>)>,
@@ -342,7 +352,7 @@ fn queue<'a, 'b: 'a>(
     let name = p.name.as_str();
     let lsn = checkpoint_to.to_string();
     let count = work.len() as i64;
-    futures.push(Box::pin(async move { client.execute(checkpoint, &[&name, &lsn, &count]).await }));
+    futures.push(Box::pin(async move { client.execute(checkpoint, &[&name, &lsn, &count, &checkpoint_time]).await }));
     owners.push((i, None));
     futures.push(Box::pin(async move { client.batch_execute("RELEASE SAVEPOINT eventstore_projection").await.map(|_| 0) }));
     owners.push((i, None));

@@ -170,11 +170,23 @@ fn quote_literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
+/// Seconds from the Unix epoch to 2000-01-01, the replication protocol's epoch.
+const PG_EPOCH: u64 = 946_684_800;
+
 /// Microseconds since 2000-01-01, the replication protocol's clock.
 fn pg_now() -> i64 {
-    const PG_EPOCH: u64 = 946_684_800;
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
     now.as_micros() as i64 - (PG_EPOCH as i64 * 1_000_000)
+}
+
+/// A protocol timestamp (microseconds since 2000-01-01) as a point in time.
+pub fn pg_time(micros: i64) -> SystemTime {
+    let epoch = UNIX_EPOCH + Duration::from_secs(PG_EPOCH);
+    if micros >= 0 {
+        epoch + Duration::from_micros(micros as u64)
+    } else {
+        epoch - Duration::from_micros(micros.unsigned_abs())
+    }
 }
 
 pub struct ReplicationConnection {
@@ -402,7 +414,8 @@ impl ReplicationConnection {
 pub enum StreamMessage {
     /// A pgoutput message; the WAL positions in its header are not needed (Commit carries them).
     XLogData { data: Bytes },
-    Keepalive { wal_end: Lsn, reply_requested: bool },
+    /// `server_time`: the server's clock when it sent this.
+    Keepalive { wal_end: Lsn, server_time: SystemTime, reply_requested: bool },
 }
 
 pub struct ReplicationStream {
@@ -427,8 +440,8 @@ impl ReplicationStream {
                         }
                         b'k' if b.len() >= 17 => {
                             let wal_end = Lsn(b.get_u64());
-                            let _server_clock = b.get_i64();
-                            Ok(StreamMessage::Keepalive { wal_end, reply_requested: b.get_u8() == 1 })
+                            let server_time = pg_time(b.get_i64());
+                            Ok(StreamMessage::Keepalive { wal_end, server_time, reply_requested: b.get_u8() == 1 })
                         }
                         other => Err(ReplicationError::Protocol(format!(
                             "unexpected CopyData message {:?} of {} bytes",
@@ -502,6 +515,15 @@ mod tests {
     fn quoting() {
         assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
         assert_eq!(quote_literal(&quote_ident("it's")), "'\"it''s\"'");
+    }
+
+    #[test]
+    fn protocol_clock_round_trips() {
+        assert_eq!(pg_time(0), UNIX_EPOCH + Duration::from_secs(PG_EPOCH));
+        assert_eq!(pg_time(-1_500_000), UNIX_EPOCH + Duration::from_secs(PG_EPOCH) - Duration::from_micros(1_500_000));
+        let now = pg_now();
+        let back = pg_time(now).duration_since(UNIX_EPOCH).unwrap().as_micros() as i64;
+        assert_eq!(back - PG_EPOCH as i64 * 1_000_000, now);
     }
 
     #[tokio::test]

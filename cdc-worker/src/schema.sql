@@ -16,3 +16,80 @@ CREATE TABLE IF NOT EXISTS eventstore_worker.projections (
 
 COMMENT ON TABLE eventstore_worker.projections IS
     'One row per configured projection of eventstore-worker: progress and health.';
+
+-- Read-your-writes and lag (docs/worker.md, "Read-your-writes").
+--
+-- checkpoint_lsn is the source position the projection reflects: every source transaction
+-- that committed at or before it has been applied. It is the end of the last transaction
+-- applied, or a later position the server reported while nothing was in flight (the
+-- walsender sends transactions in commit order, so a keepalive at W that arrives after every
+-- delivered transaction was applied proves that nothing committed at or before W is missing).
+--
+-- Nothing below may lock eventstore_worker.projections more strongly than readers do: a
+-- client inside wait_for holds ACCESS SHARE on it for the whole wait, and ALTER TABLE takes
+-- ACCESS EXCLUSIVE even when IF NOT EXISTS makes it a no-op, so it only runs when needed.
+-- The advisory lock serializes workers starting at once against one target (this file runs
+-- as one implicit transaction), where CREATE OR REPLACE FUNCTION would otherwise fail with
+-- "tuple concurrently updated".
+SELECT pg_advisory_xact_lock(4851733291037460811);
+DO $do$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_attribute
+                    WHERE attrelid = 'eventstore_worker.projections'::regclass
+                      AND attname = 'checkpoint_time' AND NOT attisdropped) THEN
+        ALTER TABLE eventstore_worker.projections ADD COLUMN checkpoint_time timestamptz;
+    END IF;
+END
+$do$;
+COMMENT ON COLUMN eventstore_worker.projections.checkpoint_lsn IS
+    'Source position this projection reflects: every source transaction committed at or before it is applied.';
+COMMENT ON COLUMN eventstore_worker.projections.checkpoint_time IS
+    'Source server time at checkpoint_lsn (commit time of that transaction, or the server clock of the idle position).';
+
+-- True as soon as `projection` reflects everything committed on the source up to `token`
+-- (take it with pg_current_wal_lsn() right after the commit), false after `timeout`.
+-- VOLATILE on purpose: a volatile PL/pgSQL function takes a fresh snapshot for every
+-- statement in READ COMMITTED, so each check sees the worker's latest commit. In REPEATABLE
+-- READ or SERIALIZABLE the whole transaction has one snapshot and no progress could ever be
+-- seen, so that is an error rather than a silent timeout.
+CREATE OR REPLACE FUNCTION eventstore_worker.wait_for(projection text, token pg_lsn, timeout interval DEFAULT '5s')
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE STRICT
+AS $fn$
+DECLARE
+    deadline constant timestamptz := clock_timestamp() + timeout;
+    -- Seconds between checks: 1 ms growing by a quarter each round (so a result is seen at
+    -- most ~25% late) up to 50 ms: about 18 checks in the first 200 ms, then 20 a second.
+    pause double precision := 0.001;
+    reflected pg_lsn;
+BEGIN
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'eventstore_worker.wait_for cannot see progress in a % transaction',
+                        upper(current_setting('transaction_isolation'))
+            USING ERRCODE = '25000',
+                  DETAIL = 'The transaction keeps one snapshot, so the projection would never appear to advance.',
+                  HINT = 'Call it in READ COMMITTED, before starting the REPEATABLE READ transaction that reads the read model.';
+    END IF;
+    LOOP
+        SELECT p.checkpoint_lsn INTO reflected
+          FROM eventstore_worker.projections p
+         WHERE p.name = wait_for.projection;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'projection "%" does not exist', wait_for.projection
+                USING ERRCODE = '42704',
+                      HINT = 'eventstore_worker.projections lists the projections the worker has started.';
+        END IF;
+        IF reflected >= token THEN
+            RETURN true;
+        END IF;
+        IF clock_timestamp() >= deadline THEN
+            RETURN false;
+        END IF;
+        PERFORM pg_sleep(least(pause, greatest(extract(epoch FROM deadline - clock_timestamp()), 0)));
+        pause := least(pause * 1.25, 0.05);
+    END LOOP;
+END
+$fn$;
+
+COMMENT ON FUNCTION eventstore_worker.wait_for(text, pg_lsn, interval) IS
+    'Read-your-writes: true once the projection reflects every source commit up to token, false after timeout.';

@@ -2,7 +2,7 @@
 //! connection failure reconnect with backoff and resume from durable state.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{anyhow, Context};
 use tokio::sync::{mpsc, Notify};
@@ -14,10 +14,12 @@ use tracing::{debug, error, info, warn};
 use crate::ack::AckTracker;
 use crate::config::Config;
 use crate::envelope;
+use crate::idle::{self, IdlePacer};
 use crate::lsn::Lsn;
+use crate::metrics;
 use crate::pgoutput::{self, Message, RelationCache};
 use crate::projection::{SourceTxn, Target};
-use crate::replication::{quote_ident, Feedback, ReplicationConnection, ReplicationStream, StreamMessage};
+use crate::replication::{pg_time, quote_ident, Feedback, ReplicationConnection, ReplicationStream, StreamMessage};
 
 /// How often a standby status update is sent even when nothing changed. Well below the
 /// server's default wal_sender_timeout (60 s).
@@ -36,6 +38,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let mut backoff = Duration::from_millis(200);
     let mut first = true;
     loop {
+        metrics::get().connecting();
         match session(&config, &shutdown, first).await {
             SessionEnd::Shutdown => return Ok(()),
             SessionEnd::Failed { error, fatal: true, .. } => return Err(error),
@@ -44,6 +47,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                     backoff = Duration::from_millis(200);
                 }
                 warn!(error = format!("{error:#}"), retry_in_ms = backoff.as_millis() as u64, "session ended; reconnecting");
+                metrics::get().reconnecting(backoff, &error);
             }
         }
         first = false;
@@ -91,6 +95,7 @@ async fn session(config: &Config, shutdown: &CancellationToken, first: bool) -> 
         Err(e) => return failed(e, false),
     };
     info!(slot = %config.slot, lsn = %start, "streaming started");
+    metrics::get().streaming();
 
     let tracker = Arc::new(Mutex::new(AckTracker::new(start)));
     for (name, checkpoint) in target.failed() {
@@ -122,6 +127,7 @@ async fn session(config: &Config, shutdown: &CancellationToken, first: bool) -> 
         let events: usize = batch.iter().map(|t| t.events.len()).sum();
         let last = batch.last().map(|t| t.end_lsn).unwrap_or_default();
         let started = Instant::now();
+        metrics::get().apply_started();
         let apply = target.apply(&batch);
         tokio::pin!(apply);
         let result = tokio::select! {
@@ -133,6 +139,7 @@ async fn session(config: &Config, shutdown: &CancellationToken, first: bool) -> 
         };
         match result {
             Ok(failures) => {
+                metrics::get().batch_applied(&batch, started.elapsed(), &failures);
                 for f in failures {
                     error!(projection = %f.projection, error = %f.error, "projection failed; it stops here, the others go on");
                     lock(&tracker).hold_at(f.checkpoint.unwrap_or_default());
@@ -226,14 +233,34 @@ async fn read_stream(
     let mut relations = RelationCache::default();
     let mut events_relation: Option<u32> = None;
     let mut open: Option<SourceTxn> = None;
+    // Keepalive positions between transactions become idle positions (see idle.rs).
+    let mut idle = IdlePacer::new(lock(&tracker).received());
     loop {
-        let msg = match stream.next().await {
+        let due = if open.is_none() { idle.due_at(Instant::now()) } else { None };
+        let next = tokio::select! {
+            // Cancel-safe: a partly received frame stays in the reader's buffer.
+            m = stream.next() => m,
+            () = idle::sleep_until(due) => {
+                if let Some((end_lsn, source_time)) = idle.take_due(Instant::now()) {
+                    debug!(lsn = %end_lsn, "idle position");
+                    let position = SourceTxn { end_lsn, source_time, events: Vec::new(), bytes: 0 };
+                    if tx.send(position).await.is_err() {
+                        return anyhow!("apply path stopped");
+                    }
+                }
+                continue;
+            }
+        };
+        let msg = match next {
             Ok(m) => m,
             Err(e) => return e.into(),
         };
         let data = match msg {
-            StreamMessage::Keepalive { wal_end, reply_requested } => {
+            StreamMessage::Keepalive { wal_end, server_time, reply_requested } => {
                 lock(&tracker).server_position(wal_end);
+                if open.is_none() {
+                    idle.keepalive(wal_end, server_time, Instant::now());
+                }
                 if reply_requested {
                     wake_feedback.notify_one();
                 }
@@ -251,17 +278,19 @@ async fn read_stream(
                     return anyhow!("pgoutput: Begin inside an open transaction");
                 }
                 lock(&tracker).begin();
-                open = Some(SourceTxn { end_lsn: Lsn::ZERO, events: Vec::new(), bytes: 0 });
+                open = Some(SourceTxn { end_lsn: Lsn::ZERO, source_time: SystemTime::UNIX_EPOCH, events: Vec::new(), bytes: 0 });
             }
             Message::Commit(c) => {
                 let Some(mut txn) = open.take() else {
                     return anyhow!("pgoutput: Commit without Begin");
                 };
                 txn.end_lsn = c.end_lsn;
+                txn.source_time = pg_time(c.commit_time);
                 lock(&tracker).commit_received(c.end_lsn);
                 if tx.send(txn).await.is_err() {
                     return anyhow!("apply path stopped");
                 }
+                idle.transaction_sent(c.end_lsn);
             }
             Message::Relation(r) => {
                 if r.namespace == "eventstore" && r.name == "events" {
@@ -325,6 +354,7 @@ async fn send_feedback(
             debug!(lsn = %flush, "acknowledging");
         }
         feedback.send_status(write, flush, false).await?;
+        metrics::get().acknowledged(write, flush);
         last_sent = Some(flush);
         if stopping {
             feedback.finish().await?;

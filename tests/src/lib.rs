@@ -83,6 +83,15 @@ impl Cluster {
             .args(["-o", &opts, "-w", "-t", "60", "start"]))
     }
 
+    /// Stops the server (fast shutdown: every connection is cut) until `start_again`.
+    pub fn stop(&self) -> Result<()> {
+        run(as_postgres("pg_ctl").args(["-D", self.data().to_str().unwrap(), "-m", "fast", "-w", "stop"]))
+    }
+
+    pub fn start_again(&self) -> Result<()> {
+        self.pg_ctl_start()
+    }
+
     /// Restarts the server (fast shutdown: every connection is cut).
     pub fn restart(&self) -> Result<()> {
         run(as_postgres("pg_ctl").args(["-D", self.data().to_str().unwrap(), "-m", "fast", "-w", "stop"]))?;
@@ -182,6 +191,11 @@ pub struct Worker {
 
 impl Worker {
     pub fn start(config_path: &Path) -> Result<Worker> {
+        Worker::start_with_env(config_path, &[])
+    }
+
+    /// Like `start`, with extra environment variables (`EVENTSTORE_WORKER_*` flags).
+    pub fn start_with_env(config_path: &Path, env: &[(&str, &str)]) -> Result<Worker> {
         static N: AtomicU32 = AtomicU32::new(0);
         let log = config_path.with_extension(format!("{}.log", N.fetch_add(1, Ordering::SeqCst)));
         let file = fs::File::create(&log)?;
@@ -189,6 +203,7 @@ impl Worker {
             .args(["run", "--log-format", "text"])
             .env("EVENTSTORE_WORKER_CONFIG", config_path)
             .env("RUST_LOG", "info,eventstore_worker=debug")
+            .envs(env.iter().copied())
             .stdout(file.try_clone()?)
             .stderr(file)
             .spawn()
@@ -408,4 +423,30 @@ pub fn row_diff(actual: &[String], expected: &[String]) -> String {
 
 pub async fn rows(client: &Client, sql: &str) -> Result<Vec<String>> {
     Ok(client.query(sql, &[]).await?.iter().map(|r| r.get::<_, String>(0)).collect())
+}
+
+/// Runs the worker binary to completion with `args` (e.g. `status --config FILE --json`).
+pub fn worker_command(args: &[&str]) -> Result<std::process::Output> {
+    Command::new(worker_binary()?).args(args).output().context("running eventstore-worker")
+}
+
+/// A free TCP port on 127.0.0.1 (for the worker's metrics endpoint).
+pub fn free_local_port() -> Result<u16> {
+    free_port()
+}
+
+/// `GET path` over HTTP/1.1 to `addr`: the status code and the body.
+pub async fn http_get(addr: &str, path: &str) -> Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.with_context(|| format!("connecting to {addr}"))?;
+    stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes()).await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    let (head, body) = response.split_once("\r\n\r\n").context("no end of headers in the HTTP response")?;
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .with_context(|| format!("no status in {head:?}"))?;
+    Ok((status, body.to_owned()))
 }

@@ -1,0 +1,325 @@
+//! Each projection's state, checkpoint and lag, read from the databases: the target's
+//! `eventstore_worker.projections` and the source's current WAL position. Used by
+//! `eventstore-worker status` and by the metrics endpoint, so both report the same numbers.
+//!
+//! Lag, per projection:
+//! - bytes: source `pg_current_wal_lsn()` minus the checkpoint, 0 when the checkpoint is at or
+//!   past it (the projection reflects everything committed on the source).
+//! - seconds: 0 when the lag in bytes is 0; otherwise how long ago the source was at the
+//!   checkpoint, by the source's clock (the checkpoint records the commit time of its
+//!   transaction, or the server clock of its idle position). That is how old the source
+//!   state the read model shows is, and an upper bound of the age of the oldest commit it
+//!   has not applied.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize, Serializer};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{Client, NoTls};
+
+use crate::config::Config;
+use crate::lsn::Lsn;
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProjectionStatus {
+    pub name: String,
+    /// `running`, `failed`, or `pending` when the worker has not started it yet.
+    pub state: String,
+    #[serde(serialize_with = "lsn_text")]
+    pub checkpoint: Option<Lsn>,
+    pub checkpoint_time: Option<String>,
+    pub lag_bytes: Option<u64>,
+    pub lag_seconds: Option<f64>,
+    pub events_applied: i64,
+    pub last_error: Option<String>,
+    pub updated_at: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Report {
+    #[serde(serialize_with = "lsn_text")]
+    pub source_lsn: Option<Lsn>,
+    pub projections: Vec<ProjectionStatus>,
+}
+
+fn lsn_text<S: Serializer>(lsn: &Option<Lsn>, s: S) -> Result<S::Ok, S::Error> {
+    match lsn {
+        Some(l) => s.serialize_str(&l.to_string()),
+        None => s.serialize_none(),
+    }
+}
+
+/// Lag of a projection whose checkpoint is `checkpoint` (reached by the source at
+/// `checkpoint_time`, Unix seconds) when the source is at `source_lsn` at `source_now`.
+pub fn lag(source_lsn: Lsn, source_now: f64, checkpoint: Option<Lsn>, checkpoint_time: Option<f64>) -> (Option<u64>, Option<f64>) {
+    let Some(checkpoint) = checkpoint else { return (None, None) };
+    let bytes = source_lsn.0.saturating_sub(checkpoint.0);
+    let seconds = if bytes == 0 { Some(0.0) } else { checkpoint_time.map(|t| (source_now - t).max(0.0)) };
+    (Some(bytes), seconds)
+}
+
+/// A row of eventstore_worker.projections, read through `to_jsonb` so that a database the
+/// worker has not upgraded yet (no checkpoint_time column) still reads.
+#[derive(Debug, Deserialize)]
+struct Row {
+    name: String,
+    status: String,
+    #[serde(default)]
+    checkpoint_lsn: Option<String>,
+    #[serde(default)]
+    checkpoint_time: Option<String>,
+    #[serde(default)]
+    events_applied: i64,
+    #[serde(default)]
+    last_error: Option<String>,
+    #[serde(default)]
+    updated_at: Option<String>,
+}
+
+/// Connections to the target and, when it is another database, the source.
+pub struct Clients {
+    target: Client,
+    source: Option<Client>,
+}
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+async fn connect_one(config: &tokio_postgres::Config, what: &str) -> anyhow::Result<Client> {
+    let mut config = config.clone();
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(CONNECT_TIMEOUT);
+    }
+    config.application_name("eventstore-worker status");
+    let (client, connection) = config.connect(NoTls).await.with_context(|| format!("connecting to the {what} database"))?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(client)
+}
+
+impl Clients {
+    pub async fn connect(config: &Config) -> anyhow::Result<Clients> {
+        let target = connect_one(config.target_config(), "target").await?;
+        let source = match &config.target {
+            Some(_) => Some(connect_one(&config.source, "source").await?),
+            None => None,
+        };
+        Ok(Clients { target, source })
+    }
+
+    fn source(&self) -> &Client {
+        self.source.as_ref().unwrap_or(&self.target)
+    }
+
+    /// The configured projections, in configuration order.
+    pub async fn report(&self, config: &Config) -> anyhow::Result<Report> {
+        // Source position first: a checkpoint read after it can only be closer to it.
+        let row = self
+            .source()
+            .query_one("SELECT pg_current_wal_lsn()::text, extract(epoch FROM clock_timestamp())::float8", &[])
+            .await
+            .context("reading the source's WAL position")?;
+        let source_lsn: Lsn = row.get::<_, String>(0).parse()?;
+        let source_now: f64 = row.get(1);
+
+        let rows = self
+            .target
+            .query(
+                "SELECT to_jsonb(p)::text, extract(epoch FROM (to_jsonb(p)->>'checkpoint_time')::timestamptz)::float8
+                   FROM eventstore_worker.projections p",
+                &[],
+            )
+            .await;
+        let rows = match rows {
+            Ok(rows) => rows,
+            // The worker has never run against this database: every projection is pending.
+            Err(e) if e.code() == Some(&SqlState::UNDEFINED_TABLE) => Vec::new(),
+            Err(e) => return Err(anyhow::Error::new(e).context("reading eventstore_worker.projections")),
+        };
+        let mut found = Vec::new();
+        for r in rows {
+            let row: Row = serde_json::from_str(&r.get::<_, String>(0)).context("decoding a projections row")?;
+            found.push((row, r.get::<_, Option<f64>>(1)));
+        }
+
+        let projections = config
+            .projections
+            .iter()
+            .map(|p| match found.iter().find(|(row, _)| row.name == p.name) {
+                Some((row, checkpoint_epoch)) => {
+                    let checkpoint = row.checkpoint_lsn.as_deref().and_then(|s| s.parse().ok());
+                    let (lag_bytes, lag_seconds) = lag(source_lsn, source_now, checkpoint, *checkpoint_epoch);
+                    ProjectionStatus {
+                        name: p.name.clone(),
+                        state: row.status.clone(),
+                        checkpoint,
+                        checkpoint_time: row.checkpoint_time.clone(),
+                        lag_bytes,
+                        lag_seconds,
+                        events_applied: row.events_applied,
+                        last_error: row.last_error.clone(),
+                        updated_at: row.updated_at.clone(),
+                    }
+                }
+                None => ProjectionStatus {
+                    name: p.name.clone(),
+                    state: "pending".into(),
+                    checkpoint: None,
+                    checkpoint_time: None,
+                    lag_bytes: None,
+                    lag_seconds: None,
+                    events_applied: 0,
+                    last_error: None,
+                    updated_at: None,
+                },
+            })
+            .collect();
+        Ok(Report { source_lsn: Some(source_lsn), projections })
+    }
+}
+
+pub fn render_json(report: &Report) -> String {
+    // Serializing plain strings and numbers cannot fail.
+    serde_json::to_string_pretty(report).unwrap_or_default()
+}
+
+/// An aligned table: text columns left-aligned, numbers right-aligned, `-` for unknown.
+pub fn render_table(report: &Report) -> String {
+    const HEADERS: [&str; 7] = ["projection", "state", "checkpoint", "lag_bytes", "lag_seconds", "events_applied", "last_error"];
+    const NUMERIC: [bool; 7] = [false, false, false, true, true, true, false];
+    let dash = || "-".to_owned();
+    let rows: Vec<[String; 7]> = report
+        .projections
+        .iter()
+        .map(|p| {
+            [
+                p.name.clone(),
+                p.state.clone(),
+                p.checkpoint.map_or_else(dash, |l| l.to_string()),
+                p.lag_bytes.map_or_else(dash, |b| b.to_string()),
+                p.lag_seconds.map_or_else(dash, |s| format!("{s:.3}")),
+                p.events_applied.to_string(),
+                p.last_error.as_deref().map_or_else(dash, |e| e.split_whitespace().collect::<Vec<_>>().join(" ")),
+            ]
+        })
+        .collect();
+    let mut widths = HEADERS.map(str::len);
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: [&str; 7]| {
+        let mut out = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            let last = i == cells.len() - 1;
+            let pad = widths[i].saturating_sub(cell.chars().count());
+            if NUMERIC[i] {
+                out.push_str(&" ".repeat(pad));
+                out.push_str(cell);
+            } else {
+                out.push_str(cell);
+                if !last {
+                    out.push_str(&" ".repeat(pad));
+                }
+            }
+            if !last {
+                out.push_str("  ");
+            }
+        }
+        out.push('\n');
+        out
+    };
+    let mut out = line(HEADERS);
+    for row in &rows {
+        out.push_str(&line(row.each_ref().map(String::as_str)));
+    }
+    out
+}
+
+/// `eventstore-worker status`: prints the report; errors are the caller's to print.
+pub async fn run(config: &Config, json: bool) -> anyhow::Result<()> {
+    let clients = Clients::connect(config).await?;
+    let report = clients.report(config).await?;
+    if json {
+        println!("{}", render_json(&report));
+    } else {
+        print!("{}", render_table(&report));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lag_is_zero_at_or_past_the_source_position() {
+        assert_eq!(lag(Lsn(1000), 50.0, Some(Lsn(1000)), Some(10.0)), (Some(0), Some(0.0)));
+        assert_eq!(lag(Lsn(1000), 50.0, Some(Lsn(1200)), Some(10.0)), (Some(0), Some(0.0)));
+    }
+
+    #[test]
+    fn lag_behind_counts_bytes_and_the_age_of_the_checkpoint() {
+        assert_eq!(lag(Lsn(1000), 50.5, Some(Lsn(400)), Some(20.0)), (Some(600), Some(30.5)));
+        // Clocks that disagree never give a negative age.
+        assert_eq!(lag(Lsn(1000), 50.0, Some(Lsn(400)), Some(60.0)), (Some(600), Some(0.0)));
+        assert_eq!(lag(Lsn(1000), 50.0, Some(Lsn(400)), None), (Some(600), None));
+        assert_eq!(lag(Lsn(1000), 50.0, None, None), (None, None));
+    }
+
+    fn sample() -> Report {
+        let p = |name: &str, state: &str, checkpoint: Option<Lsn>, lag: Option<(u64, f64)>, events: i64, error: Option<&str>| {
+            ProjectionStatus {
+                name: name.into(),
+                state: state.into(),
+                checkpoint,
+                checkpoint_time: None,
+                lag_bytes: lag.map(|l| l.0),
+                lag_seconds: lag.map(|l| l.1),
+                events_applied: events,
+                last_error: error.map(str::to_owned),
+                updated_at: None,
+            }
+        };
+        Report {
+            source_lsn: Some(Lsn(0x1_6B37_4800)),
+            projections: vec![
+                p("order_summary", "running", Some(Lsn(0x1_6B37_4800)), Some((0, 0.0)), 123_456, None),
+                p("fragile", "failed", Some(Lsn(0x16B_0000)), Some((4096, 12.25)), 7, Some("ERROR: division by zero\n(SQLSTATE 22012)")),
+                p("new_one", "pending", None, None, 0, None),
+            ],
+        }
+    }
+
+    #[test]
+    fn table_is_aligned() {
+        let table = render_table(&sample());
+        let expected = "\
+projection     state    checkpoint  lag_bytes  lag_seconds  events_applied  last_error
+order_summary  running  1/6B374800          0        0.000          123456  -
+fragile        failed   0/16B0000        4096       12.250               7  ERROR: division by zero (SQLSTATE 22012)
+new_one        pending  -                   -            -               0  -
+";
+        assert_eq!(table, expected);
+    }
+
+    #[test]
+    fn json_has_lsns_as_text_and_nulls_for_unknowns() {
+        let v: serde_json::Value = serde_json::from_str(&render_json(&sample())).unwrap();
+        assert_eq!(v["source_lsn"], "1/6B374800");
+        assert_eq!(v["projections"][0]["checkpoint"], "1/6B374800");
+        assert_eq!(v["projections"][0]["lag_bytes"], 0);
+        assert_eq!(v["projections"][1]["lag_seconds"], 12.25);
+        assert_eq!(v["projections"][1]["state"], "failed");
+        assert!(v["projections"][2]["checkpoint"].is_null());
+        assert!(v["projections"][2]["lag_bytes"].is_null());
+    }
+
+    #[test]
+    fn rows_of_an_older_schema_still_decode() {
+        let row: Row = serde_json::from_str(r#"{"name": "x", "status": "running", "checkpoint_lsn": "0/10"}"#).unwrap();
+        assert_eq!((row.checkpoint_lsn.as_deref(), row.checkpoint_time, row.events_applied), (Some("0/10"), None, 0));
+    }
+}
