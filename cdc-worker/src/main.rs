@@ -2,12 +2,18 @@
 //! of `eventstore.events`, exactly once in effect.
 
 mod ack;
+mod catchup;
+mod commands;
 mod config;
+mod coordination;
 mod envelope;
+mod lifecycle;
 mod lsn;
 mod pgoutput;
 mod projection;
+mod rebuild;
 mod replication;
+mod source_map;
 mod worker;
 
 use std::path::PathBuf;
@@ -42,6 +48,28 @@ enum Command {
         #[arg(long, short, env = "EVENTSTORE_WORKER_CONFIG")]
         config: PathBuf,
     },
+    /// Build a projection afresh from eventstore.events into shadow tables and swap them in
+    /// (one transaction); the tables in use keep serving queries, and a running worker keeps
+    /// updating them, until then. Exits when done.
+    Rebuild {
+        /// Configuration file (TOML); the projection is built with the definition found here.
+        #[arg(long, short, env = "EVENTSTORE_WORKER_CONFIG")]
+        config: PathBuf,
+        /// Name of the projection to rebuild.
+        #[arg(long, short, env = "EVENTSTORE_WORKER_PROJECTION")]
+        projection: String,
+    },
+    /// Resume a failed projection (after fixing its handler in the configuration file) from
+    /// its checkpoint, through eventstore.events; the running worker picks it up within
+    /// seconds, otherwise the next start does.
+    Retry {
+        /// Configuration file (TOML) of the worker.
+        #[arg(long, short, env = "EVENTSTORE_WORKER_CONFIG")]
+        config: PathBuf,
+        /// Name of the failed projection.
+        #[arg(long, short, env = "EVENTSTORE_WORKER_PROJECTION")]
+        projection: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -63,7 +91,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.log_format);
     let (path, check_only) = match &cli.command {
-        Command::Run { config } => (config, false),
+        Command::Run { config } | Command::Rebuild { config, .. } | Command::Retry { config, .. } => (config, false),
         Command::Check { config } => (config, true),
     };
     let config = match config::Config::load(path) {
@@ -78,6 +106,12 @@ fn main() -> ExitCode {
         println!("{}: ok ({} projections)", path.display(), config.projections.len());
         return ExitCode::SUCCESS;
     }
+    if let Command::Rebuild { projection, .. } | Command::Retry { projection, .. } = &cli.command {
+        if config.projection(projection).is_none() {
+            eprintln!("eventstore-worker: {}: no projection named {projection:?}", path.display());
+            return ExitCode::from(2);
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -85,8 +119,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(async_main(config)) {
-        Ok(()) => ExitCode::SUCCESS,
+    let outcome = match &cli.command {
+        Command::Rebuild { projection, .. } => runtime.block_on(commands::rebuild(config, projection)),
+        Command::Retry { projection, .. } => runtime.block_on(commands::retry(config, projection)),
+        _ => runtime.block_on(async_main(config)).map(|()| ExitCode::SUCCESS),
+    };
+    match outcome {
+        Ok(code) => code,
         Err(e) => {
             error!(error = format!("{e:#}"), "worker stopped");
             eprintln!("eventstore-worker: {e:#}");
@@ -102,7 +141,7 @@ async fn async_main(config: config::Config) -> anyhow::Result<()> {
     worker::run(config, shutdown).await
 }
 
-async fn watch_signals(shutdown: CancellationToken) {
+pub(crate) async fn watch_signals(shutdown: CancellationToken) {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
         error!("cannot install signal handlers");
