@@ -252,6 +252,15 @@ impl Drop for Worker {
     }
 }
 
+/// Runs a one-shot worker command (`rebuild`, `retry`, `check`) to completion.
+pub fn worker_command(args: &[&str]) -> Result<std::process::Output> {
+    Command::new(worker_binary()?)
+        .args(args)
+        .env("RUST_LOG", "info,eventstore_worker=debug")
+        .output()
+        .with_context(|| format!("running eventstore-worker {args:?}"))
+}
+
 /// Writes a worker config: the given `[source]`/`[target]` header followed by the projections
 /// of `examples/orders-worker.toml` (everything from its first `[[projection]]`).
 pub fn orders_config(dir: &Path, name: &str, header: &str) -> Result<PathBuf> {

@@ -93,3 +93,86 @@ async fn a_projection_added_later_backfills_exactly_and_the_others_do_not_move()
     assert!(worker.terminate()?.success());
     Ok(())
 }
+
+async fn slot_passes(db: &Client, lsn: &str) -> Result<bool> {
+    let row = db
+        .query_one(
+            "SELECT confirmed_flush_lsn >= $1::text::pg_lsn FROM pg_replication_slots WHERE slot_name = 'eventstore_worker'",
+            &[&lsn],
+        )
+        .await?;
+    Ok(row.get(0))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_projection_does_not_hold_the_slot_and_retry_resumes_it_exactly() -> Result<()> {
+    let cluster = Cluster::start()?;
+    let db = cluster.create_store("app").await?;
+    let dsn = cluster.socket_dsn("app");
+    let config = orders_config(&cluster.dir, "orders", &socket_source(&cluster, "app"))?;
+    let fixed = std::fs::read_to_string(&config)?;
+    // fulfillment_queue fails on the first payment of customer c7.
+    let broken = fixed.replacen(
+        "ON CONFLICT (order_id) DO NOTHING\"\"\"",
+        "ON CONFLICT (order_id) DO NOTHING RETURNING 1 / (CASE customer_id WHEN 'c7' THEN 0 ELSE 1 END)\"\"\"",
+        1,
+    );
+    assert_ne!(broken, fixed);
+    std::fs::write(&config, &broken)?;
+    let worker = Worker::start(&config)?;
+    wait_until_running(&db, &worker, 3).await?;
+
+    append_orders(&dsn, 0, 600, 3, 31).await?;
+    eventually("fulfillment_queue fails", CONVERGE, || async {
+        Ok(count(&db, "SELECT count(*) FROM eventstore_worker.projections WHERE name = 'fulfillment_queue' AND status = 'failed'")
+            .await?
+            == 1)
+    })
+    .await?;
+    let error: String = db
+        .query_one("SELECT last_error FROM eventstore_worker.projections WHERE name = 'fulfillment_queue'", &[])
+        .await?
+        .get(0);
+    assert!(error.contains("division by zero"), "{error}");
+
+    // New events the failed projection has not applied, and unrelated WAL: the slot moves on.
+    append_orders(&dsn, 600, 300, 3, 32).await?;
+    db.batch_execute("CREATE TABLE unrelated AS SELECT g, repeat('x', 200) AS pad FROM generate_series(1, 20000) g").await?;
+    let written: String = db.query_one("SELECT pg_current_wal_insert_lsn()::text", &[]).await?.get(0);
+    let failed_at: String = db
+        .query_one("SELECT checkpoint_lsn::text FROM eventstore_worker.projections WHERE name = 'fulfillment_queue'", &[])
+        .await?
+        .get(0);
+    if let Err(e) = eventually("the slot passes new WAL", CONVERGE, || slot_passes(&db, &written)).await {
+        panic!("{e:#} (failed projection at {failed_at})\n{}", worker.plain_log());
+    }
+    let held: bool = db
+        .query_one(
+            "SELECT confirmed_flush_lsn > $1::text::pg_lsn FROM pg_replication_slots WHERE slot_name = 'eventstore_worker'",
+            &[&failed_at],
+        )
+        .await?
+        .get(0);
+    assert!(held, "the slot is past the failed projection's checkpoint {failed_at}");
+
+    // Fix the handler and retry while the worker runs and writers append.
+    std::fs::write(&config, &fixed)?;
+    let load = {
+        let dsn = dsn.clone();
+        tokio::spawn(async move { append_orders(&dsn, 900, 600, 3, 33).await })
+    };
+    let out = worker_command(&["retry", "--config", config.to_str().unwrap(), "--projection", "fulfillment_queue"])?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && stdout.contains("resuming from checkpoint"), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    load.await??;
+    assert_converges(&db, &db, &worker).await;
+    wait_until_running(&db, &worker, 3).await?;
+    assert_applied_once(&db, "order_summary", SUMMARY_TYPES).await?;
+    assert!(worker.plain_log().contains("caught up; following the stream again"), "{}", worker.plain_log());
+
+    // Nothing left to retry.
+    let out = worker_command(&["retry", "--config", config.to_str().unwrap(), "--projection", "fulfillment_queue"])?;
+    assert!(String::from_utf8_lossy(&out.stdout).contains("nothing to retry"));
+    assert!(worker.terminate()?.success());
+    Ok(())
+}
