@@ -176,3 +176,131 @@ async fn a_failed_projection_does_not_hold_the_slot_and_retry_resumes_it_exactly
     assert!(worker.terminate()?.success());
     Ok(())
 }
+
+/// A reader querying `SELECT count(*) FROM table` over and over until stopped, as an
+/// application would: it must never fail and never see the count drop (orders are only ever
+/// added). Returns how many queries it made.
+struct Reader {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<Result<usize>>,
+}
+
+impl Reader {
+    async fn start(dsn: &str, table: &'static str) -> Result<Reader> {
+        let client = connect(dsn).await?;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        let task = tokio::spawn(async move {
+            let (mut last, mut queries) = (0i64, 0usize);
+            while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                let n: i64 = client
+                    .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+                    .await
+                    .map_err(|e| anyhow::anyhow!("reader query {queries} failed: {e:#}"))?
+                    .get(0);
+                anyhow::ensure!(n >= last, "reader saw {table} shrink from {last} to {n} rows (query {queries})");
+                (last, queries) = (n, queries + 1);
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            }
+            Ok(queries)
+        });
+        Ok(Reader { stop, task })
+    }
+
+    async fn finish(self) -> Result<usize> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.task.await?
+    }
+}
+
+async fn relation_oid(db: &Client, table: &str) -> Result<u32> {
+    Ok(db.query_one("SELECT $1::text::regclass::oid", &[&table]).await?.get(0))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rebuild_under_load_swaps_in_one_transaction_while_readers_query() -> Result<()> {
+    let cluster = Cluster::start()?;
+    let db = cluster.create_store("app").await?;
+    let dsn = cluster.socket_dsn("app");
+    append_orders(&dsn, 0, 1500, 4, 41).await?;
+    let config = orders_config(&cluster.dir, "orders", &socket_source(&cluster, "app"))?;
+    let worker = Worker::start(&config)?;
+    wait_until_running(&db, &worker, 3).await?;
+    let before = relation_oid(&db, "order_summary").await?;
+
+    let reader = Reader::start(&dsn, "order_summary").await?;
+    let load = {
+        let dsn = dsn.clone();
+        tokio::spawn(async move { append_orders(&dsn, 1500, 2000, 3, 42).await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let out = worker_command(&["rebuild", "--config", config.to_str().unwrap(), "--projection", "order_summary"])?;
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    eprintln!("{stdout}{stderr}");
+    assert!(out.status.success() && stdout.contains("swapped in"), "{stdout}{stderr}");
+    assert!(!load.is_finished(), "writers kept appending during the rebuild");
+    load.await??;
+
+    assert_converges(&db, &db, &worker).await;
+    let queries = reader.finish().await?;
+    assert!(queries > 50, "the reader kept querying ({queries} queries)");
+    assert_ne!(relation_oid(&db, "order_summary").await?, before, "order_summary is a new table");
+    assert_applied_once(&db, "order_summary", SUMMARY_TYPES).await?;
+    assert_applied_once(&db, "customer_revenue", REVENUE_TYPES).await?;
+    let leftovers = count(
+        &db,
+        "SELECT (SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'eventstore_shadow%')
+              + (SELECT count(*) FROM eventstore_worker.rebuilds)",
+    )
+    .await?;
+    assert_eq!(leftovers, 0, "no shadow schema or build row left behind");
+    assert!(worker.terminate()?.success());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_change_rebuilds_that_projection_without_downtime() -> Result<()> {
+    let cluster = Cluster::start()?;
+    let db = cluster.create_store("app").await?;
+    let dsn = cluster.socket_dsn("app");
+    let header = socket_source(&cluster, "app");
+    append_orders(&dsn, 0, 1500, 4, 51).await?;
+    let v1 = orders_config(&cluster.dir, "v1", &header)?;
+    let worker = Worker::start(&v1)?;
+    wait_until_running(&db, &worker, 3).await?;
+    assert_converges(&db, &db, &worker).await;
+    let before = relation_oid(&db, "order_summary").await?;
+
+    let reader = Reader::start(&dsn, "order_summary").await?;
+    let load = {
+        let dsn = dsn.clone();
+        tokio::spawn(async move { append_orders(&dsn, 1500, 2000, 3, 52).await })
+    };
+    assert!(worker.terminate()?.success());
+    let text = std::fs::read_to_string(&v1)?.replacen(
+        "name = \"order_summary\"",
+        "name = \"order_summary\"\nversion = 2",
+        1,
+    );
+    let v2 = write_config(&cluster.dir, "v2", &text)?;
+    let worker = Worker::start(&v2)?;
+    wait_until_running(&db, &worker, 3).await?;
+    load.await??;
+
+    assert_converges(&db, &db, &worker).await;
+    let queries = reader.finish().await?;
+    assert!(queries > 50, "the reader kept querying ({queries} queries)");
+    assert_ne!(relation_oid(&db, "order_summary").await?, before, "order_summary was rebuilt");
+    let version: Option<String> = db
+        .query_one("SELECT version FROM eventstore_worker.projections WHERE name = 'order_summary'", &[])
+        .await?
+        .get(0);
+    assert_eq!(version.as_deref(), Some("2"));
+    assert_applied_once(&db, "order_summary", SUMMARY_TYPES).await?;
+    assert_applied_once(&db, "customer_revenue", REVENUE_TYPES).await?;
+    let log = worker.plain_log();
+    let rebuilt: Vec<&str> = log.lines().filter(|l| l.contains("rebuilt and swapped in")).collect();
+    assert!(rebuilt.len() == 1 && rebuilt[0].contains("projection=order_summary"), "{log}");
+    assert!(worker.terminate()?.success());
+    Ok(())
+}
