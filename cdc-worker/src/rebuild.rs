@@ -109,6 +109,7 @@ async fn build(config: &Config, names: &[String], mode: Mode) -> anyhow::Result<
     let slot = temporary_slot_name(&config.slot);
     let (consistent_point, snapshot) = repl.create_exporting_slot(&slot).await.context("creating a temporary slot")?;
     info!(projections = ?names, consistent_point = %consistent_point, "reading eventstore.events as of the consistent point");
+    let reading = Instant::now();
     source
         .batch_execute(&format!(
             "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT '{snapshot}';
@@ -136,7 +137,9 @@ async fn build(config: &Config, names: &[String], mode: Mode) -> anyhow::Result<
     }
     source.batch_execute("COMMIT").await?;
     drop(repl); // the temporary slot goes with its connection
-    info!(events, elapsed_ms = started.elapsed().as_millis() as u64, "snapshot applied");
+    let elapsed_ms = reading.elapsed().as_millis() as u64;
+    let per_second = (events as f64 / reading.elapsed().as_secs_f64().max(1e-9)) as u64;
+    info!(events, elapsed_ms, per_second, "snapshot applied");
 
     for s in shadows.iter_mut().filter(|s| s.building()) {
         s.target
