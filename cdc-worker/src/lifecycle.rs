@@ -79,10 +79,36 @@ pub async fn start_session(client: &Client, config: &Config, first: bool) -> Res
 /// Once streaming started from the slot's `confirmed` position: the map is complete from
 /// there on (on the first start ever, this is where it begins), and a running projection
 /// whose checkpoint is behind it (it was out of the configuration for a while) must resume
-/// through the map. Returns those projections.
-pub async fn streaming_started(client: &Client, config: &Config, confirmed: Lsn) -> Result<Vec<String>, tokio_postgres::Error> {
-    source_map::start_horizon(client, confirmed).await?;
+/// through the map. Returns the projections that no longer follow the stream.
+///
+/// A slot created now while a map exists means the old slot is gone (dropped, for instance
+/// after `max_slot_wal_keep_size` invalidated it): what committed in between never reached the
+/// worker, so the map starts afresh and every projection is rebuilt from the event log.
+pub async fn streaming_started(
+    client: &Client,
+    config: &Config,
+    confirmed: Lsn,
+    slot_created: bool,
+) -> Result<Vec<String>, tokio_postgres::Error> {
     let names: Vec<&str> = config.projections.iter().map(|p| p.name.as_str()).collect();
+    if slot_created && source_map::horizon(client).await?.is_some() {
+        warn!(slot = %config.slot, "the replication slot is new but the worker has followed an earlier one; rebuilding every projection from eventstore.events");
+        client
+            .execute(
+                "WITH restart AS (DELETE FROM eventstore_worker.source_transactions)
+                 UPDATE eventstore_worker.source_horizon SET horizon = $1::text::pg_lsn",
+                &[&confirmed.to_string()],
+            )
+            .await?;
+        client
+            .execute(
+                "UPDATE eventstore_worker.projections SET status = 'rebuilding', updated_at = now() WHERE name = ANY($1)",
+                &[&names],
+            )
+            .await?;
+        return Ok(names.iter().map(|n| n.to_string()).collect());
+    }
+    source_map::start_horizon(client, confirmed).await?;
     let mut behind = Vec::new();
     for row in coordination::projection_rows(client, &names).await? {
         if row.status == "running" && row.checkpoint.is_some_and(|c| c < confirmed) {

@@ -142,6 +142,8 @@ pub struct Target {
     /// Live role: every projection's apply lock, sorted (the order they are taken in).
     apply_locks: Vec<i64>,
     live_batch: Option<coordination::LiveBatch>,
+    /// Definitions reloaded from the file when projections joined the stream.
+    joined: Vec<Projection>,
 }
 
 impl Target {
@@ -226,7 +228,16 @@ impl Target {
             Role::Live => Some(coordination::LiveBatch::prepare(&client).await?),
             _ => None,
         };
-        Ok(Target { client, projections, checkpoint, mark_failed, file: config.file.clone(), apply_locks, live_batch })
+        Ok(Target {
+            client,
+            projections,
+            checkpoint,
+            mark_failed,
+            file: config.file.clone(),
+            apply_locks,
+            live_batch,
+            joined: Vec::new(),
+        })
     }
 
     /// Whether this target applies `name` (live role: it is `running`).
@@ -250,6 +261,11 @@ impl Target {
         if let Some(p) = self.projections.iter_mut().find(|p| p.name == name) {
             p.failed = true;
         }
+    }
+
+    /// The definitions projections joined the stream with since the last call.
+    pub fn take_joined(&mut self) -> Vec<Projection> {
+        std::mem::take(&mut self.joined)
     }
 
     pub fn client(&self) -> &Client {
@@ -306,6 +322,7 @@ impl Target {
                 state.checkpoint = checkpoint;
                 tracing::info!(projection = %name, checkpoint = %checkpoint.unwrap_or_default(), "projection joined the stream");
                 self.projections[i] = state;
+                self.joined.push(def);
                 Ok(None)
             }
             Err(SetupError::Database(e)) => Err(e),

@@ -47,8 +47,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
 async fn sessions(config: &Config, shutdown: &CancellationToken, wake_lifecycle: &Notify) -> anyhow::Result<()> {
     let mut backoff = Duration::from_millis(200);
     let mut first = true;
+    // Definitions as the projections follow the stream now: one that joined after a retry or
+    // a rebuild came with its definition reloaded from the file, and keeps it on reconnect.
+    let mut config = config.clone();
     loop {
-        match session(config, shutdown, first, wake_lifecycle).await {
+        match session(&mut config, shutdown, first, wake_lifecycle).await {
             SessionEnd::Shutdown => return Ok(()),
             SessionEnd::Failed { error, fatal: true, .. } => return Err(error),
             SessionEnd::Failed { error, progressed, .. } => {
@@ -81,7 +84,7 @@ fn failed(error: anyhow::Error, progressed: bool) -> SessionEnd {
     SessionEnd::Failed { error, fatal: false, progressed }
 }
 
-async fn session(config: &Config, shutdown: &CancellationToken, first: bool, wake_lifecycle: &Notify) -> SessionEnd {
+async fn session(config: &mut Config, shutdown: &CancellationToken, first: bool, wake_lifecycle: &Notify) -> SessionEnd {
     // Target first: setup errors in the configuration should surface before streaming starts.
     let target_client = match connect_sql(config.target_config(), "target").await {
         Ok(c) => c,
@@ -98,13 +101,23 @@ async fn session(config: &Config, shutdown: &CancellationToken, first: bool, wak
             return SessionEnd::Failed { error: anyhow::Error::new(e), fatal, progressed: false };
         }
     };
+    let end = stream_session(config, &mut target, shutdown, wake_lifecycle).await;
+    for def in target.take_joined() {
+        if let Some(p) = config.projections.iter_mut().find(|p| p.name == def.name) {
+            *p = def;
+        }
+    }
+    end
+}
 
-    let (stream, feedback, start) = match start_stream(config).await {
+/// Streams into an open live target until shutdown or a failure.
+async fn stream_session(config: &Config, target: &mut Target, shutdown: &CancellationToken, wake_lifecycle: &Notify) -> SessionEnd {
+    let (stream, feedback, start, slot_created) = match start_stream(config).await {
         Ok(s) => s,
         Err(e) => return failed(e, false),
     };
     info!(slot = %config.slot, lsn = %start, "streaming started");
-    match lifecycle::streaming_started(target.client(), config, start).await {
+    match lifecycle::streaming_started(target.client(), config, start, slot_created).await {
         Ok(behind) => behind.iter().for_each(|name| target.park(name)),
         Err(e) => return failed(anyhow!(e).context("recording the stream start"), false),
     }
@@ -195,7 +208,8 @@ async fn reader_error(reader: JoinHandle<anyhow::Error>) -> anyhow::Error {
 }
 
 /// Ensures publication and slot exist, and starts streaming at the slot's confirmed position.
-async fn start_stream(config: &Config) -> anyhow::Result<(ReplicationStream, Feedback, Lsn)> {
+/// Also says whether the slot was created now.
+async fn start_stream(config: &Config) -> anyhow::Result<(ReplicationStream, Feedback, Lsn, bool)> {
     let source = connect_sql(&config.source, "source").await?;
     // The publication must exist before the slot: pgoutput looks it up as of each decoded
     // transaction, and would fail on WAL older than the publication.
@@ -216,7 +230,8 @@ async fn start_stream(config: &Config) -> anyhow::Result<(ReplicationStream, Fee
     let mut repl = ReplicationConnection::connect(&config.source).await?;
     let system = repl.identify_system().await?;
     debug!(system_id = %system.system_id, timeline = %system.timeline, lsn = %system.xlogpos, dbname = ?system.dbname, "identified system");
-    if repl.create_slot_if_missing(&config.slot).await? {
+    let created = repl.create_slot_if_missing(&config.slot).await?;
+    if created {
         info!(slot = %config.slot, "created replication slot");
     }
     let row = source
@@ -233,7 +248,7 @@ async fn start_stream(config: &Config) -> anyhow::Result<(ReplicationStream, Fee
     }
     let confirmed: Lsn = row.get::<_, Option<String>>(0).as_deref().unwrap_or("0/0").parse()?;
     let (stream, feedback) = repl.start_replication(&config.slot, Lsn::ZERO, &config.publication).await?;
-    Ok((stream, feedback, confirmed))
+    Ok((stream, feedback, confirmed, created))
 }
 
 /// Reads the stream, decodes it and hands complete source transactions to the apply path.

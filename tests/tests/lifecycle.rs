@@ -304,3 +304,30 @@ async fn a_version_change_rebuilds_that_projection_without_downtime() -> Result<
     assert!(worker.terminate()?.success());
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_slot_is_recreated_and_every_projection_rebuilt_exactly() -> Result<()> {
+    let cluster = Cluster::start()?;
+    let db = cluster.create_store("app").await?;
+    let dsn = cluster.socket_dsn("app");
+    let config = orders_config(&cluster.dir, "orders", &socket_source(&cluster, "app"))?;
+    let worker = Worker::start(&config)?;
+    wait_until_running(&db, &worker, 3).await?;
+    append_orders(&dsn, 0, 300, 3, 61).await?;
+    assert_converges(&db, &db, &worker).await;
+    assert!(worker.terminate()?.success());
+
+    // Events the old slot held, then the slot is gone (as after an invalidation), then more.
+    append_orders(&dsn, 300, 200, 3, 62).await?;
+    db.batch_execute("SELECT pg_drop_replication_slot('eventstore_worker')").await?;
+    append_orders(&dsn, 500, 200, 3, 63).await?;
+
+    let worker = Worker::start(&config)?;
+    wait_until_running(&db, &worker, 3).await?;
+    assert_converges(&db, &db, &worker).await;
+    assert_applied_once(&db, "order_summary", SUMMARY_TYPES).await?;
+    let rebuilt = worker.plain_log().lines().filter(|l| l.contains("rebuilt and swapped in")).count();
+    assert_eq!(rebuilt, 3, "{}", worker.plain_log());
+    assert!(worker.terminate()?.success());
+    Ok(())
+}
