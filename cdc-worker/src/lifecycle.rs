@@ -111,7 +111,10 @@ pub async fn streaming_started(
     source_map::start_horizon(client, confirmed).await?;
     let mut behind = Vec::new();
     for row in coordination::projection_rows(client, &names).await? {
-        if row.status == "running" && row.checkpoint.is_some_and(|c| c < confirmed) {
+        let Some(checkpoint) = row.checkpoint.filter(|c| *c < confirmed && row.status == "running") else { continue };
+        // Behind the slot's position only matters if events committed in between (an idle
+        // stream moves the slot along too).
+        if source_map::any_between(client, checkpoint, confirmed).await? {
             info!(projection = %row.name, checkpoint = %row.checkpoint.unwrap_or_default(), slot = %confirmed, "projection is behind the slot; resuming it through the table");
             set_status(client, &row.name, "running", "catching_up").await?;
             behind.push(row.name);

@@ -51,6 +51,18 @@ pub async fn start_horizon(client: &Client, confirmed: Lsn) -> Result<Lsn, tokio
     Ok(horizon(client).await?.unwrap_or(confirmed))
 }
 
+/// Whether any source transaction ended in (after, until].
+pub async fn any_between(client: &Client, after: Lsn, until: Lsn) -> Result<bool, tokio_postgres::Error> {
+    let row = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM eventstore_worker.source_transactions
+                             WHERE end_lsn > $1::text::pg_lsn AND end_lsn <= $2::text::pg_lsn)",
+            &[&after.to_string(), &until.to_string()],
+        )
+        .await?;
+    Ok(row.get(0))
+}
+
 /// Up to `limit` map rows after `after`, in commit order.
 pub async fn after(client: &Client, after: Lsn, limit: i64) -> anyhow::Result<Vec<MapRow>> {
     let rows = client
