@@ -331,3 +331,39 @@ async fn a_dropped_slot_is_recreated_and_every_projection_rebuilt_exactly() -> R
     assert!(worker.terminate()?.success());
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_in_the_middle_of_a_build_and_the_restart_builds_again_exactly() -> Result<()> {
+    let cluster = Cluster::start()?;
+    let db = cluster.create_store("app").await?;
+    let dsn = cluster.socket_dsn("app");
+    append_orders(&dsn, 0, 3000, 4, 71).await?;
+    let load = {
+        let dsn = dsn.clone();
+        tokio::spawn(async move { append_orders(&dsn, 3000, 1500, 3, 72).await })
+    };
+    let config = orders_config(&cluster.dir, "orders", &socket_source(&cluster, "app"))?;
+    let worker = Worker::start(&config)?;
+    eventually("the build is under way", CONVERGE, || async {
+        Ok(count(&db, "SELECT coalesce(sum(events_applied), 0)::bigint FROM eventstore_worker.rebuilds").await.unwrap_or(0) > 0)
+    })
+    .await?;
+    worker.kill()?;
+
+    let worker = Worker::start(&config)?;
+    wait_until_running(&db, &worker, 3).await?;
+    load.await??;
+    assert_converges(&db, &db, &worker).await;
+    assert_applied_once(&db, "order_summary", SUMMARY_TYPES).await?;
+    assert_applied_once(&db, "customer_revenue", REVENUE_TYPES).await?;
+    let leftovers = count(
+        &db,
+        "SELECT (SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'eventstore_shadow%')
+              + (SELECT count(*) FROM eventstore_worker.rebuilds)
+              + (SELECT count(*) FROM pg_replication_slots WHERE temporary)",
+    )
+    .await?;
+    assert_eq!(leftovers, 0, "no shadow schema, build row or temporary slot left behind");
+    assert!(worker.terminate()?.success());
+    Ok(())
+}
