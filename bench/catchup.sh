@@ -126,16 +126,18 @@ SQL
         sleep 0.02
     done
     t1=$(now)
+    cpu=$(awk -v hz="$(getconf CLK_TCK)" '{ print ($14 + $15) / hz }' "/proc/$worker_pid/stat")
     kill -TERM "$worker_pid"; wait "$worker_pid" || true; worker_pid=""
-    echo "$t1 - $t0" | bc
+    echo "$(echo "$t1 - $t0" | bc) $cpu"
 }
 snapshot_rate() { sed 's/\x1b\[[0-9;]*m//g' "$1" | grep -o 'snapshot applied.*per_second=[0-9]*' | grep -o '[0-9]*$' | head -1; }
 
-worker_rates=() snapshot_rates=() noop_rates=()
+worker_rates=() worker_cpu=() snapshot_rates=() noop_rates=()
 for ((r = 1; r <= ROUNDS; r++)); do
     say "worker round $r: first start, building order_summary and customer_revenue from $total events"
-    seconds=$(first_start "$DIR/worker.toml" 2 "$DIR/worker.$r.log")
+    read -r seconds cpu <<<"$(first_start "$DIR/worker.toml" 2 "$DIR/worker.$r.log")"
     worker_rates+=("$(echo "$total / $seconds" | bc)")
+    worker_cpu+=("$(printf '%.0f%%' "$(echo "100 * $cpu / $seconds" | bc -l)")")
     snapshot_rates+=("$(snapshot_rate "$DIR/worker.$r.log")")
     # The built read model is exact: one row per order, every order shipped after 3 events.
     shipped=$(sql -c "SELECT count(*) FROM order_summary WHERE status = 'shipped' AND event_count = 3")
@@ -152,7 +154,8 @@ noop=$(printf '%s\n' "${noop_rates[@]}" | median)
 echo
 echo "catch-up from the table ($(nproc) cores, $total stored events, medians of $ROUNDS)"
 printf '  raw read, global_position order      %8s events/s   (rounds: %s)\n' "$raw" "${raw_rates[*]}"
-printf '  worker, start to both projections    %8s events/s   (rounds: %s)\n' "$worker" "${worker_rates[*]}"
+printf '  worker, start to both projections    %8s events/s   (rounds: %s; worker process CPU: %s of wall time)\n' \
+    "$worker" "${worker_rates[*]}" "${worker_cpu[*]}"
 printf '  worker, snapshot phase alone         %8s events/s   (rounds: %s)\n' "$snapshot" "${snapshot_rates[*]}"
 printf '  snapshot phase, no-op handlers       %8s events/s   (rounds: %s)\n' "$noop" "${noop_rates[*]}"
 printf '  ratio worker/raw                     %8s\n' "$(echo "scale=2; $worker / $raw" | bc)"

@@ -44,9 +44,25 @@ async fn catch_up(config: &Config, name: &str) -> anyhow::Result<()> {
     }
     let source = connect_sql(&config.source, "source").await?;
     source.batch_execute(source_map::EVENT_SESSION).await?;
-    let mut target = Target::open(connect_sql(config.target_config(), "target").await?, config, Role::CatchUp(name.into()))
-        .await
-        .context("preparing the projection")?;
+    let opened = Target::open(connect_sql(config.target_config(), "target").await?, config, Role::CatchUp(name.into())).await;
+    let mut target = match opened {
+        Ok(t) => t,
+        Err(e) if e.is_fatal() => {
+            // The definition itself is broken (setup or a handler does not prepare): that is a
+            // failure of the projection, recorded like one; retry after fixing it.
+            let error = e.to_string();
+            warn!(projection = %name, error = %error, "cannot resume the projection");
+            control
+                .execute(
+                    "UPDATE eventstore_worker.projections SET status = 'failed', last_error = $2, updated_at = now()
+                      WHERE name = $1 AND status = 'catching_up'",
+                    &[&name, &error],
+                )
+                .await?;
+            return Ok(());
+        }
+        Err(e) => return Err(anyhow::Error::new(e).context("preparing the projection")),
+    };
     if !target.is_active(name) {
         return Ok(()); // no longer catching up (rebuilt or retried elsewhere)
     }

@@ -133,9 +133,15 @@ impl LiveBatch {
 /// is run after fixing the file); `None` if the file no longer defines it or does not load.
 pub fn current_definition(file: &Path, name: &str) -> Option<Projection> {
     match Config::load(file) {
-        Ok(config) => config.projection(name).cloned(),
+        Ok(config) => {
+            let def = config.projection(name).cloned();
+            if def.is_none() {
+                tracing::warn!(projection = %name, "projection no longer in the configuration file; keeping its definition");
+            }
+            def
+        }
         Err(e) => {
-            tracing::warn!(error = %e, projection = %name, "cannot reload the configuration");
+            tracing::warn!(error = %e, projection = %name, "cannot reload the configuration; keeping the definition loaded before");
             None
         }
     }

@@ -228,7 +228,13 @@ async fn start_work(
 ) -> anyhow::Result<()> {
     let busy = |name: &str, tasks: &[Task]| tasks.iter().any(|t| t.names.iter().any(|n| n == name));
     // Nothing before the stream has started once: the map begins then.
-    let Some(horizon) = source_map::horizon(client).await? else { return Ok(()) };
+    let horizon = match source_map::horizon(client).await {
+        Ok(Some(h)) => h,
+        Ok(None) => return Ok(()),
+        // The first session has not created the worker's tables yet.
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
     let names: Vec<&str> = config.projections.iter().map(|p| p.name.as_str()).collect();
     let rows = coordination::projection_rows(client, &names).await?;
     let waiting: Vec<&ProjectionRow> = rows

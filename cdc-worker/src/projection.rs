@@ -144,6 +144,8 @@ pub struct Target {
     live_batch: Option<coordination::LiveBatch>,
     /// Definitions reloaded from the file when projections joined the stream.
     joined: Vec<Projection>,
+    /// Definitions this target was opened with (used when the file cannot be reloaded).
+    definitions: Vec<Projection>,
 }
 
 impl Target {
@@ -158,6 +160,7 @@ impl Target {
             Role::Live => config.projections.iter().collect(),
             Role::CatchUp(name) | Role::Shadow(name) => config.projection(name).into_iter().collect(),
         };
+        let defs_owned: Vec<Projection> = defs.iter().map(|p| (*p).clone()).collect();
         let names: Vec<&str> = defs.iter().map(|p| p.name.as_str()).collect();
         client
             .execute(
@@ -237,6 +240,7 @@ impl Target {
             apply_locks,
             live_batch,
             joined: Vec::new(),
+            definitions: defs_owned,
         })
     }
 
@@ -310,8 +314,9 @@ impl Target {
     /// with its definition as the configuration file has it now.
     async fn join(&mut self, i: usize, checkpoint: Option<Lsn>) -> Result<Option<Failure>, tokio_postgres::Error> {
         let name = self.projections[i].name.clone();
-        let Some(def) = coordination::current_definition(&self.file, &name) else {
-            tracing::warn!(projection = %name, "projection joined the stream but is not in the configuration; not applied");
+        let Some(def) = coordination::current_definition(&self.file, &name)
+            .or_else(|| self.definitions.iter().find(|d| d.name == name).cloned())
+        else {
             return Ok(None);
         };
         self.client.batch_execute("SAVEPOINT eventstore_join").await?;

@@ -89,11 +89,12 @@ async fn build(config: &Config, names: &[String], mode: Mode) -> anyhow::Result<
         match claim(&control, config, name, mode).await? {
             Ok(schema) => match open_shadow(config, name, &schema).await {
                 Ok(target) => shadows.push(Shadow { name: name.clone(), schema, target, outcome: None }),
-                Err(e) => {
+                Err(e) if is_definitive(&e) => {
                     let error = format!("{e:#}");
                     abandon(&control, name, &schema, mode, &error, None).await?;
                     outcomes.push((name.clone(), Outcome::Failed(error)));
                 }
+                Err(e) => return Err(e),
             },
             Err(why) => outcomes.push((name.clone(), Outcome::Skipped(why))),
         }
@@ -361,6 +362,9 @@ async fn swap(control: &mut Client, source: &Client, config: &Config, s: &mut Sh
 
 /// An error that trying again will not cure (not a connection or concurrency problem).
 fn is_definitive(e: &anyhow::Error) -> bool {
+    if let Some(setup) = e.downcast_ref::<crate::projection::SetupError>() {
+        return setup.is_fatal();
+    }
     match e.downcast_ref::<tokio_postgres::Error>() {
         Some(pg) => !crate::projection::is_transient(pg),
         None => true,
@@ -409,7 +413,10 @@ async fn swap_tables(control: &mut Client, s: &Shadow, mode: Mode, version: Opti
                 tx.batch_execute(&format!("DROP TABLE {}.{}", quote_ident(&schema), quote_ident(&table))).await?;
                 schema
             }
-            None => tx.query_one("SELECT current_schema()", &[]).await?.get(0),
+            None => match tx.query_one("SELECT current_schema()", &[]).await?.get::<_, Option<String>>(0) {
+                Some(schema) => schema,
+                None => bail!("no schema in the search_path exists to move table {table:?} into"),
+            },
         };
         tx.batch_execute(&format!("ALTER TABLE {}.{} SET SCHEMA {}", s.schema, quote_ident(&table), quote_ident(&dest)))
             .await?;
@@ -424,7 +431,9 @@ async fn swap_tables(control: &mut Client, s: &Shadow, mode: Mode, version: Opti
         .await?;
     for t in &partitions {
         let table: String = t.get(0);
-        let dest: String = tx.query_one("SELECT current_schema()", &[]).await?.get(0);
+        let Some(dest) = tx.query_one("SELECT current_schema()", &[]).await?.get::<_, Option<String>>(0) else {
+            bail!("no schema in the search_path exists to move partition {table:?} into");
+        };
         tx.batch_execute(&format!("DROP TABLE IF EXISTS {}.{}", quote_ident(&dest), quote_ident(&table))).await?;
         tx.batch_execute(&format!("ALTER TABLE {}.{} SET SCHEMA {}", s.schema, quote_ident(&table), quote_ident(&dest)))
             .await?;

@@ -234,11 +234,14 @@ async fn rebuild_under_load_swaps_in_one_transaction_while_readers_query() -> Re
         tokio::spawn(async move { append_orders(&dsn, 1500, 2000, 3, 42).await })
     };
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(!load.is_finished(), "writers append while the rebuild starts");
+    let at_start = count(&db, "SELECT count(*) FROM eventstore.events").await?;
     let out = worker_command(&["rebuild", "--config", config.to_str().unwrap(), "--projection", "order_summary"])?;
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     eprintln!("{stdout}{stderr}");
     assert!(out.status.success() && stdout.contains("swapped in"), "{stdout}{stderr}");
-    assert!(!load.is_finished(), "writers kept appending during the rebuild");
+    let at_end = count(&db, "SELECT count(*) FROM eventstore.events").await?;
+    assert!(at_end > at_start, "events appended during the rebuild: {at_start} at start, {at_end} at the end");
     load.await??;
 
     assert_converges(&db, &db, &worker).await;
