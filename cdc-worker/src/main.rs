@@ -48,9 +48,11 @@ enum Command {
         #[arg(long, short, env = "EVENTSTORE_WORKER_CONFIG")]
         config: PathBuf,
     },
-    /// Build a projection afresh from eventstore.events into shadow tables and swap them in
-    /// (one transaction); the tables in use keep serving queries, and a running worker keeps
-    /// updating them, until then. Exits when done.
+    /// Rebuild a projection from eventstore.events with zero downtime, then exit.
+    ///
+    /// Builds it afresh into shadow tables and swaps them in, in one transaction, once they
+    /// have caught up; the tables in use keep serving queries, and a running worker keeps
+    /// updating them, until then.
     Rebuild {
         /// Configuration file (TOML); the projection is built with the definition found here.
         #[arg(long, short, env = "EVENTSTORE_WORKER_CONFIG")]
@@ -59,9 +61,12 @@ enum Command {
         #[arg(long, short, env = "EVENTSTORE_WORKER_PROJECTION")]
         projection: String,
     },
-    /// Resume a failed projection (after fixing its handler in the configuration file) from
-    /// its checkpoint, through eventstore.events; the running worker picks it up within
-    /// seconds, otherwise the next start does.
+    /// Resume a failed projection after fixing its definition in the configuration file.
+    ///
+    /// Checks the definition against the target database and marks the projection for
+    /// resuming: the running worker picks it up within seconds (otherwise its next start
+    /// does), resumes it from its checkpoint through eventstore.events and lets it join the
+    /// stream.
     Retry {
         /// Configuration file (TOML) of the worker.
         #[arg(long, short, env = "EVENTSTORE_WORKER_CONFIG")]
