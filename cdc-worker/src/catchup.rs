@@ -101,9 +101,13 @@ async fn catch_up(config: &Config, name: &str) -> anyhow::Result<()> {
             None => return Ok(()), // failed; the lock goes with the connection
         }
     }
+    // Unless the map restarted meanwhile (a recreated slot): then it is rebuilt instead.
     let joined = control
         .execute(
-            "UPDATE eventstore_worker.projections SET status = 'running', updated_at = now()
+            "UPDATE eventstore_worker.projections
+                SET status = CASE WHEN $2::text::pg_lsn >= (SELECT horizon FROM eventstore_worker.source_horizon)
+                                  THEN 'running' ELSE 'rebuilding' END,
+                    updated_at = now()
               WHERE name = $1 AND status = 'catching_up' AND checkpoint_lsn = $2::text::pg_lsn",
             &[&name, &at.to_string()],
         )

@@ -91,7 +91,7 @@ async fn build(config: &Config, names: &[String], mode: Mode) -> anyhow::Result<
                 Ok(target) => shadows.push(Shadow { name: name.clone(), schema, target, outcome: None }),
                 Err(e) if is_definitive(&e) => {
                     let error = format!("{e:#}");
-                    abandon(&control, name, &schema, mode, &error, None).await?;
+                    abandon(&control, name, &schema, mode, Some(&error), None).await?;
                     outcomes.push((name.clone(), Outcome::Failed(error)));
                 }
                 Err(e) => return Err(e),
@@ -169,7 +169,7 @@ async fn build(config: &Config, names: &[String], mode: Mode) -> anyhow::Result<
         let outcome = swap(&mut control, &source, config, s, mode).await?;
         if let Outcome::Skipped(why) = &outcome {
             info!(projection = %s.name, why = %why, "build dropped");
-            abandon(&control, &s.name, &s.schema, mode, why, None).await?;
+            abandon(&control, &s.name, &s.schema, mode, None, None).await?;
         }
         s.outcome = Some(outcome);
     }
@@ -286,18 +286,25 @@ async fn record_failures(control: &Client, shadows: &mut [Shadow], mode: Mode, i
             .query_one("SELECT failed_event::text FROM eventstore_worker.rebuilds WHERE name = $1", &[&s.name])
             .await?
             .get(0);
-        abandon(control, &s.name, &s.schema, mode, error, failed_event.as_deref()).await?;
+        abandon(control, &s.name, &s.schema, mode, Some(error), failed_event.as_deref()).await?;
         s.schema.clear();
     }
     Ok(())
 }
 
-/// Drops a build that failed. In worker mode the projection becomes `failed` with the error
-/// (its tables, if it had any, are untouched; a retry builds it again).
-async fn abandon(control: &Client, name: &str, schema: &str, mode: Mode, error: &str, failed_event: Option<&str>) -> anyhow::Result<()> {
+/// Drops a build. If it failed (`error`), in worker mode the projection becomes `failed` with
+/// the error (its tables, if it had any, are untouched; a retry builds it again).
+async fn abandon(
+    control: &Client,
+    name: &str,
+    schema: &str,
+    mode: Mode,
+    error: Option<&str>,
+    failed_event: Option<&str>,
+) -> anyhow::Result<()> {
     control.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).await?;
     control.execute("DELETE FROM eventstore_worker.rebuilds WHERE name = $1", &[&name]).await?;
-    if mode == Mode::Worker {
+    if let (Mode::Worker, Some(error)) = (mode, error) {
         control
             .execute(
                 "UPDATE eventstore_worker.projections
@@ -342,7 +349,7 @@ async fn swap(control: &mut Client, source: &Client, config: &Config, s: &mut Sh
                     .query_one("SELECT failed_event::text FROM eventstore_worker.rebuilds WHERE name = $1", &[&s.name])
                     .await?
                     .get(0);
-                abandon(control, &s.name, &s.schema, mode, &error, failed_event.as_deref()).await?;
+                abandon(control, &s.name, &s.schema, mode, Some(&error), failed_event.as_deref()).await?;
                 return Ok(Outcome::Failed(error));
             }
             Err(e) if is_lock_timeout(&e) && attempt < SWAP_ATTEMPTS => {
@@ -351,7 +358,7 @@ async fn swap(control: &mut Client, source: &Client, config: &Config, s: &mut Sh
             }
             Err(e) if is_definitive(&e) => {
                 let error = format!("{e:#}");
-                abandon(control, &s.name, &s.schema, mode, &error, None).await?;
+                abandon(control, &s.name, &s.schema, mode, Some(&error), None).await?;
                 return Ok(Outcome::Failed(error));
             }
             Err(e) => return Err(e),
@@ -390,6 +397,12 @@ async fn swap_tables(control: &mut Client, s: &Shadow, mode: Mode, version: Opti
     let status: String = row.get(0);
     if mode == Mode::Worker && status != "rebuilding" {
         return Ok(Outcome::Skipped(format!("status is {status} now")));
+    }
+    // The map restarted above the shadow's checkpoint (the slot was recreated meanwhile): the
+    // shadow may lack transactions. The projection stays as it is; the worker builds it again.
+    let horizon = source_map::horizon(&tx).await?.unwrap_or_default();
+    if checkpoint < horizon {
+        return Ok(Outcome::Skipped(format!("the commit-order map restarted at {horizon}, after the build's {checkpoint}")));
     }
     let tables = tx
         .query(

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 
-use tokio_postgres::{Client, Row};
+use tokio_postgres::{Client, GenericClient, Row};
 
 use crate::envelope::{self, Columns, Event};
 use crate::lsn::Lsn;
@@ -34,7 +34,7 @@ pub const RECORD: &str = "INSERT INTO eventstore_worker.source_transactions (end
      ON CONFLICT (end_lsn) DO NOTHING";
 
 /// The position above which the map is complete; `None` until the stream was first started.
-pub async fn horizon(client: &Client) -> Result<Option<Lsn>, tokio_postgres::Error> {
+pub async fn horizon(client: &impl GenericClient) -> Result<Option<Lsn>, tokio_postgres::Error> {
     let row = client.query_opt("SELECT horizon::text FROM eventstore_worker.source_horizon", &[]).await?;
     Ok(row.and_then(|r| r.get::<_, String>(0).parse().ok()))
 }
