@@ -4,7 +4,6 @@ use std::time::Duration;
 
 use anyhow::Result;
 use eventstore_integration_tests::*;
-use tokio_postgres::Client;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn order_example_end_to_end() -> Result<()> {
