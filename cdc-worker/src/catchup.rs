@@ -107,7 +107,7 @@ async fn catch_up(config: &Config, name: &str) -> anyhow::Result<()> {
             "UPDATE eventstore_worker.projections
                 SET status = CASE WHEN $2::text::pg_lsn >= (SELECT horizon FROM eventstore_worker.source_horizon)
                                   THEN 'running' ELSE 'rebuilding' END,
-                    updated_at = now()
+                    last_error = NULL, failed_event = NULL, updated_at = now()
               WHERE name = $1 AND status = 'catching_up' AND checkpoint_lsn = $2::text::pg_lsn",
             &[&name, &at.to_string()],
         )
