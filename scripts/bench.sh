@@ -6,7 +6,7 @@ source "$(dirname "$0")/lib.sh"
 cd "$REPO_ROOT"
 bash scripts/setup.sh
 install_extension
-for bench in bench/append.sh bench/replay.sh bench/worker.sh bench/wait_for.sh; do
+for bench in bench/append.sh bench/replay.sh bench/worker.sh bench/wait_for.sh bench/catchup.sh; do
     if [ -x "$bench" ] || [ -f "$bench" ]; then
         say "benchmark: $bench"
         bash "$bench" "$@"

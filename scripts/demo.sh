@@ -57,7 +57,8 @@ sed "s|^dsn = \"host=/var/run/postgresql dbname=app user=eventstore_worker\"|dsn
 grep -q "port=$port" "$work/worker.toml" || die "could not point examples/orders-worker.toml at the demo database"
 RUST_LOG=${RUST_LOG:-info} "$worker_bin" run --config "$work/worker.toml" >"$work/worker.log" 2>&1 &
 worker_pid=$!
-# The worker follows the WAL from the moment its slot exists: wait for it before appending.
+# Wait until the worker streams, so the events below flow through the live path (events
+# appended before would be built from the table instead).
 for _ in $(seq 1 300); do
     slot=$(psql_ -d $db -At -c "SELECT 1 FROM pg_replication_slots WHERE slot_name = 'eventstore_worker' AND active")
     [ "$slot" = 1 ] && break

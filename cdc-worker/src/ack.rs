@@ -6,8 +6,11 @@
 //! make WAL pile up. This tracker is the single place that decides, fed by:
 //!
 //! - the stream reader: transaction begins/commits and keepalive positions, in stream order;
-//! - the apply path: "every transaction ending at or before `lsn` is durable in the target";
-//! - failed projections: a hold that the acknowledgement may not pass (see `docs/worker.md`).
+//! - the apply path: "every transaction ending at or before `lsn` is durable in the target".
+//!
+//! Nothing else holds it back: a projection that is not following the stream (failed, catching
+//! up, rebuilding) resumes from the commit-order map and `eventstore.events`, not from the slot,
+//! so the WAL kept is bounded by the projections that are healthy.
 //!
 //! It is deliberately free of I/O so that it can be tested with injected faults.
 
@@ -29,11 +32,10 @@ pub struct AckTracker {
     marks: VecDeque<Mark>,
     in_transaction: bool,
     durable: Lsn,
-    /// Highest position safe to acknowledge, ignoring holds. Never decreases.
+    /// Highest position safe to acknowledge. Never decreases.
     safe: Lsn,
     /// Highest position received from the server (reported as the write position).
     received: Lsn,
-    hold: Option<Lsn>,
     /// Highest position already acknowledged; acknowledgements never go backwards.
     acknowledged: Lsn,
 }
@@ -47,7 +49,6 @@ impl AckTracker {
             durable: start,
             safe: start,
             received: start,
-            hold: None,
             acknowledged: start,
         }
     }
@@ -80,12 +81,6 @@ impl AckTracker {
         self.advance();
     }
 
-    /// Never acknowledge beyond `lsn` again (a failed projection is parked at `lsn`).
-    pub fn hold_at(&mut self, lsn: Lsn) {
-        let lsn = lsn.max(self.acknowledged);
-        self.hold = Some(self.hold.map_or(lsn, |h| h.min(lsn)));
-    }
-
     fn advance(&mut self) {
         while let Some(&mark) = self.marks.front() {
             match mark {
@@ -99,11 +94,7 @@ impl AckTracker {
 
     /// The flush position to report now; also records it as acknowledged.
     pub fn acknowledge(&mut self) -> Lsn {
-        let mut pos = self.safe;
-        if let Some(hold) = self.hold {
-            pos = pos.min(hold);
-        }
-        self.acknowledged = self.acknowledged.max(pos);
+        self.acknowledged = self.acknowledged.max(self.safe);
         self.acknowledged
     }
 
@@ -154,16 +145,6 @@ mod tests {
         assert_eq!(t.acknowledge(), Lsn(10));
         t.commit_received(Lsn(800));
         assert_eq!(t.acknowledge(), Lsn(10));
-    }
-
-    #[test]
-    fn hold_caps_and_never_goes_backwards() {
-        let mut t = AckTracker::new(Lsn(10));
-        t.server_position(Lsn(50));
-        assert_eq!(t.acknowledge(), Lsn(50));
-        t.hold_at(Lsn(30)); // below what was already acknowledged: clamps to 50
-        t.server_position(Lsn(90));
-        assert_eq!(t.acknowledge(), Lsn(50));
     }
 
     #[derive(Debug, Clone)]

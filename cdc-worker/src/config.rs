@@ -53,7 +53,26 @@ struct RawProjection {
     #[serde(default)]
     on_unknown: OnUnknown,
     #[serde(default)]
+    version: Option<Version>,
+    #[serde(default)]
     handlers: BTreeMap<String, String>,
+}
+
+/// A projection's `version`: any string or integer; compared as text.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum Version {
+    Integer(i64),
+    Text(String),
+}
+
+impl Version {
+    fn into_text(self) -> String {
+        match self {
+            Version::Integer(i) => i.to_string(),
+            Version::Text(s) => s,
+        }
+    }
 }
 
 fn default_slot() -> String {
@@ -113,6 +132,9 @@ pub struct Projection {
     pub name: String,
     pub setup: Option<String>,
     pub on_unknown: OnUnknown,
+    /// Changing it makes the worker rebuild the projection from `eventstore.events` (in shadow
+    /// tables, swapped in when complete). `None` when not set.
+    pub version: Option<String>,
     /// event type → SQL with exactly one parameter, the envelope.
     pub handlers: BTreeMap<String, String>,
 }
@@ -191,7 +213,17 @@ impl Config {
                     ));
                 }
             }
-            projections.push(Projection { name: p.name, setup: p.setup, on_unknown: p.on_unknown, handlers: p.handlers });
+            let version = p.version.map(Version::into_text);
+            if version.as_deref().is_some_and(|v| v.trim().is_empty()) {
+                return Err(invalid(at("version"), "must not be empty".into()));
+            }
+            projections.push(Projection {
+                name: p.name,
+                setup: p.setup,
+                on_unknown: p.on_unknown,
+                version,
+                handlers: p.handlers,
+            });
         }
 
         Ok(Config {
@@ -207,6 +239,10 @@ impl Config {
 
     pub fn target_config(&self) -> &tokio_postgres::Config {
         self.target.as_ref().unwrap_or(&self.source)
+    }
+
+    pub fn projection(&self, name: &str) -> Option<&Projection> {
+        self.projections.iter().find(|p| p.name == name)
     }
 }
 
@@ -275,5 +311,15 @@ mod tests {
         assert_eq!(err(&dup), "worker.toml: projection \"order_summary\": name: is used by more than one projection");
         assert!(err("[source]\ndsn = \"host=x\"").contains("at least one [[projection]]"));
         assert!(err(&GOOD.replace("[source]", "[source]\nslot = \"Bad-Name\"")).contains("source.slot"));
+        assert!(err(&GOOD.replace("[projection.handlers]", "version = \" \"\n[projection.handlers]")).contains("version"));
+    }
+
+    #[test]
+    fn version_is_a_string_or_an_integer() {
+        assert_eq!(parse(GOOD).unwrap().projections[0].version, None);
+        let v = |text: &str| parse(&GOOD.replace("[projection.handlers]", &format!("version = {text}\n[projection.handlers]")));
+        assert_eq!(v("3").unwrap().projections[0].version.as_deref(), Some("3"));
+        assert_eq!(v("\"2024-05-01\"").unwrap().projections[0].version.as_deref(), Some("2024-05-01"));
+        assert!(v("1.5").is_err());
     }
 }

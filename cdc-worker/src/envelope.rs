@@ -59,34 +59,62 @@ fn json_string(out: &mut String, s: &str) {
 }
 
 pub fn from_insert(rel: &Relation, values: &[Column]) -> Result<Event, EnvelopeError> {
-    let stream_id = required(rel, values, "stream_id")?;
-    let stream_version = integer(rel, values, "stream_version")?;
-    let global_position = integer(rel, values, "global_position")?;
-    let event_id = required(rel, values, "event_id")?;
-    let event_type = required(rel, values, "event_type")?;
-    let data = text(rel, values, "data")?.unwrap_or("null");
-    let metadata = text(rel, values, "metadata")?.unwrap_or("{}");
-    let recorded_at = text(rel, values, "recorded_at")?;
+    Ok(build(&Columns {
+        stream_id: required(rel, values, "stream_id")?,
+        stream_version: integer(rel, values, "stream_version")?,
+        global_position: integer(rel, values, "global_position")?,
+        event_id: required(rel, values, "event_id")?,
+        event_type: required(rel, values, "event_type")?,
+        data: text(rel, values, "data")?,
+        metadata: text(rel, values, "metadata")?,
+        recorded_at: text(rel, values, "recorded_at")?,
+    }))
+}
 
-    let mut e = String::with_capacity(160 + stream_id.len() + data.len() + metadata.len());
+/// The `transaction_id` (xid8) of an inserted event: the key of the commit-order map.
+pub fn transaction_id(rel: &Relation, values: &[Column]) -> Result<u64, EnvelopeError> {
+    required(rel, values, "transaction_id")?
+        .parse()
+        .map_err(|_| EnvelopeError::BadValue { column: "transaction_id", problem: "not an xid8" })
+}
+
+/// One event's columns in their text forms (as pgoutput sends them, or as a SQL session with
+/// `DateStyle = ISO` and `TimeZone = UTC` prints them): the single place the envelope is built,
+/// so events read from the table and from the stream look alike to handlers.
+#[derive(Debug, Clone, Copy)]
+pub struct Columns<'a> {
+    pub stream_id: &'a str,
+    pub stream_version: i64,
+    pub global_position: i64,
+    pub event_id: &'a str,
+    pub event_type: &'a str,
+    pub data: Option<&'a str>,
+    pub metadata: Option<&'a str>,
+    pub recorded_at: Option<&'a str>,
+}
+
+pub fn build(c: &Columns<'_>) -> Event {
+    let data = c.data.unwrap_or("null");
+    let metadata = c.metadata.unwrap_or("{}");
+    let mut e = String::with_capacity(160 + c.stream_id.len() + data.len() + metadata.len());
     e.push_str("{\"stream_id\":");
-    json_string(&mut e, stream_id);
-    e.push_str(&format!(",\"stream_version\":{stream_version},\"global_position\":{global_position},\"event_id\":"));
-    json_string(&mut e, event_id);
+    json_string(&mut e, c.stream_id);
+    e.push_str(&format!(",\"stream_version\":{},\"global_position\":{},\"event_id\":", c.stream_version, c.global_position));
+    json_string(&mut e, c.event_id);
     e.push_str(",\"type\":");
-    json_string(&mut e, event_type);
+    json_string(&mut e, c.event_type);
     e.push_str(",\"data\":");
     e.push_str(data);
     e.push_str(",\"metadata\":");
     e.push_str(metadata);
     e.push_str(",\"recorded_at\":");
-    match recorded_at {
-        // The replication session runs with DateStyle=ISO: "2024-05-01 10:00:00.123+00".
+    match c.recorded_at {
+        // DateStyle=ISO prints "2024-05-01 10:00:00.123+00"; the envelope uses the T form.
         Some(ts) => json_string(&mut e, &ts.replacen(' ', "T", 1)),
         None => e.push_str("null"),
     }
     e.push('}');
-    Ok(Event { event_type: event_type.to_owned(), global_position, envelope: e })
+    Event { event_type: c.event_type.to_owned(), global_position: c.global_position, envelope: e }
 }
 
 #[cfg(test)]
@@ -125,6 +153,7 @@ mod tests {
             t("777"),
         ];
         let ev = from_insert(&rel, &values).unwrap();
+        assert_eq!(transaction_id(&rel, &values), Ok(777));
         assert_eq!(ev.event_type, "OrderPlaced");
         assert_eq!(ev.global_position, 42);
         let v: serde_json::Value = serde_json::from_str(&ev.envelope).unwrap();

@@ -2,15 +2,21 @@
 //! of `eventstore.events`, exactly once in effect.
 
 mod ack;
+mod catchup;
+mod commands;
 mod config;
+mod coordination;
 mod envelope;
 mod http;
 mod idle;
+mod lifecycle;
 mod lsn;
 mod metrics;
 mod pgoutput;
 mod projection;
+mod rebuild;
 mod replication;
+mod source_map;
 mod status;
 mod worker;
 
@@ -59,6 +65,33 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Rebuild a projection from eventstore.events with zero downtime, then exit.
+    ///
+    /// Builds it afresh into shadow tables and swaps them in, in one transaction, once they
+    /// have caught up; the tables in use keep serving queries, and a running worker keeps
+    /// updating them, until then.
+    Rebuild {
+        /// Configuration file (TOML); the projection is built with the definition found here.
+        #[arg(long, short, env = "EVENTSTORE_WORKER_CONFIG")]
+        config: PathBuf,
+        /// Name of the projection to rebuild.
+        #[arg(long, short, env = "EVENTSTORE_WORKER_PROJECTION")]
+        projection: String,
+    },
+    /// Resume a failed projection after fixing its definition in the configuration file.
+    ///
+    /// Checks the definition against the target database and marks the projection for
+    /// resuming: the running worker picks it up within seconds (otherwise its next start
+    /// does), resumes it from its checkpoint through eventstore.events and lets it join the
+    /// stream.
+    Retry {
+        /// Configuration file (TOML) of the worker.
+        #[arg(long, short, env = "EVENTSTORE_WORKER_CONFIG")]
+        config: PathBuf,
+        /// Name of the failed projection.
+        #[arg(long, short, env = "EVENTSTORE_WORKER_PROJECTION")]
+        projection: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -80,9 +113,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.log_format);
     let (path, check_only) = match &cli.command {
-        Command::Run { config, .. } => (config, false),
+        Command::Run { config, .. }
+        | Command::Status { config, .. }
+        | Command::Rebuild { config, .. }
+        | Command::Retry { config, .. } => (config, false),
         Command::Check { config } => (config, true),
-        Command::Status { config, .. } => (config, false),
     };
     let config = match config::Config::load(path) {
         Ok(c) => c,
@@ -96,6 +131,12 @@ fn main() -> ExitCode {
         println!("{}: ok ({} projections)", path.display(), config.projections.len());
         return ExitCode::SUCCESS;
     }
+    if let Command::Rebuild { projection, .. } | Command::Retry { projection, .. } = &cli.command {
+        if config.projection(projection).is_none() {
+            eprintln!("eventstore-worker: {}: no projection named {projection:?}", path.display());
+            return ExitCode::from(2);
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -103,13 +144,15 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = match cli.command {
-        Command::Status { json, .. } => runtime.block_on(status::run(&config, json)),
-        Command::Run { metrics_addr, .. } => runtime.block_on(async_main(config, metrics_addr)),
-        Command::Check { .. } => Ok(()),
+    let outcome = match cli.command {
+        Command::Run { metrics_addr, .. } => runtime.block_on(async_main(config, metrics_addr)).map(|()| ExitCode::SUCCESS),
+        Command::Status { json, .. } => runtime.block_on(status::run(&config, json)).map(|()| ExitCode::SUCCESS),
+        Command::Rebuild { projection, .. } => runtime.block_on(commands::rebuild(config, &projection)),
+        Command::Retry { projection, .. } => runtime.block_on(commands::retry(config, &projection)),
+        Command::Check { .. } => Ok(ExitCode::SUCCESS),
     };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
+    match outcome {
+        Ok(code) => code,
         Err(e) => {
             error!(error = format!("{e:#}"), "worker stopped");
             eprintln!("eventstore-worker: {e:#}");
@@ -130,7 +173,7 @@ async fn async_main(config: config::Config, metrics_addr: Option<String>) -> any
     worker::run(config, shutdown).await
 }
 
-async fn watch_signals(shutdown: CancellationToken) {
+pub(crate) async fn watch_signals(shutdown: CancellationToken) {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
         error!("cannot install signal handlers");

@@ -219,9 +219,23 @@ impl Metrics {
                 }
             }
         }
+        // One series per lifecycle status, 1 for the current one (a state set).
+        let name = "eventstore_worker_projection_state";
+        let _ = write!(
+            out,
+            "# HELP {name} 1 for the projection's current status: running (follows the stream), catching_up, rebuilding or failed.\n# TYPE {name} gauge\n"
+        );
+        for p in report.projections.iter().filter(|p| p.state != "pending") {
+            for state in PROJECTION_STATES {
+                let _ = writeln!(out, "{name}{{projection=\"{}\",state=\"{state}\"}} {}", label(&p.name), u8::from(p.state == state));
+            }
+        }
         out
     }
 }
+
+/// The statuses of `eventstore_worker.projections` (see `lifecycle.rs`).
+const PROJECTION_STATES: [&str; 4] = ["running", "catching_up", "rebuilding", "failed"];
 
 /// A label value escaped as the exposition format requires.
 fn label(value: &str) -> String {
@@ -317,7 +331,7 @@ mod tests {
 
     fn txn(end: u64, events: usize) -> SourceTxn {
         let ev = Event { event_type: "OrderPlaced".into(), global_position: 1, envelope: "{}".into() };
-        SourceTxn { end_lsn: Lsn(end), source_time: SystemTime::UNIX_EPOCH, events: vec![ev; events], bytes: 2 * events }
+        SourceTxn { end_lsn: Lsn(end), source_time: SystemTime::UNIX_EPOCH, transaction_id: None, events: vec![ev; events], bytes: 2 * events }
     }
 
     /// `name{labels} value` lines as a map, for assertions.
@@ -372,7 +386,11 @@ mod tests {
         };
         let report = Report {
             source_lsn: Some(Lsn(5000)),
-            projections: vec![p("order_summary", "failed", Some(904)), p("odd \"name\"", "pending", None)],
+            projections: vec![
+                p("order_summary", "failed", Some(904)),
+                p("odd \"name\"", "pending", None),
+                p("customer_revenue", "rebuilding", None),
+            ],
         };
         let s = samples(&m.render(&config(), Some(&report)));
         assert_eq!(s["eventstore_worker_up"], "0");
@@ -382,6 +400,11 @@ mod tests {
         assert_eq!(s["eventstore_worker_projection_lag_bytes{projection=\"order_summary\"}"], "904");
         assert_eq!(s["eventstore_worker_projection_lag_seconds{projection=\"order_summary\"}"], "0.904");
         assert_eq!(s["eventstore_worker_projection_failed{projection=\"order_summary\"}"], "1");
+        assert_eq!(s["eventstore_worker_projection_state{projection=\"order_summary\",state=\"failed\"}"], "1");
+        assert_eq!(s["eventstore_worker_projection_state{projection=\"order_summary\",state=\"running\"}"], "0");
+        assert_eq!(s["eventstore_worker_projection_state{projection=\"customer_revenue\",state=\"rebuilding\"}"], "1");
+        assert_eq!(s["eventstore_worker_projection_failed{projection=\"customer_revenue\"}"], "0");
+        assert!(!s.contains_key("eventstore_worker_projection_lag_bytes{projection=\"customer_revenue\"}"), "no checkpoint yet");
         assert!(!s.keys().any(|k| k.contains("odd") && !k.starts_with("eventstore_worker_projection_errors_total")), "pending projections have no row to report");
     }
 

@@ -12,18 +12,34 @@ use tokio_postgres::types::{to_sql_checked, IsNull, ToSql, Type};
 use tokio_postgres::{Client, Statement};
 
 use crate::config::{Config, OnUnknown, Projection};
+use crate::coordination;
 use crate::envelope::Event;
 use crate::lsn::Lsn;
 
 const SCHEMA: &str = include_str!("schema.sql");
+
+/// Creates or upgrades the worker's own tables (idempotent; its "already exists" notices are
+/// not worth a log line).
+pub(crate) async fn ensure_schema(client: &Client) -> Result<(), tokio_postgres::Error> {
+    client.batch_execute("SET client_min_messages TO warning").await?;
+    let result = client.batch_execute(SCHEMA).await;
+    client.batch_execute("RESET client_min_messages").await?;
+    result
+}
 
 /// A source transaction as the apply path sees it: never split across target transactions.
 /// One without events is an idle position (see `idle.rs`): it only moves checkpoints.
 #[derive(Debug, Clone)]
 pub struct SourceTxn {
     pub end_lsn: Lsn,
-    /// Source server time at `end_lsn` (commit time), recorded with the checkpoint for lag.
+    /// Source server time at `end_lsn`: the commit time from the stream, the server clock of an
+    /// idle position; recorded with the checkpoint for lag. Transactions read back from
+    /// `eventstore.events` (catch-ups, builds) do not know their commit time: they carry the
+    /// latest `recorded_at` of their events (see `source_map::fetch`).
     pub source_time: SystemTime,
+    /// `transaction_id` (xid8) of its events: the key of the commit-order map. `None` for a
+    /// transaction without events (an idle position among them), which is not recorded there.
+    pub transaction_id: Option<u64>,
     pub events: Vec<Event>,
     pub bytes: usize,
 }
@@ -93,11 +109,12 @@ impl SetupError {
     }
 }
 
-struct ProjectionState {
+pub(crate) struct ProjectionState {
     name: String,
     on_unknown: OnUnknown,
     handlers: HashMap<String, Statement>,
     checkpoint: Option<Lsn>,
+    /// Not applied by this target: failed, or (live role) caught up or rebuilt elsewhere.
     failed: bool,
 }
 
@@ -109,80 +126,227 @@ pub struct Failure {
     pub error: String,
 }
 
+/// What a target applies and where it records progress (see `docs/worker.md`, lifecycle).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    /// The replication stream's apply path: every configured projection whose status is
+    /// `running`. Each batch transaction also takes every projection's apply lock, picks up
+    /// projections that joined or moved meanwhile, and records the commit-order map.
+    Live,
+    /// One projection resuming from its checkpoint through `eventstore.events` into its tables.
+    CatchUp(String),
+    /// One projection being built afresh; the connection's `search_path` leads with its shadow
+    /// schema, and progress goes to `eventstore_worker.rebuilds`.
+    Shadow(String),
+}
+
 pub struct Target {
     client: Client,
     projections: Vec<ProjectionState>,
     checkpoint: Statement,
     mark_failed: Statement,
+    file: std::path::PathBuf,
+    /// Live role: every projection's apply lock, sorted (the order they are taken in).
+    apply_locks: Vec<i64>,
+    live_batch: Option<coordination::LiveBatch>,
+    /// Definitions reloaded from the file when projections joined the stream.
+    joined: Vec<Projection>,
+    /// Definitions this target was opened with (used when the file cannot be reloaded).
+    definitions: Vec<Projection>,
 }
 
 impl Target {
-    /// Prepares the target: worker schema, projection rows, setup SQL, handler statements.
-    /// With `retry_failed`, projections left failed by an earlier run are given another go.
-    pub async fn open(client: Client, config: &Config, retry_failed: bool) -> Result<Target, SetupError> {
+    /// Prepares the target for `role`: worker schema, projection rows, setup SQL, handler
+    /// statements. Projections this target does not apply yet (live role: not `running`) are
+    /// only checked, in a scratch schema, so a broken configuration still fails at start.
+    pub async fn open(client: Client, config: &Config, role: Role) -> Result<Target, SetupError> {
         client.batch_execute("SET synchronous_commit TO on").await?;
-        client.batch_execute(SCHEMA).await?;
+        ensure_schema(&client).await?;
         let file = config.file.display().to_string();
-        let mut projections = Vec::new();
-        for p in &config.projections {
-            let err = |key: &str, e: &tokio_postgres::Error| SetupError::Projection {
-                file: file.clone(),
-                projection: p.name.clone(),
-                key: key.to_owned(),
-                message: error_text(e),
-            };
-            client
-                .execute(
-                    "INSERT INTO eventstore_worker.projections (name) VALUES ($1) ON CONFLICT (name) DO NOTHING",
-                    &[&p.name],
-                )
-                .await?;
-            if retry_failed {
-                client
-                    .execute(
-                        "UPDATE eventstore_worker.projections SET status = 'running', updated_at = now()
-                          WHERE name = $1 AND status = 'failed'",
-                        &[&p.name],
-                    )
-                    .await?;
-            }
-            if let Some(setup) = &p.setup {
-                client.batch_execute(setup).await.map_err(|e| if is_transient(&e) { e.into() } else { err("setup", &e) })?;
-            }
-            projections.push(prepare(&client, p, &file).await?);
-        }
-        let rows = client
-            .query("SELECT name, status, checkpoint_lsn::text FROM eventstore_worker.projections", &[])
+        let defs: Vec<&Projection> = match &role {
+            Role::Live => config.projections.iter().collect(),
+            Role::CatchUp(name) | Role::Shadow(name) => config.projection(name).into_iter().collect(),
+        };
+        let defs_owned: Vec<Projection> = defs.iter().map(|p| (*p).clone()).collect();
+        let names: Vec<&str> = defs.iter().map(|p| p.name.as_str()).collect();
+        client
+            .execute(
+                "INSERT INTO eventstore_worker.projections (name) SELECT unnest($1::text[]) ON CONFLICT (name) DO NOTHING",
+                &[&names],
+            )
             .await?;
-        for row in rows {
-            let name: String = row.get(0);
-            if let Some(p) = projections.iter_mut().find(|p| p.name == name) {
-                p.failed = row.get::<_, String>(1) == "failed";
-                p.checkpoint = row.get::<_, Option<String>>(2).and_then(|s| s.parse().ok());
-            }
+        let rows = match &role {
+            Role::Shadow(name) => coordination::rebuild_rows(&client, name).await?,
+            _ => coordination::projection_rows(&client, &names).await?,
+        };
+        let mut projections = Vec::new();
+        for p in defs {
+            let row = rows.iter().find(|r| r.name == p.name);
+            let active = row.is_some_and(|r| match &role {
+                Role::Live => r.status == "running",
+                Role::CatchUp(_) => r.status == "catching_up",
+                Role::Shadow(_) => r.status == "building",
+            });
+            let mut state = if active {
+                if let Some(setup) = &p.setup {
+                    client.batch_execute(setup).await.map_err(|e| setup_error(&file, p, "setup", e))?;
+                }
+                prepare(&client, p, &file).await?
+            } else {
+                coordination::check_in_scratch_schema(&client, p, &file).await?;
+                ProjectionState { name: p.name.clone(), on_unknown: p.on_unknown, handlers: HashMap::new(), checkpoint: None, failed: true }
+            };
+            state.checkpoint = row.and_then(|r| r.checkpoint);
+            projections.push(state);
         }
-        let checkpoint = client
-            .prepare(
+        let (checkpoint, mark_failed) = match &role {
+            Role::Live => (
                 "UPDATE eventstore_worker.projections
                     SET status = 'running', checkpoint_lsn = $2::text::pg_lsn, checkpoint_time = $4,
                         events_applied = events_applied + $3, last_error = NULL, failed_event = NULL,
                         updated_at = now()
                   WHERE name = $1",
-            )
-            .await?;
-        let mark_failed = client
-            .prepare(
                 "UPDATE eventstore_worker.projections
                     SET status = 'failed', last_error = $2, failed_event = $3::text::jsonb, updated_at = now()
                   WHERE name = $1",
-            )
-            .await?;
-        Ok(Target { client, projections, checkpoint, mark_failed })
+            ),
+            Role::CatchUp(_) => (
+                "UPDATE eventstore_worker.projections
+                    SET checkpoint_lsn = $2::text::pg_lsn, checkpoint_time = $4, events_applied = events_applied + $3,
+                        updated_at = now()
+                  WHERE name = $1",
+                "UPDATE eventstore_worker.projections
+                    SET status = 'failed', last_error = $2, failed_event = $3::text::jsonb, updated_at = now()
+                  WHERE name = $1",
+            ),
+            Role::Shadow(_) => (
+                "UPDATE eventstore_worker.rebuilds
+                    SET checkpoint_lsn = $2::text::pg_lsn, checkpoint_time = $4, events_applied = events_applied + $3,
+                        updated_at = now()
+                  WHERE name = $1",
+                "UPDATE eventstore_worker.rebuilds
+                    SET status = 'failed', last_error = $2, failed_event = $3::text::jsonb, updated_at = now()
+                  WHERE name = $1",
+            ),
+        };
+        let checkpoint = client.prepare(checkpoint).await?;
+        let mark_failed = client.prepare(mark_failed).await?;
+        let mut apply_locks: Vec<i64> = match &role {
+            Role::Live => projections.iter().map(|p| coordination::apply_lock(&p.name)).collect(),
+            _ => Vec::new(),
+        };
+        apply_locks.sort_unstable();
+        let live_batch = match role {
+            Role::Live => Some(coordination::LiveBatch::prepare(&client).await?),
+            _ => None,
+        };
+        Ok(Target {
+            client,
+            projections,
+            checkpoint,
+            mark_failed,
+            file: config.file.clone(),
+            apply_locks,
+            live_batch,
+            joined: Vec::new(),
+            definitions: defs_owned,
+        })
     }
 
-    /// `(name, checkpoint)` of every projection that is currently failed.
-    pub fn failed(&self) -> impl Iterator<Item = (&str, Option<Lsn>)> {
-        self.projections.iter().filter(|p| p.failed).map(|p| (p.name.as_str(), p.checkpoint))
+    /// Whether this target applies `name` (live role: it is `running`).
+    pub fn is_active(&self, name: &str) -> bool {
+        self.projections.iter().any(|p| p.name == name && !p.failed)
+    }
+
+    pub fn checkpoint(&self, name: &str) -> Option<Lsn> {
+        self.projections.iter().find(|p| p.name == name).and_then(|p| p.checkpoint)
+    }
+
+    /// Sets the in-memory checkpoint (the caller wrote it to the database).
+    pub fn set_checkpoint(&mut self, name: &str, lsn: Lsn) {
+        if let Some(p) = self.projections.iter_mut().find(|p| p.name == name) {
+            p.checkpoint = Some(lsn);
+        }
+    }
+
+    /// Stops applying `name` here (live role: it is resumed or rebuilt elsewhere).
+    pub fn park(&mut self, name: &str) {
+        if let Some(p) = self.projections.iter_mut().find(|p| p.name == name) {
+            p.failed = true;
+        }
+    }
+
+    /// The definitions projections joined the stream with since the last call.
+    pub fn take_joined(&mut self) -> Vec<Projection> {
+        std::mem::take(&mut self.joined)
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Live role, inside the batch transaction: takes the apply locks, brings the in-memory
+    /// state in line with what other transactions committed (a projection that joined the
+    /// stream, a swap that moved a checkpoint) and records the batch in the commit-order map.
+    async fn begin_batch(&mut self, batch: &[SourceTxn]) -> Result<Vec<Failure>, tokio_postgres::Error> {
+        let Some(live_batch) = &self.live_batch else { return Ok(Vec::new()) };
+        let names: Vec<&str> = self.projections.iter().map(|p| p.name.as_str()).collect();
+        let rows = live_batch.begin(&self.client, &self.apply_locks, &names, batch).await?;
+        let mut failures = Vec::new();
+        for row in rows {
+            let Some(i) = self.projections.iter().position(|p| p.name == row.name) else { continue };
+            let running = row.status == "running";
+            let p = &mut self.projections[i];
+            match (p.failed, running) {
+                (false, true) => {
+                    if row.checkpoint > p.checkpoint {
+                        tracing::info!(projection = %p.name, checkpoint = %row.checkpoint.unwrap_or_default(), "checkpoint moved by a rebuild");
+                        p.checkpoint = row.checkpoint;
+                    }
+                }
+                (false, false) => {
+                    tracing::info!(projection = %p.name, status = %row.status, "projection left the stream");
+                    p.failed = true;
+                }
+                (true, true) => {
+                    if let Some(f) = self.join(i, row.checkpoint).await? {
+                        failures.push(f);
+                    }
+                }
+                (true, false) => {}
+            }
+        }
+        Ok(failures)
+    }
+
+    /// A projection that caught up or was rebuilt elsewhere joins the stream at `checkpoint`,
+    /// with its definition as the configuration file has it now.
+    async fn join(&mut self, i: usize, checkpoint: Option<Lsn>) -> Result<Option<Failure>, tokio_postgres::Error> {
+        let name = self.projections[i].name.clone();
+        let Some(def) = coordination::current_definition(&self.file, &name)
+            .or_else(|| self.definitions.iter().find(|d| d.name == name).cloned())
+        else {
+            return Ok(None);
+        };
+        self.client.batch_execute("SAVEPOINT eventstore_join").await?;
+        let file = self.file.display().to_string();
+        match prepare(&self.client, &def, &file).await {
+            Ok(mut state) => {
+                self.client.batch_execute("RELEASE SAVEPOINT eventstore_join").await?;
+                state.checkpoint = checkpoint;
+                tracing::info!(projection = %name, checkpoint = %checkpoint.unwrap_or_default(), "projection joined the stream");
+                self.projections[i] = state;
+                self.joined.push(def);
+                Ok(None)
+            }
+            Err(SetupError::Database(e)) => Err(e),
+            Err(e) => {
+                self.client.batch_execute("ROLLBACK TO SAVEPOINT eventstore_join").await?;
+                let error = e.to_string();
+                self.client.execute(&self.mark_failed, &[&name, &error, &None::<String>]).await?;
+                Ok(Some(Failure { projection: name, checkpoint, error }))
+            }
+        }
     }
 
     pub fn checkpoints(&self) -> impl Iterator<Item = (&str, Option<Lsn>)> {
@@ -195,7 +359,13 @@ impl Target {
     pub async fn apply(&mut self, batch: &[SourceTxn]) -> Result<Vec<Failure>, tokio_postgres::Error> {
         let Some(last) = batch.last().map(|t| t.end_lsn) else { return Ok(Vec::new()) };
         self.client.batch_execute("BEGIN").await?;
-        let result = self.apply_in_transaction(batch, last).await;
+        let result = match self.begin_batch(batch).await {
+            Ok(mut failures) => self.apply_in_transaction(batch, last).await.map(|f| {
+                failures.extend(f);
+                failures
+            }),
+            Err(e) => Err(e),
+        };
         match result {
             Ok(failures) => {
                 self.client.batch_execute("COMMIT").await?;
@@ -358,7 +528,15 @@ fn queue<'a, 'b: 'a>(
     owners.push((i, None));
 }
 
-async fn prepare(client: &Client, p: &Projection, file: &str) -> Result<ProjectionState, SetupError> {
+pub(crate) fn setup_error(file: &str, p: &Projection, key: &str, e: tokio_postgres::Error) -> SetupError {
+    if is_transient(&e) {
+        SetupError::Database(e)
+    } else {
+        SetupError::Projection { file: file.into(), projection: p.name.clone(), key: key.into(), message: error_text(&e) }
+    }
+}
+
+pub(crate) async fn prepare(client: &Client, p: &Projection, file: &str) -> Result<ProjectionState, SetupError> {
     let mut handlers = HashMap::new();
     for (event_type, sql) in &p.handlers {
         let key = format!("handlers.{event_type}");

@@ -379,6 +379,24 @@ impl ReplicationConnection {
         }
     }
 
+    /// Creates a temporary pgoutput slot that exports its snapshot: returns the consistent
+    /// point C and the snapshot's name. A transaction importing the snapshot sees exactly the
+    /// transactions that committed before C. The snapshot stays importable while this
+    /// connection is open and runs no other command; the slot goes away with the connection.
+    pub async fn create_exporting_slot(&mut self, slot: &str) -> Result<(Lsn, String)> {
+        let sql = format!("CREATE_REPLICATION_SLOT {} TEMPORARY LOGICAL pgoutput (SNAPSHOT 'export')", quote_ident(slot));
+        let rows = self.simple_query(&sql).await?;
+        let bad = || ReplicationError::Protocol("CREATE_REPLICATION_SLOT returned no consistent point and snapshot".into());
+        let row = rows.first().filter(|r| r.len() >= 3).ok_or_else(bad)?;
+        let point = row[1]
+            .as_deref()
+            .ok_or_else(bad)?
+            .parse()
+            .map_err(|e| ReplicationError::Protocol(format!("CREATE_REPLICATION_SLOT: {e}")))?;
+        let snapshot = row[2].clone().ok_or_else(bad)?;
+        Ok((point, snapshot))
+    }
+
     /// Starts streaming; `start` = 0/0 resumes at the slot's confirmed flush position.
     pub async fn start_replication(mut self, slot: &str, start: Lsn, publication: &str) -> Result<(ReplicationStream, Feedback)> {
         let sql = format!(

@@ -1,9 +1,24 @@
--- State eventstore-worker keeps in the target database. Applied at every start; idempotent.
+-- State eventstore-worker keeps in the target database. Applied at every start (and by the
+-- `rebuild` and `retry` commands); idempotent.
+--
+-- Nothing here may lock eventstore_worker.projections more strongly than readers do when there
+-- is nothing to change: a client inside wait_for holds ACCESS SHARE on it for the whole wait,
+-- and ALTER TABLE takes ACCESS EXCLUSIVE even when IF NOT EXISTS makes it a no-op, so every
+-- ALTER below only runs when the catalog says it is needed. The advisory lock serializes
+-- workers and commands starting at once against one target (this file runs as one implicit
+-- transaction), where CREATE ... IF NOT EXISTS or CREATE OR REPLACE FUNCTION would otherwise
+-- fail with a duplicate key or "tuple concurrently updated".
+SELECT pg_advisory_xact_lock(4851733291037460811);
+
 CREATE SCHEMA IF NOT EXISTS eventstore_worker;
 
 CREATE TABLE IF NOT EXISTS eventstore_worker.projections (
     name            text PRIMARY KEY,
-    status          text NOT NULL DEFAULT 'running' CHECK (status IN ('running', 'failed')),
+    -- running: applied from the replication stream. catching_up: resuming from its checkpoint
+    -- through eventstore.events. rebuilding: being built afresh in shadow tables. failed: a
+    -- handler failed; stopped until retried.
+    status          text NOT NULL DEFAULT 'running'
+                    CHECK (status IN ('running', 'catching_up', 'rebuilding', 'failed')),
     -- End LSN of the last source transaction whose events this projection has applied (or
     -- skipped as unhandled); written in the same transaction as the read-model changes.
     checkpoint_lsn  pg_lsn,
@@ -17,6 +32,40 @@ CREATE TABLE IF NOT EXISTS eventstore_worker.projections (
 COMMENT ON TABLE eventstore_worker.projections IS
     'One row per configured projection of eventstore-worker: progress and health.';
 
+-- Commit-order map: every source transaction the stream delivered, by the end LSN of its
+-- commit, written in the same target transaction as the batch that contained it. A projection
+-- whose checkpoint is L has applied exactly the transactions with end_lsn <= L, so it can
+-- resume from L by reading the later transactions' events from eventstore.events.
+CREATE TABLE IF NOT EXISTS eventstore_worker.source_transactions (
+    end_lsn         pg_lsn PRIMARY KEY,
+    transaction_id  xid8 NOT NULL
+);
+
+-- source_transactions holds every transaction with end_lsn > horizon (one row).
+CREATE TABLE IF NOT EXISTS eventstore_worker.source_horizon (
+    single   boolean PRIMARY KEY DEFAULT true CHECK (single),
+    horizon  pg_lsn NOT NULL
+);
+
+-- Builds in progress: shadow tables being filled from eventstore.events (one row per
+-- projection; its builder holds a session advisory lock while it lives).
+CREATE TABLE IF NOT EXISTS eventstore_worker.rebuilds (
+    name            text PRIMARY KEY,
+    shadow_schema   text NOT NULL,
+    version         text,
+    status          text NOT NULL DEFAULT 'building' CHECK (status IN ('building', 'failed')),
+    -- NULL while the snapshot of eventstore.events is being read; then the end LSN of the
+    -- last source transaction the shadow tables contain.
+    checkpoint_lsn  pg_lsn,
+    -- Source time at checkpoint_lsn (see projections.checkpoint_time).
+    checkpoint_time timestamptz,
+    events_applied  bigint NOT NULL DEFAULT 0,
+    last_error      text,
+    failed_event    jsonb,
+    started_at      timestamptz NOT NULL DEFAULT now(),
+    updated_at      timestamptz NOT NULL DEFAULT now()
+);
+
 -- Read-your-writes and lag (docs/worker.md, "Read-your-writes").
 --
 -- checkpoint_lsn is the source position the projection reflects: every source transaction
@@ -25,19 +74,34 @@ COMMENT ON TABLE eventstore_worker.projections IS
 -- walsender sends transactions in commit order, so a keepalive at W that arrives after every
 -- delivered transaction was applied proves that nothing committed at or before W is missing).
 --
--- Nothing below may lock eventstore_worker.projections more strongly than readers do: a
--- client inside wait_for holds ACCESS SHARE on it for the whole wait, and ALTER TABLE takes
--- ACCESS EXCLUSIVE even when IF NOT EXISTS makes it a no-op, so it only runs when needed.
--- The advisory lock serializes workers starting at once against one target (this file runs
--- as one implicit transaction), where CREATE OR REPLACE FUNCTION would otherwise fail with
--- "tuple concurrently updated".
-SELECT pg_advisory_xact_lock(4851733291037460811);
+-- Added since the first release (which allowed only 'running' and 'failed'): version (the
+-- configured version the read-model tables were built with), checkpoint_time (source time at
+-- checkpoint_lsn, for lag), the lifecycle statuses, and rebuilds.checkpoint_time (becomes the
+-- projection's when a build is swapped in).
 DO $do$
 BEGIN
     IF NOT EXISTS (SELECT FROM pg_attribute
                     WHERE attrelid = 'eventstore_worker.projections'::regclass
+                      AND attname = 'version' AND NOT attisdropped) THEN
+        ALTER TABLE eventstore_worker.projections ADD COLUMN version text;
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_attribute
+                    WHERE attrelid = 'eventstore_worker.projections'::regclass
                       AND attname = 'checkpoint_time' AND NOT attisdropped) THEN
         ALTER TABLE eventstore_worker.projections ADD COLUMN checkpoint_time timestamptz;
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_constraint
+                    WHERE conrelid = 'eventstore_worker.projections'::regclass
+                      AND conname = 'projections_status_check'
+                      AND pg_get_constraintdef(oid) LIKE '%catching_up%') THEN
+        ALTER TABLE eventstore_worker.projections DROP CONSTRAINT IF EXISTS projections_status_check;
+        ALTER TABLE eventstore_worker.projections ADD CONSTRAINT projections_status_check
+            CHECK (status IN ('running', 'catching_up', 'rebuilding', 'failed'));
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_attribute
+                    WHERE attrelid = 'eventstore_worker.rebuilds'::regclass
+                      AND attname = 'checkpoint_time' AND NOT attisdropped) THEN
+        ALTER TABLE eventstore_worker.rebuilds ADD COLUMN checkpoint_time timestamptz;
     END IF;
 END
 $do$;
@@ -52,6 +116,9 @@ COMMENT ON COLUMN eventstore_worker.projections.checkpoint_time IS
 -- statement in READ COMMITTED, so each check sees the worker's latest commit. In REPEATABLE
 -- READ or SERIALIZABLE the whole transaction has one snapshot and no progress could ever be
 -- seen, so that is an error rather than a silent timeout.
+-- A projection that is catching up or rebuilding is not followed by the stream yet, and a
+-- rebuild replaces its tables when it swaps: the wait goes on until it is running (or
+-- failed, whose checkpoint is still exactly what its tables show) and reflects the token.
 CREATE OR REPLACE FUNCTION eventstore_worker.wait_for(projection text, token pg_lsn, timeout interval DEFAULT '5s')
 RETURNS boolean
 LANGUAGE plpgsql VOLATILE STRICT
@@ -62,6 +129,7 @@ DECLARE
     -- most ~25% late) up to 50 ms: about 18 checks in the first 200 ms, then 20 a second.
     pause double precision := 0.001;
     reflected pg_lsn;
+    state text;
 BEGIN
     IF current_setting('transaction_isolation') <> 'read committed' THEN
         RAISE EXCEPTION 'eventstore_worker.wait_for cannot see progress in a % transaction',
@@ -71,7 +139,7 @@ BEGIN
                   HINT = 'Call it in READ COMMITTED, before starting the REPEATABLE READ transaction that reads the read model.';
     END IF;
     LOOP
-        SELECT p.checkpoint_lsn INTO reflected
+        SELECT p.checkpoint_lsn, p.status INTO reflected, state
           FROM eventstore_worker.projections p
          WHERE p.name = wait_for.projection;
         IF NOT FOUND THEN
@@ -79,7 +147,7 @@ BEGIN
                 USING ERRCODE = '42704',
                       HINT = 'eventstore_worker.projections lists the projections the worker has started.';
         END IF;
-        IF reflected >= token THEN
+        IF reflected >= token AND state IN ('running', 'failed') THEN
             RETURN true;
         END IF;
         IF clock_timestamp() >= deadline THEN

@@ -10,6 +10,9 @@
 //!   transaction, or the server clock of its idle position). That is how old the source
 //!   state the read model shows is, and an upper bound of the age of the oldest commit it
 //!   has not applied.
+//!   A checkpoint recorded by a catch-up or a build carries the latest `recorded_at` of its
+//!   transaction's events instead of the commit time (the table has no commit time), which
+//!   makes the figure slightly high, never low.
 
 use std::time::Duration;
 
@@ -24,7 +27,8 @@ use crate::lsn::Lsn;
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ProjectionStatus {
     pub name: String,
-    /// `running`, `failed`, or `pending` when the worker has not started it yet.
+    /// `running`, `catching_up`, `rebuilding`, `failed`, or `pending` when the worker has not
+    /// started it yet. While `rebuilding`, checkpoint and lag are those of the tables in use.
     pub state: String,
     #[serde(serialize_with = "lsn_text")]
     pub checkpoint: Option<Lsn>,

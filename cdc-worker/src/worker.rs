@@ -15,10 +15,11 @@ use crate::ack::AckTracker;
 use crate::config::Config;
 use crate::envelope;
 use crate::idle::{self, IdlePacer};
+use crate::lifecycle;
 use crate::lsn::Lsn;
 use crate::metrics;
 use crate::pgoutput::{self, Message, RelationCache};
-use crate::projection::{SourceTxn, Target};
+use crate::projection::{Role, SourceTxn, Target};
 use crate::replication::{pg_time, quote_ident, Feedback, ReplicationConnection, ReplicationStream, StreamMessage};
 
 /// How often a standby status update is sent even when nothing changed. Well below the
@@ -35,11 +36,25 @@ enum SessionEnd {
 }
 
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    // Catch-ups and rebuilds run beside the sessions, against the database state only.
+    let stop_lifecycle = shutdown.child_token();
+    let wake_lifecycle = Arc::new(Notify::new());
+    let lifecycle = tokio::spawn(lifecycle::manage(config.clone(), stop_lifecycle.clone(), wake_lifecycle.clone()));
+    let result = sessions(&config, &shutdown, &wake_lifecycle).await;
+    stop_lifecycle.cancel();
+    let _ = lifecycle.await;
+    result
+}
+
+async fn sessions(config: &Config, shutdown: &CancellationToken, wake_lifecycle: &Notify) -> anyhow::Result<()> {
     let mut backoff = Duration::from_millis(200);
     let mut first = true;
+    // Definitions as the projections follow the stream now: one that joined after a retry or
+    // a rebuild came with its definition reloaded from the file, and keeps it on reconnect.
+    let mut config = config.clone();
     loop {
         metrics::get().connecting();
-        match session(&config, &shutdown, first).await {
+        match session(&mut config, shutdown, first, wake_lifecycle).await {
             SessionEnd::Shutdown => return Ok(()),
             SessionEnd::Failed { error, fatal: true, .. } => return Err(error),
             SessionEnd::Failed { error, progressed, .. } => {
@@ -59,7 +74,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     }
 }
 
-async fn connect_sql(config: &tokio_postgres::Config, what: &'static str) -> anyhow::Result<tokio_postgres::Client> {
+pub async fn connect_sql(config: &tokio_postgres::Config, what: &'static str) -> anyhow::Result<tokio_postgres::Client> {
     let (client, connection) = config.connect(NoTls).await.with_context(|| format!("connecting to the {what} database"))?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
@@ -73,35 +88,54 @@ fn failed(error: anyhow::Error, progressed: bool) -> SessionEnd {
     SessionEnd::Failed { error, fatal: false, progressed }
 }
 
-async fn session(config: &Config, shutdown: &CancellationToken, first: bool) -> SessionEnd {
+async fn session(config: &mut Config, shutdown: &CancellationToken, first: bool, wake_lifecycle: &Notify) -> SessionEnd {
     // Target first: setup errors in the configuration should surface before streaming starts.
     let target_client = match connect_sql(config.target_config(), "target").await {
         Ok(c) => c,
         Err(e) => return failed(e, false),
     };
-    let mut target = match Target::open(target_client, config, first).await {
+    if let Err(e) = lifecycle::start_session(&target_client, config, first).await {
+        let fatal = first && !crate::projection::is_transient(&e);
+        return SessionEnd::Failed { error: anyhow!(e).context("preparing the target database"), fatal, progressed: false };
+    }
+    let mut target = match Target::open(target_client, config, Role::Live).await {
         Ok(t) => t,
         Err(e) => {
             let fatal = first && e.is_fatal();
             return SessionEnd::Failed { error: anyhow::Error::new(e), fatal, progressed: false };
         }
     };
-    for (name, checkpoint) in target.checkpoints() {
-        info!(projection = %name, checkpoint = %checkpoint.unwrap_or_default(), "projection ready");
+    let end = stream_session(config, &mut target, shutdown, wake_lifecycle).await;
+    for def in target.take_joined() {
+        if let Some(p) = config.projections.iter_mut().find(|p| p.name == def.name) {
+            *p = def;
+        }
     }
+    end
+}
 
-    let (stream, feedback, start) = match start_stream(config).await {
+/// Streams into an open live target until shutdown or a failure.
+async fn stream_session(config: &Config, target: &mut Target, shutdown: &CancellationToken, wake_lifecycle: &Notify) -> SessionEnd {
+    let (stream, feedback, start, slot_created) = match start_stream(config).await {
         Ok(s) => s,
         Err(e) => return failed(e, false),
     };
     info!(slot = %config.slot, lsn = %start, "streaming started");
+    match lifecycle::streaming_started(target.client(), config, start, slot_created).await {
+        Ok(behind) => behind.iter().for_each(|name| target.park(name)),
+        Err(e) => return failed(anyhow!(e).context("recording the stream start"), false),
+    }
+    wake_lifecycle.notify_one();
+    for (name, checkpoint) in target.checkpoints() {
+        if target.is_active(name) {
+            info!(projection = %name, checkpoint = %checkpoint.unwrap_or_default(), "projection follows the stream");
+        } else {
+            info!(projection = %name, "projection does not follow the stream yet (failed, catching up or rebuilding)");
+        }
+    }
     metrics::get().streaming();
 
     let tracker = Arc::new(Mutex::new(AckTracker::new(start)));
-    for (name, checkpoint) in target.failed() {
-        warn!(projection = %name, "projection is failed; holding the slot at its checkpoint");
-        lock(&tracker).hold_at(checkpoint.unwrap_or_default());
-    }
     let wake_feedback = Arc::new(Notify::new());
     let stop_feedback = CancellationToken::new();
     let (tx, mut rx) = mpsc::channel::<SourceTxn>(CHANNEL_TRANSACTIONS);
@@ -141,8 +175,8 @@ async fn session(config: &Config, shutdown: &CancellationToken, first: bool) -> 
             Ok(failures) => {
                 metrics::get().batch_applied(&batch, started.elapsed(), &failures);
                 for f in failures {
-                    error!(projection = %f.projection, error = %f.error, "projection failed; it stops here, the others go on");
-                    lock(&tracker).hold_at(f.checkpoint.unwrap_or_default());
+                    error!(projection = %f.projection, checkpoint = %f.checkpoint.unwrap_or_default(), error = %f.error,
+                           "projection failed; it stops here, the others go on");
                 }
                 lock(&tracker).durable(last);
                 wake_feedback.notify_one();
@@ -181,7 +215,8 @@ async fn reader_error(reader: JoinHandle<anyhow::Error>) -> anyhow::Error {
 }
 
 /// Ensures publication and slot exist, and starts streaming at the slot's confirmed position.
-async fn start_stream(config: &Config) -> anyhow::Result<(ReplicationStream, Feedback, Lsn)> {
+/// Also says whether the slot was created now.
+async fn start_stream(config: &Config) -> anyhow::Result<(ReplicationStream, Feedback, Lsn, bool)> {
     let source = connect_sql(&config.source, "source").await?;
     // The publication must exist before the slot: pgoutput looks it up as of each decoded
     // transaction, and would fail on WAL older than the publication.
@@ -202,7 +237,8 @@ async fn start_stream(config: &Config) -> anyhow::Result<(ReplicationStream, Fee
     let mut repl = ReplicationConnection::connect(&config.source).await?;
     let system = repl.identify_system().await?;
     debug!(system_id = %system.system_id, timeline = %system.timeline, lsn = %system.xlogpos, dbname = ?system.dbname, "identified system");
-    if repl.create_slot_if_missing(&config.slot).await? {
+    let created = repl.create_slot_if_missing(&config.slot).await?;
+    if created {
         info!(slot = %config.slot, "created replication slot");
     }
     let row = source
@@ -219,7 +255,7 @@ async fn start_stream(config: &Config) -> anyhow::Result<(ReplicationStream, Fee
     }
     let confirmed: Lsn = row.get::<_, Option<String>>(0).as_deref().unwrap_or("0/0").parse()?;
     let (stream, feedback) = repl.start_replication(&config.slot, Lsn::ZERO, &config.publication).await?;
-    Ok((stream, feedback, confirmed))
+    Ok((stream, feedback, confirmed, created))
 }
 
 /// Reads the stream, decodes it and hands complete source transactions to the apply path.
@@ -243,7 +279,7 @@ async fn read_stream(
             () = idle::sleep_until(due) => {
                 if let Some((end_lsn, source_time)) = idle.take_due(Instant::now()) {
                     debug!(lsn = %end_lsn, "idle position");
-                    let position = SourceTxn { end_lsn, source_time, events: Vec::new(), bytes: 0 };
+                    let position = SourceTxn { end_lsn, source_time, transaction_id: None, events: Vec::new(), bytes: 0 };
                     if tx.send(position).await.is_err() {
                         return anyhow!("apply path stopped");
                     }
@@ -278,7 +314,13 @@ async fn read_stream(
                     return anyhow!("pgoutput: Begin inside an open transaction");
                 }
                 lock(&tracker).begin();
-                open = Some(SourceTxn { end_lsn: Lsn::ZERO, source_time: SystemTime::UNIX_EPOCH, events: Vec::new(), bytes: 0 });
+                open = Some(SourceTxn {
+                    end_lsn: Lsn::ZERO,
+                    source_time: SystemTime::UNIX_EPOCH,
+                    transaction_id: None,
+                    events: Vec::new(),
+                    bytes: 0,
+                });
             }
             Message::Commit(c) => {
                 let Some(mut txn) = open.take() else {
@@ -308,6 +350,12 @@ async fn read_stream(
                 let Some(rel) = relations.get(relation) else {
                     return anyhow!("pgoutput: Insert for relation {relation} before its Relation message");
                 };
+                if txn.transaction_id.is_none() {
+                    match envelope::transaction_id(rel, &new) {
+                        Ok(xid) => txn.transaction_id = Some(xid),
+                        Err(e) => return e.into(),
+                    }
+                }
                 match envelope::from_insert(rel, &new) {
                     Ok(ev) => {
                         txn.bytes += ev.envelope.len();

@@ -240,6 +240,24 @@ impl Worker {
     pub fn log_text(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// The log without terminal colour codes, for searching.
+    pub fn plain_log(&self) -> String {
+        let (text, mut out) = (self.log_text(), String::new());
+        let mut chars = text.chars().peekable();
+        while let Some(c) = chars.next() {
+            if c == '\u{1b}' && chars.peek() == Some(&'[') {
+                for c in chars.by_ref() {
+                    if c.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    }
 }
 
 impl Drop for Worker {
@@ -247,6 +265,15 @@ impl Drop for Worker {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Runs a one-shot worker command (`status`, `rebuild`, `retry`, `check`) to completion.
+pub fn worker_command(args: &[&str]) -> Result<std::process::Output> {
+    Command::new(worker_binary()?)
+        .args(args)
+        .env("RUST_LOG", "info,eventstore_worker=debug")
+        .output()
+        .with_context(|| format!("running eventstore-worker {args:?}"))
 }
 
 /// Writes a worker config: the given `[source]`/`[target]` header followed by the projections
@@ -410,6 +437,22 @@ pub async fn wait_for_streaming(client: &Client, worker: &Worker) -> Result<()> 
     streaming.with_context(|| format!("worker log:\n{}", worker.log_text()))
 }
 
+/// Waits until `projections` projections exist and all of them follow the stream (`running`):
+/// on a first start the worker builds them from the event log before that.
+pub async fn wait_until_running(client: &Client, worker: &Worker, projections: i64) -> Result<()> {
+    let running = eventually("every projection follows the stream", Duration::from_secs(90), || async {
+        let row = client
+            .query_one(
+                "SELECT count(*), count(*) FILTER (WHERE status = 'running') FROM eventstore_worker.projections",
+                &[],
+            )
+            .await?;
+        Ok(row.get::<_, i64>(0) == projections && row.get::<_, i64>(1) == projections)
+    })
+    .await;
+    running.with_context(|| format!("worker log:\n{}", worker.log_text()))
+}
+
 /// Rows in one list and not the other, for readable assertion failures.
 pub fn row_diff(actual: &[String], expected: &[String]) -> String {
     let missing: Vec<_> = expected.iter().filter(|r| !actual.contains(r)).take(10).collect();
@@ -423,11 +466,6 @@ pub fn row_diff(actual: &[String], expected: &[String]) -> String {
 
 pub async fn rows(client: &Client, sql: &str) -> Result<Vec<String>> {
     Ok(client.query(sql, &[]).await?.iter().map(|r| r.get::<_, String>(0)).collect())
-}
-
-/// Runs the worker binary to completion with `args` (e.g. `status --config FILE --json`).
-pub fn worker_command(args: &[&str]) -> Result<std::process::Output> {
-    Command::new(worker_binary()?).args(args).output().context("running eventstore-worker")
 }
 
 /// A free TCP port on 127.0.0.1 (for the worker's metrics endpoint).
@@ -449,4 +487,64 @@ pub async fn http_get(addr: &str, path: &str) -> Result<(u16, String)> {
         .and_then(|s| s.parse().ok())
         .with_context(|| format!("no status in {head:?}"))?;
     Ok((status, body.to_owned()))
+}
+
+pub const CONVERGE: Duration = Duration::from_secs(90);
+
+/// The three order read models: (as the worker keeps it, as computed from scratch).
+pub const ORDER_READ_MODELS: [(&str, &str); 3] = [
+    (ORDER_SUMMARY_ACTUAL, ORDER_SUMMARY_EXPECTED),
+    (CUSTOMER_REVENUE_ACTUAL, CUSTOMER_REVENUE_EXPECTED),
+    (FULFILLMENT_QUEUE_ACTUAL, FULFILLMENT_QUEUE_EXPECTED),
+];
+
+/// True when the worker's read models equal a from-scratch computation over the event log.
+pub async fn read_models_match(source: &Client, target: &Client) -> Result<bool> {
+    for (actual, expected) in ORDER_READ_MODELS {
+        let Ok(actual_rows) = rows(target, actual).await else { return Ok(false) };
+        if actual_rows != rows(source, expected).await? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Waits for convergence, then asserts equality row by row for a readable failure.
+pub async fn assert_converges(source: &Client, target: &Client, worker: &Worker) {
+    let converged = eventually("read models equal a replay of the log", CONVERGE, || read_models_match(source, target)).await;
+    if let Err(e) = converged {
+        let mut report = String::new();
+        for (actual, expected) in ORDER_READ_MODELS {
+            let a = rows(target, actual).await.unwrap_or_default();
+            let x = rows(source, expected).await.unwrap_or_default();
+            report.push_str(&format!("\n{actual}\n  {}", row_diff(&a, &x)));
+        }
+        let log = worker.log_text();
+        let tail: Vec<&str> = log.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect();
+        panic!("{e:#}{report}\nworker log (last 40 lines):\n{}", tail.join("\n"));
+    }
+}
+
+pub async fn count(client: &Client, sql: &str) -> Result<i64> {
+    Ok(client.query_one(sql, &[]).await?.get(0))
+}
+
+pub fn socket_source(cluster: &Cluster, db: &str) -> String {
+    format!("[source]\ndsn = \"{}\"\n", cluster.socket_dsn(db))
+}
+
+/// Like `orders_config`, with only the named projections of the example, each given
+/// `extra` lines (e.g. `version = 2`) before its handlers.
+pub fn orders_config_with(dir: &Path, name: &str, header: &str, projections: &[&str], extra: &str) -> Result<PathBuf> {
+    let example = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/orders-worker.toml"))?;
+    let mut text = format!("{header}\n");
+    for block in example.split("[[projection]]").skip(1) {
+        let Some(name_line) = block.lines().find(|l| l.starts_with("name = ")) else { continue };
+        let projection = name_line.trim_start_matches("name = ").trim_matches('"');
+        if projections.contains(&projection) {
+            let block = block.replacen("[projection.handlers]", &format!("{extra}\n[projection.handlers]"), 1);
+            text.push_str(&format!("[[projection]]{block}"));
+        }
+    }
+    write_config(dir, name, &text)
 }

@@ -267,6 +267,8 @@ Measured = "INSERT INTO fragile_log VALUES (($1->>'global_position')::bigint, 10
 
     let worker = Worker::start(&config)?;
     wait_for_streaming(&db, &worker).await?;
+    // New projections are built from the log first; fragile must fail in the live path.
+    wait_until_running(&db, &worker, 2).await?;
     let measured = |divisor: i32| {
         let db = &db;
         async move {

@@ -1,0 +1,162 @@
+#!/usr/bin/env bash
+# Catch-up from the table: how fast eventstore-worker folds stored events into projections
+# when it starts after they were written, against the raw speed of reading the same rows in
+# global_position order. A benchmark: it prints figures and the ratio, it does not pass or fail.
+#
+#   bash bench/catchup.sh            # full: BENCH_ROUNDS rounds per side, medians reported
+#   bash bench/catchup.sh --quick    # smoke run (or BENCH_QUICK=1): 20,000 events, 1 round
+#
+# Settings (environment):
+#   BENCH_EVENTS   stored order events (3 per order)             (default 200000)
+#   BENCH_ROUNDS   rounds per side; median reported               (default 3; --quick: 1)
+#   BENCH_INSTALL  1 = build and install the extension first     (default: only when missing)
+#
+#   raw     psql reading every event in global_position order through a cursor (FETCH_COUNT
+#           5000, the worker's chunk), with the columns the worker reads, to /dev/null
+#   worker  first start of the worker on the populated store with the two order projections
+#           of examples/orders-worker.toml (order_summary, customer_revenue): from process
+#           start until both are built, swapped in and following the stream (events/s over
+#           all stored events); and the snapshot phase alone, as the worker logs it
+#   no-op   the same first start with one projection whose handlers do nothing (SELECT): the
+#           cost of reading, building envelopes and round trips, without the handlers' work
+# Each worker round starts from nothing: no slot, no worker schema, no read-model tables.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=../scripts/lib.sh
+source "$HERE/../scripts/lib.sh"
+PSQL=$PG_BIN/psql
+
+QUICK=${BENCH_QUICK:-0}
+for arg in "$@"; do
+    case $arg in
+        --quick) QUICK=1 ;;
+        -h|--help) sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) die "unknown argument: $arg (try --help)" ;;
+    esac
+done
+if [ "$QUICK" = 1 ]; then EVENTS=${BENCH_EVENTS:-20000}; ROUNDS=${BENCH_ROUNDS:-1}; else EVENTS=${BENCH_EVENTS:-200000}; ROUNDS=${BENCH_ROUNDS:-3}; fi
+
+if [ "${BENCH_INSTALL:-0}" = 1 ] || [ ! -f "$("$PG_CONFIG" --sharedir)/extension/pg_eventstore.control" ]; then
+    install_extension
+fi
+say "building eventstore-worker (release)"
+(cd "$REPO_ROOT" && cargo build --release -q -p eventstore-worker)
+worker_bin=${CARGO_TARGET_DIR:-$REPO_ROOT/target}/release/eventstore-worker
+[ -x "$worker_bin" ] || die "no worker binary at $worker_bin"
+
+# --- a throwaway cluster, stopped and removed on exit (with the worker, if running) ---------
+bench_cluster pg_eventstore_catchup_bench shared_buffers=256MB max_wal_size=2GB
+worker_pid=""
+trap '[ -n "$worker_pid" ] && kill -TERM "$worker_pid" 2>/dev/null; wait 2>/dev/null; stop_cluster "$DIR"; rm -rf "$DIR"' EXIT
+sql() { "$PSQL" -X -q -v ON_ERROR_STOP=1 -At -d app "$@"; }
+"$PG_BIN/createdb" app
+
+# --- the store: order lives of 3 events (placed, paid, shipped), 10,000 orders per transaction
+orders=$(( (EVENTS + 2) / 3 ))
+say "appending $((orders * 3)) events ($orders orders)"
+sql -c "CREATE EXTENSION pg_eventstore" >/dev/null
+for ((first = 1; first <= orders; first += 10000)); do
+    last=$(( first + 9999 < orders ? first + 9999 : orders ))
+    sql -v first="$first" -v last="$last" >/dev/null <<'SQL'
+SELECT count(*) FROM generate_series(:first, :last) AS o,
+LATERAL (SELECT 'c' || (o % 997) AS c, round((5 + (o % 500) * 1.01)::numeric, 2) AS t) AS v,
+LATERAL eventstore.append('order-' || o, jsonb_build_array(
+    jsonb_build_object('type', 'OrderPlaced', 'data', jsonb_build_object('order_id', o::text, 'customer_id', c, 'total', t)),
+    jsonb_build_object('type', 'PaymentCaptured', 'data', jsonb_build_object('order_id', o::text, 'customer_id', c, 'amount', t)),
+    jsonb_build_object('type', 'OrderShipped', 'data', jsonb_build_object('order_id', o::text, 'customer_id', c, 'carrier', 'dhl'))));
+SQL
+done
+sql -c "VACUUM ANALYZE eventstore.events" -c "CHECKPOINT"
+total=$(sql -c "SELECT count(*) FROM eventstore.events")
+
+now() { date +%s.%N; }
+median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
+# --- raw: the rows in global_position order, through a cursor, to /dev/null ------------------
+columns="stream_id, stream_version, global_position, event_id::text, event_type, data::text, metadata::text, recorded_at::text"
+raw_read() {
+    "$PSQL" -X -q -At -d app -v FETCH_COUNT=5000 \
+        -c "SELECT $columns FROM eventstore.events ORDER BY global_position" >/dev/null
+}
+say "raw: reading $total events in global_position order ($ROUNDS rounds after a warm-up)"
+raw_read
+raw_rates=()
+for ((r = 1; r <= ROUNDS; r++)); do
+    t0=$(now); raw_read; t1=$(now)
+    raw_rates+=("$(echo "$total / ($t1 - $t0)" | bc)")
+done
+
+# --- the worker: first start on the populated store --------------------------------------------
+{
+    printf '[source]\ndsn = "host=%s port=%s dbname=app user=postgres"\n\n' "$DIR" "$PORT"
+    awk '/^\[\[projection\]\]/ { n++ } n >= 1 && n <= 2' "$REPO_ROOT/examples/orders-worker.toml"
+} >"$DIR/worker.toml"
+"$worker_bin" check --config "$DIR/worker.toml" >/dev/null
+
+{
+    printf '[source]\ndsn = "host=%s port=%s dbname=app user=postgres"\n\n' "$DIR" "$PORT"
+    cat <<'TOML'
+[[projection]]
+name = "noop"
+setup = "CREATE TABLE IF NOT EXISTS bench_noop (id int)"
+[projection.handlers]
+OrderPlaced = "SELECT $1 IS NULL"
+PaymentCaptured = "SELECT $1 IS NULL"
+OrderShipped = "SELECT $1 IS NULL"
+TOML
+} >"$DIR/noop.toml"
+
+# first_start CONFIG PROJECTIONS LOG: seconds from process start until PROJECTIONS projections
+# follow the stream, starting from nothing.
+first_start() {
+    local config=$1 projections=$2 log=$3 t0 t1
+    sql >/dev/null <<'SQL'
+SET client_min_messages = warning;
+SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = 'eventstore_worker';
+DROP SCHEMA IF EXISTS eventstore_worker CASCADE;
+DROP TABLE IF EXISTS order_summary, customer_revenue, bench_noop;
+CHECKPOINT;
+SQL
+    t0=$(now)
+    RUST_LOG=${RUST_LOG:-info} "$worker_bin" run --config "$config" >"$log" 2>&1 &
+    worker_pid=$!
+    until [ "$(sql -c "SELECT count(*) FROM eventstore_worker.projections WHERE status = 'running'" 2>/dev/null || echo 0)" = "$projections" ]; do
+        kill -0 "$worker_pid" 2>/dev/null || { tail -20 "$log"; die "the worker exited"; }
+        sleep 0.02
+    done
+    t1=$(now)
+    cpu=$(awk -v hz="$(getconf CLK_TCK)" '{ print ($14 + $15) / hz }' "/proc/$worker_pid/stat")
+    kill -TERM "$worker_pid"; wait "$worker_pid" || true; worker_pid=""
+    echo "$(echo "$t1 - $t0" | bc) $cpu"
+}
+snapshot_rate() { sed 's/\x1b\[[0-9;]*m//g' "$1" | grep -o 'snapshot applied.*per_second=[0-9]*' | grep -o '[0-9]*$' | head -1; }
+
+worker_rates=() worker_cpu=() snapshot_rates=() noop_rates=()
+for ((r = 1; r <= ROUNDS; r++)); do
+    say "worker round $r: first start, building order_summary and customer_revenue from $total events"
+    read -r seconds cpu <<<"$(first_start "$DIR/worker.toml" 2 "$DIR/worker.$r.log")"
+    worker_rates+=("$(echo "$total / $seconds" | bc)")
+    worker_cpu+=("$(printf '%.0f%%' "$(echo "100 * $cpu / $seconds" | bc -l)")")
+    snapshot_rates+=("$(snapshot_rate "$DIR/worker.$r.log")")
+    # The built read model is exact: one row per order, every order shipped after 3 events.
+    shipped=$(sql -c "SELECT count(*) FROM order_summary WHERE status = 'shipped' AND event_count = 3")
+    [ "$shipped" = "$orders" ] || die "order_summary has $shipped shipped orders, expected $orders"
+    say "worker round $r: the same with no-op handlers"
+    first_start "$DIR/noop.toml" 1 "$DIR/noop.$r.log" >/dev/null
+    noop_rates+=("$(snapshot_rate "$DIR/noop.$r.log")")
+done
+
+raw=$(printf '%s\n' "${raw_rates[@]}" | median)
+worker=$(printf '%s\n' "${worker_rates[@]}" | median)
+snapshot=$(printf '%s\n' "${snapshot_rates[@]}" | median)
+noop=$(printf '%s\n' "${noop_rates[@]}" | median)
+echo
+echo "catch-up from the table ($(nproc) cores, $total stored events, medians of $ROUNDS)"
+printf '  raw read, global_position order      %8s events/s   (rounds: %s)\n' "$raw" "${raw_rates[*]}"
+printf '  worker, start to both projections    %8s events/s   (rounds: %s; worker process CPU: %s of wall time)\n' \
+    "$worker" "${worker_rates[*]}" "${worker_cpu[*]}"
+printf '  worker, snapshot phase alone         %8s events/s   (rounds: %s)\n' "$snapshot" "${snapshot_rates[*]}"
+printf '  snapshot phase, no-op handlers       %8s events/s   (rounds: %s)\n' "$noop" "${noop_rates[*]}"
+printf '  ratio worker/raw                     %8s\n' "$(echo "scale=2; $worker / $raw" | bc)"
+printf '  ratio snapshot phase/raw             %8s\n' "$(echo "scale=2; $snapshot / $raw" | bc)"

@@ -1,0 +1,139 @@
+//! Resuming one projection from its checkpoint through the commit-order map and
+//! `eventstore.events`, into its own tables, while the live path carries on without it; then
+//! joining the stream.
+//!
+//! Chunks of map rows are applied in target transactions of their own (handlers + checkpoint,
+//! the usual `Target::apply`). When the rest is short, the catch-up takes the projection's apply
+//! lock: the live path, which takes it first in every batch transaction, now waits, so the map
+//! cannot grow. It applies what is left, sets the projection `running`, and lets go; the live
+//! path's next batch sees the new status and applies the projection from there.
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::config::Config;
+use crate::coordination;
+use crate::lsn::Lsn;
+use crate::projection::{Role, Target};
+use crate::source_map;
+use crate::worker::connect_sql;
+
+/// Source transactions read from the map per target transaction.
+pub const CHUNK: i64 = 2000;
+/// Join the stream once fewer transactions than this are left: the live path waits while
+/// they are applied.
+pub const JOIN_BELOW: usize = 500;
+
+pub async fn run(config: &Config, name: &str, stop: &CancellationToken) -> anyhow::Result<()> {
+    tokio::select! {
+        r = catch_up(config, name) => r,
+        _ = stop.cancelled() => Ok(()),
+    }
+}
+
+async fn catch_up(config: &Config, name: &str) -> anyhow::Result<()> {
+    let control = connect_sql(config.target_config(), "target").await?;
+    let owned: bool = control
+        .query_one("SELECT pg_try_advisory_lock($1)", &[&coordination::owner_lock(name)])
+        .await?
+        .get(0);
+    if !owned {
+        debug!(projection = %name, "another process works on this projection");
+        return Ok(());
+    }
+    let source = connect_sql(&config.source, "source").await?;
+    source.batch_execute(source_map::EVENT_SESSION).await?;
+    let opened = Target::open(connect_sql(config.target_config(), "target").await?, config, Role::CatchUp(name.into())).await;
+    let mut target = match opened {
+        Ok(t) => t,
+        Err(e) if e.is_fatal() => {
+            // The definition itself is broken (setup or a handler does not prepare): that is a
+            // failure of the projection, recorded like one; retry after fixing it.
+            let error = e.to_string();
+            warn!(projection = %name, error = %error, "cannot resume the projection");
+            control
+                .execute(
+                    "UPDATE eventstore_worker.projections SET status = 'failed', last_error = $2, updated_at = now()
+                      WHERE name = $1 AND status = 'catching_up'",
+                    &[&name, &error],
+                )
+                .await?;
+            return Ok(());
+        }
+        Err(e) => return Err(anyhow::Error::new(e).context("preparing the projection")),
+    };
+    if !target.is_active(name) {
+        return Ok(()); // no longer catching up (rebuilt or retried elsewhere)
+    }
+    let Some(mut at) = target.checkpoint(name) else {
+        anyhow::bail!("projection {name:?} has no checkpoint to resume from");
+    };
+    let horizon = source_map::horizon(&control).await?.unwrap_or_default();
+    anyhow::ensure!(at >= horizon, "projection {name:?} is at {at}, before the commit-order map starts ({horizon})");
+
+    let started = at;
+    let mut transactions = 0usize;
+    loop {
+        let rows = source_map::after(&control, at, CHUNK).await?;
+        if rows.len() < JOIN_BELOW {
+            break;
+        }
+        match apply(&mut target, &source, name, &rows).await? {
+            Some(next) => at = next,
+            None => return Ok(()),
+        }
+        transactions += rows.len();
+        debug!(projection = %name, checkpoint = %at, transactions, "catching up");
+    }
+
+    // Join: with the apply lock held, the map is complete up to its head.
+    let lock = coordination::apply_lock(name);
+    control.execute("SELECT pg_advisory_lock($1)", &[&lock]).await?;
+    loop {
+        let rows = source_map::after(&control, at, CHUNK).await?;
+        if rows.is_empty() {
+            break;
+        }
+        transactions += rows.len();
+        match apply(&mut target, &source, name, &rows).await? {
+            Some(next) => at = next,
+            None => return Ok(()), // failed; the lock goes with the connection
+        }
+    }
+    // Unless the map restarted meanwhile (a recreated slot): then it is rebuilt instead.
+    let joined = control
+        .execute(
+            "UPDATE eventstore_worker.projections
+                SET status = CASE WHEN $2::text::pg_lsn >= (SELECT horizon FROM eventstore_worker.source_horizon)
+                                  THEN 'running' ELSE 'rebuilding' END,
+                    last_error = NULL, failed_event = NULL, updated_at = now()
+              WHERE name = $1 AND status = 'catching_up' AND checkpoint_lsn = $2::text::pg_lsn",
+            &[&name, &at.to_string()],
+        )
+        .await?;
+    control.execute("SELECT pg_advisory_unlock($1)", &[&lock]).await?;
+    if joined == 1 {
+        info!(projection = %name, from = %started, checkpoint = %at, transactions, "caught up; following the stream again");
+    } else {
+        warn!(projection = %name, "projection changed while catching up; left as it is");
+    }
+    Ok(())
+}
+
+/// Applies map rows; returns the new checkpoint, or `None` when the projection failed (its
+/// error and exact checkpoint are recorded).
+async fn apply(
+    target: &mut Target,
+    source: &tokio_postgres::Client,
+    name: &str,
+    rows: &[source_map::MapRow],
+) -> anyhow::Result<Option<Lsn>> {
+    let txns = source_map::fetch(source, rows).await?;
+    let failures = target.apply(&txns).await.context("applying to the target database")?;
+    if let Some(f) = failures.into_iter().next() {
+        warn!(projection = %name, error = %f.error, "projection failed while catching up");
+        return Ok(None);
+    }
+    Ok(target.checkpoint(name))
+}

@@ -1,0 +1,218 @@
+//! The commit-order map, `eventstore_worker.source_transactions`: which source transaction
+//! (by `transaction_id`) committed at which end LSN. The live path records every transaction
+//! of a batch in the batch's own target transaction, so for a projection at checkpoint L the
+//! transactions it has not applied are exactly the map rows after L, in commit order, and their
+//! events can be read back from `eventstore.events` (index `events_by_transaction`). That is
+//! how a projection that is not following the stream resumes without the slot keeping WAL for
+//! it.
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio_postgres::{Client, GenericClient, Row};
+
+use crate::envelope::{self, Columns, Event};
+use crate::lsn::Lsn;
+use crate::projection::SourceTxn;
+
+/// One row of the map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MapRow {
+    pub end_lsn: Lsn,
+    pub transaction_id: u64,
+}
+
+/// The batch's map rows as text arrays (pg_lsn, xid8); transactions without events have no
+/// transaction id and nothing to replay, and are left out.
+pub fn rows_of(batch: &[SourceTxn]) -> (Vec<String>, Vec<String>) {
+    batch.iter().filter_map(|t| t.transaction_id.map(|x| (t.end_lsn.to_string(), x.to_string()))).unzip()
+}
+
+/// Records map rows ($1 end LSNs, $2 transaction ids, as text); a transaction resent after a
+/// reconnect is already there.
+pub const RECORD: &str = "INSERT INTO eventstore_worker.source_transactions (end_lsn, transaction_id)
+     SELECT l::pg_lsn, x::xid8 FROM unnest($1::text[], $2::text[]) AS t(l, x)
+     ON CONFLICT (end_lsn) DO NOTHING";
+
+/// The position above which the map is complete; `None` until the stream was first started.
+pub async fn horizon(client: &impl GenericClient) -> Result<Option<Lsn>, tokio_postgres::Error> {
+    let row = client.query_opt("SELECT horizon::text FROM eventstore_worker.source_horizon", &[]).await?;
+    Ok(row.and_then(|r| r.get::<_, String>(0).parse().ok()))
+}
+
+/// Sets the horizon when the map starts: the slot's confirmed position, from which the stream
+/// delivers (and the live path records) every later transaction. Never moves it back.
+pub async fn start_horizon(client: &Client, confirmed: Lsn) -> Result<Lsn, tokio_postgres::Error> {
+    client
+        .execute(
+            "INSERT INTO eventstore_worker.source_horizon (horizon) VALUES ($1::text::pg_lsn) ON CONFLICT (single) DO NOTHING",
+            &[&confirmed.to_string()],
+        )
+        .await?;
+    Ok(horizon(client).await?.unwrap_or(confirmed))
+}
+
+/// Whether any source transaction ended in (after, until].
+pub async fn any_between(client: &Client, after: Lsn, until: Lsn) -> Result<bool, tokio_postgres::Error> {
+    let row = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM eventstore_worker.source_transactions
+                             WHERE end_lsn > $1::text::pg_lsn AND end_lsn <= $2::text::pg_lsn)",
+            &[&after.to_string(), &until.to_string()],
+        )
+        .await?;
+    Ok(row.get(0))
+}
+
+/// Up to `limit` map rows after `after`, in commit order.
+pub async fn after(client: &Client, after: Lsn, limit: i64) -> anyhow::Result<Vec<MapRow>> {
+    let rows = client
+        .query(
+            "SELECT end_lsn::text, transaction_id::text FROM eventstore_worker.source_transactions
+              WHERE end_lsn > $1::text::pg_lsn ORDER BY end_lsn LIMIT $2",
+            &[&after.to_string(), &limit],
+        )
+        .await?;
+    rows.iter()
+        .map(|r| Ok(MapRow { end_lsn: r.get::<_, String>(0).parse()?, transaction_id: r.get::<_, String>(1).parse()? }))
+        .collect()
+}
+
+/// Session settings under which `eventstore.events` columns print exactly as pgoutput sends
+/// them to the worker (see `replication.rs`), so envelopes are identical either way.
+pub const EVENT_SESSION: &str = "SET DateStyle = ISO; SET TimeZone = 'UTC'";
+
+/// The select list every reader of `eventstore.events` uses; `event_from_row` reads it.
+pub const EVENT_COLUMNS: &str = "stream_id, stream_version, global_position, event_id::text, event_type, \
+     data::text, metadata::text, recorded_at::text";
+
+/// Builds an event from the `EVENT_COLUMNS` of `row`, starting at column `at`.
+pub fn event_from_row(row: &Row, at: usize) -> Event {
+    envelope::build(&Columns {
+        stream_id: row.get(at),
+        stream_version: row.get(at + 1),
+        global_position: row.get(at + 2),
+        event_id: row.get(at + 3),
+        event_type: row.get(at + 4),
+        data: row.get(at + 5),
+        metadata: row.get(at + 6),
+        recorded_at: row.get(at + 7),
+    })
+}
+
+/// `recorded_at` as Unix seconds, selected after `EVENT_COLUMNS` by readers that need a
+/// source time for their checkpoints.
+pub const RECORDED_AT_EPOCH: &str = "extract(epoch FROM recorded_at)::float8";
+
+/// A point in time from Unix seconds (as `RECORDED_AT_EPOCH` gives them).
+pub fn epoch_time(seconds: f64) -> SystemTime {
+    UNIX_EPOCH + Duration::try_from_secs_f64(seconds).unwrap_or_default()
+}
+
+/// Reads the events of the given map rows from the source, as source transactions in map
+/// order with their events in `global_position` order (commit order within a transaction).
+///
+/// The table does not record commit times: each transaction's `source_time` is the latest
+/// `recorded_at` of its events (the appending transaction's start time, so a little before
+/// its commit), or now if it has none. A checkpoint a catch-up or a build records therefore
+/// makes `status` report a lag in seconds that is, if anything, slightly too high.
+pub async fn fetch(source: &Client, rows: &[MapRow]) -> anyhow::Result<Vec<SourceTxn>> {
+    let xids: Vec<String> = rows.iter().map(|r| r.transaction_id.to_string()).collect();
+    let events = source
+        .query(
+            &format!(
+                "SELECT transaction_id::text, {EVENT_COLUMNS}, {RECORDED_AT_EPOCH} FROM eventstore.events
+                  WHERE transaction_id = ANY($1::text[]::xid8[]) ORDER BY transaction_id, global_position"
+            ),
+            &[&xids],
+        )
+        .await?;
+    let mut by_xid: HashMap<u64, (Vec<Event>, f64)> = HashMap::new();
+    for row in &events {
+        let xid: u64 = row.get::<_, String>(0).parse()?;
+        let entry = by_xid.entry(xid).or_insert_with(|| (Vec::new(), f64::MIN));
+        entry.0.push(event_from_row(row, 1));
+        entry.1 = entry.1.max(row.get(9));
+    }
+    Ok(group(rows, by_xid))
+}
+
+fn group(rows: &[MapRow], mut by_xid: HashMap<u64, (Vec<Event>, f64)>) -> Vec<SourceTxn> {
+    rows.iter()
+        .map(|r| {
+            let (events, source_time) = match by_xid.remove(&r.transaction_id) {
+                Some((events, recorded)) => (events, epoch_time(recorded)),
+                None => (Vec::new(), SystemTime::now()),
+            };
+            let bytes = events.iter().map(|e| e.envelope.len()).sum();
+            SourceTxn { end_lsn: r.end_lsn, source_time, transaction_id: Some(r.transaction_id), events, bytes }
+        })
+        .collect()
+}
+
+/// Deletes the map rows no projection can need any more: at or below the lowest checkpoint of
+/// the configured projections (`names`) and of builds in progress. A projection or build
+/// without a checkpoint yet holds pruning off entirely. Moves the horizon up accordingly.
+/// Returns the new horizon when it moved.
+pub async fn prune(client: &mut Client, names: &[&str]) -> Result<Option<Lsn>, tokio_postgres::Error> {
+    let tx = client.transaction().await?;
+    let floor: Option<String> = tx
+        .query_one(
+            "SELECT CASE WHEN bool_or(lsn IS NULL) THEN NULL ELSE min(lsn) END::text
+               FROM (SELECT checkpoint_lsn FROM eventstore_worker.projections
+                      WHERE name = ANY($1) AND status <> 'rebuilding'
+                     UNION ALL
+                     SELECT checkpoint_lsn FROM eventstore_worker.rebuilds) AS c(lsn)",
+            &[&names],
+        )
+        .await?
+        .get(0);
+    let Some(floor) = floor else { return Ok(None) };
+    let moved = tx
+        .execute(
+            "UPDATE eventstore_worker.source_horizon SET horizon = $1::text::pg_lsn WHERE horizon < $1::text::pg_lsn",
+            &[&floor],
+        )
+        .await?;
+    if moved == 0 {
+        return Ok(None);
+    }
+    tx.execute("DELETE FROM eventstore_worker.source_transactions WHERE end_lsn <= $1::text::pg_lsn", &[&floor]).await?;
+    tx.commit().await?;
+    Ok(floor.parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(pos: i64) -> Event {
+        Event { event_type: "T".into(), global_position: pos, envelope: format!("{{\"p\":{pos}}}") }
+    }
+
+    #[test]
+    fn groups_events_in_map_order() {
+        let rows = [
+            MapRow { end_lsn: Lsn(30), transaction_id: 9 },
+            MapRow { end_lsn: Lsn(40), transaction_id: 7 },
+            MapRow { end_lsn: Lsn(50), transaction_id: 8 },
+        ];
+        let by_xid = HashMap::from([(7, (vec![ev(1), ev(2)], 20.5)), (9, (vec![ev(5)], 10.0))]);
+        let txns = group(&rows, by_xid);
+        let shape: Vec<(u64, Vec<i64>)> =
+            txns.iter().map(|t| (t.end_lsn.0, t.events.iter().map(|e| e.global_position).collect())).collect();
+        assert_eq!(shape, [(30, vec![5]), (40, vec![1, 2]), (50, vec![])]);
+        assert_eq!(txns[1].bytes, 14);
+        assert_eq!(txns[1].source_time, UNIX_EPOCH + Duration::from_millis(20_500));
+    }
+
+    #[test]
+    fn map_rows_of_a_batch_skip_transactions_without_events() {
+        let batch = [
+            SourceTxn { end_lsn: Lsn(0x10), source_time: UNIX_EPOCH, transaction_id: Some(742), events: vec![ev(1)], bytes: 7 },
+            // An idle position: nothing to replay, so nothing to record.
+            SourceTxn { end_lsn: Lsn(0x20), source_time: UNIX_EPOCH, transaction_id: None, events: vec![], bytes: 0 },
+        ];
+        assert_eq!(rows_of(&batch), (vec!["0/10".to_owned()], vec!["742".to_owned()]));
+    }
+}
