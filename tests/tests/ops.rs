@@ -95,6 +95,9 @@ async fn wait_for_confirms_a_token_past_the_last_event_while_idle() -> Result<()
     let config = orders_config(&cluster.dir, "orders", &socket_source(&cluster, "app"))?;
     let worker = Worker::start(&config)?;
     wait_for_streaming(&db, &worker).await?;
+    // Each projection is built from the log on this first start; the checkpoints compared
+    // below exist once they all follow the stream.
+    wait_until_running(&db, &worker, 3).await?;
 
     for i in 0..5 {
         place_order(&db, &format!("idle{i}")).await?;
