@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # eventstore-worker benchmark. Prints figures; no pass/fail.
 #
-#   1. drain: BENCH_EVENTS order events (default 100,000) appended while the worker is stopped
+#   1. drain: BENCH_EVENTS order events (default 100,000; --quick: 10,000) appended while the worker is stopped
 #      (its slot exists); then the time to drain them into order_summary + customer_revenue,
 #      compared with pg_recvlogical reading the same backlog from an identical slot to /dev/null.
 #   2. lag: commit-to-visible lag p50/p99 at a steady BENCH_RATE events/s (default 2,000) for
@@ -15,9 +15,19 @@ set -euo pipefail
 # shellcheck source=../scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib.sh"
 
-EVENTS=${BENCH_EVENTS:-100000}
+QUICK=${BENCH_QUICK:-0}
+for arg in "$@"; do
+    case $arg in
+        --quick) QUICK=1 ;;
+        *) die "unknown argument: $arg (--quick is the only one)" ;;
+    esac
+done
+if [ "$QUICK" = 1 ]; then
+    EVENTS=${BENCH_EVENTS:-10000}; SECONDS_STEADY=${BENCH_SECONDS:-5}
+else
+    EVENTS=${BENCH_EVENTS:-100000}; SECONDS_STEADY=${BENCH_SECONDS:-20}
+fi
 RATE=${BENCH_RATE:-2000}
-SECONDS_STEADY=${BENCH_SECONDS:-20}
 here=$REPO_ROOT/bench/worker
 
 say "building eventstore-worker (release)"
