@@ -2,6 +2,7 @@
 //! of `eventstore.events`, exactly once in effect.
 
 mod ack;
+mod apply_function;
 mod config;
 mod envelope;
 mod lsn;
