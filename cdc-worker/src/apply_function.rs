@@ -182,7 +182,7 @@ pub fn compilable(sql: &str, returns_rows: bool, standard_conforming_strings: bo
     COMPILABLE.contains(&statement.first_word.as_deref()?).then(|| &sql[statement.range.clone()])
 }
 
-/// `CREATE OR REPLACE FUNCTION` for a projection's apply function. `handlers` are the
+/// `CREATE OR REPLACE FUNCTION` (and `REVOKE` from `PUBLIC`) for a projection's apply function. `handlers` are the
 /// statements (as returned by [`compilable`]) in the order of their numbers: the function runs
 /// `handlers[k]` for an event whose number is `k`.
 pub fn create_function(projection: &str, handlers: &[&str]) -> String {
@@ -206,10 +206,12 @@ pub fn create_function(projection: &str, handlers: &[&str]) -> String {
         body.push_str(&format!("        WHEN {k} THEN\n{statement}\n;\n"));
     }
     body.push_str("        END CASE;\n    END LOOP;\nEND\n");
+    // Security invoker, and only for the worker's role: nobody else has a reason to call it.
+    let name = function_name(projection);
     format!(
         "CREATE OR REPLACE FUNCTION {name}(_es_envelope jsonb, _es_handlers integer[], _es_envelopes jsonb[])\n\
-         RETURNS void LANGUAGE plpgsql VOLATILE AS {tag}{body}{tag}",
-        name = function_name(projection),
+         RETURNS void LANGUAGE plpgsql VOLATILE AS {tag}{body}{tag};\n\
+         REVOKE ALL ON FUNCTION {name}{ARGUMENTS} FROM PUBLIC"
     )
 }
 
@@ -298,7 +300,8 @@ mod tests {
         let sql = create_function("p", &h);
         assert!(sql.starts_with(&format!("CREATE OR REPLACE FUNCTION {}(_es_envelope jsonb,", function_name("p"))));
         assert!(sql.contains("AS $es_apply1$\n"), "{sql}");
-        assert!(sql.ends_with("END\n$es_apply1$"), "{sql}");
+        assert!(sql.contains("END\n$es_apply1$;\n"), "{sql}");
+        assert!(sql.ends_with(&format!("REVOKE ALL ON FUNCTION {}(jsonb, integer[], jsonb[]) FROM PUBLIC", function_name("p"))), "{sql}");
         assert!(sql.contains("WHEN 0 THEN\nINSERT INTO t VALUES ($1) -- c\n;\n"), "{sql}");
         assert!(sql.contains(&format!("WHEN 1 THEN\n{}\n;\n", h[1])), "{sql}");
         assert_eq!(call("p"), format!("SELECT {}(NULL, $1, $2)", function_name("p")));

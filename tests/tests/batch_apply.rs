@@ -224,6 +224,13 @@ Returning = "INSERT INTO strict_log VALUES (($1->>'global_position')::bigint)"
     assert_eq!(audit, expected, "statement-path handlers interleave with the function's in event order");
     let source = apply_function_source(&db, "audit").await?.expect("audit has an apply function");
     assert!(source.contains("'insert'") && !source.contains("audit_select") && !source.contains("'returning'"), "{source}");
+    let public = count(
+        &db,
+        "SELECT count(*) FROM pg_proc, aclexplode(coalesce(proacl, acldefault('f', proowner))) a
+          WHERE pronamespace = 'eventstore_worker'::regnamespace AND a.grantee = 0",
+    )
+    .await?;
+    assert_eq!(public, 0, "PUBLIC may not execute the apply functions");
 
     eventually("the strict projection fails at the stray event", CONVERGE, || async {
         Ok(count(&db, "SELECT count(*) FROM eventstore_worker.projections WHERE name = 'strict' AND status = 'failed'").await? == 1)
