@@ -197,9 +197,12 @@ pub fn create_function(projection: &str, handlers: &[&str]) -> String {
     // An event whose number is NULL is not this projection's (the envelopes may be shared by
     // several projections' functions in one call).
     let mut body = String::from(
-        "\n#variable_conflict use_column\nBEGIN\n    FOR _es_i IN 1 .. cardinality(_es_envelopes) LOOP\n        \
-         CONTINUE WHEN _es_handlers[_es_i] IS NULL;\n        \
-         _es_envelope := _es_envelopes[_es_i];\n        CASE _es_handlers[_es_i]\n",
+        "\n#variable_conflict use_column\nDECLARE\n    _es_handler integer;\nBEGIN\n    \
+         FOR _es_i IN 1 .. cardinality(_es_envelopes) LOOP\n        \
+         _es_handler := _es_handlers[_es_i];\n        \
+         CONTINUE WHEN _es_handler IS NULL;\n        \
+         _es_envelope := _es_envelopes[_es_i];\n        \
+         CASE _es_handler\n",
     );
     for (k, statement) in handlers.iter().enumerate() {
         // The statement on lines of its own: a trailing `--` comment ends before the `;`.
