@@ -160,7 +160,7 @@ async fn handlers_outside_the_function_keep_their_order_and_on_unknown_fail_stay
         &format!(
             r#"{}
 [[projection]]
-name = "audit"
+name = "Audit \"Log\""
 setup = """
 CREATE TABLE IF NOT EXISTS audit_log (seq bigserial PRIMARY KEY, global_position bigint NOT NULL, via text NOT NULL);
 CREATE OR REPLACE FUNCTION audit_select(e jsonb) RETURNS bigint LANGUAGE sql AS
@@ -222,7 +222,8 @@ Returning = "INSERT INTO strict_log VALUES (($1->>'global_position')::bigint)"
     .await?;
     let audit = rows(&db, "SELECT global_position || ':' || via FROM audit_log ORDER BY seq").await?;
     assert_eq!(audit, expected, "statement-path handlers interleave with the function's in event order");
-    let source = apply_function_source(&db, "audit").await?.expect("audit has an apply function");
+    // The function's name is derived from the projection's, never spliced.
+    let source = apply_function_source(&db, "audit__log_").await?.expect("audit has an apply function");
     assert!(source.contains("'insert'") && !source.contains("audit_select") && !source.contains("'returning'"), "{source}");
     let public = count(
         &db,
@@ -246,7 +247,7 @@ Returning = "INSERT INTO strict_log VALUES (($1->>'global_position')::bigint)"
     assert_eq!(Some(row.get::<_, i64>(1)), stray);
     let applied = positions(&db, "SELECT global_position FROM strict_log ORDER BY 1").await?;
     assert_eq!(applied, before_stray, "every transaction before the stray event's, nothing after");
-    assert_eq!(count(&db, "SELECT count(*) FROM eventstore_worker.projections WHERE name = 'audit' AND status = 'running'").await?, 1);
+    assert_eq!(count(&db, "SELECT count(*) FROM eventstore_worker.projections WHERE name = 'Audit \"Log\"' AND status = 'running'").await?, 1);
     assert!(worker.terminate()?.success());
     Ok(())
 }
