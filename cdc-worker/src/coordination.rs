@@ -20,7 +20,7 @@ use tokio_postgres::{Client, Row, Statement};
 
 use crate::config::{Config, Projection};
 use crate::lsn::Lsn;
-use crate::projection::{setup_error, SetupError, SourceTxn};
+use crate::projection::{setup_error, ApplyFunctions, SetupError, SourceTxn};
 use crate::source_map;
 
 /// FNV-1a, 64 bit: stable across processes, builds and platforms (the keys must agree between
@@ -159,7 +159,7 @@ pub async fn check_in_scratch_schema(client: &Client, p: &Projection, file: &str
         if let Some(setup) = &p.setup {
             client.batch_execute(setup).await.map_err(|e| setup_error(file, p, "setup", e))?;
         }
-        crate::projection::prepare(client, p, file).await.map(drop)
+        crate::projection::prepare(client, p, file, ApplyFunctions::Off).await.map(drop)
     }
     .await;
     client.batch_execute("ROLLBACK").await?;

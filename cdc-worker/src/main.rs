@@ -2,6 +2,7 @@
 //! of `eventstore.events`, exactly once in effect.
 
 mod ack;
+mod apply_function;
 mod catchup;
 mod commands;
 mod config;
