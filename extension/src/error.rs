@@ -57,12 +57,7 @@ impl ExpectedVersion {
     }
 
     fn as_sql(self) -> String {
-        match self {
-            Self::Any => "NULL".into(),
-            Self::NoStream => "0".into(),
-            Self::StreamExists => "-1".into(),
-            Self::Exact(n) => n.to_string(),
-        }
+        self.to_sql().map_or_else(|| "NULL".into(), |n| n.to_string())
     }
 
     fn meaning(self) -> &'static str {
