@@ -70,3 +70,30 @@ bench_cluster() {
     export PGHOST=$DIR PGPORT=$PORT PGUSER=postgres PGDATABASE=postgres
     unset PGOPTIONS
 }
+
+# record KEY VALUE [UNIT]
+# One measured figure for the benchmark report: appended, tab-separated, to the file named by
+# BENCH_RESULTS (scripts/bench.sh sets it; standalone runs without it only print). KEY is
+# dotted, e.g. append.single_durable.ours; VALUE a plain number (no thousands separators).
+record() {
+    [ -n "${BENCH_RESULTS:-}" ] || return 0
+    printf '%s\t%s\t%s\n' "$1" "$2" "${3:-}" >>"$BENCH_RESULTS"
+}
+
+# median: the median of the numbers on stdin, one per line (mean of the middle two when even).
+median() {
+    sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) exit; if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+# worker_binary: builds eventstore-worker (release) and sets WORKER_BIN to it; with
+# EVENTSTORE_WORKER_BIN set, uses that binary instead of building.
+worker_binary() {
+    if [ -n "${EVENTSTORE_WORKER_BIN:-}" ]; then
+        WORKER_BIN=$EVENTSTORE_WORKER_BIN
+    else
+        say "building eventstore-worker (release)"
+        (cd "$REPO_ROOT" && cargo build --release -q -p eventstore-worker)
+        WORKER_BIN=${CARGO_TARGET_DIR:-$REPO_ROOT/target}/release/eventstore-worker
+    fi
+    [ -x "$WORKER_BIN" ] || die "no worker binary at $WORKER_BIN"
+}
