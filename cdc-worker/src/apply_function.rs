@@ -24,23 +24,44 @@ const SCHEMA: &str = "eventstore_worker";
 const COMPILABLE: &[&str] = &["insert", "update", "delete", "merge", "with"];
 
 /// Argument types of every apply function, as `DROP FUNCTION` needs them.
-pub const ARGUMENTS: &str = "(jsonb, integer[], jsonb[])";
+const ARGUMENTS: &str = "(jsonb, integer[], jsonb[])";
+
+/// Which path a function serves. The live path, a catch-up and a build can apply the same
+/// projection at the same time (a build resolving table names to its shadow schema, possibly with
+/// another version of the handlers), so each has a function of its own; the live one keeps the
+/// name it always had.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applier {
+    Live,
+    CatchUp,
+    Build,
+}
+
+impl Applier {
+    fn prefix(self) -> &'static str {
+        match self {
+            Applier::Live => "apply",
+            Applier::CatchUp => "catchup",
+            Applier::Build => "build",
+        }
+    }
+}
 
 /// 64-bit FNV-1a: stable across builds and platforms (the name must not change between runs).
 fn fnv1a64(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 
-/// The function's schema-qualified, quoted name for a projection: a readable part made of the
-/// projection name's ASCII letters, digits and underscores, plus a hash of the exact name so
-/// that distinct projections never share a function. Always a valid identifier of ≤ 63 bytes.
-pub fn function_name(projection: &str) -> String {
+/// The function's schema-qualified, quoted name for a projection and path: a readable part made
+/// of the projection name's ASCII letters, digits and underscores, plus a hash of the exact name
+/// so that distinct projections never share a function. Always a valid identifier of ≤ 63 bytes.
+pub fn function_name(projection: &str, applier: Applier) -> String {
     let readable: String = projection
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
         .take(32)
         .collect();
-    format!("{SCHEMA}.\"apply_{readable}_{:012x}\"", fnv1a64(projection.as_bytes()) >> 16)
+    format!("{SCHEMA}.\"{}_{readable}_{:012x}\"", applier.prefix(), fnv1a64(projection.as_bytes()) >> 16)
 }
 
 /// One piece of SQL text between top-level semicolons.
@@ -185,7 +206,7 @@ pub fn compilable(sql: &str, returns_rows: bool, standard_conforming_strings: bo
 /// `CREATE OR REPLACE FUNCTION` (and `REVOKE` from `PUBLIC`) for a projection's apply function. `handlers` are the
 /// statements (as returned by [`compilable`]) in the order of their numbers: the function runs
 /// `handlers[k]` for an event whose number is `k`.
-pub fn create_function(projection: &str, handlers: &[&str]) -> String {
+pub fn create_function(projection: &str, applier: Applier, handlers: &[&str]) -> String {
     let mut tag = "$es_apply$".to_owned();
     let mut n = 0;
     while handlers.iter().any(|h| h.contains(tag.as_str())) {
@@ -210,7 +231,7 @@ pub fn create_function(projection: &str, handlers: &[&str]) -> String {
     }
     body.push_str("        END CASE;\n    END LOOP;\nEND\n");
     // Security invoker, and only for the worker's role: nobody else has a reason to call it.
-    let name = function_name(projection);
+    let name = function_name(projection, applier);
     format!(
         "CREATE OR REPLACE FUNCTION {name}(_es_envelope jsonb, _es_handlers integer[], _es_envelopes jsonb[])\n\
          RETURNS void LANGUAGE plpgsql VOLATILE AS {tag}{body}{tag};\n\
@@ -220,17 +241,25 @@ pub fn create_function(projection: &str, handlers: &[&str]) -> String {
 
 /// The statement the worker prepares to apply a run of events through the function:
 /// `$1` the handler numbers, `$2` the envelopes.
-pub fn call(projection: &str) -> String {
-    format!("SELECT {}(NULL, $1, $2)", function_name(projection))
+pub fn call(projection: &str, applier: Applier) -> String {
+    format!("SELECT {}(NULL, $1, $2)", function_name(projection, applier))
+}
+
+/// Drops the function, if there is one.
+pub fn drop_function(projection: &str, applier: Applier) -> String {
+    format!("DROP FUNCTION IF EXISTS {}{ARGUMENTS}", function_name(projection, applier))
 }
 
 /// One statement that applies a batch to several projections, one after the other, with the
 /// envelopes bound (and parsed by the server) once: `$1`..`$n` the handler numbers of each
 /// projection (NULL where it has no handler for the event), `$n+1` the envelopes.
-pub fn call_together(projections: &[&str]) -> String {
+pub fn call_together(projections: &[&str], applier: Applier) -> String {
     let envelopes = projections.len() + 1;
-    let calls: Vec<String> =
-        projections.iter().enumerate().map(|(k, p)| format!("{}(NULL, ${}, ${envelopes})", function_name(p), k + 1)).collect();
+    let calls: Vec<String> = projections
+        .iter()
+        .enumerate()
+        .map(|(k, p)| format!("{}(NULL, ${}, ${envelopes})", function_name(p, applier), k + 1))
+        .collect();
     format!("SELECT {}", calls.join(", "))
 }
 
@@ -241,17 +270,23 @@ mod tests {
 
     #[test]
     fn names_are_quoted_identifiers_with_a_hash() {
-        let a = function_name("order_summary");
+        let live = |p| function_name(p, Applier::Live);
+        let a = live("order_summary");
         assert!(a.starts_with("eventstore_worker.\"apply_order_summary_"), "{a}");
         assert!(a.len() - "eventstore_worker.".len() - 2 <= 63);
-        assert_ne!(function_name("Order Summary"), function_name("order_summary"));
-        assert_ne!(function_name("a-b"), function_name("a_b"));
-        let odd = function_name("x\"; DROP TABLE t; --");
+        assert_ne!(live("Order Summary"), live("order_summary"));
+        assert_ne!(live("a-b"), live("a_b"));
+        let odd = live("x\"; DROP TABLE t; --");
         assert!(odd.starts_with("eventstore_worker.\"apply_x___drop_table_t_____"), "{odd}");
-        let long = function_name(&"é".repeat(100));
-        assert!(long.len() - "eventstore_worker.".len() - 2 <= 63, "{long}");
+        for applier in [Applier::Live, Applier::CatchUp, Applier::Build] {
+            let long = function_name(&"é".repeat(100), applier);
+            assert!(long.len() - "eventstore_worker.".len() - 2 <= 63, "{long}");
+        }
+        // Each path has its own function.
+        assert!(function_name("p", Applier::CatchUp).starts_with("eventstore_worker.\"catchup_p_"));
+        assert!(function_name("p", Applier::Build).starts_with("eventstore_worker.\"build_p_"));
         // Stable across runs and builds: the function is found again after a restart.
-        assert_eq!(function_name("order_summary"), function_name("order_summary"));
+        assert_eq!(live("order_summary"), live("order_summary"));
         assert_eq!(fnv1a64(b"a"), 0xaf63_dc4c_8601_ec8c);
     }
 
@@ -300,17 +335,20 @@ mod tests {
     #[test]
     fn function_text_keeps_handlers_verbatim_under_a_fresh_tag() {
         let h = ["INSERT INTO t VALUES ($1) -- c", "UPDATE t SET s = $es_apply$x$es_apply$ WHERE k = $1->>'k'"];
-        let sql = create_function("p", &h);
-        assert!(sql.starts_with(&format!("CREATE OR REPLACE FUNCTION {}(_es_envelope jsonb,", function_name("p"))));
+        let name = function_name("p", Applier::Build);
+        let sql = create_function("p", Applier::Build, &h);
+        assert!(sql.starts_with(&format!("CREATE OR REPLACE FUNCTION {name}(_es_envelope jsonb,")));
         assert!(sql.contains("AS $es_apply1$\n"), "{sql}");
         assert!(sql.contains("END\n$es_apply1$;\n"), "{sql}");
-        assert!(sql.ends_with(&format!("REVOKE ALL ON FUNCTION {}(jsonb, integer[], jsonb[]) FROM PUBLIC", function_name("p"))), "{sql}");
+        assert!(sql.ends_with(&format!("REVOKE ALL ON FUNCTION {name}(jsonb, integer[], jsonb[]) FROM PUBLIC")), "{sql}");
         assert!(sql.contains("WHEN 0 THEN\nINSERT INTO t VALUES ($1) -- c\n;\n"), "{sql}");
         assert!(sql.contains(&format!("WHEN 1 THEN\n{}\n;\n", h[1])), "{sql}");
-        assert_eq!(call("p"), format!("SELECT {}(NULL, $1, $2)", function_name("p")));
+        assert_eq!(call("p", Applier::Build), format!("SELECT {name}(NULL, $1, $2)"));
+        assert_eq!(drop_function("p", Applier::Build), format!("DROP FUNCTION IF EXISTS {name}(jsonb, integer[], jsonb[])"));
+        let live = |p| function_name(p, Applier::Live);
         assert_eq!(
-            call_together(&["p", "q"]),
-            format!("SELECT {}(NULL, $1, $3), {}(NULL, $2, $3)", function_name("p"), function_name("q"))
+            call_together(&["p", "q"], Applier::Live),
+            format!("SELECT {}(NULL, $1, $3), {}(NULL, $2, $3)", live("p"), live("q"))
         );
     }
 

@@ -12,6 +12,7 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::apply_function::{self, Applier};
 use crate::config::Config;
 use crate::coordination;
 use crate::lsn::Lsn;
@@ -42,6 +43,15 @@ async fn catch_up(config: &Config, name: &str) -> anyhow::Result<()> {
         debug!(projection = %name, "another process works on this projection");
         return Ok(());
     }
+    let result = resume(config, name, &control).await;
+    // The catch-up's apply function is of no use once it is over (the next one installs it
+    // afresh); one left behind by a crash is harmless. Dropped only by its owner, which holds
+    // the owner lock until its connection goes.
+    control.batch_execute(&apply_function::drop_function(name, Applier::CatchUp)).await?;
+    result
+}
+
+async fn resume(config: &Config, name: &str, control: &tokio_postgres::Client) -> anyhow::Result<()> {
     let source = connect_sql(&config.source, "source").await?;
     source.batch_execute(source_map::EVENT_SESSION).await?;
     let opened = Target::open(connect_sql(config.target_config(), "target").await?, config, Role::CatchUp(name.into())).await;
@@ -69,13 +79,13 @@ async fn catch_up(config: &Config, name: &str) -> anyhow::Result<()> {
     let Some(mut at) = target.checkpoint(name) else {
         anyhow::bail!("projection {name:?} has no checkpoint to resume from");
     };
-    let horizon = source_map::horizon(&control).await?.unwrap_or_default();
+    let horizon = source_map::horizon(control).await?.unwrap_or_default();
     anyhow::ensure!(at >= horizon, "projection {name:?} is at {at}, before the commit-order map starts ({horizon})");
 
     let started = at;
     let mut transactions = 0usize;
     loop {
-        let rows = source_map::after(&control, at, CHUNK).await?;
+        let rows = source_map::after(control, at, CHUNK).await?;
         if rows.len() < JOIN_BELOW {
             break;
         }
@@ -91,7 +101,7 @@ async fn catch_up(config: &Config, name: &str) -> anyhow::Result<()> {
     let lock = coordination::apply_lock(name);
     control.execute("SELECT pg_advisory_lock($1)", &[&lock]).await?;
     loop {
-        let rows = source_map::after(&control, at, CHUNK).await?;
+        let rows = source_map::after(control, at, CHUNK).await?;
         if rows.is_empty() {
             break;
         }

@@ -12,7 +12,7 @@ use tokio_postgres::types::{to_sql_checked, IsNull, ToSql, Type};
 use tokio_postgres::{Client, Statement};
 use tracing::{debug, info, warn};
 
-use crate::apply_function;
+use crate::apply_function::{self, Applier};
 use crate::config::{Config, OnUnknown, Projection};
 use crate::coordination;
 use crate::envelope::Event;
@@ -173,14 +173,26 @@ pub enum Role {
     Shadow(String),
 }
 
+impl Role {
+    /// The apply functions this role compiles handlers into.
+    pub fn applier(&self) -> Applier {
+        match self {
+            Role::Live => Applier::Live,
+            Role::CatchUp(_) => Applier::CatchUp,
+            Role::Shadow(_) => Applier::Build,
+        }
+    }
+}
+
 /// Whether handlers are compiled into per-projection apply functions (see `apply_function`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ApplyFunctions {
     /// Every handler runs as a statement per event.
     Off,
-    /// Handlers that compile go into the function, split into statements with the session's
-    /// lexical rules for string literals (the function body is compiled with the same rules).
-    On { standard_conforming_strings: bool },
+    /// Handlers that compile go into the function of `applier`, split into statements with the
+    /// session's lexical rules for string literals (the function body is compiled with the same
+    /// rules).
+    On { standard_conforming_strings: bool, applier: Applier },
 }
 
 pub struct Target {
@@ -196,9 +208,9 @@ pub struct Target {
     joined: Vec<Projection>,
     /// Definitions this target was opened with (used when the file cannot be reloaded).
     definitions: Vec<Projection>,
-    /// Live role only. A function is named after its projection, so it can serve one definition
-    /// at a time: the live one. A catch-up or a build (possibly of another version, with
-    /// another `search_path`, while the live path applies the same projection) runs statements.
+    /// Each role compiles the handlers into a function of its own (`Applier`): a catch-up or a
+    /// build may run beside the live path, a build with another `search_path` and possibly
+    /// another version of the handlers.
     apply_functions: ApplyFunctions,
     /// Prepared `apply_function::call_together` statements, by the projections they call.
     together: HashMap<Vec<usize>, Statement>,
@@ -217,14 +229,12 @@ impl Target {
             Role::CatchUp(name) | Role::Shadow(name) => config.projection(name).into_iter().collect(),
         };
         let defs_owned: Vec<Projection> = defs.iter().map(|p| (*p).clone()).collect();
-        let apply_functions = match &role {
-            Role::Live => ApplyFunctions::On {
-                standard_conforming_strings: client
-                    .query_one("SELECT current_setting('standard_conforming_strings') = 'on'", &[])
-                    .await?
-                    .get(0),
-            },
-            Role::CatchUp(_) | Role::Shadow(_) => ApplyFunctions::Off,
+        let apply_functions = ApplyFunctions::On {
+            standard_conforming_strings: client
+                .query_one("SELECT current_setting('standard_conforming_strings') = 'on'", &[])
+                .await?
+                .get(0),
+            applier: role.applier(),
         };
         let names: Vec<&str> = defs.iter().map(|p| p.name.as_str()).collect();
         client
@@ -565,7 +575,10 @@ impl Target {
             let names: Vec<&str> = members.iter().map(|&i| self.projections[i].name.as_str()).collect();
             let mut types = vec![Type::INT4_ARRAY; members.len()];
             types.push(Type::JSONB_ARRAY);
-            let statement = self.client.prepare_typed(&apply_function::call_together(&names), &types).await?;
+            let ApplyFunctions::On { applier, .. } = self.apply_functions else {
+                unreachable!("a projection has a function only when functions are on")
+            };
+            let statement = self.client.prepare_typed(&apply_function::call_together(&names, applier), &types).await?;
             self.together.insert(members.clone(), statement);
         }
 
@@ -834,7 +847,7 @@ pub(crate) async fn prepare(
                 message: format!("must have exactly one parameter ($1, the event envelope); it has {}", stmt.params().len()),
             });
         }
-        if let ApplyFunctions::On { standard_conforming_strings } = apply_functions {
+        if let ApplyFunctions::On { standard_conforming_strings, .. } = apply_functions {
             let returns_rows = !stmt.columns().is_empty();
             match apply_function::compilable(sql, returns_rows, standard_conforming_strings) {
                 Some(statement) => compilable.push((event_type.as_str(), statement)),
@@ -843,14 +856,19 @@ pub(crate) async fn prepare(
         }
         handlers.insert(event_type.clone(), Handler { statement: stmt, number: None });
     }
-    // Off: the function (the live path's) is left alone.
-    let compiled = match apply_functions {
-        ApplyFunctions::On { .. } => install_function(client, &p.name, &compilable).await?,
-        ApplyFunctions::Off => Vec::new(),
-    };
-    let function = match compiled.is_empty() {
-        true => None,
-        false => Some(client.prepare_typed(&apply_function::call(&p.name), &[Type::INT4_ARRAY, Type::JSONB_ARRAY]).await?),
+    // Off: any function is left alone.
+    let (compiled, function) = match apply_functions {
+        ApplyFunctions::On { applier, .. } => {
+            let compiled = install_function(client, &p.name, applier, &compilable).await?;
+            let function = match compiled.is_empty() {
+                true => None,
+                false => Some(
+                    client.prepare_typed(&apply_function::call(&p.name, applier), &[Type::INT4_ARRAY, Type::JSONB_ARRAY]).await?,
+                ),
+            };
+            (compiled, function)
+        }
+        ApplyFunctions::Off => (Vec::new(), None),
     };
     for (number, event_type) in compiled.iter().enumerate() {
         if let Some(h) = handlers.get_mut(*event_type) {
@@ -870,10 +888,11 @@ pub(crate) async fn prepare(
 async fn install_function<'h>(
     client: &Client,
     projection: &str,
+    applier: Applier,
     compilable: &[(&'h str, &str)],
 ) -> Result<Vec<&'h str>, SetupError> {
     let create = |handlers: &[(&str, &str)]| {
-        apply_function::create_function(projection, &handlers.iter().map(|(_, sql)| *sql).collect::<Vec<_>>())
+        apply_function::create_function(projection, applier, &handlers.iter().map(|(_, sql)| *sql).collect::<Vec<_>>())
     };
     let mut handlers = compilable.to_vec();
     if !handlers.is_empty() {
@@ -897,8 +916,7 @@ async fn install_function<'h>(
         }
     }
     if handlers.is_empty() {
-        let name = apply_function::function_name(projection);
-        client.batch_execute(&format!("DROP FUNCTION IF EXISTS {name}{}", apply_function::ARGUMENTS)).await?;
+        client.batch_execute(&apply_function::drop_function(projection, applier)).await?;
     }
     Ok(handlers.into_iter().map(|(event_type, _)| event_type).collect())
 }

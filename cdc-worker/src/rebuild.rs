@@ -23,6 +23,7 @@ use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::apply_function::{self, Applier};
 use crate::catchup::{CHUNK, JOIN_BELOW};
 use crate::config::Config;
 use crate::coordination;
@@ -177,6 +178,11 @@ async fn build(config: &Config, names: &[String], mode: Mode) -> anyhow::Result<
             abandon(&control, &s.name, &s.schema, mode, None, None).await?;
         }
         s.outcome = Some(outcome);
+    }
+    // The builds' apply functions are of no use now (the next build installs them afresh; one
+    // left behind by a crash is harmless).
+    for s in &shadows {
+        control.batch_execute(&apply_function::drop_function(&s.name, Applier::Build)).await?;
     }
     for s in shadows {
         let outcome = s.outcome.unwrap_or(Outcome::Skipped("not built".into()));

@@ -169,12 +169,21 @@ async fn a_failed_projection_does_not_hold_the_slot_and_retry_resumes_it_exactly
     wait_until_running(&db, &worker, 3).await?;
     assert_applied_once(&db, "order_summary", SUMMARY_TYPES).await?;
     assert!(worker.plain_log().contains("caught up; following the stream again"), "{}", worker.plain_log());
+    no_build_functions_left(&db).await?;
 
     // Nothing left to retry.
     let out = worker_command(&["retry", "--config", config.to_str().unwrap(), "--projection", "fulfillment_queue"])?;
     assert!(String::from_utf8_lossy(&out.stdout).contains("nothing to retry"));
     assert!(worker.terminate()?.success());
     Ok(())
+}
+
+/// Catch-ups and builds compile the handlers into apply functions of their own, dropped when
+/// they are done (just after they log so: hence `eventually`).
+async fn no_build_functions_left(db: &Client) -> Result<()> {
+    let sql = "SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+                WHERE n.nspname = 'eventstore_worker' AND (p.proname LIKE 'build\\_%' OR p.proname LIKE 'catchup\\_%')";
+    eventually("the catch-up and build apply functions are dropped", CONVERGE, || async { Ok(count(db, sql).await? == 0) }).await
 }
 
 /// A reader querying `SELECT count(*) FROM table` over and over until stopped, as an
@@ -257,6 +266,7 @@ async fn rebuild_under_load_swaps_in_one_transaction_while_readers_query() -> Re
     )
     .await?;
     assert_eq!(leftovers, 0, "no shadow schema or build row left behind");
+    no_build_functions_left(&db).await?;
     assert!(worker.terminate()?.success());
     Ok(())
 }
