@@ -276,9 +276,9 @@ printf '  worker -> 2 projections      %s events/s (median; every order of every
 printf '  ratio worker/pg_recvlogical  %s   (target >= 0.7)\n' "$drain_ratio"
 printf '  worker CPU while draining    %s ms per 1,000 events (median)\n' "$drain_cpu_median"
 printf '  steady load, %ss per rate; commit-to-visible lag (target p99 < 100 ms at 2,000 events/s)\n' "$SECONDS_STEADY"
-printf '    %9s %9s %8s %8s %8s %8s %16s\n' requested achieved events p50 p99 max "worker CPU"
+printf '    %9s %9s %8s %10s %10s %10s %16s\n' requested achieved events p50 p99 max "worker CPU"
 for rate in $RATES; do
-    printf '    %4s ev/s %4s ev/s %8s %5s ms %5s ms %5s ms %6s ms/1k ev\n' "$rate" "${achieved[$rate]}" "${steady_events[$rate]}" \
+    printf '    %4s ev/s %4s ev/s %8s %7s ms %7s ms %7s ms %6s ms/1k ev\n' "$rate" "${achieved[$rate]}" "${steady_events[$rate]}" \
         "${p50[$rate]}" "${p99[$rate]}" "${pmax[$rate]}" "${steady_cpu[$rate]}"
 done
 printf '  worker peak RSS              %s MiB\n' "$rss_mib"
