@@ -1,140 +1,284 @@
 #!/usr/bin/env bash
-# eventstore-worker benchmark. Prints figures; no pass/fail.
+# eventstore-worker benchmark: how fast the worker drains a backlog next to pg_recvlogical, the
+# CPU it spends per event, and how far behind it runs under steady load. A benchmark: it prints
+# and records figures, it does not pass or fail.
 #
-#   1. drain: BENCH_EVENTS order events (default 100,000; --quick: 10,000) appended while the worker is stopped
-#      (its slot exists); then the time to drain them into order_summary + customer_revenue,
-#      compared with pg_recvlogical reading the same backlog from an identical slot to /dev/null.
-#   2. lag: commit-to-visible lag p50/p99 at a steady BENCH_RATE events/s (default 2,000) for
-#      BENCH_SECONDS (default 20): commit timestamp of the read-model row minus that of the event
-#      (track_commit_timestamp=on).
-#   3. peak RSS of the worker.
+#   bash bench/worker.sh            # full: 3 drain rounds of 100,000 events, 20 s per rate
+#   bash bench/worker.sh --quick    # smoke run (or BENCH_QUICK=1): 1 round of 10,000, 5 s per rate
+#
+# Settings (environment):
+#   BENCH_EVENTS   order events appended per drain round, 3 per order  (default 100000; --quick: 10000)
+#   BENCH_ROUNDS   drain rounds; medians reported                      (default 3; --quick: 1)
+#   BENCH_RATES    steady rates, events/s                              (default "500 2000 8000")
+#   BENCH_SECONDS  seconds of load per rate                            (default 20; --quick: 5)
+#   BENCH_RESULTS  file the figures are appended to, one key per line (scripts/lib.sh record)
+#   EVENTSTORE_WORKER_BIN  worker binary to run instead of building one (CARGO_TARGET_DIR honoured)
+#
+#   drain  each round appends a fresh backlog while the worker is stopped (its slot and a second
+#          one, bench_recvlogical, both exist), then times both readers of it, alternating which
+#          goes first: pg_recvlogical from bench_recvlogical to /dev/null up to the LSN at the end
+#          of the append, and the worker from process start until order_summary and
+#          customer_revenue (the order projections of examples/orders-worker.toml) have applied
+#          it. Events/s per side and round, the medians and their ratio (target >= 0.7). Every
+#          order of the round must end up shipped in order_summary.
+#   cpu    user + system time of the worker process (/proc/PID/stat) per 1,000 events: over each
+#          drain (median of the rounds) and at each rate, from the start of the load until the
+#          worker has caught up.
+#   lag    per rate, pgbench appends one event per transaction at that rate, with the worker
+#          running; commit-to-visible lag p50/p99/max over that rate's own rows: commit time of
+#          the read-model row minus that of the event (track_commit_timestamp=on). Target p99 <
+#          100 ms at 2,000 events/s. The rate pgbench achieved is reported beside the requested
+#          one: on a small machine the highest may be out of reach, and that is a result too.
+#   rss    the worker's peak resident set (VmHWM), highest over its runs.
 #
 # Starts its own cluster (fsync on) and assumes the extension is installed
-# (scripts/setup.sh / cargo pgrx install). CARGO_TARGET_DIR is honoured.
+# (scripts/setup.sh / cargo pgrx install).
 set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=../scripts/lib.sh
-source "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib.sh"
+source "$HERE/../scripts/lib.sh"
 
 QUICK=${BENCH_QUICK:-0}
 for arg in "$@"; do
     case $arg in
         --quick) QUICK=1 ;;
-        *) die "unknown argument: $arg (--quick is the only one)" ;;
+        -h|--help) awk 'NR > 1 { if (!/^#/) exit; sub(/^# ?/, ""); print }' "${BASH_SOURCE[0]}"; exit 0 ;;
+        *) die "unknown argument: $arg (try --help)" ;;
     esac
 done
 if [ "$QUICK" = 1 ]; then
-    EVENTS=${BENCH_EVENTS:-10000}; SECONDS_STEADY=${BENCH_SECONDS:-5}
+    EVENTS=${BENCH_EVENTS:-10000}; ROUNDS=${BENCH_ROUNDS:-1}; SECONDS_STEADY=${BENCH_SECONDS:-5}
 else
-    EVENTS=${BENCH_EVENTS:-100000}; SECONDS_STEADY=${BENCH_SECONDS:-20}
+    EVENTS=${BENCH_EVENTS:-100000}; ROUNDS=${BENCH_ROUNDS:-3}; SECONDS_STEADY=${BENCH_SECONDS:-20}
 fi
-RATE=${BENCH_RATE:-2000}
-here=$REPO_ROOT/bench/worker
+RATES=${BENCH_RATES:-500 2000 8000}
+# shellcheck disable=SC2086 # RATES is a list, split on purpose
+for n in "$EVENTS" "$ROUNDS" "$SECONDS_STEADY" $RATES; do
+    [[ $n =~ ^[1-9][0-9]*$ ]] || die "not a positive whole number: $n"
+done
+# Each rate's rows are told apart by a prefix named after the rate.
+# shellcheck disable=SC2086
+[ "$(printf '%s\n' $RATES | sort | uniq -d)" = "" ] || die "BENCH_RATES names a rate twice: $RATES"
 
-say "building eventstore-worker (release)"
-(cd "$REPO_ROOT" && cargo build --release -q -p eventstore-worker)
-worker_bin=${CARGO_TARGET_DIR:-$REPO_ROOT/target}/release/eventstore-worker
-[ -x "$worker_bin" ] || die "no worker binary at $worker_bin"
+worker_binary
+CLK_TCK=$(getconf CLK_TCK)
 
-work=$(mktemp -d /tmp/es-worker-bench.XXXXXX)
-port=$(free_port)
+bench_cluster pg_eventstore_worker_bench track_commit_timestamp=on shared_buffers=256MB max_wal_size=2GB
 worker_pid=""
 cleanup() {
     local rc=$?
-    [ "$rc" = 0 ] || { echo "--- server log (tail)"; tail -30 "$work/server.log" 2>/dev/null; }
-    [ -n "$worker_pid" ] && kill -TERM "$worker_pid" 2>/dev/null && wait "$worker_pid" 2>/dev/null
-    stop_cluster "$work"
-    rm -rf "$work"
+    if [ "$rc" != 0 ]; then echo "--- server log (tail)"; tail -30 "$DIR/server.log" 2>/dev/null || true; fi >&2
+    if [ -n "$worker_pid" ]; then kill -TERM "$worker_pid" 2>/dev/null || true; wait "$worker_pid" 2>/dev/null || true; fi
+    stop_cluster "$DIR"
+    rm -rf "$DIR"
 }
 trap cleanup EXIT
-start_cluster "$work" "$port" track_commit_timestamp=on shared_buffers=256MB max_wal_size=2GB
 # Appends need not wait for fsync: what is measured is the worker, whose own target
 # transactions always commit with synchronous_commit = on.
 export PGOPTIONS="-c synchronous_commit=off"
-psql_app() { "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$work" -p "$port" -U postgres -d app -At "$@"; }
-"$PG_BIN/createdb" -h "$work" -p "$port" -U postgres app
-psql_app -c "CREATE EXTENSION pg_eventstore" -c "CREATE SEQUENCE bench_orders" \
+sql() { "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -At -d app "$@"; }
+now() { date +%s.%N; }
+"$PG_BIN/createdb" app
+sql -c "CREATE EXTENSION pg_eventstore" -c "CREATE SEQUENCE bench_orders" \
     -c "CREATE PUBLICATION eventstore_events FOR TABLE eventstore.events" \
     -c "SELECT 1 FROM pg_create_logical_replication_slot('eventstore_worker', 'pgoutput')" \
     -c "SELECT 1 FROM pg_create_logical_replication_slot('bench_recvlogical', 'pgoutput')" >/dev/null
 
 # The two order projections of the example (everything before the third [[projection]]).
 {
-    printf '[source]\ndsn = "host=%s port=%s dbname=app user=postgres"\n\n' "$work" "$port"
+    printf '[source]\ndsn = "host=%s port=%s dbname=app user=postgres"\n\n' "$DIR" "$PORT"
     awk '/^\[\[projection\]\]/ { n++ } n >= 1 && n <= 2' "$REPO_ROOT/examples/orders-worker.toml"
-} >"$work/worker.toml"
-"$worker_bin" check --config "$work/worker.toml" >/dev/null
+} >"$DIR/worker.toml"
+"$WORKER_BIN" check --config "$DIR/worker.toml" >/dev/null
+
+# --- the worker process --------------------------------------------------------------------
+rss_peak_kb=0
+start_worker() {
+    worker_log=$DIR/$1.log
+    RUST_LOG=${RUST_LOG:-info} "$WORKER_BIN" run --config "$DIR/worker.toml" >"$worker_log" 2>&1 &
+    worker_pid=$!
+}
+# Every run of the worker is a process of its own, so the peak is taken over all of them.
+stop_worker() {
+    local kb
+    kb=$(awk '/^VmHWM/ { print $2 }' "/proc/$worker_pid/status")
+    if [ "$kb" -gt "$rss_peak_kb" ]; then rss_peak_kb=$kb; fi
+    kill -TERM "$worker_pid"
+    wait "$worker_pid" || true
+    worker_pid=""
+}
+worker_alive() { kill -0 "$worker_pid" 2>/dev/null || { tail -20 "$worker_log" >&2; die "the worker exited"; }; }
+# CPU time (user + system, all threads) the worker has used so far, in ms.
+worker_cpu_ms() {
+    local stat fields
+    stat=$(<"/proc/$worker_pid/stat")
+    # The command name, in parentheses, may hold spaces: count fields after it (utime is the
+    # 14th field of the line, the 12th after the name).
+    read -r -a fields <<<"${stat##*) }"
+    echo $(( (fields[11] + fields[12]) * 1000 / CLK_TCK ))
+}
+# wait_applied N: until order_summary, which handles every event type written here, has
+# applied N events in all (events_applied is kept across the worker's runs).
+wait_applied() {
+    local deadline=$((SECONDS + 600)) applied
+    while :; do
+        applied=$(sql -c "SELECT coalesce(sum(events_applied), 0) FROM eventstore_worker.projections WHERE name = 'order_summary'" 2>/dev/null || echo 0)
+        [ "$applied" -ge "$1" ] && return 0
+        worker_alive
+        [ "$SECONDS" -lt "$deadline" ] || die "the worker has applied $applied of $1 events after 10 minutes"
+        sleep 0.05
+    done
+}
+# ms_per_1k MS EVENTS: CPU ms per 1,000 events.
+ms_per_1k() { awk -v ms="$1" -v n="$2" 'BEGIN { printf "%.1f", ms * 1000 / n }'; }
+per_second() { awk -v n="$1" -v t0="$2" -v t1="$3" 'BEGIN { printf "%.0f", n / (t1 - t0) }'; }
 
 # A first start builds projections from the stored events instead of draining the slot
 # (bench/catchup.sh measures that): start the worker once on the empty store, so the
-# projections exist and follow the stream, then stop it before the backlog is written.
+# projections exist and follow the stream, then stop it before any backlog is written.
 say "starting the worker once on the empty store"
-"$worker_bin" run --config "$work/worker.toml" >"$work/worker-init.log" 2>&1 &
-worker_pid=$!
-until [ "$(psql_app -c "SELECT count(*) FROM eventstore_worker.projections WHERE status = 'running'" 2>/dev/null || echo 0)" = 2 ]; do
-    kill -0 "$worker_pid" 2>/dev/null || { tail -20 "$work/worker-init.log"; die "the worker exited"; }
+start_worker worker-init
+until [ "$(sql -c "SELECT count(*) FROM eventstore_worker.projections WHERE status = 'running'" 2>/dev/null || echo 0)" = 2 ]; do
+    worker_alive
     sleep 0.05
 done
-kill -TERM "$worker_pid"; wait "$worker_pid" || true; worker_pid=""
+stop_worker
 
+# --- drain: alternating rounds ---------------------------------------------------------------
 clients=4
 per_client=$(( (EVENTS + 3 * clients - 1) / (3 * clients) ))
 orders=$((per_client * clients))
-say "appending $((orders * 3)) events ($orders orders, $clients clients) with the worker stopped"
-t0=$(date +%s.%N)
-"$PG_BIN/pgbench" -n -h "$work" -p "$port" -U postgres -c $clients -j 2 -t $per_client \
-    -f "$here/orders.pgbench" app >"$work/pgbench-load.log" 2>&1 || { cat "$work/pgbench-load.log"; die "pgbench failed"; }
-t1=$(date +%s.%N)
-total=$(psql_app -c "SELECT count(*) FROM eventstore.events")
-end_lsn=$(psql_app -c "SELECT pg_current_wal_insert_lsn()")
-append_rate=$(echo "$total / ($t1 - $t0)" | bc)
+round_events=$((orders * 3))
+total=0
+recv_rates=() worker_rates=() append_rates=() drain_cpu=() first_side=()
 
-say "pg_recvlogical: draining the backlog from slot bench_recvlogical to /dev/null"
-t0=$(date +%s.%N)
-"$PG_BIN/pg_recvlogical" -h "$work" -p "$port" -U postgres -d app -S bench_recvlogical --start --no-loop \
-    -o proto_version=1 -o publication_names=eventstore_events --endpos="$end_lsn" -f /dev/null
-t1=$(date +%s.%N)
-recv_rate=$(echo "$total / ($t1 - $t0)" | bc)
+drain_recvlogical() {
+    local t0 t1
+    say "round $round: pg_recvlogical draining the backlog from slot bench_recvlogical to /dev/null"
+    t0=$(now)
+    "$PG_BIN/pg_recvlogical" -d app -S bench_recvlogical --start --no-loop \
+        -o proto_version=1 -o publication_names=eventstore_events --endpos="$end_lsn" -f /dev/null
+    t1=$(now)
+    recv_rates+=("$(per_second "$round_events" "$t0" "$t1")")
+    # The next round must start where this one ended, or it would read this backlog again.
+    [ "$(sql -c "SELECT confirmed_flush_lsn >= '$end_lsn' FROM pg_replication_slots WHERE slot_name = 'bench_recvlogical'")" = t ] \
+        || die "round $round: pg_recvlogical did not confirm up to $end_lsn"
+}
+drain_worker() {
+    local t0 t1
+    say "round $round: eventstore-worker draining the backlog into order_summary + customer_revenue"
+    t0=$(now)
+    # A fresh process: its CPU time so far is the drain's, start-up included like the time.
+    start_worker "worker-drain$round"
+    wait_applied "$total"
+    t1=$(now)
+    drain_cpu+=("$(ms_per_1k "$(worker_cpu_ms)" "$round_events")")
+    stop_worker
+    worker_rates+=("$(per_second "$round_events" "$t0" "$t1")")
+}
 
-say "eventstore-worker: draining the same backlog into order_summary + customer_revenue"
-t0=$(date +%s.%N)
-RUST_LOG=${RUST_LOG:-info} "$worker_bin" run --config "$work/worker.toml" >"$work/worker.log" 2>&1 &
-worker_pid=$!
-# order_summary handles every event type of the load, so its count reaches the total.
-until [ "$(psql_app -c "SELECT coalesce(sum(events_applied), 0) FROM eventstore_worker.projections WHERE name = 'order_summary'" 2>/dev/null || echo 0)" -ge "$total" ]; do
-    kill -0 "$worker_pid" 2>/dev/null || { tail -20 "$work/worker.log"; die "the worker exited"; }
+for ((round = 1; round <= ROUNDS; round++)); do
+    prefix=d$round-
+    say "round $round/$ROUNDS: appending $round_events events ($orders orders, $clients clients) with the worker stopped"
+    t0=$(now)
+    "$PG_BIN/pgbench" -n -c $clients -j 2 -t $per_client -D prefix="$prefix" -f "$HERE/worker/orders.pgbench" app \
+        >"$DIR/pgbench-drain$round.log" 2>&1 || { cat "$DIR/pgbench-drain$round.log"; die "pgbench failed"; }
+    t1=$(now)
+    append_rates+=("$(per_second "$round_events" "$t0" "$t1")")
+    total=$(sql -c "SELECT count(*) FROM eventstore.events")
+    [ "$total" = $((round * round_events)) ] || die "round $round: $total events stored, expected $((round * round_events))"
+    end_lsn=$(sql -c "SELECT pg_current_wal_insert_lsn()")
+    # Alternate which reader goes first, so neither always finds the backlog warmer in cache.
+    if ((round % 2)); then
+        first_side+=(recvlogical); drain_recvlogical; drain_worker
+    else
+        first_side+=(worker); drain_worker; drain_recvlogical
+    fi
+    # Correctness of this round's read model, cheaply: one row per order, every order shipped.
+    shipped=$(sql -c "SELECT count(*) FROM order_summary WHERE order_id LIKE '$prefix%' AND status = 'shipped' AND event_count = 3")
+    [ "$shipped" = "$orders" ] || die "round $round: $shipped of $orders orders fully applied"
+done
+# No reader is left on this slot: dropped, it holds no WAL back during the steady load.
+sql -c "SELECT pg_drop_replication_slot('bench_recvlogical')" >/dev/null
+
+recv_median=$(printf '%s\n' "${recv_rates[@]}" | median | xargs printf '%.0f')
+worker_median=$(printf '%s\n' "${worker_rates[@]}" | median | xargs printf '%.0f')
+drain_ratio=$(awk -v w="$worker_median" -v r="$recv_median" 'BEGIN { printf "%.2f", w / r }')
+drain_cpu_median=$(printf '%s\n' "${drain_cpu[@]}" | median | xargs printf '%.1f')
+
+# --- steady load at each rate ----------------------------------------------------------------
+say "starting the worker for the steady load"
+start_worker worker-steady
+# Until it streams, so that its start-up is not counted as lag of the first rate.
+until [ "$(sql -c "SELECT active FROM pg_replication_slots WHERE slot_name = 'eventstore_worker'")" = t ]; do
+    worker_alive
     sleep 0.05
 done
-t1=$(date +%s.%N)
-worker_rate=$(echo "$total / ($t1 - $t0)" | bc)
-# Correctness of the drained read model, cheaply: one row per order, every order shipped.
-shipped=$(psql_app -c "SELECT count(*) FROM order_summary WHERE status = 'shipped' AND event_count = 3")
-
-say "steady load: $RATE events/s for ${SECONDS_STEADY}s with the worker running"
-"$PG_BIN/pgbench" -n -h "$work" -p "$port" -U postgres -c 4 -j 2 -R "$RATE" -T "$SECONDS_STEADY" \
-    -f "$here/steady.pgbench" app >"$work/pgbench-steady.log" 2>&1 || { cat "$work/pgbench-steady.log"; die "pgbench failed"; }
-steady_events=$(psql_app -c "SELECT count(*) FROM eventstore.events WHERE stream_id LIKE 'lag-%'")
-until [ "$(psql_app -c "SELECT count(*) FROM order_summary WHERE order_id LIKE 'lag-%'")" -ge "$steady_events" ]; do
-    kill -0 "$worker_pid" 2>/dev/null || { tail -20 "$work/worker.log"; die "the worker exited"; }
-    sleep 0.1
+declare -A achieved p50 p99 pmax steady_cpu steady_events
+for rate in $RATES; do
+    # About one client per 500 events/s, so that a client's round trip does not cap the rate.
+    c=$(( (rate + 499) / 500 )); c=$(( c < 2 ? 2 : c > 8 ? 8 : c ))
+    say "steady load: $rate events/s for ${SECONDS_STEADY}s ($c clients) with the worker running"
+    before=$total
+    cpu0=$(worker_cpu_ms)
+    "$PG_BIN/pgbench" -n -c "$c" -j 2 -R "$rate" -T "$SECONDS_STEADY" -D prefix="lag$rate-" -f "$HERE/worker/steady.pgbench" app \
+        >"$DIR/pgbench-steady$rate.log" 2>&1 || { cat "$DIR/pgbench-steady$rate.log"; die "pgbench failed"; }
+    total=$(sql -c "SELECT count(*) FROM eventstore.events")
+    wait_applied "$total"
+    cpu1=$(worker_cpu_ms)
+    n=$((total - before))
+    steady_events[$rate]=$n
+    steady_cpu[$rate]=$(ms_per_1k $((cpu1 - cpu0)) "$n")
+    achieved[$rate]=$(grep -o 'tps = [0-9.]*' "$DIR/pgbench-steady$rate.log" | head -1 | cut -d' ' -f3 | xargs printf '%.0f')
+    lag=$(sql -F ' ' -c "
+        WITH l AS (
+            SELECT extract(epoch FROM pg_xact_commit_timestamp(o.xmin) - pg_xact_commit_timestamp(e.xmin)) * 1000 AS ms
+              FROM order_summary o JOIN eventstore.events e ON e.global_position = o.last_position
+             WHERE o.order_id LIKE 'lag$rate-%')
+        SELECT round(percentile_cont(0.5) WITHIN GROUP (ORDER BY ms)::numeric, 1),
+               round(percentile_cont(0.99) WITHIN GROUP (ORDER BY ms)::numeric, 1),
+               round(max(ms)::numeric, 1) FROM l")
+    read -r l50 l99 lmax <<<"$lag"
+    [ -n "$lmax" ] || die "no lag measured at $rate events/s"
+    p50[$rate]=$l50 p99[$rate]=$l99 pmax[$rate]=$lmax
 done
-lag=$(psql_app -F ' ' -c "
-    WITH l AS (
-        SELECT extract(epoch FROM pg_xact_commit_timestamp(o.xmin) - pg_xact_commit_timestamp(e.xmin)) * 1000 AS ms
-          FROM order_summary o JOIN eventstore.events e ON e.global_position = o.last_position
-         WHERE o.order_id LIKE 'lag-%')
-    SELECT round(percentile_cont(0.5) WITHIN GROUP (ORDER BY ms)::numeric, 1),
-           round(percentile_cont(0.99) WITHIN GROUP (ORDER BY ms)::numeric, 1),
-           round(max(ms)::numeric, 1) FROM l")
-read -r p50 p99 pmax <<<"$lag"
-steady_rate=$(grep -o 'tps = [0-9.]*' "$work/pgbench-steady.log" | head -1 | cut -d' ' -f3)
-rss_kb=$(awk '/VmHWM/ { print $2 }' "/proc/$worker_pid/status")
+stop_worker
+rss_mib=$(awk -v kb="$rss_peak_kb" 'BEGIN { printf "%.1f", kb / 1024 }')
+
+# --- report ----------------------------------------------------------------------------------
+record worker.drain.events "$round_events" events
+record worker.drain.rounds "$ROUNDS"
+record worker.drain.recvlogical "$recv_median" events/s
+record worker.drain.worker "$worker_median" events/s
+record worker.drain.ratio "$drain_ratio"
+record worker.cpu.drain "$drain_cpu_median" "ms/1000 events"
+for rate in $RATES; do
+    record "worker.lag.$rate.rate" "$rate" events/s
+    record "worker.lag.$rate.achieved" "${achieved[$rate]}" events/s
+    record "worker.lag.$rate.p50" "${p50[$rate]}" ms
+    record "worker.lag.$rate.p99" "${p99[$rate]}" ms
+    record "worker.lag.$rate.max" "${pmax[$rate]}" ms
+    record "worker.cpu.steady.$rate" "${steady_cpu[$rate]}" "ms/1000 events"
+done
+record worker.rss_mib "$rss_mib" MiB
 
 echo
 echo "eventstore-worker benchmark ($(nproc) cores)"
-printf '  backlog                      %s events (appended at %s events/s)\n' "$total" "$append_rate"
-printf '  pg_recvlogical -> /dev/null  %s events/s\n' "$recv_rate"
-printf '  worker -> 2 projections      %s events/s   (%s of %s orders fully applied)\n' "$worker_rate" "$shipped" "$orders"
-printf '  ratio worker/pg_recvlogical  %s   (target >= 0.7)\n' "$(echo "scale=2; $worker_rate / $recv_rate" | bc)"
-printf '  steady load                  %s events/s for %ss (%s events)\n' "${steady_rate%.*}" "$SECONDS_STEADY" "$steady_events"
-printf '  commit-to-visible lag        p50 %s ms   p99 %s ms   max %s ms   (target p99 < 100 ms)\n' "$p50" "$p99" "$pmax"
-printf '  worker peak RSS              %s MiB\n' "$((rss_kb / 1024))"
+printf '  drain: %s events per round, %s round(s), readers alternating\n' "$round_events" "$ROUNDS"
+printf '    %-7s %-12s %12s %15s %12s %15s\n' round first appended recvlogical worker "worker CPU"
+for ((i = 0; i < ROUNDS; i++)); do
+    printf '    %-7s %-12s %8s ev/s %11s ev/s %8s ev/s %6s ms/1k ev\n' $((i + 1)) "${first_side[i]}" \
+        "${append_rates[i]}" "${recv_rates[i]}" "${worker_rates[i]}" "${drain_cpu[i]}"
+done
+printf '  pg_recvlogical -> /dev/null  %s events/s (median)\n' "$recv_median"
+printf '  worker -> 2 projections      %s events/s (median; every order of every round fully applied)\n' "$worker_median"
+printf '  ratio worker/pg_recvlogical  %s   (target >= 0.7)\n' "$drain_ratio"
+printf '  worker CPU while draining    %s ms per 1,000 events (median)\n' "$drain_cpu_median"
+printf '  steady load, %ss per rate; commit-to-visible lag (target p99 < 100 ms at 2,000 events/s)\n' "$SECONDS_STEADY"
+printf '    %9s %9s %8s %10s %10s %10s %16s\n' requested achieved events p50 p99 max "worker CPU"
+for rate in $RATES; do
+    printf '    %4s ev/s %4s ev/s %8s %7s ms %7s ms %7s ms %6s ms/1k ev\n' "$rate" "${achieved[$rate]}" "${steady_events[$rate]}" \
+        "${p50[$rate]}" "${p99[$rate]}" "${pmax[$rate]}" "${steady_cpu[$rate]}"
+done
+printf '  worker peak RSS              %s MiB\n' "$rss_mib"
