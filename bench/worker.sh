@@ -30,10 +30,8 @@ fi
 RATE=${BENCH_RATE:-2000}
 here=$REPO_ROOT/bench/worker
 
-say "building eventstore-worker (release)"
-(cd "$REPO_ROOT" && cargo build --release -q -p eventstore-worker)
-worker_bin=${CARGO_TARGET_DIR:-$REPO_ROOT/target}/release/eventstore-worker
-[ -x "$worker_bin" ] || die "no worker binary at $worker_bin"
+worker_binary
+worker_bin=$WORKER_BIN
 
 work=$(mktemp -d /tmp/es-worker-bench.XXXXXX)
 port=$(free_port)
