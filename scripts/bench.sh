@@ -61,10 +61,11 @@ say "reading PostgreSQL settings from a throwaway cluster"
 (
     DIR=$(mktemp -d /tmp/pg_eventstore_settings.XXXXXX)
     trap 'stop_cluster "$DIR"; rm -rf "$DIR"' EXIT
-    start_cluster "$DIR" "$(free_port)"
+    PORT=$(free_port)
+    start_cluster "$DIR" "$PORT"
     for s in server_version fsync synchronous_commit full_page_writes wal_level wal_sync_method \
              shared_buffers max_wal_size checkpoint_timeout; do
-        record "machine.pg.$s" "$("$PG_BIN/psql" -X -At -h "$DIR" -U postgres -d postgres -c "SHOW $s")"
+        record "machine.pg.$s" "$("$PG_BIN/psql" -X -At -h "$DIR" -p "$PORT" -U postgres -d postgres -c "SHOW $s")"
     done
 )
 
