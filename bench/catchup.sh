@@ -23,7 +23,9 @@
 #
 # Every figure printed is also recorded under catchup.* (scripts/lib.sh `record`) for the
 # report. EVENTSTORE_WORKER_BIN names a worker binary to use instead of building one.
-set -euo pipefail
+set -eEuo pipefail
+# A failed command inside a function or $(...) would otherwise end the run without a word.
+trap 'echo "error: bench/catchup.sh line $LINENO: $BASH_COMMAND" >&2' ERR
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=../scripts/lib.sh
@@ -138,7 +140,10 @@ SQL
     kill -TERM "$worker_pid"; wait "$worker_pid" || true; worker_pid=""
     echo "$(echo "$t1 - $t0" | bc) $cpu"
 }
-snapshot_rate() { sed 's/\x1b\[[0-9;]*m//g' "$1" | grep -o 'snapshot applied.*per_second=[0-9]*' | grep -o '[0-9]*$' | head -1; }
+# The snapshot phase's rate as the worker logs it; empty (not measured) when the line is missing.
+snapshot_rate() {
+    sed 's/\x1b\[[0-9;]*m//g' "$1" | grep -o 'snapshot applied.*per_second=[0-9]*' | grep -o '[0-9]*$' | head -1 || true
+}
 
 worker_rates=() worker_cpu=() worker_cpu_pct=() snapshot_rates=() noop_rates=()
 for ((r = 1; r <= ROUNDS; r++)); do
@@ -166,7 +171,7 @@ snapshot=$(printf '%s\n' "${snapshot_rates[@]}" | median)
 noop=$(printf '%s\n' "${noop_rates[@]}" | median)
 cpu_pct=$(printf '%s\n' "${worker_cpu_pct[@]}" | median)
 ratio=$(echo "scale=2; $worker / $raw" | bc)
-ratio_snapshot=$(echo "scale=2; $snapshot / $raw" | bc)
+ratio_snapshot=$([ -z "$snapshot" ] || echo "scale=2; $snapshot / $raw" | bc)
 record catchup.raw "$raw" ev/s
 record catchup.worker "$worker" ev/s
 record catchup.worker_cpu_pct "$cpu_pct" %
