@@ -319,10 +319,10 @@ class Report:
                 status = "ran"
             else:
                 status = "not run"
-            rows.append((f"`{script}`", status, seconds(secs),
-                         r.text(f"bench.{name}.load_start") or NM))
+            rows.append((f"`{script}`", status, "—" if secs is None else seconds(secs),
+                         r.text(f"bench.{name}.load_start") or "—"))
         if r.any("bench."):
-            self.w(table(["benchmark", "", "duration", "load average at its start"], rows))
+            self.w(table(["benchmark", "status", "duration", "load average at its start"], rows, ["l", "l", "r", "r"]))
             self.w()
 
     # --- summary -------------------------------------------------------------------------------------

@@ -7,7 +7,8 @@
 #   bash scripts/bench.sh --out DIR  # results directory (default bench/results/<UTC time>-<quick|full>/)
 #
 # The results directory holds results.tsv (every figure, recorded by the benchmarks through
-# scripts/lib.sh `record`), one log per benchmark and a copy of the report.
+# scripts/lib.sh `record`), one log per benchmark, and the report with its plots (for a full run,
+# the same as the one in the repository).
 # BENCH_SKIP_SETUP=1 skips scripts/setup.sh and the extension install (the installed extension
 # is measured as it is); EVENTSTORE_WORKER_BIN names a worker binary to use instead of building one.
 set -euo pipefail
