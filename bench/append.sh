@@ -20,6 +20,8 @@
 #                  table with the two paging indexes of eventstore.events, and append's work
 #                  as one plain SQL statement; in the synchronous_commit=off runs, where the
 #                  work is CPU-bound and the API's own cost shows (default 1)
+#
+# Every figure printed is also recorded under append.* (scripts/lib.sh `record`) for the report.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -97,6 +99,12 @@ done
 echo "data directory:     $DIR/data ($(df -h --output=fstype,source "$DIR" | tail -1 | tr -s ' '))"
 echo "pgbench:            -n -M prepared -c $CLIENTS -j $JOBS -T $SECONDS_PER_RUN, $ROUNDS round(s) of alternated ours/raw runs, median reported"
 echo
+record append.clients "$CLIENTS"
+record append.jobs "$JOBS"
+record append.seconds "$SECONDS_PER_RUN" s
+record append.rounds "$ROUNDS"
+record append.scaling_seconds "$SCALING_SECONDS" s
+record append.shared_buffers_mib "$(sql -c "SELECT pg_size_bytes(current_setting('shared_buffers')) / 1048576")" MiB
 
 # --- runs -------------------------------------------------------------------------------------
 # run SCRIPT EVENTS_PER_TX [PGOPTIONS]: reset the tables, checkpoint, run pgbench; print events/s.
@@ -115,11 +123,17 @@ run() {
     awk -v t="$tps" -v n="$per_tx" 'BEGIN { printf "%.0f", t * n }'
 }
 
-median() { tr ' ' '\n' | grep . | sort -n | awk '{ v[NR] = $1 } END {
-    if (NR % 2) print v[(NR + 1) / 2]; else printf "%.0f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+# The median of space-separated events/s figures, whole events.
+median_rate() { tr ' ' '\n' | grep . | median | awk '{ printf "%.0f\n", $1 }'; }
+
+# side SCRIPT: the contender a script stands for in the recorded keys (single_raw -> raw,
+# zipf_plpgsql -> plpgsql, batch_raw_idx -> raw_idx).
+side() { echo "${1#*_}"; }
 
 declare -A RESULT
-# pair NAME OURS RAW EVENTS_PER_TX [PGOPTIONS] [EXTRA...]: alternate ours/raw(/extra) runs.
+# pair NAME OURS RAW EVENTS_PER_TX [PGOPTIONS] [EXTRA...]: alternate ours/raw(/extra) runs;
+# records append.NAME.<side> (median events/s), append.NAME.round_ratio (median of the
+# per-round ours/raw ratios) and append.NAME.round.<i>.<side>.
 pair() {
     local name=$1 ours=$2 raw=$3 per_tx=$4 opts=${5:-}; shift 5 || shift $#
     local extras=("$@") i o r e ours_all="" raw_all="" ratio_all="" extra_all=()
@@ -127,31 +141,39 @@ pair() {
         o=$(run "$ours" "$per_tx" "$opts"); ours_all+="$o "
         r=$(run "$raw" "$per_tx" "$opts"); raw_all+="$r "
         ratio_all+="$(ratio "$o" "$r") "
+        record "append.$name.round.$i.ours" "$o" ev/s
+        record "append.$name.round.$i.$(side "$raw")" "$r" ev/s
         local line="  round $i: ours $o events/s, raw $r events/s"
         local k
         for k in "${!extras[@]}"; do
             e=$(run "${extras[$k]}" "$per_tx" "$opts"); extra_all[$k]+="$e "
+            record "append.$name.round.$i.$(side "${extras[$k]}")" "$e" ev/s
             line+=", ${extras[$k]} $e"
         done
         echo "$line (load $(cut -d' ' -f1 /proc/loadavg))"
     done
-    RESULT[$name.ours]=$(median <<<"$ours_all")
-    RESULT[$name.raw]=$(median <<<"$raw_all")
-    RESULT[$name.ratio]=$(tr ' ' '\n' <<<"$ratio_all" | grep . | sort -n | awk '{ v[NR] = $1 } END {
-        if (NR % 2) print v[(NR + 1) / 2]; else printf "%.2f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }')
+    RESULT[$name.ours]=$(median_rate <<<"$ours_all")
+    RESULT[$name.raw]=$(median_rate <<<"$raw_all")
+    RESULT[$name.ratio]=$(tr ' ' '\n' <<<"$ratio_all" | grep . | median | awk '{ printf "%.2f\n", $1 }')
     RESULT[$name.ours_all]=$ours_all
     RESULT[$name.raw_all]=$raw_all
+    record "append.$name.ours" "${RESULT[$name.ours]}" ev/s
+    record "append.$name.$(side "$raw")" "${RESULT[$name.raw]}" ev/s
+    record "append.$name.round_ratio" "${RESULT[$name.ratio]}"
     for k in "${!extras[@]}"; do
-        RESULT[$name.${extras[$k]}]=$(median <<<"${extra_all[$k]}")
+        RESULT[$name.${extras[$k]}]=$(median_rate <<<"${extra_all[$k]}")
+        record "append.$name.$(side "${extras[$k]}")" "${RESULT[$name.${extras[$k]}]}" ev/s
     done
 }
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+# ratio_rec KEY A B: the ratio A/B, printed and recorded under KEY.
+ratio_rec() { local r; r=$(ratio "$2" "$3"); record "$1" "$r"; echo "$r"; }
 report() {
     local name=$1 label=$2 o r
     o=${RESULT[$name.ours]}; r=${RESULT[$name.raw]}
     printf '%-42s ours %7s ev/s  raw %7s ev/s  ratio of medians %s  median per-round ratio %s\n' \
-        "$label" "$o" "$r" "$(ratio "$o" "$r")" "${RESULT[$name.ratio]}"
+        "$label" "$o" "$r" "$(ratio_rec "append.$name.ratio" "$o" "$r")" "${RESULT[$name.ratio]}"
 }
 
 extra() { if [ "$BREAKDOWN" = 1 ]; then echo "$1_raw_idx $1_sql"; fi; }
@@ -180,7 +202,7 @@ if [ -n "$SCALING" ]; then
     say "single event by number of clients: $SCALING (${ROUNDS}x${SCALING_SECONDS}s per side)"
     for c in $SCALING; do
         echo "== single event, durable, $c client(s)"
-        RUN_CLIENTS=$c RUN_SECONDS=$SCALING_SECONDS pair "scale$c" single_ours single_raw 1 "" single_plpgsql
+        RUN_CLIENTS=$c RUN_SECONDS=$SCALING_SECONDS pair "scale.$c" single_ours single_raw 1 "" single_plpgsql
     done
 fi
 
@@ -200,24 +222,31 @@ hot() {
             p50 = v[int(NR * 0.50) > 0 ? int(NR * 0.50) : 1]; p99 = v[int(NR * 0.99) > 0 ? int(NR * 0.99) : 1]
             printf "%.0f %.3f %.2f %.2f\n", c / s, (a - c) / a, p50 / 1000, p99 / 1000 }'
 }
+# hot_record PREFIX "RATE ES001 P50 P99": a hot-stream result under PREFIX.{rate,es001,p50,p99}.
+hot_record() {
+    local a b c d
+    read -r a b c d <<<"$2"
+    record "$1.rate" "$a" ev/s; record "$1.es001" "$b"; record "$1.p50" "$c" ms; record "$1.p99" "$d" ms
+}
 if [ "$HOT" = 1 ]; then
     say "hot streams: $CLIENTS clients on 10 streams with expected versions (${ROUNDS}x${SECONDS_PER_RUN}s per side)"
     hot_ours_all=() hot_pl_all=()
     for ((i = 1; i <= ROUNDS; i++)); do
         o=$(hot hot_ours eventstore.events); p=$(hot hot_plpgsql bench.pl_events)
         hot_ours_all+=("$o"); hot_pl_all+=("$p")
+        hot_record "append.hot.round.$i.ours" "$o"; hot_record "append.hot.round.$i.plpgsql" "$p"
         echo "  round $i: ours $o | plpgsql $p   (committed ev/s, ES001 fraction, p50 ms, p99 ms)"
     done
     # Median per column.
     hot_median() {
         local col out=""
         for col in 1 2 3 4; do
-            out+="$(printf '%s\n' "$@" | awk -v c="$col" '{ print $c }' | sort -g | awk '{ v[NR] = $1 } END {
-                print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }') "
+            out+="$(printf '%s\n' "$@" | awk -v c="$col" '{ print $c }' | median) "
         done
         echo "$out"
     }
     HOT_OURS=$(hot_median "${hot_ours_all[@]}"); HOT_PL=$(hot_median "${hot_pl_all[@]}")
+    hot_record append.hot.ours "$HOT_OURS"; hot_record append.hot.plpgsql "$HOT_PL"
 fi
 
 echo
@@ -231,24 +260,25 @@ fi
 echo
 echo "== the PL/pgSQL append a user would write (same checks, same table shape), durable"
 printf '%-42s ours %7s ev/s  plpgsql %7s ev/s  ours/plpgsql %s\n' "single event" "${RESULT[single.ours]}" \
-    "${RESULT[single.single_plpgsql]}" "$(ratio "${RESULT[single.ours]}" "${RESULT[single.single_plpgsql]}")"
+    "${RESULT[single.single_plpgsql]}" "$(ratio_rec append.single.ratio_plpgsql "${RESULT[single.ours]}" "${RESULT[single.single_plpgsql]}")"
 printf '%-42s ours %7s ev/s  plpgsql %7s ev/s  ours/plpgsql %s\n' "100-event batch" "${RESULT[batch.ours]}" \
-    "${RESULT[batch.batch_plpgsql]}" "$(ratio "${RESULT[batch.ours]}" "${RESULT[batch.batch_plpgsql]}")"
+    "${RESULT[batch.batch_plpgsql]}" "$(ratio_rec append.batch.ratio_plpgsql "${RESULT[batch.ours]}" "${RESULT[batch.batch_plpgsql]}")"
 echo
 echo "== event shapes, durable: median events/s"
 printf '%-42s ours %7s  raw %7s  plpgsql %7s  ours/raw %s  ours/plpgsql %s\n' "minimal event (empty data)" \
     "${RESULT[tiny.ours]}" "${RESULT[tiny.raw]}" "${RESULT[tiny.tiny_plpgsql]}" \
-    "$(ratio "${RESULT[tiny.ours]}" "${RESULT[tiny.raw]}")" "$(ratio "${RESULT[tiny.ours]}" "${RESULT[tiny.tiny_plpgsql]}")"
+    "$(ratio_rec append.tiny.ratio "${RESULT[tiny.ours]}" "${RESULT[tiny.raw]}")" \
+    "$(ratio_rec append.tiny.ratio_plpgsql "${RESULT[tiny.ours]}" "${RESULT[tiny.tiny_plpgsql]}")"
 printf '%-42s ours %7s  plpgsql %7s  ours/plpgsql %s\n' "realistic (orders, Zipf streams)" \
-    "${RESULT[zipf.ours]}" "${RESULT[zipf.raw]}" "$(ratio "${RESULT[zipf.ours]}" "${RESULT[zipf.raw]}")"
+    "${RESULT[zipf.ours]}" "${RESULT[zipf.raw]}" "$(ratio_rec append.zipf.ratio_plpgsql "${RESULT[zipf.ours]}" "${RESULT[zipf.raw]}")"
 if [ -n "$SCALING" ]; then
     echo
     echo "== single event, durable, by clients: median events/s (ours/raw, ours/plpgsql)"
     for c in $SCALING; do
         printf '%3s clients  ours %7s  raw %7s  plpgsql %7s  ours/raw %s  ours/plpgsql %s\n' "$c" \
-            "${RESULT[scale$c.ours]}" "${RESULT[scale$c.raw]}" "${RESULT[scale$c.single_plpgsql]}" \
-            "$(ratio "${RESULT[scale$c.ours]}" "${RESULT[scale$c.raw]}")" \
-            "$(ratio "${RESULT[scale$c.ours]}" "${RESULT[scale$c.single_plpgsql]}")"
+            "${RESULT[scale.$c.ours]}" "${RESULT[scale.$c.raw]}" "${RESULT[scale.$c.single_plpgsql]}" \
+            "$(ratio_rec "append.scale.$c.ratio" "${RESULT[scale.$c.ours]}" "${RESULT[scale.$c.raw]}")" \
+            "$(ratio_rec "append.scale.$c.ratio_plpgsql" "${RESULT[scale.$c.ours]}" "${RESULT[scale.$c.single_plpgsql]}")"
     done
 fi
 if [ "$HOT" = 1 ]; then
@@ -265,8 +295,8 @@ if [ "$BREAKDOWN" = 1 ] && [ "$ASYNC" = 1 ]; then
     for n in single_async batch_async; do
         w=${n%_async}; r=${RESULT[$n.raw]}
         printf '%-13s raw %7s   raw+2idx %7s (%s)   plain SQL %7s (%s)   ours %7s (%s)\n' "$n" "$r" \
-            "${RESULT[$n.${w}_raw_idx]}" "$(ratio "${RESULT[$n.${w}_raw_idx]}" "$r")" \
-            "${RESULT[$n.${w}_sql]}" "$(ratio "${RESULT[$n.${w}_sql]}" "$r")" \
+            "${RESULT[$n.${w}_raw_idx]}" "$(ratio_rec "append.$n.ratio_raw_idx" "${RESULT[$n.${w}_raw_idx]}" "$r")" \
+            "${RESULT[$n.${w}_sql]}" "$(ratio_rec "append.$n.ratio_sql" "${RESULT[$n.${w}_sql]}" "$r")" \
             "${RESULT[$n.ours]}" "$(ratio "${RESULT[$n.ours]}" "$r")"
     done
 fi

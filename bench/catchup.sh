@@ -20,7 +20,12 @@
 #   no-op   the same first start with one projection whose handlers do nothing (SELECT): the
 #           cost of reading, building envelopes and round trips, without the handlers' work
 # Each worker round starts from nothing: no slot, no worker schema, no read-model tables.
-set -euo pipefail
+#
+# Every figure printed is also recorded under catchup.* (scripts/lib.sh `record`) for the
+# report. EVENTSTORE_WORKER_BIN names a worker binary to use instead of building one.
+set -eEuo pipefail
+# A failed command inside a function or $(...) would otherwise end the run without a word.
+trap 'echo "error: bench/catchup.sh line $LINENO: $BASH_COMMAND" >&2' ERR
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=../scripts/lib.sh
@@ -31,7 +36,7 @@ QUICK=${BENCH_QUICK:-0}
 for arg in "$@"; do
     case $arg in
         --quick) QUICK=1 ;;
-        -h|--help) sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,24p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown argument: $arg (try --help)" ;;
     esac
 done
@@ -40,10 +45,8 @@ if [ "$QUICK" = 1 ]; then EVENTS=${BENCH_EVENTS:-20000}; ROUNDS=${BENCH_ROUNDS:-
 if [ "${BENCH_INSTALL:-0}" = 1 ] || [ ! -f "$("$PG_CONFIG" --sharedir)/extension/pg_eventstore.control" ]; then
     install_extension
 fi
-say "building eventstore-worker (release)"
-(cd "$REPO_ROOT" && cargo build --release -q -p eventstore-worker)
-worker_bin=${CARGO_TARGET_DIR:-$REPO_ROOT/target}/release/eventstore-worker
-[ -x "$worker_bin" ] || die "no worker binary at $worker_bin"
+worker_binary
+worker_bin=$WORKER_BIN
 
 # --- a throwaway cluster, stopped and removed on exit (with the worker, if running) ---------
 bench_cluster pg_eventstore_catchup_bench shared_buffers=256MB max_wal_size=2GB
@@ -71,12 +74,18 @@ sql -c "VACUUM ANALYZE eventstore.events" -c "CHECKPOINT"
 total=$(sql -c "SELECT count(*) FROM eventstore.events")
 
 now() { date +%s.%N; }
-median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+# The worker reads stored events in chunks of this many rows; the raw read fetches the same.
+CHUNK=5000
+record catchup.events "$total"
+record catchup.orders "$orders"
+record catchup.rounds "$ROUNDS"
+record catchup.chunk "$CHUNK"
+record catchup.shared_buffers_mib "$(sql -c "SELECT pg_size_bytes(current_setting('shared_buffers')) / 1048576")" MiB
 
 # --- raw: the rows in global_position order, through a cursor, to /dev/null ------------------
 columns="stream_id, stream_version, global_position, event_id::text, event_type, data::text, metadata::text, recorded_at::text"
 raw_read() {
-    "$PSQL" -X -q -At -d app -v FETCH_COUNT=5000 \
+    "$PSQL" -X -q -At -d app -v FETCH_COUNT="$CHUNK" \
         -c "SELECT $columns FROM eventstore.events ORDER BY global_position" >/dev/null
 }
 say "raw: reading $total events in global_position order ($ROUNDS rounds after a warm-up)"
@@ -85,6 +94,7 @@ raw_rates=()
 for ((r = 1; r <= ROUNDS; r++)); do
     t0=$(now); raw_read; t1=$(now)
     raw_rates+=("$(echo "$total / ($t1 - $t0)" | bc)")
+    record "catchup.round.$r.raw" "${raw_rates[-1]}" ev/s
 done
 
 # --- the worker: first start on the populated store --------------------------------------------
@@ -130,27 +140,45 @@ SQL
     kill -TERM "$worker_pid"; wait "$worker_pid" || true; worker_pid=""
     echo "$(echo "$t1 - $t0" | bc) $cpu"
 }
-snapshot_rate() { sed 's/\x1b\[[0-9;]*m//g' "$1" | grep -o 'snapshot applied.*per_second=[0-9]*' | grep -o '[0-9]*$' | head -1; }
+# The snapshot phase's rate as the worker logs it; empty (not measured) when the line is missing.
+snapshot_rate() {
+    sed 's/\x1b\[[0-9;]*m//g' "$1" | grep -o 'snapshot applied.*per_second=[0-9]*' | grep -o '[0-9]*$' | head -1 || true
+}
 
-worker_rates=() worker_cpu=() snapshot_rates=() noop_rates=()
+worker_rates=() worker_cpu=() worker_cpu_pct=() snapshot_rates=() noop_rates=()
 for ((r = 1; r <= ROUNDS; r++)); do
     say "worker round $r: first start, building order_summary and customer_revenue from $total events"
     read -r seconds cpu <<<"$(first_start "$DIR/worker.toml" 2 "$DIR/worker.$r.log")"
     worker_rates+=("$(echo "$total / $seconds" | bc)")
-    worker_cpu+=("$(printf '%.0f%%' "$(echo "100 * $cpu / $seconds" | bc -l)")")
+    worker_cpu_pct+=("$(printf '%.0f' "$(echo "100 * $cpu / $seconds" | bc -l)")")
+    worker_cpu+=("${worker_cpu_pct[-1]}%")
     snapshot_rates+=("$(snapshot_rate "$DIR/worker.$r.log")")
+    record "catchup.round.$r.worker" "${worker_rates[-1]}" ev/s
+    record "catchup.round.$r.worker_cpu_pct" "${worker_cpu_pct[-1]}" %
+    record "catchup.round.$r.snapshot" "${snapshot_rates[-1]}" ev/s
     # The built read model is exact: one row per order, every order shipped after 3 events.
     shipped=$(sql -c "SELECT count(*) FROM order_summary WHERE status = 'shipped' AND event_count = 3")
     [ "$shipped" = "$orders" ] || die "order_summary has $shipped shipped orders, expected $orders"
     say "worker round $r: the same with no-op handlers"
     first_start "$DIR/noop.toml" 1 "$DIR/noop.$r.log" >/dev/null
     noop_rates+=("$(snapshot_rate "$DIR/noop.$r.log")")
+    record "catchup.round.$r.noop" "${noop_rates[-1]}" ev/s
 done
 
 raw=$(printf '%s\n' "${raw_rates[@]}" | median)
 worker=$(printf '%s\n' "${worker_rates[@]}" | median)
 snapshot=$(printf '%s\n' "${snapshot_rates[@]}" | median)
 noop=$(printf '%s\n' "${noop_rates[@]}" | median)
+cpu_pct=$(printf '%s\n' "${worker_cpu_pct[@]}" | median)
+ratio=$(echo "scale=2; $worker / $raw" | bc)
+ratio_snapshot=$([ -z "$snapshot" ] || echo "scale=2; $snapshot / $raw" | bc)
+record catchup.raw "$raw" ev/s
+record catchup.worker "$worker" ev/s
+record catchup.worker_cpu_pct "$cpu_pct" %
+record catchup.snapshot "$snapshot" ev/s
+record catchup.noop "$noop" ev/s
+record catchup.ratio "$ratio"
+record catchup.ratio_snapshot "$ratio_snapshot"
 echo
 echo "catch-up from the table ($(nproc) cores, $total stored events, medians of $ROUNDS)"
 printf '  raw read, global_position order      %8s events/s   (rounds: %s)\n' "$raw" "${raw_rates[*]}"
@@ -158,5 +186,5 @@ printf '  worker, start to both projections    %8s events/s   (rounds: %s; worke
     "$worker" "${worker_rates[*]}" "${worker_cpu[*]}"
 printf '  worker, snapshot phase alone         %8s events/s   (rounds: %s)\n' "$snapshot" "${snapshot_rates[*]}"
 printf '  snapshot phase, no-op handlers       %8s events/s   (rounds: %s)\n' "$noop" "${noop_rates[*]}"
-printf '  ratio worker/raw                     %8s\n' "$(echo "scale=2; $worker / $raw" | bc)"
-printf '  ratio snapshot phase/raw             %8s\n' "$(echo "scale=2; $snapshot / $raw" | bc)"
+printf '  ratio worker/raw                     %8s\n' "$ratio"
+printf '  ratio snapshot phase/raw             %8s\n' "$ratio_snapshot"

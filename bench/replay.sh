@@ -16,6 +16,8 @@
 #   2. replay with eventstore.merge vs a PL/pgSQL `state || data` reducer (target >= 3x)
 #   3. read_stream of the whole stream vs a raw SELECT of the same rows (target >= 0.8)
 # plus a breakdown of where a PL/pgSQL fold spends its time.
+#
+# Every figure printed is also recorded under replay.* (scripts/lib.sh `record`) for the report.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -28,7 +30,7 @@ QUICK=${BENCH_QUICK:-0}
 for arg in "$@"; do
     case $arg in
         --quick) QUICK=1 ;;
-        -h|--help) sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown argument: $arg (try --help)" ;;
     esac
 done
@@ -114,9 +116,9 @@ run() {
     [ -n "$lat" ] || { echo "$out" >&2; die "no latency in pgbench output"; }
     echo "$lat"
 }
-median() { tr ' ' '\n' | grep . | sort -g | awk '{ v[NR] = $1 } END {
-    if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+# ratio_rec KEY A B: the ratio A/B, printed and recorded under KEY.
+ratio_rec() { local r; r=$(ratio "$2" "$3"); record "$1" "$r"; echo "$r"; }
 
 # Transactions per run, so that each run lasts roughly a second or more.
 declare -A TX=([plpgsql_full]=3 [plpgsql_snapshot]=300 [merge_full]=5 [keep_full]=5
@@ -129,10 +131,18 @@ echo "cpus:            $(nproc) ($(grep -m1 'model name' /proc/cpuinfo | cut -d:
 echo "load average:    $(cut -d' ' -f1-3 /proc/loadavg) (at start)"
 echo "postgresql:      $(sql -c 'SHOW server_version'), shared_buffers $(sql -c 'SHOW shared_buffers')"
 echo "pg_eventstore:   $(sql -c "SELECT extversion FROM pg_extension WHERE extname = 'pg_eventstore'")"
-echo "stream:          $EVENTS events, $(sql -c "SELECT pg_size_pretty(sum(pg_column_size(data))) FROM eventstore.events") of data;" \
-     "final state $(sql -c "SELECT pg_column_size(eventstore.replay('account-1', 'eventstore.merge'::regproc))") bytes"
+data_bytes=$(sql -c "SELECT sum(pg_column_size(data)) FROM eventstore.events")
+state_bytes=$(sql -c "SELECT pg_column_size(eventstore.replay('account-1', 'eventstore.merge'::regproc))")
+echo "stream:          $EVENTS events, $(sql -c "SELECT pg_size_pretty($data_bytes::bigint)") of data;" \
+     "final state $state_bytes bytes"
 echo "method:          pgbench -n -M prepared -c 1, $ROUNDS round(s), workloads alternated within each round, median latency"
 echo
+record replay.events "$EVENTS"
+record replay.rounds "$ROUNDS"
+record replay.snapshot_distance $((EVENTS - SNAP))
+record replay.data_bytes "$data_bytes" bytes
+record replay.state_bytes "$state_bytes" bytes
+record replay.shared_buffers_mib "$(sql -c "SELECT pg_size_bytes(current_setting('shared_buffers')) / 1048576")" MiB
 
 # Warm the cache and the plans once.
 for w in "${ORDER[@]}"; do run "$w" 1 >/dev/null; done
@@ -141,27 +151,36 @@ for ((r = 1; r <= ROUNDS; r++)); do
     for w in "${ORDER[@]}"; do
         ms=$(run "$w" "${TX[$w]}")
         ALL[$w]+="$ms "
+        record "replay.round.$r.$w" "$ms" ms
         line+=" $w ${ms}ms"
     done
     echo "$line"
 done
 declare -A MED
-for w in "${ORDER[@]}"; do MED[$w]=$(median <<<"${ALL[$w]}"); done
+for w in "${ORDER[@]}"; do
+    MED[$w]=$(tr ' ' '\n' <<<"${ALL[$w]}" | grep . | median)
+    record "replay.$w" "${MED[$w]}" ms
+done
 
-per_event() { awk -v ms="$1" -v n="$2" 'BEGIN { printf "%.2f", ms * 1000 / n }'; }
+# per_event MS EVENTS [KEY]: microseconds per event, recorded under KEY when given.
+per_event() {
+    local us; us=$(awk -v ms="$1" -v n="$2" 'BEGIN { printf "%.2f", ms * 1000 / n }')
+    [ -z "${3:-}" ] || record "$3" "$us" us
+    echo "$us"
+}
 echo
 echo "== summary: median latency per call ($EVENTS events)"
-printf '%-52s %10s ms  (%s us/event)\n' "replay, PL/pgSQL reducer, from the first event" "${MED[plpgsql_full]}" "$(per_event "${MED[plpgsql_full]}" "$EVENTS")"
+printf '%-52s %10s ms  (%s us/event)\n' "replay, PL/pgSQL reducer, from the first event" "${MED[plpgsql_full]}" "$(per_event "${MED[plpgsql_full]}" "$EVENTS" replay.plpgsql_full.per_event)"
 printf '%-52s %10s ms\n' "replay, PL/pgSQL reducer, from a snapshot 10 back" "${MED[plpgsql_snapshot]}"
-printf '%-52s %10s   (target >= 20)\n' "  speed-up from the snapshot" "$(ratio "${MED[plpgsql_full]}" "${MED[plpgsql_snapshot]}")x"
-printf '%-52s %10s ms  (%s us/event)\n' "replay, eventstore.merge (Rust), from the first event" "${MED[merge_full]}" "$(per_event "${MED[merge_full]}" "$EVENTS")"
-printf '%-52s %10s   (target >= 3)\n' "  merge vs PL/pgSQL state || data" "$(ratio "${MED[plpgsql_full]}" "${MED[merge_full]}")x"
+printf '%-52s %10s   (target >= 20)\n' "  speed-up from the snapshot" "$(ratio_rec replay.ratio.snapshot "${MED[plpgsql_full]}" "${MED[plpgsql_snapshot]}")x"
+printf '%-52s %10s ms  (%s us/event)\n' "replay, eventstore.merge (Rust), from the first event" "${MED[merge_full]}" "$(per_event "${MED[merge_full]}" "$EVENTS" replay.merge_full.per_event)"
+printf '%-52s %10s   (target >= 3)\n' "  merge vs PL/pgSQL state || data" "$(ratio_rec replay.ratio.merge "${MED[plpgsql_full]}" "${MED[merge_full]}")x"
 printf '%-52s %10s ms\n' "read_stream, whole stream to the client" "${MED[read_stream]}"
 printf '%-52s %10s ms\n' "raw SELECT of the same rows" "${MED[raw_select]}"
-printf '%-52s %10s   (target >= 0.80)\n' "  read_stream speed as a fraction of raw" "$(ratio "${MED[raw_select]}" "${MED[read_stream]}")"
+printf '%-52s %10s   (target >= 0.80)\n' "  read_stream speed as a fraction of raw" "$(ratio_rec replay.ratio.read_stream "${MED[raw_select]}" "${MED[read_stream]}")"
 echo
 echo "== breakdown of the PL/pgSQL fold (per event)"
-printf '%-52s %10s us\n' "scan of the stream's rows (count(e.*))" "$(per_event "${MED[scan_only]}" "$EVENTS")"
-printf '%-52s %10s us\n' "replay with a PL/pgSQL reducer that returns state" "$(per_event "${MED[keep_full]}" "$EVENTS")"
+printf '%-52s %10s us\n' "scan of the stream's rows (count(e.*))" "$(per_event "${MED[scan_only]}" "$EVENTS" replay.scan_only.per_event)"
+printf '%-52s %10s us\n' "replay with a PL/pgSQL reducer that returns state" "$(per_event "${MED[keep_full]}" "$EVENTS" replay.keep_full.per_event)"
 printf '%-52s %10s us\n' "replay with PL/pgSQL state || data" "$(per_event "${MED[plpgsql_full]}" "$EVENTS")"
 printf '%-52s %10s us\n' "replay with eventstore.merge" "$(per_event "${MED[merge_full]}" "$EVENTS")"

@@ -20,6 +20,9 @@
 #    confirmed by an idle position (docs/worker.md). (a) Calls at random moments, a pause of
 #    0.2-1.2 s after each, for BENCH_SECONDS; (b) back to back for BENCH_SECONDS, where each
 #    write follows the worker's previous idle write within milliseconds.
+#
+# Every figure printed is also recorded under wait_for.* (scripts/lib.sh `record`) for the
+# report. EVENTSTORE_WORKER_BIN names a worker binary to use instead of building one.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -32,7 +35,7 @@ QUICK=${BENCH_QUICK:-0}
 for arg in "$@"; do
     case $arg in
         --quick) QUICK=1 ;;
-        -h|--help) sed -n '2,22p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,25p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown argument: $arg (try --help)" ;;
     esac
 done
@@ -43,10 +46,8 @@ if [ "$QUICK" = 1 ]; then SECS=${BENCH_SECONDS:-5}; else SECS=${BENCH_SECONDS:-2
 if [ "${BENCH_INSTALL:-0}" = 1 ] || [ ! -f "$("$PG_CONFIG" --sharedir)/extension/pg_eventstore.control" ]; then
     install_extension
 fi
-say "building eventstore-worker (release)"
-(cd "$REPO_ROOT" && cargo build --release -q -p eventstore-worker)
-worker_bin=${CARGO_TARGET_DIR:-$REPO_ROOT/target}/release/eventstore-worker
-[ -x "$worker_bin" ] || die "no worker binary at $worker_bin"
+worker_binary
+worker_bin=$WORKER_BIN
 
 # --- a throwaway cluster, stopped and removed on exit (the worker first) ---------------------
 bench_cluster pg_eventstore_wait_for_bench shared_buffers=256MB max_connections=100
@@ -121,3 +122,26 @@ echo "== barrier: wait_for with a token past the last event (no events, unrelate
 printf '%-28s %s calls (timed out: %s)   p50 %s ms   p90 %s ms   max %s ms\n' "random arrivals" "$icalls" "$itimeouts" "$ip50" "$ip90" "$ipmax"
 printf '%-28s %s calls (timed out: %s)   p50 %s ms   p90 %s ms   max %s ms\n' "back to back" "$bcalls" "$btimeouts" "$bp50" "$bp90" "$bpmax"
 printf '%-28s %s MiB\n' "worker peak RSS" "$((rss_kb / 1024))"
+
+record wait_for.rate "$RATE" ev/s
+record wait_for.clients "$CLIENTS"
+record wait_for.seconds "$SECS" s
+record wait_for.shared_buffers_mib "$(sql -c "SELECT pg_size_bytes(current_setting('shared_buffers')) / 1048576")" MiB
+record wait_for.achieved "${tps%.*}" ev/s
+record wait_for.calls "$calls"
+record wait_for.timeouts "$timeouts"
+record wait_for.p50 "$p50" ms
+record wait_for.p90 "$p90" ms
+record wait_for.p99 "$p99" ms
+record wait_for.max "$pmax" ms
+# barrier_record PHASE CALLS TIMEOUTS P50 P90 MAX
+barrier_record() {
+    record "wait_for.barrier.$1.calls" "$2"
+    record "wait_for.barrier.$1.timeouts" "$3"
+    record "wait_for.barrier.$1.p50" "$4" ms
+    record "wait_for.barrier.$1.p90" "$5" ms
+    record "wait_for.barrier.$1.max" "$6" ms
+}
+barrier_record random "$icalls" "$itimeouts" "$ip50" "$ip90" "$ipmax"
+barrier_record back_to_back "$bcalls" "$btimeouts" "$bp50" "$bp90" "$bpmax"
+record wait_for.rss_mib "$((rss_kb / 1024))" MiB
