@@ -528,9 +528,10 @@ class Report:
                f"{compare(batch_pl)} with batches ({ratio(batch_pl)}); on existing, contended streams it is "
                f"{compare(zipf_pl)} with Zipf-picked streams ({ratio(zipf_pl)}) and {compare(hot_pl)} on "
                f"hot streams ({ratio(hot_pl)} of PL/pgSQL's committed events/s)."
-               + (" Being behind on existing streams is not yet explained; one suspect is that generated "
-                  "ids are UUIDv7 (time ordered, so concurrent inserts meet on the rightmost page of the "
-                  "`event_id` index) where the PL/pgSQL version uses random v4 ids."
+               + " On hot streams every attempt first reads the version with `eventstore.stream_version`, "
+               "which is PL/pgSQL so that its plan is kept for the session (as a SQL function with a "
+               "subquery it was planned afresh in every transaction, more than doubling the call)."
+               + (" What is left of the gap here is not explained by this run's figures."
                   if any(v is not None and v < 0.95 for v in (zipf_pl, hot_pl)) else ""))
         self.w()
 
@@ -676,9 +677,7 @@ class Report:
                "drain however fast the rest is, and together the three processes need far more CPU per "
                "event than `pg_recvlogical`'s walsender alone: they fill both cores at a rate well below "
                "the one `pg_recvlogical` reaches with one."
-               + ("" if met else " On two cores the ratio therefore cannot reach 0.7 even on an idle "
-                  "machine; when other processes compete for the cores it tends to the ratio of total CPU "
-                  "per event."))
+               + ("" if met else self.drain_bound(n("drain.recvlogical"), n("drain.worker"))))
         self.w("- **What the backend does** (`perf`): mostly executing the two handler statements "
                "(executor start-up per statement, then index lookups, heap and WAL: the read models' own "
                "work), then parsing envelopes into `jsonb` (once per event), and the PL/pgSQL loop of the "
@@ -695,6 +694,24 @@ class Report:
                "statements per event, HOT-friendly read-model tables) or from more cores: the walsender, "
                "the worker and the target backend are separate processes and use them.")
         self.w()
+
+    @staticmethod
+    def drain_bound(recv, worker):
+        """Why the drain misses 0.7, from the CPU profile in docs/worker.md: the three processes
+        together need about 60 µs of CPU per event, i.e. two busy cores drain about 33,000/s."""
+        ceiling = 33000
+        if recv is None or worker is None:
+            return ""
+        needed = 0.7 * recv
+        text = (f" With about 60 µs of CPU per event for the three processes together (the profile in "
+                "docs/worker.md), two cores fully "
+                f"busy drain about {rate(ceiling)} events/s at best; 0.7 of this run's `pg_recvlogical` is "
+                f"{rate(needed)} events/s")
+        if needed > ceiling:
+            return text + ", beyond that ceiling, so this machine cannot meet the target."
+        return (text + f", just within it: the worker reached {rate(worker)} events/s, {ratio(worker / ceiling)} of the "
+                "ceiling, since the three processes hand batches to one another and are not all busy all "
+                "the time.")
 
     # --- trigger ------------------------------------------------------------------------------------
 
@@ -801,12 +818,12 @@ class Report:
         floor = ""
         if lag_rates and n("rate") is not None:
             R = min(lag_rates, key=lambda x: abs(x - n("rate")))
-            floor = (f" (p50 {ms(r.num(f'worker.lag.{R}.p50'))}, p99 {ms(r.num(f'worker.lag.{R}.p99'))} at "
-                     f"{rate(R)} events/s, [above](#{slug(WORKER_S)}))")
+            floor = (f" (p50 {ms(r.num(f'worker.lag.{R}.p50'))} at {rate(R)} events/s, "
+                     f"[above](#{slug(WORKER_S)}))")
         self.w("- **The apply path, not the wait.** A token after an append is covered when the worker has "
                "committed the batch holding that append: walsender decoding, the batch linger (2 ms by "
                "default), the handlers, and a durable target commit (an fsync on the same disk as the "
-               f"appends' fsyncs). The worker's commit-to-visible lag is the floor of this wait{floor}; "
+               f"appends' fsyncs). The worker's commit-to-visible lag is most of this wait{floor}; "
                "more clients each waiting for their own write also make pgbench fall short of the rate.")
         self.w("- **Polling** adds at most about a quarter of the wait (`wait_for` checks after 1 ms, "
                "then each pause a quarter longer, up to 50 ms).")
