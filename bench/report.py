@@ -617,7 +617,7 @@ class Report:
         self.w(f"`bash bench/worker.sh` on a throwaway cluster (`fsync=on`), the release worker beside it: "
                f"{either([n('drain.rounds')], nof(n('drain.rounds'), 'drain round'), 'drain rounds')}, `pg_recvlogical` and the worker alternated "
                "on equal backlogs, medians; the worker's own transactions commit with "
-               "`synchronous_commit = on`. The steady load is pgbench at a fixed rate, one "
+               "`synchronous_commit = on`. The steady load is pgbench appending durably (`synchronous_commit=on`) at a fixed rate, one "
                "event per transaction up to 2,000 events/s and 1,000 transactions/s of several events "
                "(each on its own stream) above, since two cores run few more single-event transactions "
                "beside the server's other work; each rate's lag is computed over its own events.")
