@@ -642,13 +642,17 @@ impl Target {
                 Some((_, _, e)) => return Err(e),
             }
         }
+        let applier = match self.apply_functions {
+            ApplyFunctions::On { applier, .. } => Some(applier),
+            ApplyFunctions::Off => None,
+        };
         for (i, error) in function_errors {
             let p = &mut self.projections[i];
             if !p.failed {
                 // The statements went through where the function did not: the function is not
                 // equivalent for some handler (PL/pgSQL's rules differ from top-level SQL in
                 // corners). Stay on the exact path for this projection.
-                warn!(projection = %p.name, %error, "apply function failed where the handler statements did not; this projection now runs statement by statement");
+                warn!(projection = %p.name, ?applier, %error, "apply function failed where the handler statements did not; this projection now runs statement by statement");
                 p.function = None;
             }
         }
