@@ -49,9 +49,7 @@ impl Applier {
 
 /// 64-bit FNV-1a: stable across builds and platforms (the name must not change between runs).
 fn fnv1a64(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 
 /// The function's schema-qualified, quoted name for a projection and path: a readable part made
@@ -60,20 +58,10 @@ fn fnv1a64(bytes: &[u8]) -> u64 {
 pub fn function_name(projection: &str, applier: Applier) -> String {
     let readable: String = projection
         .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '_'
-            }
-        })
+        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
         .take(32)
         .collect();
-    format!(
-        "{SCHEMA}.\"{}_{readable}_{:012x}\"",
-        applier.prefix(),
-        fnv1a64(projection.as_bytes()) >> 16
-    )
+    format!("{SCHEMA}.\"{}_{readable}_{:012x}\"", applier.prefix(), fnv1a64(projection.as_bytes()) >> 16)
 }
 
 /// One piece of SQL text between top-level semicolons.
@@ -121,11 +109,7 @@ fn skip_quoted(b: &[u8], start: usize, quote: u8, backslash_escapes: bool) -> Op
 fn split(sql: &str, standard_conforming_strings: bool) -> Option<Vec<Piece>> {
     let b = sql.as_bytes();
     let mut pieces = Vec::new();
-    let mut piece = Piece {
-        range: 0..0,
-        first_word: None,
-        significant: false,
-    };
+    let mut piece = Piece { range: 0..0, first_word: None, significant: false };
     let mut i = 0;
     while i < b.len() {
         let c = b[i];
@@ -134,14 +118,7 @@ fn split(sql: &str, standard_conforming_strings: bool) -> Option<Vec<Piece>> {
             b';' => {
                 piece.range.end = i;
                 i += 1;
-                pieces.push(std::mem::replace(
-                    &mut piece,
-                    Piece {
-                        range: i..i,
-                        first_word: None,
-                        significant: false,
-                    },
-                ));
+                pieces.push(std::mem::replace(&mut piece, Piece { range: i..i, first_word: None, significant: false }));
                 continue;
             }
             c if c.is_ascii_whitespace() => {
@@ -149,10 +126,7 @@ fn split(sql: &str, standard_conforming_strings: bool) -> Option<Vec<Piece>> {
                 continue;
             }
             b'-' if b.get(i + 1) == Some(&b'-') => {
-                i = b[i..]
-                    .iter()
-                    .position(|&c| c == b'\n')
-                    .map_or(b.len(), |p| i + p + 1);
+                i = b[i..].iter().position(|&c| c == b'\n').map_or(b.len(), |p| i + p + 1);
                 continue;
             }
             b'/' if b.get(i + 1) == Some(&b'*') => {
@@ -181,10 +155,7 @@ fn split(sql: &str, standard_conforming_strings: bool) -> Option<Vec<Piece>> {
             b'"' => i = skip_quoted(b, i, b'"', false)?,
             b'$' => {
                 // $tag$...$tag$ (tag empty or an identifier without '$'), otherwise a parameter.
-                let tag_len = b[i + 1..]
-                    .iter()
-                    .take_while(|&&c| is_ident_cont(c) && c != b'$')
-                    .count();
+                let tag_len = b[i + 1..].iter().take_while(|&&c| is_ident_cont(c) && c != b'$').count();
                 let tag_ok = tag_len == 0 || is_ident_start(b[i + 1]);
                 if tag_ok && b.get(i + 1 + tag_len) == Some(&b'$') {
                     let tag = &b[i..i + tag_len + 2];
@@ -219,11 +190,7 @@ fn split(sql: &str, standard_conforming_strings: bool) -> Option<Vec<Piece>> {
 /// The statement a handler's SQL holds, without trailing semicolons and comments after them,
 /// when it is one data-modifying statement the apply function can run; `None` otherwise.
 /// `returns_rows` comes from the prepared statement (a SELECT, or DML with RETURNING).
-pub fn compilable(
-    sql: &str,
-    returns_rows: bool,
-    standard_conforming_strings: bool,
-) -> Option<&str> {
+pub fn compilable(sql: &str, returns_rows: bool, standard_conforming_strings: bool) -> Option<&str> {
     if returns_rows {
         return None;
     }
@@ -233,9 +200,7 @@ pub fn compilable(
     if significant.next().is_some() {
         return None;
     }
-    COMPILABLE
-        .contains(&statement.first_word.as_deref()?)
-        .then(|| &sql[statement.range.clone()])
+    COMPILABLE.contains(&statement.first_word.as_deref()?).then(|| &sql[statement.range.clone()])
 }
 
 /// `CREATE OR REPLACE FUNCTION` (and `REVOKE` from `PUBLIC`) for a projection's apply function. `handlers` are the
@@ -277,18 +242,12 @@ pub fn create_function(projection: &str, applier: Applier, handlers: &[&str]) ->
 /// The statement the worker prepares to apply a run of events through the function:
 /// `$1` the handler numbers, `$2` the envelopes.
 pub fn call(projection: &str, applier: Applier) -> String {
-    format!(
-        "SELECT {}(NULL, $1, $2)",
-        function_name(projection, applier)
-    )
+    format!("SELECT {}(NULL, $1, $2)", function_name(projection, applier))
 }
 
 /// Drops the function, if there is one.
 pub fn drop_function(projection: &str, applier: Applier) -> String {
-    format!(
-        "DROP FUNCTION IF EXISTS {}{ARGUMENTS}",
-        function_name(projection, applier)
-    )
+    format!("DROP FUNCTION IF EXISTS {}{ARGUMENTS}", function_name(projection, applier))
 }
 
 /// One statement that applies a batch to several projections, one after the other, with the
@@ -299,13 +258,7 @@ pub fn call_together(projections: &[&str], applier: Applier) -> String {
     let calls: Vec<String> = projections
         .iter()
         .enumerate()
-        .map(|(k, p)| {
-            format!(
-                "{}(NULL, ${}, ${envelopes})",
-                function_name(p, applier),
-                k + 1
-            )
-        })
+        .map(|(k, p)| format!("{}(NULL, ${}, ${envelopes})", function_name(p, applier), k + 1))
         .collect();
     format!("SELECT {}", calls.join(", "))
 }
@@ -319,18 +272,12 @@ mod tests {
     fn names_are_quoted_identifiers_with_a_hash() {
         let live = |p| function_name(p, Applier::Live);
         let a = live("order_summary");
-        assert!(
-            a.starts_with("eventstore_worker.\"apply_order_summary_"),
-            "{a}"
-        );
+        assert!(a.starts_with("eventstore_worker.\"apply_order_summary_"), "{a}");
         assert!(a.len() - "eventstore_worker.".len() - 2 <= 63);
         assert_ne!(live("Order Summary"), live("order_summary"));
         assert_ne!(live("a-b"), live("a_b"));
         let odd = live("x\"; DROP TABLE t; --");
-        assert!(
-            odd.starts_with("eventstore_worker.\"apply_x___drop_table_t_____"),
-            "{odd}"
-        );
+        assert!(odd.starts_with("eventstore_worker.\"apply_x___drop_table_t_____"), "{odd}");
         for applier in [Applier::Live, Applier::CatchUp, Applier::Build] {
             let long = function_name(&"é".repeat(100), applier);
             assert!(long.len() - "eventstore_worker.".len() - 2 <= 63, "{long}");
@@ -346,26 +293,13 @@ mod tests {
     #[test]
     fn takes_plain_dml_and_strips_trailing_semicolons() {
         let c = |sql| compilable(sql, false, true);
-        assert_eq!(
-            c("INSERT INTO t VALUES ($1)"),
-            Some("INSERT INTO t VALUES ($1)")
-        );
-        assert_eq!(
-            c("  update t set a = $1->>'a';  ; -- done\n"),
-            Some("  update t set a = $1->>'a'")
-        );
-        assert_eq!(
-            c("-- lead\n/* block /* nested */ ; */ DELETE FROM t WHERE k = $1->>'k' -- tail"),
-            Some("-- lead\n/* block /* nested */ ; */ DELETE FROM t WHERE k = $1->>'k' -- tail")
-        );
-        assert_eq!(
-            c("WITH x AS (SELECT 1) INSERT INTO t SELECT $1 FROM x;"),
-            Some("WITH x AS (SELECT 1) INSERT INTO t SELECT $1 FROM x")
-        );
-        assert_eq!(
-            c("MERGE INTO t USING (SELECT $1 AS e) s ON false WHEN NOT MATCHED THEN DO NOTHING"),
-            Some("MERGE INTO t USING (SELECT $1 AS e) s ON false WHEN NOT MATCHED THEN DO NOTHING")
-        );
+        assert_eq!(c("INSERT INTO t VALUES ($1)"), Some("INSERT INTO t VALUES ($1)"));
+        assert_eq!(c("  update t set a = $1->>'a';  ; -- done\n"), Some("  update t set a = $1->>'a'"));
+        assert_eq!(c("-- lead\n/* block /* nested */ ; */ DELETE FROM t WHERE k = $1->>'k' -- tail"),
+            Some("-- lead\n/* block /* nested */ ; */ DELETE FROM t WHERE k = $1->>'k' -- tail"));
+        assert_eq!(c("WITH x AS (SELECT 1) INSERT INTO t SELECT $1 FROM x;"), Some("WITH x AS (SELECT 1) INSERT INTO t SELECT $1 FROM x"));
+        assert_eq!(c("MERGE INTO t USING (SELECT $1 AS e) s ON false WHEN NOT MATCHED THEN DO NOTHING"),
+            Some("MERGE INTO t USING (SELECT $1 AS e) s ON false WHEN NOT MATCHED THEN DO NOTHING"));
     }
 
     #[test]
@@ -386,18 +320,12 @@ mod tests {
     fn leaves_the_rest_to_the_statement_path() {
         let c = |sql| compilable(sql, false, true);
         assert_eq!(compilable("SELECT f($1)", true, true), None);
-        assert_eq!(
-            compilable("INSERT INTO t VALUES ($1) RETURNING 1", true, true),
-            None
-        );
+        assert_eq!(compilable("INSERT INTO t VALUES ($1) RETURNING 1", true, true), None);
         assert_eq!(c("SELECT f($1)"), None, "not a data-modifying statement");
         assert_eq!(c("CALL p($1)"), None);
         assert_eq!(c("(INSERT INTO t VALUES ($1))"), None);
         assert_eq!(c("INSERT INTO t VALUES ($1); DELETE FROM t"), None);
-        assert_eq!(
-            c(";INSERT INTO t VALUES ($1)"),
-            Some("INSERT INTO t VALUES ($1)")
-        );
+        assert_eq!(c(";INSERT INTO t VALUES ($1)"), Some("INSERT INTO t VALUES ($1)"));
         assert_eq!(c("INSERT INTO t VALUES ('unterminated"), None);
         assert_eq!(c("INSERT INTO t VALUES ($1) /* unterminated"), None);
         assert_eq!(c("INSERT INTO t VALUES ($q$ unterminated"), None);
@@ -406,47 +334,21 @@ mod tests {
 
     #[test]
     fn function_text_keeps_handlers_verbatim_under_a_fresh_tag() {
-        let h = [
-            "INSERT INTO t VALUES ($1) -- c",
-            "UPDATE t SET s = $es_apply$x$es_apply$ WHERE k = $1->>'k'",
-        ];
+        let h = ["INSERT INTO t VALUES ($1) -- c", "UPDATE t SET s = $es_apply$x$es_apply$ WHERE k = $1->>'k'"];
         let name = function_name("p", Applier::Build);
         let sql = create_function("p", Applier::Build, &h);
-        assert!(sql.starts_with(&format!(
-            "CREATE OR REPLACE FUNCTION {name}(_es_envelope jsonb,"
-        )));
+        assert!(sql.starts_with(&format!("CREATE OR REPLACE FUNCTION {name}(_es_envelope jsonb,")));
         assert!(sql.contains("AS $es_apply1$\n"), "{sql}");
         assert!(sql.contains("END\n$es_apply1$;\n"), "{sql}");
-        assert!(
-            sql.ends_with(&format!(
-                "REVOKE ALL ON FUNCTION {name}(jsonb, integer[], jsonb[]) FROM PUBLIC"
-            )),
-            "{sql}"
-        );
-        assert!(
-            sql.contains("WHEN 0 THEN\nINSERT INTO t VALUES ($1) -- c\n;\n"),
-            "{sql}"
-        );
-        assert!(
-            sql.contains(&format!("WHEN 1 THEN\n{}\n;\n", h[1])),
-            "{sql}"
-        );
-        assert_eq!(
-            call("p", Applier::Build),
-            format!("SELECT {name}(NULL, $1, $2)")
-        );
-        assert_eq!(
-            drop_function("p", Applier::Build),
-            format!("DROP FUNCTION IF EXISTS {name}(jsonb, integer[], jsonb[])")
-        );
+        assert!(sql.ends_with(&format!("REVOKE ALL ON FUNCTION {name}(jsonb, integer[], jsonb[]) FROM PUBLIC")), "{sql}");
+        assert!(sql.contains("WHEN 0 THEN\nINSERT INTO t VALUES ($1) -- c\n;\n"), "{sql}");
+        assert!(sql.contains(&format!("WHEN 1 THEN\n{}\n;\n", h[1])), "{sql}");
+        assert_eq!(call("p", Applier::Build), format!("SELECT {name}(NULL, $1, $2)"));
+        assert_eq!(drop_function("p", Applier::Build), format!("DROP FUNCTION IF EXISTS {name}(jsonb, integer[], jsonb[])"));
         let live = |p| function_name(p, Applier::Live);
         assert_eq!(
             call_together(&["p", "q"], Applier::Live),
-            format!(
-                "SELECT {}(NULL, $1, $3), {}(NULL, $2, $3)",
-                live("p"),
-                live("q")
-            )
+            format!("SELECT {}(NULL, $1, $3), {}(NULL, $2, $3)", live("p"), live("q"))
         );
     }
 

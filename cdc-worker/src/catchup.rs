@@ -36,10 +36,7 @@ pub async fn run(config: &Config, name: &str, stop: &CancellationToken) -> anyho
 async fn catch_up(config: &Config, name: &str) -> anyhow::Result<()> {
     let control = connect_sql(config.target_config(), "target").await?;
     let owned: bool = control
-        .query_one(
-            "SELECT pg_try_advisory_lock($1)",
-            &[&coordination::owner_lock(name)],
-        )
+        .query_one("SELECT pg_try_advisory_lock($1)", &[&coordination::owner_lock(name)])
         .await?
         .get(0);
     if !owned {
@@ -50,25 +47,14 @@ async fn catch_up(config: &Config, name: &str) -> anyhow::Result<()> {
     // The catch-up's apply function is of no use once it is over (the next one installs it
     // afresh); one left behind by a crash is harmless. Dropped only by its owner, which holds
     // the owner lock until its connection goes.
-    control
-        .batch_execute(&apply_function::drop_function(name, Applier::CatchUp))
-        .await?;
+    control.batch_execute(&apply_function::drop_function(name, Applier::CatchUp)).await?;
     result
 }
 
-async fn resume(
-    config: &Config,
-    name: &str,
-    control: &tokio_postgres::Client,
-) -> anyhow::Result<()> {
+async fn resume(config: &Config, name: &str, control: &tokio_postgres::Client) -> anyhow::Result<()> {
     let source = connect_sql(&config.source, "source").await?;
     source.batch_execute(source_map::EVENT_SESSION).await?;
-    let opened = Target::open(
-        connect_sql(config.target_config(), "target").await?,
-        config,
-        Role::CatchUp(name.into()),
-    )
-    .await;
+    let opened = Target::open(connect_sql(config.target_config(), "target").await?, config, Role::CatchUp(name.into())).await;
     let mut target = match opened {
         Ok(t) => t,
         Err(e) if e.is_fatal() => {
@@ -94,10 +80,7 @@ async fn resume(
         anyhow::bail!("projection {name:?} has no checkpoint to resume from");
     };
     let horizon = source_map::horizon(control).await?.unwrap_or_default();
-    anyhow::ensure!(
-        at >= horizon,
-        "projection {name:?} is at {at}, before the commit-order map starts ({horizon})"
-    );
+    anyhow::ensure!(at >= horizon, "projection {name:?} is at {at}, before the commit-order map starts ({horizon})");
 
     let started = at;
     let mut transactions = 0usize;
@@ -116,9 +99,7 @@ async fn resume(
 
     // Join: with the apply lock held, the map is complete up to its head.
     let lock = coordination::apply_lock(name);
-    control
-        .execute("SELECT pg_advisory_lock($1)", &[&lock])
-        .await?;
+    control.execute("SELECT pg_advisory_lock($1)", &[&lock]).await?;
     loop {
         let rows = source_map::after(control, at, CHUNK).await?;
         if rows.is_empty() {
@@ -141,9 +122,7 @@ async fn resume(
             &[&name, &at.to_string()],
         )
         .await?;
-    control
-        .execute("SELECT pg_advisory_unlock($1)", &[&lock])
-        .await?;
+    control.execute("SELECT pg_advisory_unlock($1)", &[&lock]).await?;
     if joined == 1 {
         info!(projection = %name, from = %started, checkpoint = %at, transactions, "caught up; following the stream again");
     } else {
@@ -161,10 +140,7 @@ async fn apply(
     rows: &[source_map::MapRow],
 ) -> anyhow::Result<Option<Lsn>> {
     let txns = source_map::fetch(source, rows).await?;
-    let failures = target
-        .apply(&txns)
-        .await
-        .context("applying to the target database")?;
+    let failures = target.apply(&txns).await.context("applying to the target database")?;
     if let Some(f) = failures.into_iter().next() {
         warn!(projection = %name, error = %f.error, "projection failed while catching up");
         return Ok(None);

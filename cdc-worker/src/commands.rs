@@ -38,17 +38,10 @@ pub async fn rebuild(config: Config, name: &str) -> anyhow::Result<ExitCode> {
 pub async fn retry(config: Config, name: &str) -> anyhow::Result<ExitCode> {
     let client = connect_sql(config.target_config(), "target").await?;
     let known: bool = client
-        .query_one(
-            "SELECT to_regclass('eventstore_worker.projections') IS NOT NULL",
-            &[],
-        )
+        .query_one("SELECT to_regclass('eventstore_worker.projections') IS NOT NULL", &[])
         .await?
         .get(0);
-    let rows = if known {
-        coordination::projection_rows(&client, &[name]).await?
-    } else {
-        Vec::new()
-    };
+    let rows = if known { coordination::projection_rows(&client, &[name]).await? } else { Vec::new() };
     let Some(row) = rows.into_iter().next() else {
         eprintln!("{name}: the worker has not started this projection yet; nothing to retry");
         return Ok(ExitCode::FAILURE);
@@ -57,9 +50,7 @@ pub async fn retry(config: Config, name: &str) -> anyhow::Result<ExitCode> {
         println!("{name}: status is {}; nothing to retry", row.status);
         return Ok(ExitCode::SUCCESS);
     }
-    let def = config
-        .projection(name)
-        .context("projection not in the configuration")?;
+    let def = config.projection(name).context("projection not in the configuration")?;
     let file = config.file.display().to_string();
     if let Err(e) = coordination::check_in_scratch_schema(&client, def, &file).await {
         eprintln!("eventstore-worker: {e}");
@@ -77,10 +68,7 @@ pub async fn retry(config: Config, name: &str) -> anyhow::Result<ExitCode> {
         println!("{name}: no longer failed; nothing to retry");
         return Ok(ExitCode::SUCCESS);
     }
-    let at = row
-        .checkpoint
-        .map(|c| format!("checkpoint {c}"))
-        .unwrap_or_else(|| "the beginning".into());
+    let at = row.checkpoint.map(|c| format!("checkpoint {c}")).unwrap_or_else(|| "the beginning".into());
     println!(
         "{name}: resuming from {at} through eventstore.events; a running worker picks it up within seconds, \
          otherwise its next start does"

@@ -10,18 +10,11 @@ use serde::Deserialize;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{file}: cannot read: {source}")]
-    Read {
-        file: PathBuf,
-        source: std::io::Error,
-    },
+    Read { file: PathBuf, source: std::io::Error },
     #[error("{file}: {message}")]
     Syntax { file: PathBuf, message: String },
     #[error("{file}: {key}: {message}")]
-    Invalid {
-        file: PathBuf,
-        key: String,
-        message: String,
-    },
+    Invalid { file: PathBuf, key: String, message: String },
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -112,12 +105,7 @@ pub struct Batch {
 
 impl Default for Batch {
     fn default() -> Self {
-        Batch {
-            max_transactions: 10_000,
-            max_events: 10_000,
-            max_bytes: 16 << 20,
-            linger_ms: 2,
-        }
+        Batch { max_transactions: 10_000, max_events: 10_000, max_bytes: 16 << 20, linger_ms: 2 }
     }
 }
 
@@ -153,10 +141,7 @@ pub struct Projection {
 
 impl Config {
     pub fn load(file: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
-            file: file.into(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read { file: file.into(), source })?;
         let mut config = Config::parse(file, &text)?;
         // Like libpq: a password not in the connection string may come from PGPASSWORD.
         if let Ok(password) = std::env::var("PGPASSWORD") {
@@ -170,40 +155,21 @@ impl Config {
     }
 
     pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
-            file: file.into(),
-            message: e.to_string(),
-        })?;
-        let invalid = |key: String, message: String| ConfigError::Invalid {
-            file: file.into(),
-            key,
-            message,
-        };
+        let raw: RawConfig =
+            toml::from_str(text).map_err(|e| ConfigError::Syntax { file: file.into(), message: e.to_string() })?;
+        let invalid = |key: String, message: String| ConfigError::Invalid { file: file.into(), key, message };
 
         let dsn = |key: &str, dsn: &str| {
-            tokio_postgres::Config::from_str(dsn)
-                .map_err(|e| invalid(key.into(), format!("invalid connection string: {e}")))
+            tokio_postgres::Config::from_str(dsn).map_err(|e| invalid(key.into(), format!("invalid connection string: {e}")))
         };
         let source = dsn("source.dsn", &raw.source.dsn)?;
-        let target = raw
-            .target
-            .as_ref()
-            .map(|t| dsn("target.dsn", &t.dsn))
-            .transpose()?;
-        for (key, value) in [
-            ("source.slot", &raw.source.slot),
-            ("source.publication", &raw.source.publication),
-        ] {
+        let target = raw.target.as_ref().map(|t| dsn("target.dsn", &t.dsn)).transpose()?;
+        for (key, value) in [("source.slot", &raw.source.slot), ("source.publication", &raw.source.publication)] {
             if value.is_empty() || value.len() > 63 {
                 return Err(invalid(key.into(), "must be 1 to 63 characters".into()));
             }
         }
-        if !raw
-            .source
-            .slot
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-        {
+        if !raw.source.slot.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') {
             return Err(invalid(
                 "source.slot".into(),
                 "replication slot names may contain only lower case letters, digits and underscores".into(),
@@ -211,16 +177,10 @@ impl Config {
         }
         let b = &raw.batch;
         if b.max_transactions == 0 || b.max_events == 0 || b.max_bytes == 0 {
-            return Err(invalid(
-                "batch".into(),
-                "max_transactions, max_events and max_bytes must be positive".into(),
-            ));
+            return Err(invalid("batch".into(), "max_transactions, max_events and max_bytes must be positive".into()));
         }
         if raw.projections.is_empty() {
-            return Err(invalid(
-                "projection".into(),
-                "at least one [[projection]] is required".into(),
-            ));
+            return Err(invalid("projection".into(), "at least one [[projection]] is required".into()));
         }
 
         let mut seen = HashSet::new();
@@ -237,23 +197,14 @@ impl Config {
                 return Err(invalid(at("name"), "must not be empty".into()));
             }
             if !seen.insert(p.name.clone()) {
-                return Err(invalid(
-                    at("name"),
-                    "is used by more than one projection".into(),
-                ));
+                return Err(invalid(at("name"), "is used by more than one projection".into()));
             }
             if p.handlers.is_empty() {
-                return Err(invalid(
-                    at("handlers"),
-                    "at least one handler (event_type = \"SQL\") is required".into(),
-                ));
+                return Err(invalid(at("handlers"), "at least one handler (event_type = \"SQL\") is required".into()));
             }
             for (event_type, sql) in &p.handlers {
                 if sql.trim().is_empty() {
-                    return Err(invalid(
-                        at(&format!("handlers.{event_type}")),
-                        "SQL must not be empty".into(),
-                    ));
+                    return Err(invalid(at(&format!("handlers.{event_type}")), "SQL must not be empty".into()));
                 }
                 if !sql.contains("$1") {
                     return Err(invalid(
@@ -345,19 +296,9 @@ mod tests {
             err(&GOOD.replace("($1->'data'->>'order_id')", "('x')")),
             "worker.toml: projection \"order_summary\": handlers.OrderPlaced: SQL must use the event envelope as parameter $1"
         );
-        assert!(
-            err(&GOOD.replace("name = \"order_summary\"", "name = \"\""))
-                .starts_with("worker.toml: projection[0].name")
-        );
-        let unknown = err(&GOOD.replace(
-            "[projection.handlers]",
-            "on_unknown = \"explode\"\n[projection.handlers]",
-        ));
-        assert!(
-            unknown.starts_with("worker.toml:") && unknown.contains("on_unknown")
-                || unknown.contains("explode"),
-            "{unknown}"
-        );
+        assert!(err(&GOOD.replace("name = \"order_summary\"", "name = \"\"")).starts_with("worker.toml: projection[0].name"));
+        let unknown = err(&GOOD.replace("[projection.handlers]", "on_unknown = \"explode\"\n[projection.handlers]"));
+        assert!(unknown.starts_with("worker.toml:") && unknown.contains("on_unknown") || unknown.contains("explode"), "{unknown}");
         let typo = err(&GOOD.replace("setup =", "setpu ="));
         assert!(typo.contains("setpu"), "{typo}");
         assert_eq!(
@@ -367,37 +308,18 @@ mod tests {
                 .replace("invalid configuration: unknown option `bogus`", &tokio_postgres::Config::from_str("bogus=1").unwrap_err().to_string())
         );
         let dup = format!("{GOOD}\n[[projection]]\nname = \"order_summary\"\n[projection.handlers]\nX = \"SELECT $1\"");
-        assert_eq!(
-            err(&dup),
-            "worker.toml: projection \"order_summary\": name: is used by more than one projection"
-        );
+        assert_eq!(err(&dup), "worker.toml: projection \"order_summary\": name: is used by more than one projection");
         assert!(err("[source]\ndsn = \"host=x\"").contains("at least one [[projection]]"));
-        assert!(
-            err(&GOOD.replace("[source]", "[source]\nslot = \"Bad-Name\"")).contains("source.slot")
-        );
-        assert!(err(&GOOD.replace(
-            "[projection.handlers]",
-            "version = \" \"\n[projection.handlers]"
-        ))
-        .contains("version"));
+        assert!(err(&GOOD.replace("[source]", "[source]\nslot = \"Bad-Name\"")).contains("source.slot"));
+        assert!(err(&GOOD.replace("[projection.handlers]", "version = \" \"\n[projection.handlers]")).contains("version"));
     }
 
     #[test]
     fn version_is_a_string_or_an_integer() {
         assert_eq!(parse(GOOD).unwrap().projections[0].version, None);
-        let v = |text: &str| {
-            parse(&GOOD.replace(
-                "[projection.handlers]",
-                &format!("version = {text}\n[projection.handlers]"),
-            ))
-        };
+        let v = |text: &str| parse(&GOOD.replace("[projection.handlers]", &format!("version = {text}\n[projection.handlers]")));
         assert_eq!(v("3").unwrap().projections[0].version.as_deref(), Some("3"));
-        assert_eq!(
-            v("\"2024-05-01\"").unwrap().projections[0]
-                .version
-                .as_deref(),
-            Some("2024-05-01")
-        );
+        assert_eq!(v("\"2024-05-01\"").unwrap().projections[0].version.as_deref(), Some("2024-05-01"));
         assert!(v("1.5").is_err());
     }
 }

@@ -70,30 +70,14 @@ const PROJECTION_ROWS: &str =
     "SELECT name, status, checkpoint_lsn::text, version FROM eventstore_worker.projections WHERE name = ANY($1)";
 
 fn projection_row(r: &Row) -> ProjectionRow {
-    ProjectionRow {
-        name: r.get(0),
-        status: r.get(1),
-        checkpoint: lsn(r.get(2)),
-        version: r.get(3),
-    }
+    ProjectionRow { name: r.get(0), status: r.get(1), checkpoint: lsn(r.get(2)), version: r.get(3) }
 }
 
-pub async fn projection_rows(
-    client: &Client,
-    names: &[&str],
-) -> Result<Vec<ProjectionRow>, tokio_postgres::Error> {
-    Ok(client
-        .query(PROJECTION_ROWS, &[&names])
-        .await?
-        .iter()
-        .map(projection_row)
-        .collect())
+pub async fn projection_rows(client: &Client, names: &[&str]) -> Result<Vec<ProjectionRow>, tokio_postgres::Error> {
+    Ok(client.query(PROJECTION_ROWS, &[&names]).await?.iter().map(projection_row).collect())
 }
 
-pub async fn rebuild_rows(
-    client: &Client,
-    name: &str,
-) -> Result<Vec<ProjectionRow>, tokio_postgres::Error> {
+pub async fn rebuild_rows(client: &Client, name: &str) -> Result<Vec<ProjectionRow>, tokio_postgres::Error> {
     let rows = client
         .query(
             "SELECT name, status, checkpoint_lsn::text, version FROM eventstore_worker.rebuilds WHERE name = $1",
@@ -113,9 +97,7 @@ pub struct LiveBatch {
 impl LiveBatch {
     pub async fn prepare(client: &Client) -> Result<LiveBatch, tokio_postgres::Error> {
         Ok(LiveBatch {
-            lock: client
-                .prepare("SELECT pg_advisory_xact_lock(k) FROM unnest($1::int8[]) AS k")
-                .await?,
+            lock: client.prepare("SELECT pg_advisory_xact_lock(k) FROM unnest($1::int8[]) AS k").await?,
             read: client.prepare(PROJECTION_ROWS).await?,
             record: client.prepare(source_map::RECORD).await?,
         })
@@ -168,29 +150,16 @@ pub fn current_definition(file: &Path, name: &str) -> Option<Projection> {
 /// Runs a projection's setup and prepares its handlers in a scratch schema (first in the
 /// `search_path`), then rolls everything back: the configuration is checked without touching
 /// the projection's tables, which may be about to be rebuilt with a different shape.
-pub async fn check_in_scratch_schema(
-    client: &Client,
-    p: &Projection,
-    file: &str,
-) -> Result<(), SetupError> {
+pub async fn check_in_scratch_schema(client: &Client, p: &Projection, file: &str) -> Result<(), SetupError> {
     let path: String = client.query_one("SHOW search_path", &[]).await?.get(0);
     let scratch = scratch_schema(&p.name);
     client.batch_execute("BEGIN").await?;
     let result = async {
-        client
-            .batch_execute(&format!(
-                "CREATE SCHEMA {scratch}; SET LOCAL search_path TO {scratch}, {path}"
-            ))
-            .await?;
+        client.batch_execute(&format!("CREATE SCHEMA {scratch}; SET LOCAL search_path TO {scratch}, {path}")).await?;
         if let Some(setup) = &p.setup {
-            client
-                .batch_execute(setup)
-                .await
-                .map_err(|e| setup_error(file, p, "setup", e))?;
+            client.batch_execute(setup).await.map_err(|e| setup_error(file, p, "setup", e))?;
         }
-        crate::projection::prepare(client, p, file, ApplyFunctions::Off)
-            .await
-            .map(drop)
+        crate::projection::prepare(client, p, file, ApplyFunctions::Off).await.map(drop)
     }
     .await;
     client.batch_execute("ROLLBACK").await?;

@@ -21,69 +21,36 @@ pub enum EnvelopeError {
     #[error("eventstore.events insert has no column {0:?} (relation has {1:?})")]
     MissingColumn(&'static str, Vec<String>),
     #[error("eventstore.events column {column:?} is {problem}")]
-    BadValue {
-        column: &'static str,
-        problem: &'static str,
-    },
+    BadValue { column: &'static str, problem: &'static str },
     #[error("eventstore.events insert has {values} values for {columns} columns")]
     Arity { values: usize, columns: usize },
 }
 
-fn text<'a>(
-    rel: &Relation,
-    values: &'a [Column],
-    name: &'static str,
-) -> Result<Option<&'a str>, EnvelopeError> {
+fn text<'a>(rel: &Relation, values: &'a [Column], name: &'static str) -> Result<Option<&'a str>, EnvelopeError> {
     let idx = rel
         .columns
         .iter()
         .position(|c| c.name == name)
-        .ok_or_else(|| {
-            EnvelopeError::MissingColumn(name, rel.columns.iter().map(|c| c.name.clone()).collect())
-        })?;
+        .ok_or_else(|| EnvelopeError::MissingColumn(name, rel.columns.iter().map(|c| c.name.clone()).collect()))?;
     match values.get(idx) {
         Some(Column::Null) => Ok(None),
-        Some(Column::Text(bytes)) => {
-            std::str::from_utf8(bytes)
-                .map(Some)
-                .map_err(|_| EnvelopeError::BadValue {
-                    column: name,
-                    problem: "not valid UTF-8",
-                })
-        }
-        Some(Column::Binary(_)) => Err(EnvelopeError::BadValue {
-            column: name,
-            problem: "in binary format",
-        }),
-        Some(Column::UnchangedToast) => Err(EnvelopeError::BadValue {
-            column: name,
-            problem: "an unchanged TOAST value",
-        }),
-        None => Err(EnvelopeError::Arity {
-            values: values.len(),
-            columns: rel.columns.len(),
-        }),
+        Some(Column::Text(bytes)) => std::str::from_utf8(bytes)
+            .map(Some)
+            .map_err(|_| EnvelopeError::BadValue { column: name, problem: "not valid UTF-8" }),
+        Some(Column::Binary(_)) => Err(EnvelopeError::BadValue { column: name, problem: "in binary format" }),
+        Some(Column::UnchangedToast) => Err(EnvelopeError::BadValue { column: name, problem: "an unchanged TOAST value" }),
+        None => Err(EnvelopeError::Arity { values: values.len(), columns: rel.columns.len() }),
     }
 }
 
-fn required<'a>(
-    rel: &Relation,
-    values: &'a [Column],
-    name: &'static str,
-) -> Result<&'a str, EnvelopeError> {
-    text(rel, values, name)?.ok_or(EnvelopeError::BadValue {
-        column: name,
-        problem: "NULL",
-    })
+fn required<'a>(rel: &Relation, values: &'a [Column], name: &'static str) -> Result<&'a str, EnvelopeError> {
+    text(rel, values, name)?.ok_or(EnvelopeError::BadValue { column: name, problem: "NULL" })
 }
 
 fn integer(rel: &Relation, values: &[Column], name: &'static str) -> Result<i64, EnvelopeError> {
     required(rel, values, name)?
         .parse()
-        .map_err(|_| EnvelopeError::BadValue {
-            column: name,
-            problem: "not an integer",
-        })
+        .map_err(|_| EnvelopeError::BadValue { column: name, problem: "not an integer" })
 }
 
 fn json_string(out: &mut String, s: &str) {
@@ -108,10 +75,7 @@ pub fn from_insert(rel: &Relation, values: &[Column]) -> Result<Event, EnvelopeE
 pub fn transaction_id(rel: &Relation, values: &[Column]) -> Result<u64, EnvelopeError> {
     required(rel, values, "transaction_id")?
         .parse()
-        .map_err(|_| EnvelopeError::BadValue {
-            column: "transaction_id",
-            problem: "not an xid8",
-        })
+        .map_err(|_| EnvelopeError::BadValue { column: "transaction_id", problem: "not an xid8" })
 }
 
 /// One event's columns in their text forms (as pgoutput sends them, or as a SQL session with
@@ -135,10 +99,7 @@ pub fn build(c: &Columns<'_>) -> Event {
     let mut e = String::with_capacity(160 + c.stream_id.len() + data.len() + metadata.len());
     e.push_str("{\"stream_id\":");
     json_string(&mut e, c.stream_id);
-    e.push_str(&format!(
-        ",\"stream_version\":{},\"global_position\":{},\"event_id\":",
-        c.stream_version, c.global_position
-    ));
+    e.push_str(&format!(",\"stream_version\":{},\"global_position\":{},\"event_id\":", c.stream_version, c.global_position));
     json_string(&mut e, c.event_id);
     e.push_str(",\"type\":");
     json_string(&mut e, c.event_type);
@@ -153,11 +114,7 @@ pub fn build(c: &Columns<'_>) -> Event {
         None => e.push_str("null"),
     }
     e.push('}');
-    Event {
-        event_type: c.event_type.to_owned(),
-        global_position: c.global_position,
-        envelope: e,
-    }
+    Event { event_type: c.event_type.to_owned(), global_position: c.global_position, envelope: e }
 }
 
 #[cfg(test)]
@@ -181,15 +138,8 @@ mod tests {
     fn builds_envelope_by_column_name() {
         // Deliberately not in table order.
         let rel = events_relation(&[
-            "event_type",
-            "global_position",
-            "stream_id",
-            "stream_version",
-            "event_id",
-            "data",
-            "metadata",
-            "recorded_at",
-            "transaction_id",
+            "event_type", "global_position", "stream_id", "stream_version", "event_id", "data", "metadata",
+            "recorded_at", "transaction_id",
         ]);
         let values = vec![
             t("OrderPlaced"),
@@ -221,46 +171,18 @@ mod tests {
     #[test]
     fn reports_missing_columns_and_bad_values() {
         let rel = events_relation(&["stream_id"]);
-        assert!(matches!(
-            from_insert(&rel, &[t("s")]),
-            Err(EnvelopeError::MissingColumn("stream_version", _))
-        ));
+        assert!(matches!(from_insert(&rel, &[t("s")]), Err(EnvelopeError::MissingColumn("stream_version", _))));
 
         let rel = events_relation(&[
-            "global_position",
-            "stream_id",
-            "stream_version",
-            "event_id",
-            "event_type",
-            "data",
-            "metadata",
-            "recorded_at",
+            "global_position", "stream_id", "stream_version", "event_id", "event_type", "data", "metadata", "recorded_at",
         ]);
-        let mut values = vec![
-            t("x"),
-            t("s"),
-            t("1"),
-            t("id"),
-            t("T"),
-            t("{}"),
-            t("{}"),
-            Column::Null,
-        ];
+        let mut values = vec![t("x"), t("s"), t("1"), t("id"), t("T"), t("{}"), t("{}"), Column::Null];
         assert_eq!(
             from_insert(&rel, &values),
-            Err(EnvelopeError::BadValue {
-                column: "global_position",
-                problem: "not an integer"
-            })
+            Err(EnvelopeError::BadValue { column: "global_position", problem: "not an integer" })
         );
         values[0] = t("1");
         values.truncate(7);
-        assert_eq!(
-            from_insert(&rel, &values),
-            Err(EnvelopeError::Arity {
-                values: 7,
-                columns: 8
-            })
-        );
+        assert_eq!(from_insert(&rel, &values), Err(EnvelopeError::Arity { values: 7, columns: 8 }));
     }
 }

@@ -55,13 +55,7 @@ pub struct IdlePacer {
 impl IdlePacer {
     /// `start` is where streaming starts: nothing at or below it needs recording.
     pub fn new(start: Lsn) -> Self {
-        IdlePacer {
-            sent: start,
-            pending: None,
-            pending_activity: false,
-            last_idle: None,
-            streak: 0,
-        }
+        IdlePacer { sent: start, pending: None, pending_activity: false, last_idle: None, streak: 0 }
     }
 
     /// A source transaction ending at `end_lsn` was handed to the apply path.
@@ -79,9 +73,7 @@ impl IdlePacer {
     pub fn keepalive(&mut self, wal_end: Lsn, server_time: SystemTime, now: Instant) {
         if wal_end > self.sent && self.pending.is_none_or(|(w, _)| wal_end > w) {
             self.pending = Some((wal_end, server_time));
-            self.pending_activity |= self
-                .last_idle
-                .is_none_or(|t| now.saturating_duration_since(t) >= ECHO_WINDOW);
+            self.pending_activity |= self.last_idle.is_none_or(|t| now.saturating_duration_since(t) >= ECHO_WINDOW);
         }
     }
 
@@ -89,9 +81,7 @@ impl IdlePacer {
         if self.pending_activity {
             return MIN_GAP;
         }
-        MIN_GAP
-            .saturating_mul(1 << self.streak.min(16))
-            .min(MAX_GAP)
+        MIN_GAP.saturating_mul(1 << self.streak.min(16)).min(MAX_GAP)
     }
 
     /// When the pending idle position may be handed over; `None` when there is none.
@@ -213,10 +203,7 @@ mod tests {
         let last_idle = now;
         // The echo of the last one: waits the long gap.
         p.keepalive(Lsn(11), T, last_idle + Duration::from_millis(5));
-        assert_eq!(
-            p.due_at(last_idle + Duration::from_millis(5)),
-            Some(last_idle + MAX_GAP)
-        );
+        assert_eq!(p.due_at(last_idle + Duration::from_millis(5)), Some(last_idle + MAX_GAP));
         // Someone else's write 300 ms later: a barrier token is waiting, go now.
         let later = last_idle + Duration::from_millis(300);
         p.keepalive(Lsn(12), T, later);
@@ -224,10 +211,7 @@ mod tests {
         assert_eq!(p.take_due(later), Some((Lsn(12), T)));
         // Its own echo waits the long gap again.
         p.keepalive(Lsn(13), T, later + Duration::from_millis(5));
-        assert_eq!(
-            p.due_at(later + Duration::from_millis(5)),
-            Some(later + MAX_GAP)
-        );
+        assert_eq!(p.due_at(later + Duration::from_millis(5)), Some(later + MAX_GAP));
     }
 
     #[test]

@@ -46,12 +46,7 @@ pub fn needs_rebuild(row: &ProjectionRow, version: Option<&str>, horizon: Option
 
 /// The status a projection gets at a session start, if it changes. `first` is the first
 /// session of this process: a start is how an operator retries failed projections.
-pub fn at_start(
-    row: &ProjectionRow,
-    version: Option<&str>,
-    horizon: Option<Lsn>,
-    first: bool,
-) -> Option<&'static str> {
+pub fn at_start(row: &ProjectionRow, version: Option<&str>, horizon: Option<Lsn>, first: bool) -> Option<&'static str> {
     match row.status.as_str() {
         "running" if needs_rebuild(row, version, horizon) => Some("rebuilding"),
         "failed" if first => Some("catching_up"),
@@ -61,11 +56,7 @@ pub fn at_start(
 
 /// Session start, before the live target opens: records which projections will not follow
 /// the stream from the start.
-pub async fn start_session(
-    client: &Client,
-    config: &Config,
-    first: bool,
-) -> Result<(), tokio_postgres::Error> {
+pub async fn start_session(client: &Client, config: &Config, first: bool) -> Result<(), tokio_postgres::Error> {
     crate::projection::ensure_schema(client).await?;
     let names: Vec<&str> = config.projections.iter().map(|p| p.name.as_str()).collect();
     client
@@ -76,9 +67,7 @@ pub async fn start_session(
         .await?;
     let horizon = source_map::horizon(client).await?;
     for row in coordination::projection_rows(client, &names).await? {
-        let version = config
-            .projection(&row.name)
-            .and_then(|p| p.version.as_deref());
+        let version = config.projection(&row.name).and_then(|p| p.version.as_deref());
         if let Some(status) = at_start(&row, version, horizon, first) {
             info!(projection = %row.name, from = %row.status, to = status, "projection will not follow the stream yet");
             set_status(client, &row.name, &row.status, status).await?;
@@ -122,12 +111,7 @@ pub async fn streaming_started(
     source_map::start_horizon(client, confirmed).await?;
     let mut behind = Vec::new();
     for row in coordination::projection_rows(client, &names).await? {
-        let Some(checkpoint) = row
-            .checkpoint
-            .filter(|c| *c < confirmed && row.status == "running")
-        else {
-            continue;
-        };
+        let Some(checkpoint) = row.checkpoint.filter(|c| *c < confirmed && row.status == "running") else { continue };
         // Behind the slot's position only matters if events committed in between (an idle
         // stream moves the slot along too).
         if source_map::any_between(client, checkpoint, confirmed).await? {
@@ -139,12 +123,7 @@ pub async fn streaming_started(
     Ok(behind)
 }
 
-async fn set_status(
-    client: &Client,
-    name: &str,
-    from: &str,
-    to: &str,
-) -> Result<u64, tokio_postgres::Error> {
+async fn set_status(client: &Client, name: &str, from: &str, to: &str) -> Result<u64, tokio_postgres::Error> {
     client
         .execute(
             "UPDATE eventstore_worker.projections SET status = $3, updated_at = now() WHERE name = $1 AND status = $2",
@@ -165,9 +144,7 @@ fn current(config: &Config) -> Config {
                 }
             }
         }
-        Err(e) => {
-            warn!(error = %e, "cannot reload the configuration; using the definitions loaded at start")
-        }
+        Err(e) => warn!(error = %e, "cannot reload the configuration; using the definitions loaded at start"),
     }
     now
 }
@@ -196,11 +173,7 @@ pub async fn manage(config: Config, shutdown: CancellationToken, wake: Arc<Notif
         while i < tasks.len() {
             if tasks[i].handle.is_finished() {
                 let task = tasks.swap_remove(i);
-                let outcome = task
-                    .handle
-                    .await
-                    .map_err(anyhow::Error::from)
-                    .and_then(|r| r);
+                let outcome = task.handle.await.map_err(anyhow::Error::from).and_then(|r| r);
                 if let Err(e) = outcome {
                     warn!(projections = ?task.names, error = format!("{e:#}"), "catch-up or rebuild stopped; trying again");
                     for n in task.names {
@@ -213,19 +186,10 @@ pub async fn manage(config: Config, shutdown: CancellationToken, wake: Arc<Notif
         }
         if client.as_ref().is_none_or(|c| c.is_closed()) {
             client = match crate::worker::connect_sql(config.target_config(), "target").await {
-                Ok(c)
-                    if c.batch_execute("SET client_min_messages TO warning")
-                        .await
-                        .is_ok() =>
-                {
-                    Some(c)
-                }
+                Ok(c) if c.batch_execute("SET client_min_messages TO warning").await.is_ok() => Some(c),
                 Ok(_) => None,
                 Err(e) => {
-                    debug!(
-                        error = format!("{e:#}"),
-                        "lifecycle manager cannot connect yet"
-                    );
+                    debug!(error = format!("{e:#}"), "lifecycle manager cannot connect yet");
                     continue;
                 }
             };
@@ -233,10 +197,7 @@ pub async fn manage(config: Config, shutdown: CancellationToken, wake: Arc<Notif
         let Some(c) = client.as_mut() else { continue };
         let started = start_work(c, &config, &shutdown, &mut tasks, &not_before).await;
         if let Err(e) = started {
-            warn!(
-                error = format!("{e:#}"),
-                "lifecycle manager: reading projections failed"
-            );
+            warn!(error = format!("{e:#}"), "lifecycle manager: reading projections failed");
             client = None;
             continue;
         }
@@ -244,18 +205,12 @@ pub async fn manage(config: Config, shutdown: CancellationToken, wake: Arc<Notif
             last_prune = Instant::now();
             let names: Vec<&str> = config.projections.iter().map(|p| p.name.as_str()).collect();
             if let Err(e) = rebuild::clear_abandoned(c).await {
-                warn!(
-                    error = format!("{e:#}"),
-                    "clearing abandoned rebuilds failed"
-                );
+                warn!(error = format!("{e:#}"), "clearing abandoned rebuilds failed");
             }
             match source_map::prune(c, &names).await {
                 Ok(Some(horizon)) => debug!(horizon = %horizon, "pruned the commit-order map"),
                 Ok(None) => {}
-                Err(e) => warn!(
-                    error = format!("{e:#}"),
-                    "pruning the commit-order map failed"
-                ),
+                Err(e) => warn!(error = format!("{e:#}"), "pruning the commit-order map failed"),
             }
         }
     }
@@ -277,9 +232,7 @@ async fn start_work(
         Ok(Some(h)) => h,
         Ok(None) => return Ok(()),
         // The first session has not created the worker's tables yet.
-        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => {
-            return Ok(())
-        }
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => return Ok(()),
         Err(e) => return Err(e.into()),
     };
     let names: Vec<&str> = config.projections.iter().map(|p| p.name.as_str()).collect();
@@ -289,9 +242,7 @@ async fn start_work(
         .filter(|row| {
             matches!(row.status.as_str(), "catching_up" | "rebuilding")
                 && !busy(&row.name, tasks)
-                && not_before
-                    .get(&row.name)
-                    .is_none_or(|t| Instant::now() >= *t)
+                && not_before.get(&row.name).is_none_or(|t| Instant::now() >= *t)
         })
         .collect();
     if waiting.is_empty() {
@@ -300,38 +251,24 @@ async fn start_work(
     let config = current(config);
     let mut to_build = Vec::new();
     for row in waiting {
-        let version = config
-            .projection(&row.name)
-            .and_then(|p| p.version.as_deref());
+        let version = config.projection(&row.name).and_then(|p| p.version.as_deref());
         if row.status == "rebuilding" {
             to_build.push(row.name.clone());
         } else if needs_rebuild(row, version, Some(horizon)) {
             info!(projection = %row.name, "projection cannot resume from its checkpoint; rebuilding it");
-            set_status(client, &row.name, "catching_up", "rebuilding")
-                .await
-                .context("marking a projection for rebuild")?;
+            set_status(client, &row.name, "catching_up", "rebuilding").await.context("marking a projection for rebuild")?;
         } else {
             info!(projection = %row.name, checkpoint = %row.checkpoint.unwrap_or_default(), "resuming through eventstore.events");
             let (config, name, stop) = (config.clone(), row.name.clone(), shutdown.clone());
             let handle = tokio::spawn(async move { catchup::run(&config, &name, &stop).await });
-            tasks.push(Task {
-                names: vec![row.name.clone()],
-                handle,
-            });
+            tasks.push(Task { names: vec![row.name.clone()], handle });
         }
     }
     if !to_build.is_empty() {
         info!(projections = ?to_build, "building from eventstore.events");
         let (names, stop) = (to_build.clone(), shutdown.clone());
-        let handle = tokio::spawn(async move {
-            rebuild::run(&config, &names, rebuild::Mode::Worker, &stop)
-                .await
-                .map(drop)
-        });
-        tasks.push(Task {
-            names: to_build,
-            handle,
-        });
+        let handle = tokio::spawn(async move { rebuild::run(&config, &names, rebuild::Mode::Worker, &stop).await.map(drop) });
+        tasks.push(Task { names: to_build, handle });
     }
     Ok(())
 }
@@ -351,69 +288,26 @@ mod tests {
 
     #[test]
     fn new_projections_and_changed_versions_are_rebuilt() {
-        assert_eq!(
-            at_start(&row("running", None, None), None, None, true),
-            Some("rebuilding")
-        );
-        assert_eq!(
-            at_start(&row("running", Some(50), Some("1")), Some("2"), None, false),
-            Some("rebuilding")
-        );
-        assert_eq!(
-            at_start(&row("running", Some(50), None), Some("1"), None, false),
-            Some("rebuilding")
-        );
-        assert_eq!(
-            at_start(
-                &row("running", Some(50), Some("2")),
-                Some("2"),
-                Some(Lsn(10)),
-                true
-            ),
-            None
-        );
+        assert_eq!(at_start(&row("running", None, None), None, None, true), Some("rebuilding"));
+        assert_eq!(at_start(&row("running", Some(50), Some("1")), Some("2"), None, false), Some("rebuilding"));
+        assert_eq!(at_start(&row("running", Some(50), None), Some("1"), None, false), Some("rebuilding"));
+        assert_eq!(at_start(&row("running", Some(50), Some("2")), Some("2"), Some(Lsn(10)), true), None);
     }
 
     #[test]
     fn a_checkpoint_the_map_no_longer_reaches_means_rebuild() {
-        assert_eq!(
-            at_start(&row("running", Some(50), None), None, Some(Lsn(60)), false),
-            Some("rebuilding")
-        );
-        assert_eq!(
-            at_start(&row("running", Some(60), None), None, Some(Lsn(60)), false),
-            None
-        );
-        assert!(needs_rebuild(
-            &row("catching_up", Some(5), None),
-            None,
-            Some(Lsn(6))
-        ));
-        assert!(!needs_rebuild(
-            &row("catching_up", Some(6), None),
-            None,
-            Some(Lsn(6))
-        ));
+        assert_eq!(at_start(&row("running", Some(50), None), None, Some(Lsn(60)), false), Some("rebuilding"));
+        assert_eq!(at_start(&row("running", Some(60), None), None, Some(Lsn(60)), false), None);
+        assert!(needs_rebuild(&row("catching_up", Some(5), None), None, Some(Lsn(6))));
+        assert!(!needs_rebuild(&row("catching_up", Some(6), None), None, Some(Lsn(6))));
     }
 
     #[test]
     fn failed_projections_are_retried_only_on_the_first_start() {
-        assert_eq!(
-            at_start(&row("failed", Some(50), None), None, None, true),
-            Some("catching_up")
-        );
-        assert_eq!(
-            at_start(&row("failed", Some(50), None), None, None, false),
-            None
-        );
+        assert_eq!(at_start(&row("failed", Some(50), None), None, None, true), Some("catching_up"));
+        assert_eq!(at_start(&row("failed", Some(50), None), None, None, false), None);
         // Catching up and rebuilding carry on where they were (the manager decides how).
-        assert_eq!(
-            at_start(&row("catching_up", None, None), None, None, true),
-            None
-        );
-        assert_eq!(
-            at_start(&row("rebuilding", Some(1), None), None, None, true),
-            None
-        );
+        assert_eq!(at_start(&row("catching_up", None, None), None, None, true), None);
+        assert_eq!(at_start(&row("rebuilding", Some(1), None), None, None, true), None);
     }
 }

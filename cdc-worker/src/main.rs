@@ -103,9 +103,7 @@ enum LogFormat {
 
 fn init_tracing(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -131,26 +129,16 @@ fn main() -> ExitCode {
         }
     };
     if check_only {
-        println!(
-            "{}: ok ({} projections)",
-            path.display(),
-            config.projections.len()
-        );
+        println!("{}: ok ({} projections)", path.display(), config.projections.len());
         return ExitCode::SUCCESS;
     }
     if let Command::Rebuild { projection, .. } | Command::Retry { projection, .. } = &cli.command {
         if config.projection(projection).is_none() {
-            eprintln!(
-                "eventstore-worker: {}: no projection named {projection:?}",
-                path.display()
-            );
+            eprintln!("eventstore-worker: {}: no projection named {projection:?}", path.display());
             return ExitCode::from(2);
         }
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("eventstore-worker: cannot start the runtime: {e}");
@@ -158,15 +146,9 @@ fn main() -> ExitCode {
         }
     };
     let outcome = match cli.command {
-        Command::Run { metrics_addr, .. } => runtime
-            .block_on(async_main(config, metrics_addr))
-            .map(|()| ExitCode::SUCCESS),
-        Command::Status { json, .. } => runtime
-            .block_on(status::run(&config, json))
-            .map(|()| ExitCode::SUCCESS),
-        Command::Rebuild { projection, .. } => {
-            runtime.block_on(commands::rebuild(config, &projection))
-        }
+        Command::Run { metrics_addr, .. } => runtime.block_on(async_main(config, metrics_addr)).map(|()| ExitCode::SUCCESS),
+        Command::Status { json, .. } => runtime.block_on(status::run(&config, json)).map(|()| ExitCode::SUCCESS),
+        Command::Rebuild { projection, .. } => runtime.block_on(commands::rebuild(config, &projection)),
         Command::Retry { projection, .. } => runtime.block_on(commands::retry(config, &projection)),
         Command::Check { .. } => Ok(ExitCode::SUCCESS),
     };
@@ -185,25 +167,16 @@ async fn async_main(config: config::Config, metrics_addr: Option<String>) -> any
     tokio::spawn(watch_signals(shutdown.clone()));
     info!(config = %config.file.display(), projections = config.projections.len(), "starting");
     if let Some(addr) = metrics_addr {
-        let listener = tokio::net::TcpListener::bind(&addr)
-            .await
-            .with_context(|| format!("cannot listen on {addr}"))?;
+        let listener = tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("cannot listen on {addr}"))?;
         info!(addr = %listener.local_addr()?, "serving /metrics and /healthz");
-        tokio::spawn(metrics::serve(
-            listener,
-            std::sync::Arc::new(config.clone()),
-            shutdown.clone(),
-        ));
+        tokio::spawn(metrics::serve(listener, std::sync::Arc::new(config.clone()), shutdown.clone()));
     }
     worker::run(config, shutdown).await
 }
 
 pub(crate) async fn watch_signals(shutdown: CancellationToken) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
         error!("cannot install signal handlers");
         return;
     };

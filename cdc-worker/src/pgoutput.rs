@@ -11,39 +11,14 @@ use crate::lsn::Lsn;
 pub enum Message {
     Begin(Begin),
     Commit(Commit),
-    Origin {
-        commit_lsn: Lsn,
-        name: String,
-    },
+    Origin { commit_lsn: Lsn, name: String },
     Relation(Relation),
-    Type {
-        oid: u32,
-        namespace: String,
-        name: String,
-    },
-    Insert {
-        relation: u32,
-        new: Vec<Column>,
-    },
-    Update {
-        relation: u32,
-        old: Option<Vec<Column>>,
-        new: Vec<Column>,
-    },
-    Delete {
-        relation: u32,
-        old: Vec<Column>,
-    },
-    Truncate {
-        options: u8,
-        relations: Vec<u32>,
-    },
-    Message {
-        transactional: bool,
-        lsn: Lsn,
-        prefix: String,
-        content: Vec<u8>,
-    },
+    Type { oid: u32, namespace: String, name: String },
+    Insert { relation: u32, new: Vec<Column> },
+    Update { relation: u32, old: Option<Vec<Column>>, new: Vec<Column> },
+    Delete { relation: u32, old: Vec<Column> },
+    Truncate { options: u8, relations: Vec<u32> },
+    Message { transactional: bool, lsn: Lsn, prefix: String, content: Vec<u8> },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,11 +70,7 @@ pub enum DecodeError {
     #[error("pgoutput: unknown message type {0:?}")]
     UnknownMessage(char),
     #[error("pgoutput: {what} truncated: needed {needed} more bytes at offset {offset}")]
-    Truncated {
-        what: &'static str,
-        offset: usize,
-        needed: usize,
-    },
+    Truncated { what: &'static str, offset: usize, needed: usize },
     #[error("pgoutput: {what} is not a NUL-terminated string")]
     UnterminatedString { what: &'static str },
     #[error("pgoutput: {what} is not valid UTF-8")]
@@ -107,11 +78,7 @@ pub enum DecodeError {
     #[error("pgoutput: unknown tuple column kind {0:?}")]
     UnknownColumnKind(char),
     #[error("pgoutput: unexpected tuple marker {found:?} in {message}, expected {expected}")]
-    UnexpectedMarker {
-        message: &'static str,
-        found: char,
-        expected: &'static str,
-    },
+    UnexpectedMarker { message: &'static str, found: char, expected: &'static str },
     #[error("pgoutput: negative {what} {value}")]
     Negative { what: &'static str, value: i64 },
     #[error("pgoutput: {count} trailing bytes after {message}")]
@@ -127,11 +94,7 @@ impl<'a> Reader<'a> {
     fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], DecodeError> {
         let rest = &self.buf[self.pos..];
         if rest.len() < n {
-            return Err(DecodeError::Truncated {
-                what,
-                offset: self.pos,
-                needed: n - rest.len(),
-            });
+            return Err(DecodeError::Truncated { what, offset: self.pos, needed: n - rest.len() });
         }
         self.pos += n;
         Ok(&rest[..n])
@@ -191,10 +154,7 @@ impl<'a> Reader<'a> {
     fn tuple(&mut self) -> Result<Vec<Column>, DecodeError> {
         let n = self.i16("tuple column count")?;
         if n < 0 {
-            return Err(DecodeError::Negative {
-                what: "tuple column count",
-                value: n.into(),
-            });
+            return Err(DecodeError::Negative { what: "tuple column count", value: n.into() });
         }
         // No preallocation from untrusted counts beyond what the buffer could hold.
         let mut cols = Vec::with_capacity(usize::from(n as u16).min(self.buf.len() - self.pos));
@@ -206,10 +166,7 @@ impl<'a> Reader<'a> {
                 b't' | b'b' => {
                     let len = self.i32("column length")?;
                     if len < 0 {
-                        return Err(DecodeError::Negative {
-                            what: "column length",
-                            value: len.into(),
-                        });
+                        return Err(DecodeError::Negative { what: "column length", value: len.into() });
                     }
                     let bytes = self.take(len as usize, "column value")?.to_vec();
                     if kind == b't' {
@@ -251,10 +208,7 @@ pub fn decode(buf: &[u8]) -> Result<Message, DecodeError> {
             m
         }
         b'O' => {
-            let m = Message::Origin {
-                commit_lsn: r.lsn("Origin LSN")?,
-                name: r.cstr("Origin name")?,
-            };
+            let m = Message::Origin { commit_lsn: r.lsn("Origin LSN")?, name: r.cstr("Origin name")? };
             r.finish("Origin")?;
             m
         }
@@ -265,10 +219,7 @@ pub fn decode(buf: &[u8]) -> Result<Message, DecodeError> {
             let replica_identity = r.u8("Relation replica identity")?;
             let n = r.i16("Relation column count")?;
             if n < 0 {
-                return Err(DecodeError::Negative {
-                    what: "Relation column count",
-                    value: n.into(),
-                });
+                return Err(DecodeError::Negative { what: "Relation column count", value: n.into() });
             }
             let mut columns = Vec::with_capacity(usize::from(n as u16).min(buf.len()));
             for _ in 0..n {
@@ -280,13 +231,7 @@ pub fn decode(buf: &[u8]) -> Result<Message, DecodeError> {
                 });
             }
             r.finish("Relation")?;
-            Message::Relation(Relation {
-                oid,
-                namespace,
-                name,
-                replica_identity,
-                columns,
-            })
+            Message::Relation(Relation { oid, namespace, name, replica_identity, columns })
         }
         b'Y' => {
             let m = Message::Type {
@@ -302,11 +247,7 @@ pub fn decode(buf: &[u8]) -> Result<Message, DecodeError> {
             match r.u8("Insert marker")? {
                 b'N' => {}
                 found => {
-                    return Err(DecodeError::UnexpectedMarker {
-                        message: "Insert",
-                        found: found as char,
-                        expected: "'N'",
-                    })
+                    return Err(DecodeError::UnexpectedMarker { message: "Insert", found: found as char, expected: "'N'" })
                 }
             }
             let new = r.tuple()?;
@@ -337,11 +278,7 @@ pub fn decode(buf: &[u8]) -> Result<Message, DecodeError> {
             match r.u8("Delete marker")? {
                 b'K' | b'O' => {}
                 found => {
-                    return Err(DecodeError::UnexpectedMarker {
-                        message: "Delete",
-                        found: found as char,
-                        expected: "'K' or 'O'",
-                    })
+                    return Err(DecodeError::UnexpectedMarker { message: "Delete", found: found as char, expected: "'K' or 'O'" })
                 }
             }
             let old = r.tuple()?;
@@ -365,12 +302,7 @@ pub fn decode(buf: &[u8]) -> Result<Message, DecodeError> {
             let len = r.u32("Message length")?;
             let content = r.take(len as usize, "Message content")?.to_vec();
             r.finish("Message")?;
-            Message::Message {
-                transactional: flags & 1 == 1,
-                lsn,
-                prefix,
-                content,
-            }
+            Message::Message { transactional: flags & 1 == 1, lsn, prefix, content }
         }
         other => return Err(DecodeError::UnknownMessage(other as char)),
     };
@@ -469,35 +401,18 @@ mod tests {
     fn begin_and_commit() {
         assert_eq!(
             decode(&begin(0x1_0000_0010, 42)).unwrap(),
-            Message::Begin(Begin {
-                final_lsn: Lsn(0x1_0000_0010),
-                commit_time: 777,
-                xid: 42
-            })
+            Message::Begin(Begin { final_lsn: Lsn(0x1_0000_0010), commit_time: 777, xid: 42 })
         );
         assert_eq!(
             decode(&commit(0x20, 0x48)).unwrap(),
-            Message::Commit(Commit {
-                flags: 0,
-                commit_lsn: Lsn(0x20),
-                end_lsn: Lsn(0x48),
-                commit_time: 777
-            })
+            Message::Commit(Commit { flags: 0, commit_lsn: Lsn(0x20), end_lsn: Lsn(0x48), commit_time: 777 })
         );
     }
 
     #[test]
     fn relation_and_insert() {
-        let rel = decode(&relation(
-            16384,
-            "eventstore",
-            "events",
-            &[("global_position", 20), ("data", 3802)],
-        ))
-        .unwrap();
-        let Message::Relation(rel) = rel else {
-            panic!("not a relation: {rel:?}")
-        };
+        let rel = decode(&relation(16384, "eventstore", "events", &[("global_position", 20), ("data", 3802)])).unwrap();
+        let Message::Relation(rel) = rel else { panic!("not a relation: {rel:?}") };
         assert_eq!(rel.namespace, "eventstore");
         assert_eq!(rel.name, "events");
         assert_eq!(rel.columns[0].name, "global_position");
@@ -505,13 +420,7 @@ mod tests {
         assert_eq!(rel.columns[1].type_oid, 3802);
 
         let ins = decode(&insert(16384, &[Some("7"), None])).unwrap();
-        assert_eq!(
-            ins,
-            Message::Insert {
-                relation: 16384,
-                new: vec![Column::Text(b"7".to_vec()), Column::Null]
-            }
-        );
+        assert_eq!(ins, Message::Insert { relation: 16384, new: vec![Column::Text(b"7".to_vec()), Column::Null] });
     }
 
     #[test]
@@ -533,54 +442,25 @@ mod tests {
         tuple(&mut upd_new_only, &[None]);
         assert_eq!(
             decode(&upd_new_only).unwrap(),
-            Message::Update {
-                relation: 9,
-                old: None,
-                new: vec![Column::Null]
-            }
+            Message::Update { relation: 9, old: None, new: vec![Column::Null] }
         );
 
         let mut del = vec![b'D', 0, 0, 0, 9, b'K'];
         tuple(&mut del, &[Some("1")]);
-        assert_eq!(
-            decode(&del).unwrap(),
-            Message::Delete {
-                relation: 9,
-                old: vec![Column::Text(b"1".to_vec())]
-            }
-        );
+        assert_eq!(decode(&del).unwrap(), Message::Delete { relation: 9, old: vec![Column::Text(b"1".to_vec())] });
 
         let trunc = [b'T', 0, 0, 0, 2, 1, 0, 0, 0, 5, 0, 0, 0, 6];
-        assert_eq!(
-            decode(&trunc).unwrap(),
-            Message::Truncate {
-                options: 1,
-                relations: vec![5, 6]
-            }
-        );
+        assert_eq!(decode(&trunc).unwrap(), Message::Truncate { options: 1, relations: vec![5, 6] });
 
         let mut origin = vec![b'O'];
         origin.extend_from_slice(&5u64.to_be_bytes());
         cstr(&mut origin, "node_a");
-        assert_eq!(
-            decode(&origin).unwrap(),
-            Message::Origin {
-                commit_lsn: Lsn(5),
-                name: "node_a".into()
-            }
-        );
+        assert_eq!(decode(&origin).unwrap(), Message::Origin { commit_lsn: Lsn(5), name: "node_a".into() });
 
         let mut ty = vec![b'Y', 0, 0, 0, 99];
         cstr(&mut ty, "public");
         cstr(&mut ty, "mood");
-        assert_eq!(
-            decode(&ty).unwrap(),
-            Message::Type {
-                oid: 99,
-                namespace: "public".into(),
-                name: "mood".into()
-            }
-        );
+        assert_eq!(decode(&ty).unwrap(), Message::Type { oid: 99, namespace: "public".into(), name: "mood".into() });
 
         let mut msg = vec![b'M', 1];
         msg.extend_from_slice(&8u64.to_be_bytes());
@@ -589,12 +469,7 @@ mod tests {
         msg.extend_from_slice(b"hey");
         assert_eq!(
             decode(&msg).unwrap(),
-            Message::Message {
-                transactional: true,
-                lsn: Lsn(8),
-                prefix: "app".into(),
-                content: b"hey".to_vec()
-            }
+            Message::Message { transactional: true, lsn: Lsn(8), prefix: "app".into(), content: b"hey".to_vec() }
         );
     }
 
@@ -602,55 +477,25 @@ mod tests {
     fn clear_errors_on_bad_input() {
         assert_eq!(decode(&[]), Err(DecodeError::Empty));
         assert_eq!(decode(b"Z"), Err(DecodeError::UnknownMessage('Z')));
-        assert!(matches!(
-            decode(&[b'B', 0, 0]),
-            Err(DecodeError::Truncated {
-                what: "Begin final LSN",
-                ..
-            })
-        ));
+        assert!(matches!(decode(&[b'B', 0, 0]), Err(DecodeError::Truncated { what: "Begin final LSN", .. })));
         let mut trailing = commit(1, 2);
         trailing.push(0);
-        assert_eq!(
-            decode(&trailing),
-            Err(DecodeError::TrailingBytes {
-                message: "Commit",
-                count: 1
-            })
-        );
-        assert_eq!(
-            decode(&[b'O', 0, 0, 0, 0, 0, 0, 0, 0, b'x']),
-            Err(DecodeError::UnterminatedString {
-                what: "Origin name"
-            })
-        );
-        assert_eq!(
-            decode(&[b'I', 0, 0, 0, 1, b'X']).unwrap_err().to_string(),
-            "pgoutput: unexpected tuple marker 'X' in Insert, expected 'N'"
-        );
-        assert_eq!(
-            decode(&[b'I', 0, 0, 0, 1, b'N', 0, 1, b'q']),
-            Err(DecodeError::UnknownColumnKind('q'))
-        );
+        assert_eq!(decode(&trailing), Err(DecodeError::TrailingBytes { message: "Commit", count: 1 }));
+        assert_eq!(decode(&[b'O', 0, 0, 0, 0, 0, 0, 0, 0, b'x']), Err(DecodeError::UnterminatedString { what: "Origin name" }));
+        assert_eq!(decode(&[b'I', 0, 0, 0, 1, b'X']).unwrap_err().to_string(),
+            "pgoutput: unexpected tuple marker 'X' in Insert, expected 'N'");
+        assert_eq!(decode(&[b'I', 0, 0, 0, 1, b'N', 0, 1, b'q']), Err(DecodeError::UnknownColumnKind('q')));
         assert_eq!(
             decode(&[b'I', 0, 0, 0, 1, b'N', 0xff, 0xff]),
-            Err(DecodeError::Negative {
-                what: "tuple column count",
-                value: -1
-            })
+            Err(DecodeError::Negative { what: "tuple column count", value: -1 })
         );
     }
 
     #[test]
     fn relation_cache_replaces_by_oid() {
         let mut cache = RelationCache::default();
-        let Message::Relation(a) = decode(&relation(1, "s", "t", &[("a", 23)])).unwrap() else {
-            unreachable!()
-        };
-        let Message::Relation(b) = decode(&relation(1, "s", "t", &[("a", 23), ("b", 25)])).unwrap()
-        else {
-            unreachable!()
-        };
+        let Message::Relation(a) = decode(&relation(1, "s", "t", &[("a", 23)])).unwrap() else { unreachable!() };
+        let Message::Relation(b) = decode(&relation(1, "s", "t", &[("a", 23), ("b", 25)])).unwrap() else { unreachable!() };
         cache.update(a);
         assert_eq!(cache.get(1).unwrap().columns.len(), 1);
         cache.update(b);

@@ -23,9 +23,7 @@ const SCHEMA: &str = include_str!("schema.sql");
 /// Creates or upgrades the worker's own tables (idempotent; its "already exists" notices are
 /// not worth a log line).
 pub(crate) async fn ensure_schema(client: &Client) -> Result<(), tokio_postgres::Error> {
-    client
-        .batch_execute("SET client_min_messages TO warning")
-        .await?;
+    client.batch_execute("SET client_min_messages TO warning").await?;
     let result = client.batch_execute(SCHEMA).await;
     client.batch_execute("RESET client_min_messages").await?;
     result
@@ -75,11 +73,7 @@ pub struct SourceTxn {
 struct JsonText<'a>(&'a str);
 
 impl ToSql for JsonText<'_> {
-    fn to_sql(
-        &self,
-        ty: &Type,
-        out: &mut bytes::BytesMut,
-    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+    fn to_sql(&self, ty: &Type, out: &mut bytes::BytesMut) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
         if *ty == Type::JSONB {
             out.extend_from_slice(&[1]); // jsonb binary format version
         }
@@ -96,29 +90,19 @@ impl ToSql for JsonText<'_> {
 
 /// Errors that say "try again later" rather than "this handler is broken".
 pub fn is_transient(e: &tokio_postgres::Error) -> bool {
-    let Some(db) = e.as_db_error() else {
-        return true;
-    };
+    let Some(db) = e.as_db_error() else { return true };
     if matches!(db.severity(), "FATAL" | "PANIC") {
         return true;
     }
     let code = db.code().code();
-    ["08", "40", "53", "57", "58"]
-        .iter()
-        .any(|class| code.starts_with(class))
-        || *db.code() == SqlState::IN_FAILED_SQL_TRANSACTION
+    ["08", "40", "53", "57", "58"].iter().any(|class| code.starts_with(class)) || *db.code() == SqlState::IN_FAILED_SQL_TRANSACTION
 }
 
 /// The PostgreSQL error text recorded in `last_error`.
 pub fn error_text(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => {
-            let mut s = format!(
-                "{}: {} (SQLSTATE {})",
-                db.severity(),
-                db.message(),
-                db.code().code()
-            );
+            let mut s = format!("{}: {} (SQLSTATE {})", db.severity(), db.message(), db.code().code());
             if let Some(d) = db.detail() {
                 s.push_str(&format!("; DETAIL: {d}"));
             }
@@ -134,12 +118,7 @@ pub fn error_text(e: &tokio_postgres::Error) -> String {
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
     #[error("{file}: projection {projection:?}: {key}: {message}")]
-    Projection {
-        file: String,
-        projection: String,
-        key: String,
-        message: String,
-    },
+    Projection { file: String, projection: String, key: String, message: String },
     #[error("target database: {0}")]
     Database(#[from] tokio_postgres::Error),
 }
@@ -213,10 +192,7 @@ pub(crate) enum ApplyFunctions {
     /// Handlers that compile go into the function of `applier`, split into statements with the
     /// session's lexical rules for string literals (the function body is compiled with the same
     /// rules).
-    On {
-        standard_conforming_strings: bool,
-        applier: Applier,
-    },
+    On { standard_conforming_strings: bool, applier: Applier },
 }
 
 pub struct Target {
@@ -250,17 +226,12 @@ impl Target {
         let file = config.file.display().to_string();
         let defs: Vec<&Projection> = match &role {
             Role::Live => config.projections.iter().collect(),
-            Role::CatchUp(name) | Role::Shadow(name) => {
-                config.projection(name).into_iter().collect()
-            }
+            Role::CatchUp(name) | Role::Shadow(name) => config.projection(name).into_iter().collect(),
         };
         let defs_owned: Vec<Projection> = defs.iter().map(|p| (*p).clone()).collect();
         let apply_functions = ApplyFunctions::On {
             standard_conforming_strings: client
-                .query_one(
-                    "SELECT current_setting('standard_conforming_strings') = 'on'",
-                    &[],
-                )
+                .query_one("SELECT current_setting('standard_conforming_strings') = 'on'", &[])
                 .await?
                 .get(0),
             applier: role.applier(),
@@ -286,10 +257,7 @@ impl Target {
             });
             let mut state = if active {
                 if let Some(setup) = &p.setup {
-                    client
-                        .batch_execute(setup)
-                        .await
-                        .map_err(|e| setup_error(&file, p, "setup", e))?;
+                    client.batch_execute(setup).await.map_err(|e| setup_error(&file, p, "setup", e))?;
                 }
                 // In a transaction: installing the apply function tries handlers in savepoints.
                 client.batch_execute("BEGIN").await?;
@@ -350,10 +318,7 @@ impl Target {
         let checkpoint = client.prepare(checkpoint).await?;
         let mark_failed = client.prepare(mark_failed).await?;
         let mut apply_locks: Vec<i64> = match &role {
-            Role::Live => projections
-                .iter()
-                .map(|p| coordination::apply_lock(&p.name))
-                .collect(),
+            Role::Live => projections.iter().map(|p| coordination::apply_lock(&p.name)).collect(),
             _ => Vec::new(),
         };
         apply_locks.sort_unstable();
@@ -382,10 +347,7 @@ impl Target {
     }
 
     pub fn checkpoint(&self, name: &str) -> Option<Lsn> {
-        self.projections
-            .iter()
-            .find(|p| p.name == name)
-            .and_then(|p| p.checkpoint)
+        self.projections.iter().find(|p| p.name == name).and_then(|p| p.checkpoint)
     }
 
     /// Sets the in-memory checkpoint (the caller wrote it to the database).
@@ -414,22 +376,13 @@ impl Target {
     /// Live role, inside the batch transaction: takes the apply locks, brings the in-memory
     /// state in line with what other transactions committed (a projection that joined the
     /// stream, a swap that moved a checkpoint) and records the batch in the commit-order map.
-    async fn begin_batch(
-        &mut self,
-        batch: &[SourceTxn],
-    ) -> Result<Vec<Failure>, tokio_postgres::Error> {
-        let Some(live_batch) = &self.live_batch else {
-            return Ok(Vec::new());
-        };
+    async fn begin_batch(&mut self, batch: &[SourceTxn]) -> Result<Vec<Failure>, tokio_postgres::Error> {
+        let Some(live_batch) = &self.live_batch else { return Ok(Vec::new()) };
         let names: Vec<&str> = self.projections.iter().map(|p| p.name.as_str()).collect();
-        let rows = live_batch
-            .begin(&self.client, &self.apply_locks, &names, batch)
-            .await?;
+        let rows = live_batch.begin(&self.client, &self.apply_locks, &names, batch).await?;
         let mut failures = Vec::new();
         for row in rows {
-            let Some(i) = self.projections.iter().position(|p| p.name == row.name) else {
-                continue;
-            };
+            let Some(i) = self.projections.iter().position(|p| p.name == row.name) else { continue };
             let running = row.status == "running";
             let p = &mut self.projections[i];
             match (p.failed, running) {
@@ -456,26 +409,18 @@ impl Target {
 
     /// A projection that caught up or was rebuilt elsewhere joins the stream at `checkpoint`,
     /// with its definition as the configuration file has it now.
-    async fn join(
-        &mut self,
-        i: usize,
-        checkpoint: Option<Lsn>,
-    ) -> Result<Option<Failure>, tokio_postgres::Error> {
+    async fn join(&mut self, i: usize, checkpoint: Option<Lsn>) -> Result<Option<Failure>, tokio_postgres::Error> {
         let name = self.projections[i].name.clone();
         let Some(def) = coordination::current_definition(&self.file, &name)
             .or_else(|| self.definitions.iter().find(|d| d.name == name).cloned())
         else {
             return Ok(None);
         };
-        self.client
-            .batch_execute("SAVEPOINT eventstore_join")
-            .await?;
+        self.client.batch_execute("SAVEPOINT eventstore_join").await?;
         let file = self.file.display().to_string();
         match prepare(&self.client, &def, &file, self.apply_functions).await {
             Ok(mut state) => {
-                self.client
-                    .batch_execute("RELEASE SAVEPOINT eventstore_join")
-                    .await?;
+                self.client.batch_execute("RELEASE SAVEPOINT eventstore_join").await?;
                 state.checkpoint = checkpoint;
                 tracing::info!(projection = %name, checkpoint = %checkpoint.unwrap_or_default(), "projection joined the stream");
                 self.projections[i] = state;
@@ -484,38 +429,23 @@ impl Target {
             }
             Err(SetupError::Database(e)) => Err(e),
             Err(e) => {
-                self.client
-                    .batch_execute("ROLLBACK TO SAVEPOINT eventstore_join")
-                    .await?;
+                self.client.batch_execute("ROLLBACK TO SAVEPOINT eventstore_join").await?;
                 let error = e.to_string();
-                self.client
-                    .execute(&self.mark_failed, &[&name, &error, &None::<String>])
-                    .await?;
-                Ok(Some(Failure {
-                    projection: name,
-                    checkpoint,
-                    error,
-                }))
+                self.client.execute(&self.mark_failed, &[&name, &error, &None::<String>]).await?;
+                Ok(Some(Failure { projection: name, checkpoint, error }))
             }
         }
     }
 
     pub fn checkpoints(&self) -> impl Iterator<Item = (&str, Option<Lsn>)> {
-        self.projections
-            .iter()
-            .map(|p| (p.name.as_str(), p.checkpoint))
+        self.projections.iter().map(|p| (p.name.as_str(), p.checkpoint))
     }
 
     /// Applies a batch in one target transaction. On return `Ok`, the transaction committed:
     /// every running projection's changes and checkpoints, and any new failures, are durable.
     /// `Err` means nothing of the batch may be assumed applied (the caller reconnects).
-    pub async fn apply(
-        &mut self,
-        batch: &[SourceTxn],
-    ) -> Result<Vec<Failure>, tokio_postgres::Error> {
-        let Some(last) = batch.last().map(|t| t.end_lsn) else {
-            return Ok(Vec::new());
-        };
+    pub async fn apply(&mut self, batch: &[SourceTxn]) -> Result<Vec<Failure>, tokio_postgres::Error> {
+        let Some(last) = batch.last().map(|t| t.end_lsn) else { return Ok(Vec::new()) };
         self.client.batch_execute("BEGIN").await?;
         let result = match self.begin_batch(batch).await {
             Ok(mut failures) => self.apply_in_transaction(batch, last).await.map(|f| {
@@ -528,10 +458,7 @@ impl Target {
             Ok(failures) => {
                 let commit = std::time::Instant::now();
                 self.client.batch_execute("COMMIT").await?;
-                debug!(
-                    commit_ms = commit.elapsed().as_millis() as u64,
-                    "target transaction committed"
-                );
+                debug!(commit_ms = commit.elapsed().as_millis() as u64, "target transaction committed");
                 for p in &mut self.projections {
                     if !p.failed && p.checkpoint.is_none_or(|c| c < last) {
                         p.checkpoint = Some(last);
@@ -548,11 +475,7 @@ impl Target {
         }
     }
 
-    async fn apply_in_transaction(
-        &mut self,
-        batch: &[SourceTxn],
-        last: Lsn,
-    ) -> Result<Vec<Failure>, tokio_postgres::Error> {
+    async fn apply_in_transaction(&mut self, batch: &[SourceTxn], last: Lsn) -> Result<Vec<Failure>, tokio_postgres::Error> {
         let done = self.apply_together(batch, last).await?;
         let mut failures = Vec::new();
         let mut start = 0;
@@ -583,46 +506,25 @@ impl Target {
                     unknown_failure = Some((i, lsn, ev));
                     break;
                 }
-                let function = if by_statement[i] {
-                    None
-                } else {
-                    p.function.as_ref()
-                };
+                let function = if by_statement[i] { None } else { p.function.as_ref() };
                 let to = (last, source_time(batch, last));
-                queue(
-                    client,
-                    p,
-                    function,
-                    &work,
-                    to,
-                    &self.checkpoint,
-                    &mut futures,
-                    &mut owners,
-                    i,
-                );
+                queue(client, p, function, &work, to, &self.checkpoint, &mut futures, &mut owners, i);
             }
 
             let results = join_all(futures).await;
-            let first_error = results
-                .into_iter()
-                .zip(owners.iter())
-                .find_map(|(r, (i, owner))| r.err().map(|e| (*i, *owner, e)));
+            let first_error =
+                results.into_iter().zip(owners.iter()).find_map(|(r, (i, owner))| r.err().map(|e| (*i, *owner, e)));
             match first_error {
                 None => match unknown_failure {
                     Some((i, lsn, ev)) => {
-                        let error = format!(
-                            "no handler for event type {:?} and on_unknown = \"fail\"",
-                            ev.event_type
-                        );
+                        let error = format!("no handler for event type {:?} and on_unknown = \"fail\"", ev.event_type);
                         failures.push(self.fail(i, batch, lsn, error, &ev.envelope).await?);
                         start = i + 1;
                     }
                     None => start = self.projections.len(),
                 },
                 Some((i, Owner::Function, e)) if connection_alive(&e) => {
-                    self.client
-                        .batch_execute("ROLLBACK TO SAVEPOINT eventstore_projection")
-                        .await?;
+                    self.client.batch_execute("ROLLBACK TO SAVEPOINT eventstore_projection").await?;
                     if !is_transient(&e) {
                         function_errors.push((i, error_text(&e)));
                     }
@@ -630,13 +532,8 @@ impl Target {
                     start = i;
                 }
                 Some((i, Owner::Event(lsn, ev), e)) if !is_transient(&e) => {
-                    self.client
-                        .batch_execute("ROLLBACK TO SAVEPOINT eventstore_projection")
-                        .await?;
-                    failures.push(
-                        self.fail(i, batch, lsn, error_text(&e), &ev.envelope)
-                            .await?,
-                    );
+                    self.client.batch_execute("ROLLBACK TO SAVEPOINT eventstore_projection").await?;
+                    failures.push(self.fail(i, batch, lsn, error_text(&e), &ev.envelope).await?);
                     start = i + 1;
                 }
                 Some((_, _, e)) => return Err(e),
@@ -664,42 +561,28 @@ impl Target {
     /// checkpoints. Returns which projections it applied. When it fails (any error that leaves
     /// the session usable), everything it did is rolled back and those projections take the
     /// per-projection path, which finds out which one failed and where.
-    async fn apply_together(
-        &mut self,
-        batch: &[SourceTxn],
-        last: Lsn,
-    ) -> Result<Vec<bool>, tokio_postgres::Error> {
+    async fn apply_together(&mut self, batch: &[SourceTxn], last: Lsn) -> Result<Vec<bool>, tokio_postgres::Error> {
         let mut done = vec![false; self.projections.len()];
         let (members, works): (Vec<usize>, Vec<_>) = self
             .projections
             .iter()
             .enumerate()
-            .filter(|(_, p)| {
-                !p.failed && p.checkpoint.is_none_or(|c| c < last) && p.function.is_some()
-            })
+            .filter(|(_, p)| !p.failed && p.checkpoint.is_none_or(|c| c < last) && p.function.is_some())
             .map(|(i, p)| (i, p.work(batch, None)))
-            .filter(|(_, (work, unknown))| {
-                unknown.is_none() && work.iter().all(|(h, _, _)| h.number.is_some())
-            })
+            .filter(|(_, (work, unknown))| unknown.is_none() && work.iter().all(|(h, _, _)| h.number.is_some()))
             .map(|(i, (work, _))| (i, work))
             .unzip();
         if members.is_empty() {
             return Ok(done);
         }
         if !self.together.contains_key(&members) {
-            let names: Vec<&str> = members
-                .iter()
-                .map(|&i| self.projections[i].name.as_str())
-                .collect();
+            let names: Vec<&str> = members.iter().map(|&i| self.projections[i].name.as_str()).collect();
             let mut types = vec![Type::INT4_ARRAY; members.len()];
             types.push(Type::JSONB_ARRAY);
             let ApplyFunctions::On { applier, .. } = self.apply_functions else {
                 unreachable!("a projection has a function only when functions are on")
             };
-            let statement = self
-                .client
-                .prepare_typed(&apply_function::call_together(&names, applier), &types)
-                .await?;
+            let statement = self.client.prepare_typed(&apply_function::call_together(&names, applier), &types).await?;
             self.together.insert(members.clone(), statement);
         }
 
@@ -731,23 +614,11 @@ impl Target {
         }
         let ranges = call_ranges(&envelopes);
         // Per call: each member's handler numbers and the envelopes, as slices to bind.
-        let slices: Vec<CallSlices<'_>> = ranges
-            .iter()
-            .map(|r| {
-                (
-                    numbers.iter().map(|n| &n[r.clone()]).collect(),
-                    &envelopes[r.clone()],
-                )
-            })
-            .collect();
+        let slices: Vec<CallSlices<'_>> =
+            ranges.iter().map(|r| (numbers.iter().map(|n| &n[r.clone()]).collect(), &envelopes[r.clone()])).collect();
         let params: Vec<Vec<&(dyn ToSql + Sync)>> = slices
             .iter()
-            .map(|(n, e)| {
-                n.iter()
-                    .map(|n| n as &(dyn ToSql + Sync))
-                    .chain(std::iter::once(e as &(dyn ToSql + Sync)))
-                    .collect()
-            })
+            .map(|(n, e)| n.iter().map(|n| n as &(dyn ToSql + Sync)).chain(std::iter::once(e as &(dyn ToSql + Sync))).collect())
             .collect();
 
         let lsn = last.to_string();
@@ -755,34 +626,16 @@ impl Target {
         let client = &self.client;
         let statement = &self.together[&members];
         let mut futures: Pipeline<'_> = Vec::new();
-        futures.push(Box::pin(async move {
-            client
-                .batch_execute("SAVEPOINT eventstore_batch")
-                .await
-                .map(|_| 0)
-        }));
+        futures.push(Box::pin(async move { client.batch_execute("SAVEPOINT eventstore_batch").await.map(|_| 0) }));
         for params in &params {
             futures.push(Box::pin(client.execute(statement, params)));
         }
         for (&i, work) in members.iter().zip(&works) {
-            let (name, lsn, count) = (
-                self.projections[i].name.as_str(),
-                lsn.as_str(),
-                work.len() as i64,
-            );
+            let (name, lsn, count) = (self.projections[i].name.as_str(), lsn.as_str(), work.len() as i64);
             let checkpoint = &self.checkpoint;
-            futures.push(Box::pin(async move {
-                client
-                    .execute(checkpoint, &[&name, &lsn, &count, &time])
-                    .await
-            }));
+            futures.push(Box::pin(async move { client.execute(checkpoint, &[&name, &lsn, &count, &time]).await }));
         }
-        futures.push(Box::pin(async move {
-            client
-                .batch_execute("RELEASE SAVEPOINT eventstore_batch")
-                .await
-                .map(|_| 0)
-        }));
+        futures.push(Box::pin(async move { client.batch_execute("RELEASE SAVEPOINT eventstore_batch").await.map(|_| 0) }));
         match join_all(futures).await.into_iter().find_map(Result::err) {
             None => {
                 for i in members {
@@ -810,11 +663,7 @@ impl Target {
         envelope: &str,
     ) -> Result<Failure, tokio_postgres::Error> {
         let p = &self.projections[i];
-        let prefix_end = batch
-            .iter()
-            .map(|t| t.end_lsn)
-            .filter(|l| *l < failed_txn && p.checkpoint.is_none_or(|c| *l > c))
-            .max();
+        let prefix_end = batch.iter().map(|t| t.end_lsn).filter(|l| *l < failed_txn && p.checkpoint.is_none_or(|c| *l > c)).max();
         let mut checkpoint = p.checkpoint;
         if let Some(prefix_end) = prefix_end {
             let (work, _) = p.work(batch, Some(prefix_end));
@@ -822,39 +671,19 @@ impl Target {
             let mut owners = Vec::new();
             let to = (prefix_end, source_time(batch, prefix_end));
             // Statement by statement: this is the path that locates failures exactly.
-            queue(
-                &self.client,
-                p,
-                None,
-                &work,
-                to,
-                &self.checkpoint,
-                &mut futures,
-                &mut owners,
-                i,
-            );
+            queue(&self.client, p, None, &work, to, &self.checkpoint, &mut futures, &mut owners, i);
             match join_all(futures).await.into_iter().find_map(Result::err) {
                 None => checkpoint = Some(prefix_end),
                 Some(e) if is_transient(&e) => return Err(e),
                 // Failed differently the second time: keep the old checkpoint.
-                Some(_) => {
-                    self.client
-                        .batch_execute("ROLLBACK TO SAVEPOINT eventstore_projection")
-                        .await?
-                }
+                Some(_) => self.client.batch_execute("ROLLBACK TO SAVEPOINT eventstore_projection").await?,
             }
         }
         let p = &mut self.projections[i];
-        self.client
-            .execute(&self.mark_failed, &[&p.name, &error, &envelope])
-            .await?;
+        self.client.execute(&self.mark_failed, &[&p.name, &error, &envelope]).await?;
         p.failed = true;
         p.checkpoint = checkpoint;
-        Ok(Failure {
-            projection: p.name.clone(),
-            checkpoint,
-            error,
-        })
+        Ok(Failure { projection: p.name.clone(), checkpoint, error })
     }
 }
 
@@ -869,16 +698,14 @@ impl ProjectionState {
         until: Option<Lsn>,
     ) -> (Vec<(&'s Handler, Lsn, &'b Event)>, Option<(Lsn, &'b Event)>) {
         let mut work = Vec::new();
-        let txns = batch.iter().filter(|t| {
-            self.checkpoint.is_none_or(|c| t.end_lsn > c) && until.is_none_or(|u| t.end_lsn <= u)
-        });
+        let txns = batch
+            .iter()
+            .filter(|t| self.checkpoint.is_none_or(|c| t.end_lsn > c) && until.is_none_or(|u| t.end_lsn <= u));
         for txn in txns {
             for ev in &txn.events {
                 match self.handlers.get(&ev.event_type) {
                     Some(handler) => work.push((handler, txn.end_lsn, ev)),
-                    None if self.on_unknown == OnUnknown::Fail => {
-                        return (work, Some((txn.end_lsn, ev)))
-                    }
+                    None if self.on_unknown == OnUnknown::Fail => return (work, Some((txn.end_lsn, ev))),
                     None => {}
                 }
             }
@@ -889,14 +716,10 @@ impl ProjectionState {
 
 /// Source time of the batch's transaction ending at `lsn`.
 fn source_time(batch: &[SourceTxn], lsn: Lsn) -> SystemTime {
-    batch
-        .iter()
-        .find(|t| t.end_lsn == lsn)
-        .map_or(SystemTime::UNIX_EPOCH, |t| t.source_time)
+    batch.iter().find(|t| t.end_lsn == lsn).map_or(SystemTime::UNIX_EPOCH, |t| t.source_time)
 }
 
-type Pipeline<'a> =
-    Vec<Pin<Box<dyn Future<Output = Result<u64, tokio_postgres::Error>> + Send + 'a>>>;
+type Pipeline<'a> = Vec<Pin<Box<dyn Future<Output = Result<u64, tokio_postgres::Error>> + Send + 'a>>>;
 
 /// What an entry of the pipeline is, to tell what its error means.
 #[derive(Debug, Clone, Copy)]
@@ -911,8 +734,7 @@ enum Owner<'b> {
 
 /// Whether the session survived the error (an `ERROR`, not a lost connection or a `FATAL`).
 fn connection_alive(e: &tokio_postgres::Error) -> bool {
-    e.as_db_error()
-        .is_some_and(|db| !matches!(db.severity(), "FATAL" | "PANIC"))
+    e.as_db_error().is_some_and(|db| !matches!(db.severity(), "FATAL" | "PANIC"))
 }
 
 /// Queues one projection's part of a batch: savepoint, handler work, checkpoint, release. With
@@ -930,20 +752,13 @@ fn queue<'a, 'b: 'a>(
     owners: &mut Vec<(usize, Owner<'b>)>,
     i: usize,
 ) {
-    futures.push(Box::pin(async move {
-        client
-            .batch_execute("SAVEPOINT eventstore_projection")
-            .await
-            .map(|_| 0)
-    }));
+    futures.push(Box::pin(async move { client.batch_execute("SAVEPOINT eventstore_projection").await.map(|_| 0) }));
     owners.push((i, Owner::Control));
     let mut run = FunctionRun::default();
     for &(handler, lsn, ev) in work {
         match (function, handler.number) {
             (Some(f), Some(number)) => {
-                if run.numbers.len() == CALL_MAX_EVENTS
-                    || run.bytes + ev.envelope.len() > CALL_MAX_BYTES
-                {
+                if run.numbers.len() == CALL_MAX_EVENTS || run.bytes + ev.envelope.len() > CALL_MAX_BYTES {
                     run.flush(client, f, futures, owners, i);
                 }
                 run.numbers.push(number);
@@ -955,9 +770,7 @@ fn queue<'a, 'b: 'a>(
                     run.flush(client, f, futures, owners, i);
                 }
                 let statement = &handler.statement;
-                futures.push(Box::pin(async move {
-                    client.execute(statement, &[&JsonText(&ev.envelope)]).await
-                }));
+                futures.push(Box::pin(async move { client.execute(statement, &[&JsonText(&ev.envelope)]).await }));
                 owners.push((i, Owner::Event(lsn, ev)));
             }
         }
@@ -968,36 +781,17 @@ fn queue<'a, 'b: 'a>(
     let name = p.name.as_str();
     let lsn = checkpoint_to.to_string();
     let count = work.len() as i64;
-    futures.push(Box::pin(async move {
-        client
-            .execute(checkpoint, &[&name, &lsn, &count, &checkpoint_time])
-            .await
-    }));
+    futures.push(Box::pin(async move { client.execute(checkpoint, &[&name, &lsn, &count, &checkpoint_time]).await }));
     owners.push((i, Owner::Control));
-    futures.push(Box::pin(async move {
-        client
-            .batch_execute("RELEASE SAVEPOINT eventstore_projection")
-            .await
-            .map(|_| 0)
-    }));
+    futures.push(Box::pin(async move { client.batch_execute("RELEASE SAVEPOINT eventstore_projection").await.map(|_| 0) }));
     owners.push((i, Owner::Control));
 }
 
-pub(crate) fn setup_error(
-    file: &str,
-    p: &Projection,
-    key: &str,
-    e: tokio_postgres::Error,
-) -> SetupError {
+pub(crate) fn setup_error(file: &str, p: &Projection, key: &str, e: tokio_postgres::Error) -> SetupError {
     if is_transient(&e) {
         SetupError::Database(e)
     } else {
-        SetupError::Projection {
-            file: file.into(),
-            projection: p.name.clone(),
-            key: key.into(),
-            message: error_text(&e),
-        }
+        SetupError::Projection { file: file.into(), projection: p.name.clone(), key: key.into(), message: error_text(&e) }
     }
 }
 
@@ -1026,12 +820,8 @@ impl<'b> FunctionRun<'b> {
         if self.numbers.is_empty() {
             return;
         }
-        let FunctionRun {
-            numbers, envelopes, ..
-        } = std::mem::take(self);
-        futures.push(Box::pin(async move {
-            client.execute(function, &[&numbers, &envelopes]).await
-        }));
+        let FunctionRun { numbers, envelopes, .. } = std::mem::take(self);
+        futures.push(Box::pin(async move { client.execute(function, &[&numbers, &envelopes]).await }));
         owners.push((i, Owner::Function));
     }
 }
@@ -1046,52 +836,29 @@ pub(crate) async fn prepare(
     let mut compilable = Vec::new();
     for (event_type, sql) in &p.handlers {
         let key = format!("handlers.{event_type}");
-        let stmt = client
-            .prepare_typed(sql, &[Type::JSONB])
-            .await
-            .map_err(|e| {
-                if is_transient(&e) {
-                    SetupError::Database(e)
-                } else {
-                    SetupError::Projection {
-                        file: file.into(),
-                        projection: p.name.clone(),
-                        key: key.clone(),
-                        message: error_text(&e),
-                    }
-                }
-            })?;
+        let stmt = client.prepare_typed(sql, &[Type::JSONB]).await.map_err(|e| {
+            if is_transient(&e) {
+                SetupError::Database(e)
+            } else {
+                SetupError::Projection { file: file.into(), projection: p.name.clone(), key: key.clone(), message: error_text(&e) }
+            }
+        })?;
         if stmt.params().len() != 1 {
             return Err(SetupError::Projection {
                 file: file.into(),
                 projection: p.name.clone(),
                 key,
-                message: format!(
-                    "must have exactly one parameter ($1, the event envelope); it has {}",
-                    stmt.params().len()
-                ),
+                message: format!("must have exactly one parameter ($1, the event envelope); it has {}", stmt.params().len()),
             });
         }
-        if let ApplyFunctions::On {
-            standard_conforming_strings,
-            ..
-        } = apply_functions
-        {
+        if let ApplyFunctions::On { standard_conforming_strings, .. } = apply_functions {
             let returns_rows = !stmt.columns().is_empty();
             match apply_function::compilable(sql, returns_rows, standard_conforming_strings) {
                 Some(statement) => compilable.push((event_type.as_str(), statement)),
-                None => {
-                    debug!(projection = %p.name, event_type = %event_type, "handler runs as a statement per event (not a plain INSERT/UPDATE/DELETE/MERGE/WITH without RETURNING)")
-                }
+                None => debug!(projection = %p.name, event_type = %event_type, "handler runs as a statement per event (not a plain INSERT/UPDATE/DELETE/MERGE/WITH without RETURNING)"),
             }
         }
-        handlers.insert(
-            event_type.clone(),
-            Handler {
-                statement: stmt,
-                number: None,
-            },
-        );
+        handlers.insert(event_type.clone(), Handler { statement: stmt, number: None });
     }
     // Off: any function is left alone.
     let (compiled, function) = match apply_functions {
@@ -1100,12 +867,7 @@ pub(crate) async fn prepare(
             let function = match compiled.is_empty() {
                 true => None,
                 false => Some(
-                    client
-                        .prepare_typed(
-                            &apply_function::call(&p.name, applier),
-                            &[Type::INT4_ARRAY, Type::JSONB_ARRAY],
-                        )
-                        .await?,
+                    client.prepare_typed(&apply_function::call(&p.name, applier), &[Type::INT4_ARRAY, Type::JSONB_ARRAY]).await?,
                 ),
             };
             (compiled, function)
@@ -1117,14 +879,7 @@ pub(crate) async fn prepare(
             h.number = Some(number as i32);
         }
     }
-    Ok(ProjectionState {
-        name: p.name.clone(),
-        on_unknown: p.on_unknown,
-        handlers,
-        function,
-        checkpoint: None,
-        failed: false,
-    })
+    Ok(ProjectionState { name: p.name.clone(), on_unknown: p.on_unknown, handlers, function, checkpoint: None, failed: false })
 }
 
 /// Creates (or replaces) the projection's apply function with the handlers that compile, and
@@ -1141,26 +896,18 @@ async fn install_function<'h>(
     compilable: &[(&'h str, &str)],
 ) -> Result<Vec<&'h str>, SetupError> {
     let create = |handlers: &[(&str, &str)]| {
-        apply_function::create_function(
-            projection,
-            applier,
-            &handlers.iter().map(|(_, sql)| *sql).collect::<Vec<_>>(),
-        )
+        apply_function::create_function(projection, applier, &handlers.iter().map(|(_, sql)| *sql).collect::<Vec<_>>())
     };
     let mut handlers = compilable.to_vec();
     if !handlers.is_empty() {
-        client
-            .batch_execute("SET check_function_bodies TO on")
-            .await?;
+        client.batch_execute("SET check_function_bodies TO on").await?;
         if let Err(e) = try_create(client, &create(&handlers), true).await? {
             debug!(projection, error = %error_text(&e), "apply function does not compile as a whole; trying each handler");
             let mut alone = Vec::new();
             for h in handlers {
                 match try_create(client, &create(&[h]), false).await? {
                     Ok(()) => alone.push(h),
-                    Err(e) => {
-                        info!(projection, event_type = h.0, error = %error_text(&e), "handler does not compile into the apply function; it runs as a statement per event")
-                    }
+                    Err(e) => info!(projection, event_type = h.0, error = %error_text(&e), "handler does not compile into the apply function; it runs as a statement per event"),
                 }
             }
             handlers = alone;
@@ -1173,14 +920,9 @@ async fn install_function<'h>(
         }
     }
     if handlers.is_empty() {
-        client
-            .batch_execute(&apply_function::drop_function(projection, applier))
-            .await?;
+        client.batch_execute(&apply_function::drop_function(projection, applier)).await?;
     }
-    Ok(handlers
-        .into_iter()
-        .map(|(event_type, _)| event_type)
-        .collect())
+    Ok(handlers.into_iter().map(|(event_type, _)| event_type).collect())
 }
 
 /// Runs `create` in a savepoint, kept when it succeeds and `keep` is set, rolled back otherwise.
@@ -1190,9 +932,7 @@ async fn try_create(
     create: &str,
     keep: bool,
 ) -> Result<Result<(), tokio_postgres::Error>, tokio_postgres::Error> {
-    client
-        .batch_execute("SAVEPOINT eventstore_apply_function")
-        .await?;
+    client.batch_execute("SAVEPOINT eventstore_apply_function").await?;
     let created = client.batch_execute(create).await;
     if let Err(e) = &created {
         if is_transient(e) {
@@ -1217,24 +957,12 @@ mod tests {
         let envelopes: Vec<JsonText<'_>> = (0..2500).map(|_| JsonText(&small)).collect();
         assert_eq!(call_ranges(&envelopes), [0..1000, 1000..2000, 2000..2500]);
         let none = call_ranges(&[]);
-        assert!(
-            none.len() == 1 && none[0].is_empty(),
-            "one call even for no events: {none:?}"
-        );
+        assert!(none.len() == 1 && none[0].is_empty(), "one call even for no events: {none:?}");
 
         let big = "x".repeat(CALL_MAX_BYTES / 2 + 1);
-        let envelopes = [
-            JsonText(&big),
-            JsonText(&small),
-            JsonText(&big),
-            JsonText(&big),
-        ];
+        let envelopes = [JsonText(&big), JsonText(&small), JsonText(&big), JsonText(&big)];
         assert_eq!(call_ranges(&envelopes), [0..2, 2..3, 3..4]);
         let huge = "x".repeat(CALL_MAX_BYTES * 2);
-        assert_eq!(
-            call_ranges(&[JsonText(&huge), JsonText(&small)]),
-            [0..1, 1..2],
-            "an oversized event goes alone"
-        );
+        assert_eq!(call_ranges(&[JsonText(&huge), JsonText(&small)]), [0..1, 1..2], "an oversized event goes alone");
     }
 }

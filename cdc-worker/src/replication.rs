@@ -31,11 +31,7 @@ pub struct ServerError {
 
 impl fmt::Display for ServerError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}: {} (SQLSTATE {})",
-            self.severity, self.message, self.code
-        )?;
+        write!(f, "{}: {} (SQLSTATE {})", self.severity, self.message, self.code)?;
         if let Some(d) = &self.detail {
             write!(f, " DETAIL: {d}")?;
         }
@@ -87,9 +83,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             if self.buf.len() >= 5 {
                 let len = i32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]);
                 if len < 4 || len as usize > MAX_MESSAGE {
-                    return Err(ReplicationError::Protocol(format!(
-                        "invalid message length {len}"
-                    )));
+                    return Err(ReplicationError::Protocol(format!("invalid message length {len}")));
                 }
                 let total = 1 + len as usize;
                 if self.buf.len() >= total {
@@ -120,12 +114,7 @@ fn cstrings(mut body: &[u8]) -> impl Iterator<Item = &[u8]> {
 }
 
 fn parse_error(body: &[u8]) -> ServerError {
-    let mut e = ServerError {
-        severity: "ERROR".into(),
-        code: "XX000".into(),
-        message: String::new(),
-        detail: None,
-    };
+    let mut e = ServerError { severity: "ERROR".into(), code: "XX000".into(), message: String::new(), detail: None };
     let mut rest = body;
     while let Some((&kind, tail)) = rest.split_first() {
         if kind == 0 {
@@ -186,9 +175,7 @@ const PG_EPOCH: u64 = 946_684_800;
 
 /// Microseconds since 2000-01-01, the replication protocol's clock.
 fn pg_now() -> i64 {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
     now.as_micros() as i64 - (PG_EPOCH as i64 * 1_000_000)
 }
 
@@ -223,52 +210,36 @@ impl ReplicationConnection {
         } else {
             config.get_hosts().to_vec()
         };
-        let timeout = config
-            .get_connect_timeout()
-            .copied()
-            .unwrap_or(Duration::from_secs(10));
+        let timeout = config.get_connect_timeout().copied().unwrap_or(Duration::from_secs(10));
         let mut last_err = None;
         for (i, host) in hosts.iter().enumerate() {
             let port = config.get_ports().get(i).copied().unwrap_or(port);
-            let socket: std::io::Result<Box<dyn Socket>> =
-                match tokio::time::timeout(timeout, async {
-                    Ok::<Box<dyn Socket>, std::io::Error>(match host {
-                        Host::Tcp(h) => {
-                            let s = TcpStream::connect((h.as_str(), port)).await?;
-                            s.set_nodelay(true)?;
-                            Box::new(s)
-                        }
-                        Host::Unix(dir) => Box::new(
-                            UnixStream::connect(dir.join(format!(".s.PGSQL.{port}"))).await?,
-                        ),
-                    })
+            let socket: std::io::Result<Box<dyn Socket>> = match tokio::time::timeout(timeout, async {
+                Ok::<Box<dyn Socket>, std::io::Error>(match host {
+                    Host::Tcp(h) => {
+                        let s = TcpStream::connect((h.as_str(), port)).await?;
+                        s.set_nodelay(true)?;
+                        Box::new(s)
+                    }
+                    Host::Unix(dir) => Box::new(UnixStream::connect(dir.join(format!(".s.PGSQL.{port}"))).await?),
                 })
-                .await
-                {
-                    Ok(r) => r,
-                    Err(_) => Err(std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        "connect timed out",
-                    )),
-                };
+            })
+            .await
+            {
+                Ok(r) => r,
+                Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")),
+            };
             match socket {
                 Ok(socket) => {
-                    let mut conn = ReplicationConnection {
-                        reader: FrameReader {
-                            io: socket,
-                            buf: BytesMut::with_capacity(64 << 10),
-                        },
-                        out: BytesMut::new(),
-                    };
+                    let mut conn =
+                        ReplicationConnection { reader: FrameReader { io: socket, buf: BytesMut::with_capacity(64 << 10) }, out: BytesMut::new() };
                     conn.startup(config).await?;
                     return Ok(conn);
                 }
                 Err(e) => last_err = Some(e),
             }
         }
-        Err(last_err
-            .map(ReplicationError::Io)
-            .unwrap_or(ReplicationError::Closed))
+        Err(last_err.map(ReplicationError::Io).unwrap_or(ReplicationError::Closed))
     }
 
     async fn send(&mut self) -> Result<()> {
@@ -283,14 +254,9 @@ impl ReplicationConnection {
             .get_user()
             .map(str::to_owned)
             .or_else(|| std::env::var("USER").ok())
-            .ok_or_else(|| {
-                ReplicationError::Auth("no user name in the connection string".into())
-            })?;
+            .ok_or_else(|| ReplicationError::Auth("no user name in the connection string".into()))?;
         let dbname = config.get_dbname().unwrap_or(&user).to_owned();
-        let app = config
-            .get_application_name()
-            .unwrap_or("eventstore-worker")
-            .to_owned();
+        let app = config.get_application_name().unwrap_or("eventstore-worker").to_owned();
         let params = [
             ("user", user.as_str()),
             ("database", dbname.as_str()),
@@ -305,9 +271,10 @@ impl ReplicationConnection {
         self.send().await?;
 
         let password = || {
-            config.get_password().map(<[u8]>::to_vec).ok_or_else(|| {
-                ReplicationError::Auth("the server asked for a password and none was given".into())
-            })
+            config
+                .get_password()
+                .map(<[u8]>::to_vec)
+                .ok_or_else(|| ReplicationError::Auth("the server asked for a password and none was given".into()))
         };
         let mut scram: Option<ScramSha256> = None;
         loop {
@@ -316,9 +283,7 @@ impl ReplicationConnection {
             match frame.tag {
                 b'R' => {
                     if body.len() < 4 {
-                        return Err(ReplicationError::Protocol(
-                            "short authentication message".into(),
-                        ));
+                        return Err(ReplicationError::Protocol("short authentication message".into()));
                     }
                     match body.get_i32() {
                         0 => {}
@@ -331,61 +296,36 @@ impl ReplicationConnection {
                                 return Err(ReplicationError::Protocol("short md5 salt".into()));
                             }
                             let salt = [body[0], body[1], body[2], body[3]];
-                            let hash = postgres_protocol::authentication::md5_hash(
-                                user.as_bytes(),
-                                &password()?,
-                                salt,
-                            );
+                            let hash = postgres_protocol::authentication::md5_hash(user.as_bytes(), &password()?, salt);
                             frontend::password_message(hash.as_bytes(), &mut self.out)?;
                             self.send().await?;
                         }
                         10 => {
                             if !cstrings(&body).any(|m| m == SCRAM_SHA_256.as_bytes()) {
-                                return Err(ReplicationError::Auth(
-                                    "server offers no supported SASL mechanism".into(),
-                                ));
+                                return Err(ReplicationError::Auth("server offers no supported SASL mechanism".into()));
                             }
                             let s = ScramSha256::new(&password()?, ChannelBinding::unsupported());
-                            frontend::sasl_initial_response(
-                                SCRAM_SHA_256,
-                                s.message(),
-                                &mut self.out,
-                            )?;
+                            frontend::sasl_initial_response(SCRAM_SHA_256, s.message(), &mut self.out)?;
                             self.send().await?;
                             scram = Some(s);
                         }
                         11 => {
-                            let s = scram.as_mut().ok_or_else(|| {
-                                ReplicationError::Protocol("unexpected SASLContinue".into())
-                            })?;
-                            s.update(&body)
-                                .map_err(|e| ReplicationError::Auth(format!("SCRAM: {e}")))?;
+                            let s = scram.as_mut().ok_or_else(|| ReplicationError::Protocol("unexpected SASLContinue".into()))?;
+                            s.update(&body).map_err(|e| ReplicationError::Auth(format!("SCRAM: {e}")))?;
                             frontend::sasl_response(s.message(), &mut self.out)?;
                             self.send().await?;
                         }
                         12 => {
-                            let s = scram.as_mut().ok_or_else(|| {
-                                ReplicationError::Protocol("unexpected SASLFinal".into())
-                            })?;
-                            s.finish(&body)
-                                .map_err(|e| ReplicationError::Auth(format!("SCRAM: {e}")))?;
+                            let s = scram.as_mut().ok_or_else(|| ReplicationError::Protocol("unexpected SASLFinal".into()))?;
+                            s.finish(&body).map_err(|e| ReplicationError::Auth(format!("SCRAM: {e}")))?;
                         }
-                        other => {
-                            return Err(ReplicationError::Auth(format!(
-                                "unsupported authentication method {other}"
-                            )))
-                        }
+                        other => return Err(ReplicationError::Auth(format!("unsupported authentication method {other}"))),
                     }
                 }
                 b'E' => return Err(ReplicationError::Server(parse_error(&frame.body))),
                 b'Z' => return Ok(()),
                 b'S' | b'K' | b'N' => {}
-                other => {
-                    return Err(ReplicationError::Protocol(format!(
-                        "unexpected message {:?} during startup",
-                        other as char
-                    )))
-                }
+                other => return Err(ReplicationError::Protocol(format!("unexpected message {:?} during startup", other as char))),
             }
         }
     }
@@ -408,22 +348,14 @@ impl ReplicationConnection {
                     }
                 }
                 b'T' | b'C' | b'I' | b'N' | b'S' => {}
-                other => {
-                    return Err(ReplicationError::Protocol(format!(
-                        "unexpected message {:?} after a query",
-                        other as char
-                    )))
-                }
+                other => return Err(ReplicationError::Protocol(format!("unexpected message {:?} after a query", other as char))),
             }
         }
     }
 
     pub async fn identify_system(&mut self) -> Result<SystemIdentity> {
         let rows = self.simple_query("IDENTIFY_SYSTEM").await?;
-        let row = rows
-            .first()
-            .filter(|r| r.len() >= 4)
-            .ok_or_else(|| ReplicationError::Protocol("IDENTIFY_SYSTEM returned no row".into()))?;
+        let row = rows.first().filter(|r| r.len() >= 4).ok_or_else(|| ReplicationError::Protocol("IDENTIFY_SYSTEM returned no row".into()))?;
         let xlogpos = row[2]
             .as_deref()
             .unwrap_or("0/0")
@@ -439,10 +371,7 @@ impl ReplicationConnection {
 
     /// Creates a pgoutput slot; returns false when it already existed.
     pub async fn create_slot_if_missing(&mut self, slot: &str) -> Result<bool> {
-        let sql = format!(
-            "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput NOEXPORT_SNAPSHOT",
-            quote_ident(slot)
-        );
+        let sql = format!("CREATE_REPLICATION_SLOT {} LOGICAL pgoutput NOEXPORT_SNAPSHOT", quote_ident(slot));
         match self.simple_query(&sql).await {
             Ok(_) => Ok(true),
             Err(e) if e.code() == Some("42710") => Ok(false),
@@ -455,16 +384,9 @@ impl ReplicationConnection {
     /// transactions that committed before C. The snapshot stays importable while this
     /// connection is open and runs no other command; the slot goes away with the connection.
     pub async fn create_exporting_slot(&mut self, slot: &str) -> Result<(Lsn, String)> {
-        let sql = format!(
-            "CREATE_REPLICATION_SLOT {} TEMPORARY LOGICAL pgoutput (SNAPSHOT 'export')",
-            quote_ident(slot)
-        );
+        let sql = format!("CREATE_REPLICATION_SLOT {} TEMPORARY LOGICAL pgoutput (SNAPSHOT 'export')", quote_ident(slot));
         let rows = self.simple_query(&sql).await?;
-        let bad = || {
-            ReplicationError::Protocol(
-                "CREATE_REPLICATION_SLOT returned no consistent point and snapshot".into(),
-            )
-        };
+        let bad = || ReplicationError::Protocol("CREATE_REPLICATION_SLOT returned no consistent point and snapshot".into());
         let row = rows.first().filter(|r| r.len() >= 3).ok_or_else(bad)?;
         let point = row[1]
             .as_deref()
@@ -476,12 +398,7 @@ impl ReplicationConnection {
     }
 
     /// Starts streaming; `start` = 0/0 resumes at the slot's confirmed flush position.
-    pub async fn start_replication(
-        mut self,
-        slot: &str,
-        start: Lsn,
-        publication: &str,
-    ) -> Result<(ReplicationStream, Feedback)> {
+    pub async fn start_replication(mut self, slot: &str, start: Lsn, publication: &str) -> Result<(ReplicationStream, Feedback)> {
         let sql = format!(
             "START_REPLICATION SLOT {} LOGICAL {} (proto_version '1', publication_names {})",
             quote_ident(slot),
@@ -502,25 +419,12 @@ impl ReplicationConnection {
                     return Err(ReplicationError::Server(e));
                 }
                 b'N' | b'S' => {}
-                other => {
-                    return Err(ReplicationError::Protocol(format!(
-                        "unexpected message {:?} after START_REPLICATION",
-                        other as char
-                    )))
-                }
+                other => return Err(ReplicationError::Protocol(format!("unexpected message {:?} after START_REPLICATION", other as char))),
             }
         }
         let FrameReader { io, buf } = self.reader;
         let (read, write) = tokio::io::split(io);
-        Ok((
-            ReplicationStream {
-                reader: FrameReader { io: read, buf },
-            },
-            Feedback {
-                io: write,
-                out: BytesMut::new(),
-            },
-        ))
+        Ok((ReplicationStream { reader: FrameReader { io: read, buf } }, Feedback { io: write, out: BytesMut::new() }))
     }
 }
 
@@ -529,11 +433,7 @@ pub enum StreamMessage {
     /// A pgoutput message; the WAL positions in its header are not needed (Commit carries them).
     XLogData { data: Bytes },
     /// `server_time`: the server's clock when it sent this.
-    Keepalive {
-        wal_end: Lsn,
-        server_time: SystemTime,
-        reply_requested: bool,
-    },
+    Keepalive { wal_end: Lsn, server_time: SystemTime, reply_requested: bool },
 }
 
 pub struct ReplicationStream {
@@ -559,11 +459,7 @@ impl ReplicationStream {
                         b'k' if b.len() >= 17 => {
                             let wal_end = Lsn(b.get_u64());
                             let server_time = pg_time(b.get_i64());
-                            Ok(StreamMessage::Keepalive {
-                                wal_end,
-                                server_time,
-                                reply_requested: b.get_u8() == 1,
-                            })
+                            Ok(StreamMessage::Keepalive { wal_end, server_time, reply_requested: b.get_u8() == 1 })
                         }
                         other => Err(ReplicationError::Protocol(format!(
                             "unexpected CopyData message {:?} of {} bytes",
@@ -575,12 +471,7 @@ impl ReplicationStream {
                 b'E' => return Err(ReplicationError::Server(parse_error(&frame.body))),
                 b'c' | b'C' | b'Z' => return Err(ReplicationError::Closed),
                 b'N' | b'S' => {}
-                other => {
-                    return Err(ReplicationError::Protocol(format!(
-                        "unexpected message {:?} while streaming",
-                        other as char
-                    )))
-                }
+                other => return Err(ReplicationError::Protocol(format!("unexpected message {:?} while streaming", other as char))),
             }
         }
     }
@@ -593,12 +484,7 @@ pub struct Feedback {
 }
 
 impl Feedback {
-    pub async fn send_status(
-        &mut self,
-        write: Lsn,
-        flush: Lsn,
-        reply_requested: bool,
-    ) -> Result<()> {
+    pub async fn send_status(&mut self, write: Lsn, flush: Lsn, reply_requested: bool) -> Result<()> {
         let mut msg = Vec::with_capacity(34);
         msg.push(b'r');
         msg.extend_from_slice(&write.0.to_be_bytes());
@@ -633,19 +519,13 @@ mod tests {
         let body = b"SERROR\0VERROR\0C42710\0Mreplication slot \"s\" already exists\0\0";
         let e = parse_error(body);
         assert_eq!(e.code, "42710");
-        assert_eq!(
-            e.to_string(),
-            "ERROR: replication slot \"s\" already exists (SQLSTATE 42710)"
-        );
+        assert_eq!(e.to_string(), "ERROR: replication slot \"s\" already exists (SQLSTATE 42710)");
     }
 
     #[test]
     fn parses_data_rows() {
         let body = [0u8, 2, 0, 0, 0, 2, b'h', b'i', 0xff, 0xff, 0xff, 0xff];
-        assert_eq!(
-            parse_data_row(&body).unwrap(),
-            vec![Some("hi".to_owned()), None]
-        );
+        assert_eq!(parse_data_row(&body).unwrap(), vec![Some("hi".to_owned()), None]);
         assert!(parse_data_row(&[0, 1, 0, 0, 0, 9, b'x']).is_err());
     }
 
@@ -658,10 +538,7 @@ mod tests {
     #[test]
     fn protocol_clock_round_trips() {
         assert_eq!(pg_time(0), UNIX_EPOCH + Duration::from_secs(PG_EPOCH));
-        assert_eq!(
-            pg_time(-1_500_000),
-            UNIX_EPOCH + Duration::from_secs(PG_EPOCH) - Duration::from_micros(1_500_000)
-        );
+        assert_eq!(pg_time(-1_500_000), UNIX_EPOCH + Duration::from_secs(PG_EPOCH) - Duration::from_micros(1_500_000));
         let now = pg_now();
         let back = pg_time(now).duration_since(UNIX_EPOCH).unwrap().as_micros() as i64;
         assert_eq!(back - PG_EPOCH as i64 * 1_000_000, now);
@@ -670,10 +547,7 @@ mod tests {
     #[tokio::test]
     async fn frames_split_across_reads() {
         let (mut client, server) = tokio::io::duplex(64);
-        let mut reader = FrameReader {
-            io: server,
-            buf: BytesMut::new(),
-        };
+        let mut reader = FrameReader { io: server, buf: BytesMut::new() };
         tokio::spawn(async move {
             let msg = [b'Z', 0, 0, 0, 5, b'I', b'd', 0, 0, 0, 5, b'k'];
             for byte in msg {

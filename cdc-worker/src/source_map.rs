@@ -25,30 +25,18 @@ pub struct MapRow {
 /// The batch's map rows as text arrays (pg_lsn, xid8); transactions without events have no
 /// transaction id and nothing to replay, and are left out.
 pub fn rows_of(batch: &[SourceTxn]) -> (Vec<String>, Vec<String>) {
-    batch
-        .iter()
-        .filter_map(|t| {
-            t.transaction_id
-                .map(|x| (t.end_lsn.to_string(), x.to_string()))
-        })
-        .unzip()
+    batch.iter().filter_map(|t| t.transaction_id.map(|x| (t.end_lsn.to_string(), x.to_string()))).unzip()
 }
 
 /// Records map rows ($1 end LSNs, $2 transaction ids, as text); a transaction resent after a
 /// reconnect is already there.
-pub const RECORD: &str =
-    "INSERT INTO eventstore_worker.source_transactions (end_lsn, transaction_id)
+pub const RECORD: &str = "INSERT INTO eventstore_worker.source_transactions (end_lsn, transaction_id)
      SELECT l::pg_lsn, x::xid8 FROM unnest($1::text[], $2::text[]) AS t(l, x)
      ON CONFLICT (end_lsn) DO NOTHING";
 
 /// The position above which the map is complete; `None` until the stream was first started.
 pub async fn horizon(client: &impl GenericClient) -> Result<Option<Lsn>, tokio_postgres::Error> {
-    let row = client
-        .query_opt(
-            "SELECT horizon::text FROM eventstore_worker.source_horizon",
-            &[],
-        )
-        .await?;
+    let row = client.query_opt("SELECT horizon::text FROM eventstore_worker.source_horizon", &[]).await?;
     Ok(row.and_then(|r| r.get::<_, String>(0).parse().ok()))
 }
 
@@ -65,11 +53,7 @@ pub async fn start_horizon(client: &Client, confirmed: Lsn) -> Result<Lsn, tokio
 }
 
 /// Whether any source transaction ended in (after, until].
-pub async fn any_between(
-    client: &Client,
-    after: Lsn,
-    until: Lsn,
-) -> Result<bool, tokio_postgres::Error> {
+pub async fn any_between(client: &Client, after: Lsn, until: Lsn) -> Result<bool, tokio_postgres::Error> {
     let row = client
         .query_one(
             "SELECT EXISTS (SELECT 1 FROM eventstore_worker.source_transactions
@@ -90,12 +74,7 @@ pub async fn after(client: &Client, after: Lsn, limit: i64) -> anyhow::Result<Ve
         )
         .await?;
     rows.iter()
-        .map(|r| {
-            Ok(MapRow {
-                end_lsn: r.get::<_, String>(0).parse()?,
-                transaction_id: r.get::<_, String>(1).parse()?,
-            })
-        })
+        .map(|r| Ok(MapRow { end_lsn: r.get::<_, String>(0).parse()?, transaction_id: r.get::<_, String>(1).parse()? }))
         .collect()
 }
 
@@ -104,8 +83,7 @@ pub async fn after(client: &Client, after: Lsn, limit: i64) -> anyhow::Result<Ve
 pub const EVENT_SESSION: &str = "SET DateStyle = ISO; SET TimeZone = 'UTC'";
 
 /// The select list every reader of `eventstore.events` uses; `event_from_row` reads it.
-pub const EVENT_COLUMNS: &str =
-    "stream_id, stream_version, global_position, event_id::text, event_type, \
+pub const EVENT_COLUMNS: &str = "stream_id, stream_version, global_position, event_id::text, event_type, \
      data::text, metadata::text, recorded_at::text";
 
 /// Builds an event from the `EVENT_COLUMNS` of `row`, starting at column `at`.
@@ -167,13 +145,7 @@ fn group(rows: &[MapRow], mut by_xid: HashMap<u64, (Vec<Event>, f64)>) -> Vec<So
                 None => (Vec::new(), SystemTime::now()),
             };
             let bytes = events.iter().map(|e| e.envelope.len()).sum();
-            SourceTxn {
-                end_lsn: r.end_lsn,
-                source_time,
-                transaction_id: Some(r.transaction_id),
-                events,
-                bytes,
-            }
+            SourceTxn { end_lsn: r.end_lsn, source_time, transaction_id: Some(r.transaction_id), events, bytes }
         })
         .collect()
 }
@@ -182,10 +154,7 @@ fn group(rows: &[MapRow], mut by_xid: HashMap<u64, (Vec<Event>, f64)>) -> Vec<So
 /// the configured projections (`names`) and of builds in progress. A projection or build
 /// without a checkpoint yet holds pruning off entirely. Moves the horizon up accordingly.
 /// Returns the new horizon when it moved.
-pub async fn prune(
-    client: &mut Client,
-    names: &[&str],
-) -> Result<Option<Lsn>, tokio_postgres::Error> {
+pub async fn prune(client: &mut Client, names: &[&str]) -> Result<Option<Lsn>, tokio_postgres::Error> {
     let tx = client.transaction().await?;
     let floor: Option<String> = tx
         .query_one(
@@ -208,11 +177,7 @@ pub async fn prune(
     if moved == 0 {
         return Ok(None);
     }
-    tx.execute(
-        "DELETE FROM eventstore_worker.source_transactions WHERE end_lsn <= $1::text::pg_lsn",
-        &[&floor],
-    )
-    .await?;
+    tx.execute("DELETE FROM eventstore_worker.source_transactions WHERE end_lsn <= $1::text::pg_lsn", &[&floor]).await?;
     tx.commit().await?;
     Ok(floor.parse().ok())
 }
@@ -222,70 +187,32 @@ mod tests {
     use super::*;
 
     fn ev(pos: i64) -> Event {
-        Event {
-            event_type: "T".into(),
-            global_position: pos,
-            envelope: format!("{{\"p\":{pos}}}"),
-        }
+        Event { event_type: "T".into(), global_position: pos, envelope: format!("{{\"p\":{pos}}}") }
     }
 
     #[test]
     fn groups_events_in_map_order() {
         let rows = [
-            MapRow {
-                end_lsn: Lsn(30),
-                transaction_id: 9,
-            },
-            MapRow {
-                end_lsn: Lsn(40),
-                transaction_id: 7,
-            },
-            MapRow {
-                end_lsn: Lsn(50),
-                transaction_id: 8,
-            },
+            MapRow { end_lsn: Lsn(30), transaction_id: 9 },
+            MapRow { end_lsn: Lsn(40), transaction_id: 7 },
+            MapRow { end_lsn: Lsn(50), transaction_id: 8 },
         ];
         let by_xid = HashMap::from([(7, (vec![ev(1), ev(2)], 20.5)), (9, (vec![ev(5)], 10.0))]);
         let txns = group(&rows, by_xid);
-        let shape: Vec<(u64, Vec<i64>)> = txns
-            .iter()
-            .map(|t| {
-                (
-                    t.end_lsn.0,
-                    t.events.iter().map(|e| e.global_position).collect(),
-                )
-            })
-            .collect();
+        let shape: Vec<(u64, Vec<i64>)> =
+            txns.iter().map(|t| (t.end_lsn.0, t.events.iter().map(|e| e.global_position).collect())).collect();
         assert_eq!(shape, [(30, vec![5]), (40, vec![1, 2]), (50, vec![])]);
         assert_eq!(txns[1].bytes, 14);
-        assert_eq!(
-            txns[1].source_time,
-            UNIX_EPOCH + Duration::from_millis(20_500)
-        );
+        assert_eq!(txns[1].source_time, UNIX_EPOCH + Duration::from_millis(20_500));
     }
 
     #[test]
     fn map_rows_of_a_batch_skip_transactions_without_events() {
         let batch = [
-            SourceTxn {
-                end_lsn: Lsn(0x10),
-                source_time: UNIX_EPOCH,
-                transaction_id: Some(742),
-                events: vec![ev(1)],
-                bytes: 7,
-            },
+            SourceTxn { end_lsn: Lsn(0x10), source_time: UNIX_EPOCH, transaction_id: Some(742), events: vec![ev(1)], bytes: 7 },
             // An idle position: nothing to replay, so nothing to record.
-            SourceTxn {
-                end_lsn: Lsn(0x20),
-                source_time: UNIX_EPOCH,
-                transaction_id: None,
-                events: vec![],
-                bytes: 0,
-            },
+            SourceTxn { end_lsn: Lsn(0x20), source_time: UNIX_EPOCH, transaction_id: None, events: vec![], bytes: 0 },
         ];
-        assert_eq!(
-            rows_of(&batch),
-            (vec!["0/10".to_owned()], vec!["742".to_owned()])
-        );
+        assert_eq!(rows_of(&batch), (vec!["0/10".to_owned()], vec!["742".to_owned()]));
     }
 }

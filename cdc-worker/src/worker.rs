@@ -20,9 +20,7 @@ use crate::lsn::Lsn;
 use crate::metrics;
 use crate::pgoutput::{self, Message, RelationCache};
 use crate::projection::{Role, SourceTxn, Target};
-use crate::replication::{
-    pg_time, quote_ident, Feedback, ReplicationConnection, ReplicationStream, StreamMessage,
-};
+use crate::replication::{pg_time, quote_ident, Feedback, ReplicationConnection, ReplicationStream, StreamMessage};
 
 /// How often a standby status update is sent even when nothing changed. Well below the
 /// server's default wal_sender_timeout (60 s).
@@ -34,33 +32,21 @@ const CHANNEL_TRANSACTIONS: usize = 4096;
 
 enum SessionEnd {
     Shutdown,
-    Failed {
-        error: anyhow::Error,
-        fatal: bool,
-        progressed: bool,
-    },
+    Failed { error: anyhow::Error, fatal: bool, progressed: bool },
 }
 
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     // Catch-ups and rebuilds run beside the sessions, against the database state only.
     let stop_lifecycle = shutdown.child_token();
     let wake_lifecycle = Arc::new(Notify::new());
-    let lifecycle = tokio::spawn(lifecycle::manage(
-        config.clone(),
-        stop_lifecycle.clone(),
-        wake_lifecycle.clone(),
-    ));
+    let lifecycle = tokio::spawn(lifecycle::manage(config.clone(), stop_lifecycle.clone(), wake_lifecycle.clone()));
     let result = sessions(&config, &shutdown, &wake_lifecycle).await;
     stop_lifecycle.cancel();
     let _ = lifecycle.await;
     result
 }
 
-async fn sessions(
-    config: &Config,
-    shutdown: &CancellationToken,
-    wake_lifecycle: &Notify,
-) -> anyhow::Result<()> {
+async fn sessions(config: &Config, shutdown: &CancellationToken, wake_lifecycle: &Notify) -> anyhow::Result<()> {
     let mut backoff = Duration::from_millis(200);
     let mut first = true;
     // Definitions as the projections follow the stream now: one that joined after a retry or
@@ -70,20 +56,12 @@ async fn sessions(
         metrics::get().connecting();
         match session(&mut config, shutdown, first, wake_lifecycle).await {
             SessionEnd::Shutdown => return Ok(()),
-            SessionEnd::Failed {
-                error, fatal: true, ..
-            } => return Err(error),
-            SessionEnd::Failed {
-                error, progressed, ..
-            } => {
+            SessionEnd::Failed { error, fatal: true, .. } => return Err(error),
+            SessionEnd::Failed { error, progressed, .. } => {
                 if progressed {
                     backoff = Duration::from_millis(200);
                 }
-                warn!(
-                    error = format!("{error:#}"),
-                    retry_in_ms = backoff.as_millis() as u64,
-                    "session ended; reconnecting"
-                );
+                warn!(error = format!("{error:#}"), retry_in_ms = backoff.as_millis() as u64, "session ended; reconnecting");
                 metrics::get().reconnecting(backoff, &error);
             }
         }
@@ -96,14 +74,8 @@ async fn sessions(
     }
 }
 
-pub async fn connect_sql(
-    config: &tokio_postgres::Config,
-    what: &'static str,
-) -> anyhow::Result<tokio_postgres::Client> {
-    let (client, connection) = config
-        .connect(NoTls)
-        .await
-        .with_context(|| format!("connecting to the {what} database"))?;
+pub async fn connect_sql(config: &tokio_postgres::Config, what: &'static str) -> anyhow::Result<tokio_postgres::Client> {
+    let (client, connection) = config.connect(NoTls).await.with_context(|| format!("connecting to the {what} database"))?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             debug!(error = %e, what, "SQL connection ended");
@@ -113,19 +85,10 @@ pub async fn connect_sql(
 }
 
 fn failed(error: anyhow::Error, progressed: bool) -> SessionEnd {
-    SessionEnd::Failed {
-        error,
-        fatal: false,
-        progressed,
-    }
+    SessionEnd::Failed { error, fatal: false, progressed }
 }
 
-async fn session(
-    config: &mut Config,
-    shutdown: &CancellationToken,
-    first: bool,
-    wake_lifecycle: &Notify,
-) -> SessionEnd {
+async fn session(config: &mut Config, shutdown: &CancellationToken, first: bool, wake_lifecycle: &Notify) -> SessionEnd {
     // Target first: setup errors in the configuration should surface before streaming starts.
     let target_client = match connect_sql(config.target_config(), "target").await {
         Ok(c) => c,
@@ -133,21 +96,13 @@ async fn session(
     };
     if let Err(e) = lifecycle::start_session(&target_client, config, first).await {
         let fatal = first && !crate::projection::is_transient(&e);
-        return SessionEnd::Failed {
-            error: anyhow!(e).context("preparing the target database"),
-            fatal,
-            progressed: false,
-        };
+        return SessionEnd::Failed { error: anyhow!(e).context("preparing the target database"), fatal, progressed: false };
     }
     let mut target = match Target::open(target_client, config, Role::Live).await {
         Ok(t) => t,
         Err(e) => {
             let fatal = first && e.is_fatal();
-            return SessionEnd::Failed {
-                error: anyhow::Error::new(e),
-                fatal,
-                progressed: false,
-            };
+            return SessionEnd::Failed { error: anyhow::Error::new(e), fatal, progressed: false };
         }
     };
     let end = stream_session(config, &mut target, shutdown, wake_lifecycle).await;
@@ -160,12 +115,7 @@ async fn session(
 }
 
 /// Streams into an open live target until shutdown or a failure.
-async fn stream_session(
-    config: &Config,
-    target: &mut Target,
-    shutdown: &CancellationToken,
-    wake_lifecycle: &Notify,
-) -> SessionEnd {
+async fn stream_session(config: &Config, target: &mut Target, shutdown: &CancellationToken, wake_lifecycle: &Notify) -> SessionEnd {
     let (stream, feedback, start, slot_created) = match start_stream(config).await {
         Ok(s) => s,
         Err(e) => return failed(e, false),
@@ -190,19 +140,11 @@ async fn stream_session(
     let stop_feedback = CancellationToken::new();
     let (tx, mut rx) = mpsc::channel::<SourceTxn>(CHANNEL_TRANSACTIONS);
 
-    let reader: JoinHandle<anyhow::Error> = tokio::spawn(read_stream(
-        stream,
-        tx,
-        tracker.clone(),
-        wake_feedback.clone(),
-    ));
+    let reader: JoinHandle<anyhow::Error> =
+        tokio::spawn(read_stream(stream, tx, tracker.clone(), wake_feedback.clone()));
     let stop_reader = reader.abort_handle();
-    let feedback: JoinHandle<anyhow::Result<()>> = tokio::spawn(send_feedback(
-        feedback,
-        tracker.clone(),
-        wake_feedback.clone(),
-        stop_feedback.clone(),
-    ));
+    let feedback: JoinHandle<anyhow::Result<()>> =
+        tokio::spawn(send_feedback(feedback, tracker.clone(), wake_feedback.clone(), stop_feedback.clone()));
 
     let mut progressed = false;
     let end = loop {
@@ -241,12 +183,7 @@ async fn stream_session(
                 progressed = true;
                 debug!(lsn = %last, transactions = batch.len(), events, elapsed_ms = started.elapsed().as_millis() as u64, "batch applied");
             }
-            Err(e) => {
-                break failed(
-                    anyhow!(e).context("applying a batch to the target database"),
-                    progressed,
-                )
-            }
+            Err(e) => break failed(anyhow!(e).context("applying a batch to the target database"), progressed),
         }
     };
 
@@ -284,26 +221,16 @@ async fn start_stream(config: &Config) -> anyhow::Result<(ReplicationStream, Fee
     // The publication must exist before the slot: pgoutput looks it up as of each decoded
     // transaction, and would fail on WAL older than the publication.
     let exists = source
-        .query_opt(
-            "SELECT 1 FROM pg_publication WHERE pubname = $1",
-            &[&config.publication],
-        )
+        .query_opt("SELECT 1 FROM pg_publication WHERE pubname = $1", &[&config.publication])
         .await
         .context("checking the publication")?
         .is_some();
     if !exists {
-        let sql = format!(
-            "CREATE PUBLICATION {} FOR TABLE eventstore.events",
-            quote_ident(&config.publication)
-        );
+        let sql = format!("CREATE PUBLICATION {} FOR TABLE eventstore.events", quote_ident(&config.publication));
         match source.batch_execute(&sql).await {
             Ok(()) => info!(publication = %config.publication, "created publication"),
             Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::DUPLICATE_OBJECT) => {}
-            Err(e) => {
-                return Err(
-                    anyhow!(e).context(format!("creating publication {:?}", config.publication))
-                )
-            }
+            Err(e) => return Err(anyhow!(e).context(format!("creating publication {:?}", config.publication))),
         }
     }
 
@@ -324,19 +251,10 @@ async fn start_stream(config: &Config) -> anyhow::Result<(ReplicationStream, Fee
         .context("reading the replication slot")?;
     let plugin: Option<String> = row.get(1);
     if plugin.as_deref() != Some("pgoutput") || !row.get::<_, bool>(2) {
-        anyhow::bail!(
-            "replication slot {:?} exists but is not a pgoutput slot of this database",
-            config.slot
-        );
+        anyhow::bail!("replication slot {:?} exists but is not a pgoutput slot of this database", config.slot);
     }
-    let confirmed: Lsn = row
-        .get::<_, Option<String>>(0)
-        .as_deref()
-        .unwrap_or("0/0")
-        .parse()?;
-    let (stream, feedback) = repl
-        .start_replication(&config.slot, Lsn::ZERO, &config.publication)
-        .await?;
+    let confirmed: Lsn = row.get::<_, Option<String>>(0).as_deref().unwrap_or("0/0").parse()?;
+    let (stream, feedback) = repl.start_replication(&config.slot, Lsn::ZERO, &config.publication).await?;
     Ok((stream, feedback, confirmed, created))
 }
 
@@ -354,11 +272,7 @@ async fn read_stream(
     // Keepalive positions between transactions become idle positions (see idle.rs).
     let mut idle = IdlePacer::new(lock(&tracker).received());
     loop {
-        let due = if open.is_none() {
-            idle.due_at(Instant::now())
-        } else {
-            None
-        };
+        let due = if open.is_none() { idle.due_at(Instant::now()) } else { None };
         let next = tokio::select! {
             // Cancel-safe: a partly received frame stays in the reader's buffer.
             m = stream.next() => m,
@@ -378,11 +292,7 @@ async fn read_stream(
             Err(e) => return e.into(),
         };
         let data = match msg {
-            StreamMessage::Keepalive {
-                wal_end,
-                server_time,
-                reply_requested,
-            } => {
+            StreamMessage::Keepalive { wal_end, server_time, reply_requested } => {
                 lock(&tracker).server_position(wal_end);
                 if open.is_none() {
                     idle.keepalive(wal_end, server_time, Instant::now());
@@ -438,9 +348,7 @@ async fn read_stream(
                     continue; // another table in the publication: not ours
                 }
                 let Some(rel) = relations.get(relation) else {
-                    return anyhow!(
-                        "pgoutput: Insert for relation {relation} before its Relation message"
-                    );
+                    return anyhow!("pgoutput: Insert for relation {relation} before its Relation message");
                 };
                 if txn.transaction_id.is_none() {
                     match envelope::transaction_id(rel, &new) {
@@ -456,16 +364,11 @@ async fn read_stream(
                     Err(e) => return e.into(),
                 }
             }
-            Message::Update { relation, .. } | Message::Delete { relation, .. }
-                if Some(relation) == events_relation =>
-            {
+            Message::Update { relation, .. } | Message::Delete { relation, .. } if Some(relation) == events_relation => {
                 // The event log is append-only; a change here means someone bypassed its triggers.
                 error!("eventstore.events row updated or deleted; read models cannot follow and ignore it");
             }
-            Message::Truncate {
-                relations: truncated,
-                ..
-            } if truncated.iter().any(|r| Some(*r) == events_relation) => {
+            Message::Truncate { relations: truncated, .. } if truncated.iter().any(|r| Some(*r) == events_relation) => {
                 error!("eventstore.events truncated; read models cannot follow and ignore it");
             }
             Message::Update { .. } | Message::Delete { .. } | Message::Truncate { .. } => {}
@@ -516,18 +419,13 @@ async fn next_batch(rx: &mut mpsc::Receiver<SourceTxn>, config: &Config) -> Opti
     let mut bytes = first.bytes;
     let mut batch = vec![first];
     let deadline = tokio::time::Instant::now() + limits.linger();
-    while batch.len() < limits.max_transactions
-        && events < limits.max_events
-        && bytes < limits.max_bytes
-    {
+    while batch.len() < limits.max_transactions && events < limits.max_events && bytes < limits.max_bytes {
         let next = match rx.try_recv() {
             Ok(t) => t,
-            Err(mpsc::error::TryRecvError::Empty) => {
-                match tokio::time::timeout_at(deadline, rx.recv()).await {
-                    Ok(Some(t)) => t,
-                    _ => break,
-                }
-            }
+            Err(mpsc::error::TryRecvError::Empty) => match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(t)) => t,
+                _ => break,
+            },
             Err(mpsc::error::TryRecvError::Disconnected) => break,
         };
         events += next.events.len();

@@ -49,27 +49,12 @@ pub struct Cluster {
 impl Cluster {
     pub fn start() -> Result<Cluster> {
         static N: AtomicU32 = AtomicU32::new(0);
-        let dir = PathBuf::from(format!(
-            "/tmp/es-wt-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        ));
+        let dir = PathBuf::from(format!("/tmp/es-wt-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst)));
         let _ = fs::remove_dir_all(&dir);
-        run(Command::new("install")
-            .args(["-d", "-o", "postgres", "-g", "postgres", "-m", "700"])
-            .arg(&dir))?;
+        run(Command::new("install").args(["-d", "-o", "postgres", "-g", "postgres", "-m", "700"]).arg(&dir))?;
         let data = dir.join("data");
         run(as_postgres("initdb")
-            .args([
-                "-D",
-                data.to_str().unwrap(),
-                "-U",
-                "postgres",
-                "-E",
-                "UTF8",
-                "--locale=C",
-                "--no-sync",
-            ])
+            .args(["-D", data.to_str().unwrap(), "-U", "postgres", "-E", "UTF8", "--locale=C", "--no-sync"])
             .args(["--auth-local=trust", "--auth-host=scram-sha-256"]))?;
         // Unix sockets: trust. TCP: SCRAM-SHA-256 only, replication included.
         fs::write(
@@ -77,10 +62,7 @@ impl Cluster {
             "local all all trust\nlocal replication all trust\n\
              host all all 127.0.0.1/32 scram-sha-256\nhost replication all 127.0.0.1/32 scram-sha-256\n",
         )?;
-        let cluster = Cluster {
-            dir,
-            port: free_port()?,
-        };
+        let cluster = Cluster { dir, port: free_port()? };
         cluster.pg_ctl_start()?;
         Ok(cluster)
     }
@@ -97,25 +79,13 @@ impl Cluster {
             self.dir.display()
         );
         run(as_postgres("pg_ctl")
-            .args([
-                "-D",
-                self.data().to_str().unwrap(),
-                "-l",
-                self.dir.join("server.log").to_str().unwrap(),
-            ])
+            .args(["-D", self.data().to_str().unwrap(), "-l", self.dir.join("server.log").to_str().unwrap()])
             .args(["-o", &opts, "-w", "-t", "60", "start"]))
     }
 
     /// Stops the server (fast shutdown: every connection is cut) until `start_again`.
     pub fn stop(&self) -> Result<()> {
-        run(as_postgres("pg_ctl").args([
-            "-D",
-            self.data().to_str().unwrap(),
-            "-m",
-            "fast",
-            "-w",
-            "stop",
-        ]))
+        run(as_postgres("pg_ctl").args(["-D", self.data().to_str().unwrap(), "-m", "fast", "-w", "stop"]))
     }
 
     pub fn start_again(&self) -> Result<()> {
@@ -124,33 +94,18 @@ impl Cluster {
 
     /// Restarts the server (fast shutdown: every connection is cut).
     pub fn restart(&self) -> Result<()> {
-        run(as_postgres("pg_ctl").args([
-            "-D",
-            self.data().to_str().unwrap(),
-            "-m",
-            "fast",
-            "-w",
-            "stop",
-        ]))?;
+        run(as_postgres("pg_ctl").args(["-D", self.data().to_str().unwrap(), "-m", "fast", "-w", "stop"]))?;
         self.pg_ctl_start()
     }
 
     /// Keyword/value DSN over the unix socket as the superuser.
     pub fn socket_dsn(&self, dbname: &str) -> String {
-        format!(
-            "host={} port={} user=postgres dbname={dbname}",
-            self.dir.display(),
-            self.port
-        )
+        format!("host={} port={} user=postgres dbname={dbname}", self.dir.display(), self.port)
     }
 
     /// postgres:// URL over TCP as the `worker` role (SCRAM-SHA-256).
     pub fn tcp_url(&self, dbname: &str) -> String {
-        format!(
-            "postgres://worker:{}@127.0.0.1:{}/{dbname}",
-            WORKER_PASSWORD.replace(' ', "%20"),
-            self.port
-        )
+        format!("postgres://worker:{}@127.0.0.1:{}/{dbname}", WORKER_PASSWORD.replace(' ', "%20"), self.port)
     }
 
     pub async fn connect(&self, dbname: &str) -> Result<Client> {
@@ -160,9 +115,7 @@ impl Cluster {
     /// A fresh database with the event store installed.
     pub async fn create_store(&self, dbname: &str) -> Result<Client> {
         let admin = self.connect("postgres").await?;
-        admin
-            .batch_execute(&format!("CREATE DATABASE {dbname}"))
-            .await?;
+        admin.batch_execute(&format!("CREATE DATABASE {dbname}")).await?;
         let db = self.connect(dbname).await?;
         db.batch_execute("CREATE EXTENSION pg_eventstore").await?;
         Ok(db)
@@ -175,14 +128,7 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        let _ = run(as_postgres("pg_ctl").args([
-            "-D",
-            self.data().to_str().unwrap(),
-            "-m",
-            "immediate",
-            "-w",
-            "stop",
-        ]));
+        let _ = run(as_postgres("pg_ctl").args(["-D", self.data().to_str().unwrap(), "-m", "immediate", "-w", "stop"]));
         if std::env::var_os("EVENTSTORE_KEEP_TEST_CLUSTERS").is_none() {
             let _ = fs::remove_dir_all(&self.dir);
         }
@@ -190,9 +136,7 @@ impl Drop for Cluster {
 }
 
 pub async fn connect(dsn: &str) -> Result<Client> {
-    let (client, conn) = tokio_postgres::connect(dsn, NoTls)
-        .await
-        .with_context(|| format!("connecting to {dsn}"))?;
+    let (client, conn) = tokio_postgres::connect(dsn, NoTls).await.with_context(|| format!("connecting to {dsn}"))?;
     tokio::spawn(async move {
         let _ = conn.await;
     });
@@ -217,32 +161,19 @@ fn build_worker() -> Result<PathBuf> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
     let mut cmd = Command::new(cargo);
-    cmd.args([
-        "build",
-        "--quiet",
-        "--message-format=json",
-        "-p",
-        "eventstore-worker",
-        "--bin",
-        "eventstore-worker",
-    ])
-    .arg("--manifest-path")
-    .arg(&manifest);
+    cmd.args(["build", "--quiet", "--message-format=json", "-p", "eventstore-worker", "--bin", "eventstore-worker"])
+        .arg("--manifest-path")
+        .arg(&manifest);
     // Same profile as this test binary (debug unless built with --release).
     if !cfg!(debug_assertions) {
         cmd.arg("--release");
     }
-    let out = cmd
-        .stderr(Stdio::inherit())
-        .output()
-        .context("building eventstore-worker")?;
+    let out = cmd.stderr(Stdio::inherit()).output().context("building eventstore-worker")?;
     if !out.status.success() {
         bail!("cargo build of eventstore-worker failed");
     }
     for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {
-            continue;
-        };
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else { continue };
         if msg["reason"] == "compiler-artifact" && msg["target"]["name"] == "eventstore-worker" {
             if let Some(exe) = msg["executable"].as_str() {
                 return Ok(PathBuf::from(exe));
@@ -296,10 +227,7 @@ impl Worker {
                 return Ok(status);
             }
             if Instant::now() > deadline {
-                bail!(
-                    "worker did not exit within 30 s of SIGTERM; log:\n{}",
-                    self.log_text()
-                );
+                bail!("worker did not exit within 30 s of SIGTERM; log:\n{}", self.log_text());
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -351,12 +279,8 @@ pub fn worker_command(args: &[&str]) -> Result<std::process::Output> {
 /// Writes a worker config: the given `[source]`/`[target]` header followed by the projections
 /// of `examples/orders-worker.toml` (everything from its first `[[projection]]`).
 pub fn orders_config(dir: &Path, name: &str, header: &str) -> Result<PathBuf> {
-    let example = fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/orders-worker.toml"),
-    )?;
-    let projections = &example[example
-        .find("[[projection]]")
-        .context("example has no projection")?..];
+    let example = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/orders-worker.toml"))?;
+    let projections = &example[example.find("[[projection]]").context("example has no projection")?..];
     write_config(dir, name, &format!("{header}\n{projections}"))
 }
 
@@ -391,25 +315,16 @@ pub struct Lcg(u64);
 
 impl Lcg {
     pub fn new(seed: u64) -> Self {
-        Lcg(seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407))
+        Lcg(seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407))
     }
     pub fn below(&mut self, n: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         (self.0 >> 33) % n
     }
 }
 
 /// The events of one order's life, as (type, data) pairs.
-pub fn order_events(
-    rng: &mut Lcg,
-    order: u64,
-    customers: u64,
-) -> Vec<(&'static str, serde_json::Value)> {
+pub fn order_events(rng: &mut Lcg, order: u64, customers: u64) -> Vec<(&'static str, serde_json::Value)> {
     let order_id = format!("o{order}");
     let customer_id = format!("c{}", rng.below(customers));
     let total = format!("{}.{:02}", 5 + rng.below(500), rng.below(100));
@@ -432,26 +347,16 @@ pub fn order_events(
 
 /// Appends `orders` orders (ids from `first`) over `writers` concurrent connections. Each order
 /// is written as several transactions, some appending two events at once via `append`.
-pub async fn append_orders(
-    dsn: &str,
-    first: u64,
-    orders: u64,
-    writers: u64,
-    seed: u64,
-) -> Result<()> {
+pub async fn append_orders(dsn: &str, first: u64, orders: u64, writers: u64, seed: u64) -> Result<()> {
     let mut tasks = Vec::new();
     for w in 0..writers {
         let client = connect(dsn).await?;
         tasks.push(tokio::spawn(async move {
             let mut rng = Lcg::new(seed * 1000 + w);
             let append_one = client
-                .prepare(
-                    "SELECT global_position FROM eventstore.append_event($1, $2, $3::text::jsonb)",
-                )
+                .prepare("SELECT global_position FROM eventstore.append_event($1, $2, $3::text::jsonb)")
                 .await?;
-            let append_many = client
-                .prepare("SELECT global_position FROM eventstore.append($1, $2::text::jsonb)")
-                .await?;
+            let append_many = client.prepare("SELECT global_position FROM eventstore.append($1, $2::text::jsonb)").await?;
             let mut order = first + w;
             while order < first + orders {
                 let stream = format!("order-{order}");
@@ -463,17 +368,10 @@ pub async fn append_orders(
                             {"type": events[i].0, "data": events[i].1},
                             {"type": events[i + 1].0, "data": events[i + 1].1},
                         ]);
-                        client
-                            .query(&append_many, &[&stream, &batch.to_string()])
-                            .await?;
+                        client.query(&append_many, &[&stream, &batch.to_string()]).await?;
                         i += 2;
                     } else {
-                        client
-                            .query(
-                                &append_one,
-                                &[&stream, &events[i].0, &events[i].1.to_string()],
-                            )
-                            .await?;
+                        client.query(&append_one, &[&stream, &events[i].0, &events[i].1.to_string()]).await?;
                         i += 1;
                     }
                 }
@@ -489,8 +387,7 @@ pub async fn append_orders(
 }
 
 /// order_summary as the worker keeps it and as computed from scratch over eventstore.events.
-pub const ORDER_SUMMARY_ACTUAL: &str =
-    "SELECT (order_id, customer_id, status, total, paid, event_count, last_position)::text
+pub const ORDER_SUMMARY_ACTUAL: &str = "SELECT (order_id, customer_id, status, total, paid, event_count, last_position)::text
        FROM order_summary ORDER BY order_id";
 pub const ORDER_SUMMARY_EXPECTED: &str = "
     SELECT (order_id, customer_id, status, total, paid, event_count, last_position)::text FROM (
@@ -519,8 +416,7 @@ pub const CUSTOMER_REVENUE_EXPECTED: &str = "
        WHERE event_type IN ('OrderPlaced', 'PaymentCaptured', 'OrderCancelled')
        GROUP BY 1) s
      ORDER BY customer_id";
-pub const FULFILLMENT_QUEUE_ACTUAL: &str =
-    "SELECT order_id FROM fulfillment_queue ORDER BY order_id";
+pub const FULFILLMENT_QUEUE_ACTUAL: &str = "SELECT order_id FROM fulfillment_queue ORDER BY order_id";
 pub const FULFILLMENT_QUEUE_EXPECTED: &str = "
     SELECT data->>'order_id' FROM eventstore.events GROUP BY 1
     HAVING bool_or(event_type = 'PaymentCaptured')
@@ -559,16 +455,8 @@ pub async fn wait_until_running(client: &Client, worker: &Worker, projections: i
 
 /// Rows in one list and not the other, for readable assertion failures.
 pub fn row_diff(actual: &[String], expected: &[String]) -> String {
-    let missing: Vec<_> = expected
-        .iter()
-        .filter(|r| !actual.contains(r))
-        .take(10)
-        .collect();
-    let extra: Vec<_> = actual
-        .iter()
-        .filter(|r| !expected.contains(r))
-        .take(10)
-        .collect();
+    let missing: Vec<_> = expected.iter().filter(|r| !actual.contains(r)).take(10).collect();
+    let extra: Vec<_> = actual.iter().filter(|r| !expected.contains(r)).take(10).collect();
     format!(
         "{} rows vs {} expected; expected but absent (first 10): {missing:?}; present but not expected (first 10): {extra:?}",
         actual.len(),
@@ -577,12 +465,7 @@ pub fn row_diff(actual: &[String], expected: &[String]) -> String {
 }
 
 pub async fn rows(client: &Client, sql: &str) -> Result<Vec<String>> {
-    Ok(client
-        .query(sql, &[])
-        .await?
-        .iter()
-        .map(|r| r.get::<_, String>(0))
-        .collect())
+    Ok(client.query(sql, &[]).await?.iter().map(|r| r.get::<_, String>(0)).collect())
 }
 
 /// A free TCP port on 127.0.0.1 (for the worker's metrics endpoint).
@@ -593,19 +476,11 @@ pub fn free_local_port() -> Result<u16> {
 /// `GET path` over HTTP/1.1 to `addr`: the status code and the body.
 pub async fn http_get(addr: &str, path: &str) -> Result<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr)
-        .await
-        .with_context(|| format!("connecting to {addr}"))?;
-    stream
-        .write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
-        )
-        .await?;
+    let mut stream = tokio::net::TcpStream::connect(addr).await.with_context(|| format!("connecting to {addr}"))?;
+    stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes()).await?;
     let mut response = String::new();
     stream.read_to_string(&mut response).await?;
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .context("no end of headers in the HTTP response")?;
+    let (head, body) = response.split_once("\r\n\r\n").context("no end of headers in the HTTP response")?;
     let status = head
         .split(' ')
         .nth(1)
@@ -626,9 +501,7 @@ pub const ORDER_READ_MODELS: [(&str, &str); 3] = [
 /// True when the worker's read models equal a from-scratch computation over the event log.
 pub async fn read_models_match(source: &Client, target: &Client) -> Result<bool> {
     for (actual, expected) in ORDER_READ_MODELS {
-        let Ok(actual_rows) = rows(target, actual).await else {
-            return Ok(false);
-        };
+        let Ok(actual_rows) = rows(target, actual).await else { return Ok(false) };
         if actual_rows != rows(source, expected).await? {
             return Ok(false);
         }
@@ -638,10 +511,7 @@ pub async fn read_models_match(source: &Client, target: &Client) -> Result<bool>
 
 /// Waits for convergence, then asserts equality row by row for a readable failure.
 pub async fn assert_converges(source: &Client, target: &Client, worker: &Worker) {
-    let converged = eventually("read models equal a replay of the log", CONVERGE, || {
-        read_models_match(source, target)
-    })
-    .await;
+    let converged = eventually("read models equal a replay of the log", CONVERGE, || read_models_match(source, target)).await;
     if let Err(e) = converged {
         let mut report = String::new();
         for (actual, expected) in ORDER_READ_MODELS {
@@ -650,18 +520,8 @@ pub async fn assert_converges(source: &Client, target: &Client, worker: &Worker)
             report.push_str(&format!("\n{actual}\n  {}", row_diff(&a, &x)));
         }
         let log = worker.log_text();
-        let tail: Vec<&str> = log
-            .lines()
-            .rev()
-            .take(40)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .collect();
-        panic!(
-            "{e:#}{report}\nworker log (last 40 lines):\n{}",
-            tail.join("\n")
-        );
+        let tail: Vec<&str> = log.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect();
+        panic!("{e:#}{report}\nworker log (last 40 lines):\n{}", tail.join("\n"));
     }
 }
 
@@ -675,28 +535,14 @@ pub fn socket_source(cluster: &Cluster, db: &str) -> String {
 
 /// Like `orders_config`, with only the named projections of the example, each given
 /// `extra` lines (e.g. `version = 2`) before its handlers.
-pub fn orders_config_with(
-    dir: &Path,
-    name: &str,
-    header: &str,
-    projections: &[&str],
-    extra: &str,
-) -> Result<PathBuf> {
-    let example = fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/orders-worker.toml"),
-    )?;
+pub fn orders_config_with(dir: &Path, name: &str, header: &str, projections: &[&str], extra: &str) -> Result<PathBuf> {
+    let example = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/orders-worker.toml"))?;
     let mut text = format!("{header}\n");
     for block in example.split("[[projection]]").skip(1) {
-        let Some(name_line) = block.lines().find(|l| l.starts_with("name = ")) else {
-            continue;
-        };
+        let Some(name_line) = block.lines().find(|l| l.starts_with("name = ")) else { continue };
         let projection = name_line.trim_start_matches("name = ").trim_matches('"');
         if projections.contains(&projection) {
-            let block = block.replacen(
-                "[projection.handlers]",
-                &format!("{extra}\n[projection.handlers]"),
-                1,
-            );
+            let block = block.replacen("[projection.handlers]", &format!("{extra}\n[projection.handlers]"), 1);
             text.push_str(&format!("[[projection]]{block}"));
         }
     }

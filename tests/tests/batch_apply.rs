@@ -15,12 +15,7 @@ async fn count(client: &Client, sql: &str) -> Result<i64> {
 }
 
 async fn positions(client: &Client, sql: &str) -> Result<Vec<i64>> {
-    Ok(client
-        .query(sql, &[])
-        .await?
-        .iter()
-        .map(|r| r.get(0))
-        .collect())
+    Ok(client.query(sql, &[]).await?.iter().map(|r| r.get(0)).collect())
 }
 
 fn socket_source(cluster: &Cluster, db: &str) -> String {
@@ -28,15 +23,8 @@ fn socket_source(cluster: &Cluster, db: &str) -> String {
 }
 
 /// Appends one source transaction to `stream`: events of the given types and data.
-async fn append(
-    db: &Client,
-    stream: &str,
-    events: &[(&str, serde_json::Value)],
-) -> Result<Vec<i64>> {
-    let events: Vec<_> = events
-        .iter()
-        .map(|(t, d)| serde_json::json!({"type": t, "data": d}))
-        .collect();
+async fn append(db: &Client, stream: &str, events: &[(&str, serde_json::Value)]) -> Result<Vec<i64>> {
+    let events: Vec<_> = events.iter().map(|(t, d)| serde_json::json!({"type": t, "data": d})).collect();
     let rows = db
         .query(
             "SELECT global_position FROM eventstore.append($1, $2::text::jsonb) ORDER BY global_position",
@@ -94,11 +82,7 @@ VALUES (($1->>'global_position')::bigint, {fragile_ratio}, $note$ not a paramete
             socket_source(&cluster, "app")
         )
     };
-    let config = write_config(
-        &cluster.dir,
-        "fragile",
-        &config_text("100 / ($1->'data'->>'divisor')::int"),
-    )?;
+    let config = write_config(&cluster.dir, "fragile", &config_text("100 / ($1->'data'->>'divisor')::int"))?;
     stopped_worker(&db, &config, 2).await?;
 
     // 1,500 good events in 30 transactions, then one transaction whose second event divides by
@@ -123,16 +107,9 @@ VALUES (($1->>'global_position')::bigint, {fragile_ratio}, $note$ not a paramete
     }
 
     let worker = Worker::start(&config)?;
-    eventually(
-        "the healthy projection applies every event",
-        CONVERGE,
-        || async {
-            Ok(count(&db, "SELECT coalesce(max(n), 0) FROM event_counts")
-                .await
-                .unwrap_or(0)
-                == 3003)
-        },
-    )
+    eventually("the healthy projection applies every event", CONVERGE, || async {
+        Ok(count(&db, "SELECT coalesce(max(n), 0) FROM event_counts").await.unwrap_or(0) == 3003)
+    })
     .await?;
     eventually("the fragile projection is marked failed", CONVERGE, || async {
         Ok(count(&db, "SELECT count(*) FROM eventstore_worker.projections WHERE name = 'fragile' AND status = 'failed'").await? == 1)
@@ -146,87 +123,37 @@ VALUES (($1->>'global_position')::bigint, {fragile_ratio}, $note$ not a paramete
         )
         .await?;
     let last_error: String = row.get(0);
-    assert!(
-        last_error.starts_with("ERROR: division by zero (SQLSTATE 22012)"),
-        "last_error = {last_error:?}"
-    );
-    assert!(
-        !last_error.contains("PL/pgSQL"),
-        "the statement's own error, not the function's: {last_error:?}"
-    );
-    assert_eq!(
-        row.get::<_, i64>(1),
-        poison_txn[1],
-        "the failing event is recorded"
-    );
-    assert_eq!(
-        row.get::<_, i64>(2),
-        1500,
-        "events_applied counts exactly the transactions before"
-    );
+    assert!(last_error.starts_with("ERROR: division by zero (SQLSTATE 22012)"), "last_error = {last_error:?}");
+    assert!(!last_error.contains("PL/pgSQL"), "the statement's own error, not the function's: {last_error:?}");
+    assert_eq!(row.get::<_, i64>(1), poison_txn[1], "the failing event is recorded");
+    assert_eq!(row.get::<_, i64>(2), 1500, "events_applied counts exactly the transactions before");
     let applied = positions(&db, "SELECT global_position FROM fragile_log ORDER BY 1").await?;
-    assert_eq!(
-        applied, before,
-        "every transaction before the failing one, nothing of it or after it"
-    );
-    let note = count(
-        &db,
-        "SELECT count(*) FROM fragile_log WHERE note <> ' not a parameter; $1 '",
-    )
-    .await?;
-    assert_eq!(
-        note, 0,
-        "dollar-quoted text is text, also inside the apply function"
-    );
+    assert_eq!(applied, before, "every transaction before the failing one, nothing of it or after it");
+    let note = count(&db, "SELECT count(*) FROM fragile_log WHERE note <> ' not a parameter; $1 '").await?;
+    assert_eq!(note, 0, "dollar-quoted text is text, also inside the apply function");
     let log = worker.log_text();
-    assert!(
-        log.contains("apply functions together failed"),
-        "the batch went through the apply functions first:\n{log}"
-    );
-    assert!(
-        !log.contains("now runs statement by statement"),
-        "the function agreed with the statements:\n{log}"
-    );
+    assert!(log.contains("apply functions together failed"), "the batch went through the apply functions first:\n{log}");
+    assert!(!log.contains("now runs statement by statement"), "the function agreed with the statements:\n{log}");
     assert!(worker.terminate()?.success());
 
     // Fix the handler: the function is recreated from the new text at start, and the projection
     // resumes exactly at the failing transaction (a primary key catches any event applied twice).
-    std::fs::write(
-        &config,
-        config_text("100 / NULLIF(($1->'data'->>'divisor')::int, 0)"),
-    )?;
+    std::fs::write(&config, config_text("100 / NULLIF(($1->'data'->>'divisor')::int, 0)"))?;
     let worker = Worker::start(&config)?;
     eventually("the repaired projection catches up", CONVERGE, || async {
-        Ok(
-            count(&db, "SELECT count(*) FROM fragile_log").await? == 3003
-                && count(
-                    &db,
-                    "SELECT count(*) FROM eventstore_worker.projections WHERE status = 'running'",
-                )
-                .await?
-                    == 2,
-        )
+        Ok(count(&db, "SELECT count(*) FROM fragile_log").await? == 3003
+            && count(&db, "SELECT count(*) FROM eventstore_worker.projections WHERE status = 'running'").await? == 2)
     })
     .await?;
-    let source = apply_function_source(&db, "fragile")
-        .await?
-        .expect("fragile has an apply function");
-    assert!(
-        source.contains("NULLIF"),
-        "recreated from the current handler:\n{source}"
-    );
-    assert_eq!(
-        count(&db, "SELECT max(n) FROM event_counts").await?,
-        3003,
-        "no event applied twice"
-    );
+    let source = apply_function_source(&db, "fragile").await?.expect("fragile has an apply function");
+    assert!(source.contains("NULLIF"), "recreated from the current handler:\n{source}");
+    assert_eq!(count(&db, "SELECT max(n) FROM event_counts").await?, 3003, "no event applied twice");
     assert!(worker.terminate()?.success());
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn handlers_outside_the_function_keep_their_order_and_on_unknown_fail_stays_exact(
-) -> Result<()> {
+async fn handlers_outside_the_function_keep_their_order_and_on_unknown_fail_stays_exact() -> Result<()> {
     let cluster = Cluster::start()?;
     let db = cluster.create_store("app").await?;
     let config = write_config(
@@ -268,28 +195,14 @@ Returning = "INSERT INTO strict_log VALUES (($1->>'global_position')::bigint)"
 
     // Runs of each kind, interleaved within and across transactions; one "Stray" event (no
     // handler anywhere) in the middle.
-    let kinds = [
-        "Plain",
-        "Plain",
-        "Plain",
-        "Selected",
-        "Plain",
-        "Returning",
-        "Returning",
-        "Plain",
-    ];
+    let kinds = ["Plain", "Plain", "Plain", "Selected", "Plain", "Returning", "Returning", "Plain"];
     let mut rng = Lcg::new(7);
     let mut expected = Vec::new();
     let mut before_stray = Vec::new();
     let mut stray = None;
     for txn in 0..120 {
         let events: Vec<(&str, serde_json::Value)> = (0..1 + rng.below(6))
-            .map(|_| {
-                (
-                    kinds[rng.below(kinds.len() as u64) as usize],
-                    serde_json::json!({}),
-                )
-            })
+            .map(|_| (kinds[rng.below(kinds.len() as u64) as usize], serde_json::json!({})))
             .chain((txn == 60).then(|| ("Stray", serde_json::json!({}))))
             .collect();
         let appended = append(&db, "mixed-1", &events).await?;
@@ -311,36 +224,15 @@ Returning = "INSERT INTO strict_log VALUES (($1->>'global_position')::bigint)"
     }
 
     let worker = Worker::start(&config)?;
-    eventually(
-        "the audit projection applies every event",
-        CONVERGE,
-        || async {
-            Ok(count(&db, "SELECT count(*) FROM audit_log")
-                .await
-                .unwrap_or(0)
-                >= expected.len() as i64)
-        },
-    )
+    eventually("the audit projection applies every event", CONVERGE, || async {
+        Ok(count(&db, "SELECT count(*) FROM audit_log").await.unwrap_or(0) >= expected.len() as i64)
+    })
     .await?;
-    let audit = rows(
-        &db,
-        "SELECT global_position || ':' || via FROM audit_log ORDER BY seq",
-    )
-    .await?;
-    assert_eq!(
-        audit, expected,
-        "statement-path handlers interleave with the function's in event order"
-    );
+    let audit = rows(&db, "SELECT global_position || ':' || via FROM audit_log ORDER BY seq").await?;
+    assert_eq!(audit, expected, "statement-path handlers interleave with the function's in event order");
     // The function's name is derived from the projection's, never spliced.
-    let source = apply_function_source(&db, "audit__log_")
-        .await?
-        .expect("audit has an apply function");
-    assert!(
-        source.contains("'insert'")
-            && !source.contains("audit_select")
-            && !source.contains("'returning'"),
-        "{source}"
-    );
+    let source = apply_function_source(&db, "audit__log_").await?.expect("audit has an apply function");
+    assert!(source.contains("'insert'") && !source.contains("audit_select") && !source.contains("'returning'"), "{source}");
     let public = count(
         &db,
         "SELECT count(*) FROM pg_proc, aclexplode(coalesce(proacl, acldefault('f', proowner))) a
@@ -359,16 +251,10 @@ Returning = "INSERT INTO strict_log VALUES (($1->>'global_position')::bigint)"
             &[],
         )
         .await?;
-    assert_eq!(
-        row.get::<_, String>(0),
-        "no handler for event type \"Stray\" and on_unknown = \"fail\""
-    );
+    assert_eq!(row.get::<_, String>(0), "no handler for event type \"Stray\" and on_unknown = \"fail\"");
     assert_eq!(Some(row.get::<_, i64>(1)), stray);
     let applied = positions(&db, "SELECT global_position FROM strict_log ORDER BY 1").await?;
-    assert_eq!(
-        applied, before_stray,
-        "every transaction before the stray event's, nothing after"
-    );
+    assert_eq!(applied, before_stray, "every transaction before the stray event's, nothing after");
     assert_eq!(count(&db, "SELECT count(*) FROM eventstore_worker.projections WHERE name = 'Audit \"Log\"' AND status = 'running'").await?, 1);
     assert!(worker.terminate()?.success());
     Ok(())
@@ -401,56 +287,24 @@ INSERT INTO picky_log VALUES (($1->>'global_position')::bigint,
     wait_for_streaming(&db, &worker).await?;
     let mut expected = Vec::new();
     for _ in 0..20 {
-        expected.extend(
-            append(
-                &db,
-                "sensor-1",
-                &vec![("Measured", serde_json::json!({})); 5],
-            )
-            .await?,
-        );
+        expected.extend(append(&db, "sensor-1", &vec![("Measured", serde_json::json!({})); 5]).await?);
     }
     eventually("every event is applied", CONVERGE, || async {
-        Ok(count(&db, "SELECT count(*) FROM picky_log")
-            .await
-            .unwrap_or(0)
-            == 100)
+        Ok(count(&db, "SELECT count(*) FROM picky_log").await.unwrap_or(0) == 100)
     })
     .await
     .with_context(|| format!("worker log:\n{}", worker.log_text()))?;
-    assert_eq!(
-        positions(&db, "SELECT global_position FROM picky_log ORDER BY 1").await?,
-        expected
-    );
-    let status = rows(
-        &db,
-        "SELECT status FROM eventstore_worker.projections WHERE name = 'picky'",
-    )
-    .await?;
+    assert_eq!(positions(&db, "SELECT global_position FROM picky_log ORDER BY 1").await?, expected);
+    let status = rows(&db, "SELECT status FROM eventstore_worker.projections WHERE name = 'picky'").await?;
     assert_eq!(status, ["running"]);
     // Set aside once by each path that applied some of the events, then statements only: the
     // live path, and the first start's build if the appends reached it before the swap.
     let log = worker.plain_log();
-    let set_aside: Vec<&str> = log
-        .lines()
-        .filter(|l| l.contains("now runs statement by statement"))
-        .collect();
-    let by = |path: &str| {
-        set_aside
-            .iter()
-            .filter(|l| l.contains(&format!("applier=Some({path})")))
-            .count()
-    };
+    let set_aside: Vec<&str> = log.lines().filter(|l| l.contains("now runs statement by statement")).collect();
+    let by = |path: &str| set_aside.iter().filter(|l| l.contains(&format!("applier=Some({path})"))).count();
     assert!(!set_aside.is_empty(), "the function was set aside:\n{log}");
-    assert!(
-        by("Live") <= 1 && by("Build") <= 1,
-        "set aside once per path:\n{log}"
-    );
-    assert_eq!(
-        by("Live") + by("Build"),
-        set_aside.len(),
-        "only the live path and the build apply here:\n{log}"
-    );
+    assert!(by("Live") <= 1 && by("Build") <= 1, "set aside once per path:\n{log}");
+    assert_eq!(by("Live") + by("Build"), set_aside.len(), "only the live path and the build apply here:\n{log}");
     assert!(worker.terminate()?.success());
     Ok(())
 }

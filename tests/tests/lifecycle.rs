@@ -12,22 +12,10 @@ const REVENUE_TYPES: &str = "('OrderPlaced', 'PaymentCaptured', 'OrderCancelled'
 /// Handler executions the projection recorded equal the events it handles: none applied twice
 /// (events_applied counts every execution since its tables were built).
 async fn assert_applied_once(db: &Client, projection: &str, types: &str) -> Result<()> {
-    let applied = count(
-        db,
-        &format!(
-            "SELECT events_applied FROM eventstore_worker.projections WHERE name = '{projection}'"
-        ),
-    )
-    .await?;
-    let handled = count(
-        db,
-        &format!("SELECT count(*) FROM eventstore.events WHERE event_type IN {types}"),
-    )
-    .await?;
-    assert_eq!(
-        applied, handled,
-        "{projection}: handler executions vs events it handles"
-    );
+    let applied =
+        count(db, &format!("SELECT events_applied FROM eventstore_worker.projections WHERE name = '{projection}'")).await?;
+    let handled = count(db, &format!("SELECT count(*) FROM eventstore.events WHERE event_type IN {types}")).await?;
+    assert_eq!(applied, handled, "{projection}: handler executions vs events it handles");
     Ok(())
 }
 
@@ -51,20 +39,13 @@ async fn first_start_on_an_existing_store_folds_history_while_writers_append() -
     let at_start = count(&db, "SELECT count(*) FROM eventstore.events").await?;
     wait_until_running(&db, &worker, 3).await?;
     let when_running = count(&db, "SELECT count(*) FROM eventstore.events").await?;
-    assert!(
-        when_running > at_start,
-        "events appended during the build: {at_start} at start, {when_running} when running"
-    );
+    assert!(when_running > at_start, "events appended during the build: {at_start} at start, {when_running} when running");
     load.await??;
 
     assert_converges(&db, &db, &worker).await;
     assert_applied_once(&db, "order_summary", SUMMARY_TYPES).await?;
     assert_applied_once(&db, "customer_revenue", REVENUE_TYPES).await?;
-    assert!(
-        worker.plain_log().contains("rebuilt and swapped in"),
-        "{}",
-        worker.plain_log()
-    );
+    assert!(worker.plain_log().contains("rebuilt and swapped in"), "{}", worker.plain_log());
     assert!(worker.terminate()?.success());
     Ok(())
 }
@@ -75,13 +56,7 @@ async fn a_projection_added_later_backfills_exactly_and_the_others_do_not_move()
     let db = cluster.create_store("app").await?;
     let dsn = cluster.socket_dsn("app");
     let header = socket_source(&cluster, "app");
-    let two = orders_config_with(
-        &cluster.dir,
-        "two",
-        &header,
-        &["order_summary", "customer_revenue"],
-        "",
-    )?;
+    let two = orders_config_with(&cluster.dir, "two", &header, &["order_summary", "customer_revenue"], "")?;
     let worker = Worker::start(&two)?;
     wait_until_running(&db, &worker, 2).await?;
 
@@ -89,11 +64,9 @@ async fn a_projection_added_later_backfills_exactly_and_the_others_do_not_move()
         let dsn = dsn.clone();
         tokio::spawn(async move { append_orders(&dsn, 0, 2500, 3, 21).await })
     };
-    eventually(
-        "the first projections apply part of the load",
-        CONVERGE,
-        || async { Ok(count(&db, "SELECT count(*) FROM order_summary").await? > 400) },
-    )
+    eventually("the first projections apply part of the load", CONVERGE, || async {
+        Ok(count(&db, "SELECT count(*) FROM order_summary").await? > 400)
+    })
     .await?;
     assert!(worker.terminate()?.success());
 
@@ -104,30 +77,19 @@ async fn a_projection_added_later_backfills_exactly_and_the_others_do_not_move()
     let at_start = count(&db, "SELECT count(*) FROM eventstore.events").await?;
     wait_until_running(&db, &worker, 3).await?;
     let when_running = count(&db, "SELECT count(*) FROM eventstore.events").await?;
-    assert!(
-        when_running > at_start,
-        "events appended during the backfill: {at_start} at start, {when_running} when running"
-    );
+    assert!(when_running > at_start, "events appended during the backfill: {at_start} at start, {when_running} when running");
     load.await??;
 
     assert_converges(&db, &db, &worker).await;
     assert_applied_once(&db, "order_summary", SUMMARY_TYPES).await?;
     assert_applied_once(&db, "customer_revenue", REVENUE_TYPES).await?;
     let log = worker.plain_log();
-    assert!(
-        log.contains("rebuilt and swapped in") && log.contains("projection=fulfillment_queue"),
-        "{log}"
-    );
+    assert!(log.contains("rebuilt and swapped in") && log.contains("projection=fulfillment_queue"), "{log}");
     let rebuilt_others = log
         .lines()
-        .filter(|l| {
-            l.contains("rebuilt and swapped in") && !l.contains("projection=fulfillment_queue")
-        })
+        .filter(|l| l.contains("rebuilt and swapped in") && !l.contains("projection=fulfillment_queue"))
         .count();
-    assert_eq!(
-        rebuilt_others, 0,
-        "running projections are not built again:\n{log}"
-    );
+    assert_eq!(rebuilt_others, 0, "running projections are not built again:\n{log}");
     assert!(worker.terminate()?.success());
     Ok(())
 }
@@ -168,10 +130,7 @@ async fn a_failed_projection_does_not_hold_the_slot_and_retry_resumes_it_exactly
     })
     .await?;
     let error: String = db
-        .query_one(
-            "SELECT last_error FROM eventstore_worker.projections WHERE name = 'fulfillment_queue'",
-            &[],
-        )
+        .query_one("SELECT last_error FROM eventstore_worker.projections WHERE name = 'fulfillment_queue'", &[])
         .await?
         .get(0);
     assert!(error.contains("division by zero"), "{error}");
@@ -179,23 +138,13 @@ async fn a_failed_projection_does_not_hold_the_slot_and_retry_resumes_it_exactly
     // New events the failed projection has not applied, and unrelated WAL: the slot moves on.
     append_orders(&dsn, 600, 300, 3, 32).await?;
     db.batch_execute("CREATE TABLE unrelated AS SELECT g, repeat('x', 200) AS pad FROM generate_series(1, 20000) g").await?;
-    let written: String = db
-        .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
-        .await?
-        .get(0);
+    let written: String = db.query_one("SELECT pg_current_wal_insert_lsn()::text", &[]).await?.get(0);
     let failed_at: String = db
         .query_one("SELECT checkpoint_lsn::text FROM eventstore_worker.projections WHERE name = 'fulfillment_queue'", &[])
         .await?
         .get(0);
-    if let Err(e) = eventually("the slot passes new WAL", CONVERGE, || {
-        slot_passes(&db, &written)
-    })
-    .await
-    {
-        panic!(
-            "{e:#} (failed projection at {failed_at})\n{}",
-            worker.plain_log()
-        );
+    if let Err(e) = eventually("the slot passes new WAL", CONVERGE, || slot_passes(&db, &written)).await {
+        panic!("{e:#} (failed projection at {failed_at})\n{}", worker.plain_log());
     }
     let held: bool = db
         .query_one(
@@ -204,10 +153,7 @@ async fn a_failed_projection_does_not_hold_the_slot_and_retry_resumes_it_exactly
         )
         .await?
         .get(0);
-    assert!(
-        held,
-        "the slot is past the failed projection's checkpoint {failed_at}"
-    );
+    assert!(held, "the slot is past the failed projection's checkpoint {failed_at}");
 
     // Fix the handler and retry while the worker runs and writers append.
     std::fs::write(&config, &fixed)?;
@@ -215,40 +161,18 @@ async fn a_failed_projection_does_not_hold_the_slot_and_retry_resumes_it_exactly
         let dsn = dsn.clone();
         tokio::spawn(async move { append_orders(&dsn, 900, 600, 3, 33).await })
     };
-    let out = worker_command(&[
-        "retry",
-        "--config",
-        config.to_str().unwrap(),
-        "--projection",
-        "fulfillment_queue",
-    ])?;
+    let out = worker_command(&["retry", "--config", config.to_str().unwrap(), "--projection", "fulfillment_queue"])?;
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains("resuming from checkpoint"),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success() && stdout.contains("resuming from checkpoint"), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
     load.await??;
     assert_converges(&db, &db, &worker).await;
     wait_until_running(&db, &worker, 3).await?;
     assert_applied_once(&db, "order_summary", SUMMARY_TYPES).await?;
-    assert!(
-        worker
-            .plain_log()
-            .contains("caught up; following the stream again"),
-        "{}",
-        worker.plain_log()
-    );
+    assert!(worker.plain_log().contains("caught up; following the stream again"), "{}", worker.plain_log());
     no_build_functions_left(&db).await?;
 
     // Nothing left to retry.
-    let out = worker_command(&[
-        "retry",
-        "--config",
-        config.to_str().unwrap(),
-        "--projection",
-        "fulfillment_queue",
-    ])?;
+    let out = worker_command(&["retry", "--config", config.to_str().unwrap(), "--projection", "fulfillment_queue"])?;
     assert!(String::from_utf8_lossy(&out.stdout).contains("nothing to retry"));
     assert!(worker.terminate()?.success());
     Ok(())
@@ -259,12 +183,7 @@ async fn a_failed_projection_does_not_hold_the_slot_and_retry_resumes_it_exactly
 async fn no_build_functions_left(db: &Client) -> Result<()> {
     let sql = "SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
                 WHERE n.nspname = 'eventstore_worker' AND (p.proname LIKE 'build\\_%' OR p.proname LIKE 'catchup\\_%')";
-    eventually(
-        "the catch-up and build apply functions are dropped",
-        CONVERGE,
-        || async { Ok(count(db, sql).await? == 0) },
-    )
-    .await
+    eventually("the catch-up and build apply functions are dropped", CONVERGE, || async { Ok(count(db, sql).await? == 0) }).await
 }
 
 /// A reader querying `SELECT count(*) FROM table` over and over until stopped, as an
@@ -288,10 +207,7 @@ impl Reader {
                     .await
                     .map_err(|e| anyhow::anyhow!("reader query {queries} failed: {e:#}"))?
                     .get(0);
-                anyhow::ensure!(
-                    n >= last,
-                    "reader saw {table} shrink from {last} to {n} rows (query {queries})"
-                );
+                anyhow::ensure!(n >= last, "reader saw {table} shrink from {last} to {n} rows (query {queries})");
                 (last, queries) = (n, queries + 1);
                 tokio::time::sleep(std::time::Duration::from_millis(2)).await;
             }
@@ -307,10 +223,7 @@ impl Reader {
 }
 
 async fn relation_oid(db: &Client, table: &str) -> Result<u32> {
-    Ok(db
-        .query_one("SELECT $1::text::regclass::oid", &[&table])
-        .await?
-        .get(0))
+    Ok(db.query_one("SELECT $1::text::regclass::oid", &[&table]).await?.get(0))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -330,42 +243,20 @@ async fn rebuild_under_load_swaps_in_one_transaction_while_readers_query() -> Re
         tokio::spawn(async move { append_orders(&dsn, 1500, 2000, 3, 42).await })
     };
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    assert!(
-        !load.is_finished(),
-        "writers append while the rebuild starts"
-    );
+    assert!(!load.is_finished(), "writers append while the rebuild starts");
     let at_start = count(&db, "SELECT count(*) FROM eventstore.events").await?;
-    let out = worker_command(&[
-        "rebuild",
-        "--config",
-        config.to_str().unwrap(),
-        "--projection",
-        "order_summary",
-    ])?;
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
+    let out = worker_command(&["rebuild", "--config", config.to_str().unwrap(), "--projection", "order_summary"])?;
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     eprintln!("{stdout}{stderr}");
-    assert!(
-        out.status.success() && stdout.contains("swapped in"),
-        "{stdout}{stderr}"
-    );
+    assert!(out.status.success() && stdout.contains("swapped in"), "{stdout}{stderr}");
     let at_end = count(&db, "SELECT count(*) FROM eventstore.events").await?;
-    assert!(
-        at_end > at_start,
-        "events appended during the rebuild: {at_start} at start, {at_end} at the end"
-    );
+    assert!(at_end > at_start, "events appended during the rebuild: {at_start} at start, {at_end} at the end");
     load.await??;
 
     assert_converges(&db, &db, &worker).await;
     let queries = reader.finish().await?;
     assert!(queries > 50, "the reader kept querying ({queries} queries)");
-    assert_ne!(
-        relation_oid(&db, "order_summary").await?,
-        before,
-        "order_summary is a new table"
-    );
+    assert_ne!(relation_oid(&db, "order_summary").await?, before, "order_summary is a new table");
     assert_applied_once(&db, "order_summary", SUMMARY_TYPES).await?;
     assert_applied_once(&db, "customer_revenue", REVENUE_TYPES).await?;
     let leftovers = count(
@@ -412,30 +303,17 @@ async fn a_version_change_rebuilds_that_projection_without_downtime() -> Result<
     assert_converges(&db, &db, &worker).await;
     let queries = reader.finish().await?;
     assert!(queries > 50, "the reader kept querying ({queries} queries)");
-    assert_ne!(
-        relation_oid(&db, "order_summary").await?,
-        before,
-        "order_summary was rebuilt"
-    );
+    assert_ne!(relation_oid(&db, "order_summary").await?, before, "order_summary was rebuilt");
     let version: Option<String> = db
-        .query_one(
-            "SELECT version FROM eventstore_worker.projections WHERE name = 'order_summary'",
-            &[],
-        )
+        .query_one("SELECT version FROM eventstore_worker.projections WHERE name = 'order_summary'", &[])
         .await?
         .get(0);
     assert_eq!(version.as_deref(), Some("2"));
     assert_applied_once(&db, "order_summary", SUMMARY_TYPES).await?;
     assert_applied_once(&db, "customer_revenue", REVENUE_TYPES).await?;
     let log = worker.plain_log();
-    let rebuilt: Vec<&str> = log
-        .lines()
-        .filter(|l| l.contains("rebuilt and swapped in"))
-        .collect();
-    assert!(
-        rebuilt.len() == 1 && rebuilt[0].contains("projection=order_summary"),
-        "{log}"
-    );
+    let rebuilt: Vec<&str> = log.lines().filter(|l| l.contains("rebuilt and swapped in")).collect();
+    assert!(rebuilt.len() == 1 && rebuilt[0].contains("projection=order_summary"), "{log}");
     assert!(worker.terminate()?.success());
     Ok(())
 }
@@ -454,19 +332,14 @@ async fn a_dropped_slot_is_recreated_and_every_projection_rebuilt_exactly() -> R
 
     // Events the old slot held, then the slot is gone (as after an invalidation), then more.
     append_orders(&dsn, 300, 200, 3, 62).await?;
-    db.batch_execute("SELECT pg_drop_replication_slot('eventstore_worker')")
-        .await?;
+    db.batch_execute("SELECT pg_drop_replication_slot('eventstore_worker')").await?;
     append_orders(&dsn, 500, 200, 3, 63).await?;
 
     let worker = Worker::start(&config)?;
     wait_until_running(&db, &worker, 3).await?;
     assert_converges(&db, &db, &worker).await;
     assert_applied_once(&db, "order_summary", SUMMARY_TYPES).await?;
-    let rebuilt = worker
-        .plain_log()
-        .lines()
-        .filter(|l| l.contains("rebuilt and swapped in"))
-        .count();
+    let rebuilt = worker.plain_log().lines().filter(|l| l.contains("rebuilt and swapped in")).count();
     assert_eq!(rebuilt, 3, "{}", worker.plain_log());
     assert!(worker.terminate()?.success());
     Ok(())
@@ -485,13 +358,7 @@ async fn kill_9_in_the_middle_of_a_build_and_the_restart_builds_again_exactly() 
     let config = orders_config(&cluster.dir, "orders", &socket_source(&cluster, "app"))?;
     let worker = Worker::start(&config)?;
     eventually("the build is under way", CONVERGE, || async {
-        Ok(count(
-            &db,
-            "SELECT coalesce(sum(events_applied), 0)::bigint FROM eventstore_worker.rebuilds",
-        )
-        .await
-        .unwrap_or(0)
-            > 0)
+        Ok(count(&db, "SELECT coalesce(sum(events_applied), 0)::bigint FROM eventstore_worker.rebuilds").await.unwrap_or(0) > 0)
     })
     .await?;
     worker.kill()?;
@@ -509,10 +376,7 @@ async fn kill_9_in_the_middle_of_a_build_and_the_restart_builds_again_exactly() 
               + (SELECT count(*) FROM pg_replication_slots WHERE temporary)",
     )
     .await?;
-    assert_eq!(
-        leftovers, 0,
-        "no shadow schema, build row or temporary slot left behind"
-    );
+    assert_eq!(leftovers, 0, "no shadow schema, build row or temporary slot left behind");
     assert!(worker.terminate()?.success());
     Ok(())
 }

@@ -17,24 +17,9 @@ async fn order_example_end_to_end() -> Result<()> {
     assert!(count(&db, "SELECT count(*) FROM eventstore.events").await? > 600);
     assert_converges(&db, &db, &worker).await;
 
-    let status = rows(
-        &db,
-        "SELECT name || ':' || status FROM eventstore_worker.projections ORDER BY name",
-    )
-    .await?;
-    assert_eq!(
-        status,
-        [
-            "customer_revenue:running",
-            "fulfillment_queue:running",
-            "order_summary:running"
-        ]
-    );
-    let unset = count(
-        &db,
-        "SELECT count(*) FROM eventstore_worker.projections WHERE checkpoint_lsn IS NULL",
-    )
-    .await?;
+    let status = rows(&db, "SELECT name || ':' || status FROM eventstore_worker.projections ORDER BY name").await?;
+    assert_eq!(status, ["customer_revenue:running", "fulfillment_queue:running", "order_summary:running"]);
+    let unset = count(&db, "SELECT count(*) FROM eventstore_worker.projections WHERE checkpoint_lsn IS NULL").await?;
     assert_eq!(unset, 0, "every projection has a checkpoint");
     // The envelope carries recorded_at as a timestamp PostgreSQL accepts back.
     let stale = count(
@@ -62,14 +47,9 @@ async fn kill_9_mid_load_loses_nothing_and_applies_nothing_twice() -> Result<()>
     let load = tokio::spawn(async move { append_orders(&dsn, 0, 1500, 3, 2).await });
 
     for round in 1..=2 {
-        let seen = count(&db, "SELECT count(*) FROM order_summary")
-            .await
-            .unwrap_or(0);
+        let seen = count(&db, "SELECT count(*) FROM order_summary").await.unwrap_or(0);
         eventually("worker applies more orders", CONVERGE, || async {
-            Ok(count(&db, "SELECT count(*) FROM order_summary")
-                .await
-                .unwrap_or(0)
-                > seen + 50)
+            Ok(count(&db, "SELECT count(*) FROM order_summary").await.unwrap_or(0) > seen + 50)
         })
         .await?;
         worker.kill()?;
@@ -103,10 +83,7 @@ async fn reconnects_after_postgres_restart() -> Result<()> {
     append_orders(&cluster.socket_dsn("app"), 150, 150, 2, 4).await?;
     assert_converges(&db, &db, &worker).await;
     assert!(worker.is_running(), "the worker survived the restart");
-    assert!(
-        worker.log_text().contains("reconnecting"),
-        "the worker noticed the restart"
-    );
+    assert!(worker.log_text().contains("reconnecting"), "the worker noticed the restart");
     Ok(())
 }
 
@@ -121,16 +98,9 @@ async fn idle_slot_follows_unrelated_wal() -> Result<()> {
     assert_converges(&db, &db, &worker).await;
 
     // Plenty of WAL that the publication does not cover.
-    db.batch_execute("CREATE TABLE unrelated (id int, pad text)")
-        .await?;
-    db.batch_execute(
-        "BEGIN; INSERT INTO unrelated SELECT g, repeat('x', 200) FROM generate_series(1, 20000) g",
-    )
-    .await?;
-    let written: String = db
-        .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
-        .await?
-        .get(0);
+    db.batch_execute("CREATE TABLE unrelated (id int, pad text)").await?;
+    db.batch_execute("BEGIN; INSERT INTO unrelated SELECT g, repeat('x', 200) FROM generate_series(1, 20000) g").await?;
+    let written: String = db.query_one("SELECT pg_current_wal_insert_lsn()::text", &[]).await?.get(0);
     db.batch_execute("COMMIT").await?;
 
     let slot_past = || async {
@@ -142,13 +112,7 @@ async fn idle_slot_follows_unrelated_wal() -> Result<()> {
             .await?;
         Ok(row.get::<_, bool>(0))
     };
-    if let Err(e) = eventually(
-        "slot's confirmed_flush_lsn passes unrelated WAL",
-        CONVERGE,
-        slot_past,
-    )
-    .await
-    {
+    if let Err(e) = eventually("slot's confirmed_flush_lsn passes unrelated WAL", CONVERGE, slot_past).await {
         panic!("{e:#}\nworker log:\n{}", worker.log_text());
     }
     Ok(())
@@ -210,18 +174,10 @@ Measured = "{fragile_sql}"
     let counted = |n: i64| {
         let db = &db;
         move || async move {
-            Ok(count(db, "SELECT coalesce(max(n), 0) FROM event_counts")
-                .await
-                .unwrap_or(0)
-                == n)
+            Ok(count(db, "SELECT coalesce(max(n), 0) FROM event_counts").await.unwrap_or(0) == n)
         }
     };
-    eventually(
-        "the healthy projection applies every event",
-        CONVERGE,
-        counted(21),
-    )
-    .await?;
+    eventually("the healthy projection applies every event", CONVERGE, counted(21)).await?;
     eventually("the fragile projection is marked failed", CONVERGE, || async {
         Ok(count(&db, "SELECT count(*) FROM eventstore_worker.projections WHERE name = 'fragile' AND status = 'failed'").await? == 1)
     })
@@ -233,36 +189,17 @@ Measured = "{fragile_sql}"
         )
         .await?;
     let last_error: String = row.get(0);
-    assert!(
-        last_error.contains("division by zero"),
-        "last_error = {last_error:?}"
-    );
-    assert_eq!(
-        row.get::<_, i64>(1),
-        poison,
-        "the failing event is recorded"
-    );
-    let applied: Vec<i64> = db
-        .query("SELECT global_position FROM fragile_log ORDER BY 1", &[])
-        .await?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    assert_eq!(
-        applied, before,
-        "everything before the failing event, nothing after it"
-    );
+    assert!(last_error.contains("division by zero"), "last_error = {last_error:?}");
+    assert_eq!(row.get::<_, i64>(1), poison, "the failing event is recorded");
+    let applied: Vec<i64> =
+        db.query("SELECT global_position FROM fragile_log ORDER BY 1", &[]).await?.iter().map(|r| r.get(0)).collect();
+    assert_eq!(applied, before, "everything before the failing event, nothing after it");
 
     // The other projection keeps going.
     for _ in 0..5 {
         append(3).await?;
     }
-    eventually(
-        "the healthy projection keeps applying",
-        CONVERGE,
-        counted(26),
-    )
-    .await?;
+    eventually("the healthy projection keeps applying", CONVERGE, counted(26)).await?;
     assert!(worker.terminate()?.success());
 
     // Fix the handler and restart: the failed projection resumes at the failing event
@@ -272,19 +209,10 @@ Measured = "{fragile_sql}"
     let worker = Worker::start(&config)?;
     eventually("the repaired projection catches up", CONVERGE, || async {
         Ok(count(&db, "SELECT count(*) FROM fragile_log").await? == 26
-            && count(
-                &db,
-                "SELECT count(*) FROM eventstore_worker.projections WHERE status = 'running'",
-            )
-            .await?
-                == 2)
+            && count(&db, "SELECT count(*) FROM eventstore_worker.projections WHERE status = 'running'").await? == 2)
     })
     .await?;
-    assert_eq!(
-        count(&db, "SELECT max(n) FROM event_counts").await?,
-        26,
-        "no event applied twice"
-    );
+    assert_eq!(count(&db, "SELECT max(n) FROM event_counts").await?, 26, "no event applied twice");
     assert!(worker.terminate()?.success());
     Ok(())
 }
@@ -301,8 +229,7 @@ async fn read_models_in_a_second_database_with_scram_over_tcp() -> Result<()> {
          CREATE PUBLICATION eventstore_events FOR TABLE eventstore.events;"
     ))
     .await?;
-    db.batch_execute("CREATE DATABASE readmodels OWNER worker")
-        .await?;
+    db.batch_execute("CREATE DATABASE readmodels OWNER worker").await?;
     let rm = cluster.connect("readmodels").await?;
     let header = format!(
         "[source]\ndsn = \"{}\"\n\n[target]\ndsn = \"host={} port={} user=worker dbname=readmodels\"\n",
@@ -317,21 +244,14 @@ async fn read_models_in_a_second_database_with_scram_over_tcp() -> Result<()> {
     append_orders(&cluster.socket_dsn("app"), 0, 200, 3, 6).await?;
     assert_converges(&db, &rm, &worker).await;
 
-    let in_source = count(
-        &db,
-        "SELECT count(*) FROM pg_class WHERE relname IN ('order_summary', 'customer_revenue')",
-    )
-    .await?;
+    let in_source = count(&db, "SELECT count(*) FROM pg_class WHERE relname IN ('order_summary', 'customer_revenue')").await?;
     assert_eq!(in_source, 0, "read models live only in the target database");
     let over_tcp = count(
         &db,
         "SELECT count(*) FROM pg_stat_replication WHERE usename = 'worker' AND client_addr = '127.0.0.1'",
     )
     .await?;
-    assert_eq!(
-        over_tcp, 1,
-        "the replication connection authenticated over TCP (SCRAM-SHA-256 per pg_hba)"
-    );
+    assert_eq!(over_tcp, 1, "the replication connection authenticated over TCP (SCRAM-SHA-256 per pg_hba)");
     assert!(worker.terminate()?.success());
     Ok(())
 }
