@@ -195,6 +195,16 @@ pub(crate) enum ApplyFunctions {
     On { standard_conforming_strings: bool, applier: Applier },
 }
 
+impl ApplyFunctions {
+    /// Whose functions are used, when any.
+    fn applier(self) -> Option<Applier> {
+        match self {
+            ApplyFunctions::On { applier, .. } => Some(applier),
+            ApplyFunctions::Off => None,
+        }
+    }
+}
+
 pub struct Target {
     client: Client,
     projections: Vec<ProjectionState>,
@@ -539,10 +549,7 @@ impl Target {
                 Some((_, _, e)) => return Err(e),
             }
         }
-        let applier = match self.apply_functions {
-            ApplyFunctions::On { applier, .. } => Some(applier),
-            ApplyFunctions::Off => None,
-        };
+        let applier = self.apply_functions.applier();
         for (i, error) in function_errors {
             let p = &mut self.projections[i];
             if !p.failed {
@@ -579,9 +586,7 @@ impl Target {
             let names: Vec<&str> = members.iter().map(|&i| self.projections[i].name.as_str()).collect();
             let mut types = vec![Type::INT4_ARRAY; members.len()];
             types.push(Type::JSONB_ARRAY);
-            let ApplyFunctions::On { applier, .. } = self.apply_functions else {
-                unreachable!("a projection has a function only when functions are on")
-            };
+            let applier = self.apply_functions.applier().expect("a projection has a function only when functions are on");
             let statement = self.client.prepare_typed(&apply_function::call_together(&names, applier), &types).await?;
             self.together.insert(members.clone(), statement);
         }
