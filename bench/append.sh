@@ -20,6 +20,7 @@
 #                  table with the two paging indexes of eventstore.events, and append's work
 #                  as one plain SQL statement; in the synchronous_commit=off runs, where the
 #                  work is CPU-bound and the API's own cost shows (default 1)
+#   BENCH_INSTALL  1 = build and install the extension first (default: only when missing)
 #
 # Every figure printed is also recorded under append.* (scripts/lib.sh `record`) for the report.
 set -euo pipefail
@@ -31,14 +32,7 @@ SCRIPTS=$HERE/append
 PGBENCH=$PG_BIN/pgbench
 PSQL=$PG_BIN/psql
 
-QUICK=${BENCH_QUICK:-0}
-for arg in "$@"; do
-    case $arg in
-        --quick) QUICK=1 ;;
-        -h|--help) awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "${BASH_SOURCE[0]}"; exit 0 ;;
-        *) die "unknown argument: $arg (try --help)" ;;
-    esac
-done
+bench_args "${BASH_SOURCE[0]}" "$@"
 if [ "$QUICK" = 1 ]; then
     SECONDS_PER_RUN=${BENCH_SECONDS:-2}; ROUNDS=${BENCH_ROUNDS:-1}
 else
@@ -54,9 +48,7 @@ HOT=${BENCH_HOT:-1}
 BREAKDOWN=${BENCH_BREAKDOWN:-1}
 
 # --- the extension must be installed (build it only when it is missing) ----------------------
-if [ ! -f "$("$PG_CONFIG" --sharedir)/extension/pg_eventstore.control" ]; then
-    install_extension
-fi
+ensure_extension
 
 # --- a throwaway cluster, stopped and removed on exit ---------------------------------------
 bench_cluster pg_eventstore_bench

@@ -33,19 +33,10 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$HERE/../scripts/lib.sh"
 PSQL=$PG_BIN/psql
 
-QUICK=${BENCH_QUICK:-0}
-for arg in "$@"; do
-    case $arg in
-        --quick) QUICK=1 ;;
-        -h|--help) sed -n '2,24p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
-        *) die "unknown argument: $arg (try --help)" ;;
-    esac
-done
+bench_args "${BASH_SOURCE[0]}" "$@"
 if [ "$QUICK" = 1 ]; then EVENTS=${BENCH_EVENTS:-20000}; ROUNDS=${BENCH_ROUNDS:-1}; else EVENTS=${BENCH_EVENTS:-200000}; ROUNDS=${BENCH_ROUNDS:-3}; fi
 
-if [ "${BENCH_INSTALL:-0}" = 1 ] || [ ! -f "$("$PG_CONFIG" --sharedir)/extension/pg_eventstore.control" ]; then
-    install_extension
-fi
+ensure_extension
 worker_binary
 worker_bin=$WORKER_BIN
 

@@ -26,20 +26,11 @@ source "$HERE/../scripts/lib.sh"
 PGBENCH=$PG_BIN/pgbench
 PSQL=$PG_BIN/psql
 
-QUICK=${BENCH_QUICK:-0}
-for arg in "$@"; do
-    case $arg in
-        --quick) QUICK=1 ;;
-        -h|--help) sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
-        *) die "unknown argument: $arg (try --help)" ;;
-    esac
-done
+bench_args "${BASH_SOURCE[0]}" "$@"
 EVENTS=${BENCH_EVENTS:-50000}
 if [ "$QUICK" = 1 ]; then ROUNDS=${BENCH_ROUNDS:-1}; else ROUNDS=${BENCH_ROUNDS:-5}; fi
 
-if [ "${BENCH_INSTALL:-0}" = 1 ] || [ ! -f "$("$PG_CONFIG" --sharedir)/extension/pg_eventstore.control" ]; then
-    install_extension
-fi
+ensure_extension
 
 # --- a throwaway cluster, stopped and removed on exit ---------------------------------------
 bench_cluster pg_eventstore_replay_bench

@@ -34,14 +34,7 @@ source "$HERE/../scripts/lib.sh"
 PGBENCH=$PG_BIN/pgbench
 PSQL=$PG_BIN/psql
 
-QUICK=${BENCH_QUICK:-0}
-for arg in "$@"; do
-    case $arg in
-        --quick) QUICK=1 ;;
-        -h|--help) awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "${BASH_SOURCE[0]}"; exit 0 ;;
-        *) die "unknown argument: $arg (try --help)" ;;
-    esac
-done
+bench_args "${BASH_SOURCE[0]}" "$@"
 if [ "$QUICK" = 1 ]; then
     SECONDS_PER_RUN=${BENCH_SECONDS:-4}; ROUNDS=${BENCH_ROUNDS:-1}
 else

@@ -31,21 +31,12 @@ source "$HERE/../scripts/lib.sh"
 PGBENCH=$PG_BIN/pgbench
 PSQL=$PG_BIN/psql
 
-QUICK=${BENCH_QUICK:-0}
-for arg in "$@"; do
-    case $arg in
-        --quick) QUICK=1 ;;
-        -h|--help) sed -n '2,25p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
-        *) die "unknown argument: $arg (try --help)" ;;
-    esac
-done
+bench_args "${BASH_SOURCE[0]}" "$@"
 RATE=${BENCH_RATE:-1000}
 CLIENTS=${BENCH_CLIENTS:-40}
 if [ "$QUICK" = 1 ]; then SECS=${BENCH_SECONDS:-5}; else SECS=${BENCH_SECONDS:-20}; fi
 
-if [ "${BENCH_INSTALL:-0}" = 1 ] || [ ! -f "$("$PG_CONFIG" --sharedir)/extension/pg_eventstore.control" ]; then
-    install_extension
-fi
+ensure_extension
 worker_binary
 worker_bin=$WORKER_BIN
 

@@ -97,3 +97,27 @@ worker_binary() {
     fi
     [ -x "$WORKER_BIN" ] || die "no worker binary at $WORKER_BIN"
 }
+
+# bench_args SCRIPT [ARGS...]: the options every benchmark takes. Sets QUICK to 1 for --quick
+# (or BENCH_QUICK=1), else 0; -h/--help prints SCRIPT's header comment and exits.
+bench_args() {
+    local script=$1 arg
+    shift
+    # shellcheck disable=SC2034 # read by the benchmark that sources this file
+    QUICK=${BENCH_QUICK:-0}
+    for arg in "$@"; do
+        case $arg in
+            --quick) QUICK=1 ;;
+            -h|--help) awk 'NR > 1 { if (!/^#/) exit; sub(/^# ?/, ""); print }' "$script"; exit 0 ;;
+            *) die "unknown argument: $arg (try --help)" ;;
+        esac
+    done
+}
+
+# ensure_extension: installs the extension (release build) when it is missing, or always with
+# BENCH_INSTALL=1.
+ensure_extension() {
+    if [ "${BENCH_INSTALL:-0}" = 1 ] || [ ! -f "$("$PG_CONFIG" --sharedir)/extension/pg_eventstore.control" ]; then
+        install_extension
+    fi
+}
