@@ -209,6 +209,15 @@ class Report:
         self.w(f"![{alt}]({href})")
         self.w()
 
+    def open_section(self, title, name):
+        """A workload's heading, a line when its benchmark did not complete in this run, and the
+        start of its "What"."""
+        self.w(f"## {title}")
+        self.w()
+        self.status_note(name, f"bench/{name}.sh")
+        self.w("### What")
+        self.w()
+
     def status_note(self, name, script):
         """A line for a benchmark that did not complete in this run."""
         r = self.r
@@ -379,11 +388,7 @@ class Report:
     def append(self):
         r = self.r
         n = lambda k: r.num("append." + k)  # noqa: E731
-        self.w(f"## {APPEND}")
-        self.w()
-        self.status_note("append", "bench/append.sh")
-        self.w("### What")
-        self.w()
+        self.open_section(APPEND, "append")
         self.w("Events per second through `eventstore.append_event` (one event per transaction) and "
                "`eventstore.append` (a 100-event JSON array per transaction), each against")
         self.w()
@@ -549,11 +554,7 @@ class Report:
         r = self.r
         n = lambda k: r.num("replay." + k)  # noqa: E731
         events = n("events")
-        self.w(f"## {REPLAY}")
-        self.w()
-        self.status_note("replay", "bench/replay.sh")
-        self.w("### What")
-        self.w()
+        self.open_section(REPLAY, "replay")
         data = n("data_bytes")
         size = NM if data is None else f"{data / 1048576:,.1f} MiB"
         stream = either([events, data], f"one stream of {count(events)} events ({size} of event data)",
@@ -603,11 +604,7 @@ class Report:
         r = self.r
         n = lambda k: r.num("worker." + k)  # noqa: E731
         rates = r.indexes(r"worker\.lag\.(\d+)\.(?:rate|p50|p99|max|achieved)")
-        self.w(f"## {WORKER_S}")
-        self.w()
-        self.status_note("worker", "bench/worker.sh")
-        self.w("### What")
-        self.w()
+        self.open_section(WORKER_S, "worker")
         self.w(f"**Drain**: {either([n('drain.events')], count(n('drain.events')) + ' order events', 'a backlog of order events')}, "
                "appended while the worker is stopped "
                "(its slot exists), drained into `order_summary` and `customer_revenue` (the two order "
@@ -726,11 +723,7 @@ class Report:
     def trigger(self):
         r = self.r
         n = lambda k: r.num("trigger." + k)  # noqa: E731
-        self.w(f"## {TRIGGER_S}")
-        self.w()
-        self.status_note("trigger", "bench/trigger.sh")
-        self.w("### What")
-        self.w()
+        self.open_section(TRIGGER_S, "trigger")
         self.w(f"Events per second committed by {either([n('clients')], count(n('clients')), 'concurrent')} writers appending order events, in "
                "three designs: **bare**, nothing consumes the events; **worker**, `eventstore-worker` "
                "follows them and keeps `order_summary` and `customer_revenue`; **trigger**, what an "
@@ -780,11 +773,7 @@ class Report:
     def wait_for(self):
         r = self.r
         n = lambda k: r.num("wait_for." + k)  # noqa: E731
-        self.w(f"## {WAIT_FOR}")
-        self.w()
-        self.status_note("wait_for", "bench/wait_for.sh")
-        self.w("### What")
-        self.w()
+        self.open_section(WAIT_FOR, "wait_for")
         self.w("Time spent inside `eventstore_worker.wait_for('order_summary', token)` when the token is "
                "`pg_current_wal_lsn()` taken right after an append committed, in the appending session, "
                f"at {either([n('rate')], rate(n('rate')), 'a fixed number of')} appends/s (one `OrderPlaced` per transaction, "
@@ -849,11 +838,7 @@ class Report:
         r = self.r
         n = lambda k: r.num("catchup." + k)  # noqa: E731
         events = n("events")
-        self.w(f"## {CATCHUP}")
-        self.w()
-        self.status_note("catchup", "bench/catchup.sh")
-        self.w("### What")
-        self.w()
+        self.open_section(CATCHUP, "catchup")
         held = either([events, n("orders")], f"{count(events)} order events ({count(n('orders'))} orders",
                       "order events (orders")
         self.w(f"A first start of `eventstore-worker` on a store that already holds {held} × placed/paid/shipped, "
