@@ -295,38 +295,32 @@ impl Target {
             state.checkpoint = row.and_then(|r| r.checkpoint);
             projections.push(state);
         }
-        let (checkpoint, mark_failed) = match &role {
-            Role::Live => (
-                "UPDATE eventstore_worker.projections
+        // A build's progress goes to its row in `rebuilds`; the other roles' to `projections`.
+        let table = match &role {
+            Role::Shadow(_) => "rebuilds",
+            Role::Live | Role::CatchUp(_) => "projections",
+        };
+        let checkpoint = match &role {
+            Role::Live => "UPDATE eventstore_worker.projections
                     SET status = 'running', checkpoint_lsn = $2::text::pg_lsn, checkpoint_time = $4,
                         events_applied = events_applied + $3, last_error = NULL, failed_event = NULL,
                         updated_at = now()
-                  WHERE name = $1",
-                "UPDATE eventstore_worker.projections
-                    SET status = 'failed', last_error = $2, failed_event = $3::text::jsonb, updated_at = now()
-                  WHERE name = $1",
-            ),
-            Role::CatchUp(_) => (
-                "UPDATE eventstore_worker.projections
+                  WHERE name = $1"
+                .to_owned(),
+            Role::CatchUp(_) | Role::Shadow(_) => format!(
+                "UPDATE eventstore_worker.{table}
                     SET checkpoint_lsn = $2::text::pg_lsn, checkpoint_time = $4, events_applied = events_applied + $3,
                         updated_at = now()
-                  WHERE name = $1",
-                "UPDATE eventstore_worker.projections
-                    SET status = 'failed', last_error = $2, failed_event = $3::text::jsonb, updated_at = now()
-                  WHERE name = $1",
-            ),
-            Role::Shadow(_) => (
-                "UPDATE eventstore_worker.rebuilds
-                    SET checkpoint_lsn = $2::text::pg_lsn, checkpoint_time = $4, events_applied = events_applied + $3,
-                        updated_at = now()
-                  WHERE name = $1",
-                "UPDATE eventstore_worker.rebuilds
-                    SET status = 'failed', last_error = $2, failed_event = $3::text::jsonb, updated_at = now()
-                  WHERE name = $1",
+                  WHERE name = $1"
             ),
         };
-        let checkpoint = client.prepare(checkpoint).await?;
-        let mark_failed = client.prepare(mark_failed).await?;
+        let mark_failed = format!(
+            "UPDATE eventstore_worker.{table}
+                SET status = 'failed', last_error = $2, failed_event = $3::text::jsonb, updated_at = now()
+              WHERE name = $1"
+        );
+        let checkpoint = client.prepare(&checkpoint).await?;
+        let mark_failed = client.prepare(&mark_failed).await?;
         let mut apply_locks: Vec<i64> = match &role {
             Role::Live => projections.iter().map(|p| coordination::apply_lock(&p.name)).collect(),
             _ => Vec::new(),
