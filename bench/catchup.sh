@@ -90,15 +90,9 @@ for ((r = 1; r <= ROUNDS; r++)); do
 done
 
 # --- the worker: first start on the populated store --------------------------------------------
-{
-    printf '[source]\ndsn = "host=%s port=%s dbname=app user=postgres"\n\n' "$DIR" "$PORT"
-    awk '/^\[\[projection\]\]/ { n++ } n >= 1 && n <= 2' "$REPO_ROOT/examples/orders-worker.toml"
-} >"$DIR/worker.toml"
-"$worker_bin" check --config "$DIR/worker.toml" >/dev/null
+worker_config "$DIR/worker.toml" 2
 
-{
-    printf '[source]\ndsn = "host=%s port=%s dbname=app user=postgres"\n\n' "$DIR" "$PORT"
-    cat <<'TOML'
+worker_config "$DIR/noop.toml" 0 <<'TOML'
 [[projection]]
 name = "noop"
 setup = "CREATE TABLE IF NOT EXISTS bench_noop (id int)"
@@ -107,7 +101,6 @@ OrderPlaced = "DELETE FROM bench_noop WHERE $1 IS NULL"
 PaymentCaptured = "DELETE FROM bench_noop WHERE $1 IS NULL"
 OrderShipped = "DELETE FROM bench_noop WHERE $1 IS NULL"
 TOML
-} >"$DIR/noop.toml"
 
 # first_start CONFIG PROJECTIONS LOG: seconds from process start until PROJECTIONS projections
 # follow the stream, starting from nothing.

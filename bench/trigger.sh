@@ -60,11 +60,7 @@ sql() { "$PSQL" -X -q -v ON_ERROR_STOP=1 -At "$@"; }
 
 # The two order projections of the example (everything before the third [[projection]]); the
 # trigger's tables are made by the same setup SQL, so both designs write identical tables.
-{
-    printf '[source]\ndsn = "host=%s port=%s dbname=app user=postgres"\n\n' "$DIR" "$PORT"
-    awk '/^\[\[projection\]\]/ { n++ } n >= 1 && n <= 2' "$REPO_ROOT/examples/orders-worker.toml"
-} >"$DIR/worker.toml"
-"$WORKER_BIN" check --config "$DIR/worker.toml" >/dev/null || die "the worker rejects $DIR/worker.toml"
+worker_config "$DIR/worker.toml" 2
 python3 - "$DIR/worker.toml" >"$DIR/setup.sql" <<'PY'
 import sys, tomllib
 with open(sys.argv[1], "rb") as f:

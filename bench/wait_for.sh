@@ -50,11 +50,7 @@ sql() { "$PSQL" -X -q -v ON_ERROR_STOP=1 -At -d app "$@"; }
 sql -f "$HERE/wait_for/setup.sql" >/dev/null
 
 # order_summary from the example (the first projection), read models in the same database.
-{
-    printf '[source]\ndsn = "host=%s port=%s dbname=app user=postgres"\n\n' "$DIR" "$PORT"
-    awk '/^\[\[projection\]\]/ { n++ } n == 1' "$REPO_ROOT/examples/orders-worker.toml"
-} >"$DIR/worker.toml"
-"$worker_bin" check --config "$DIR/worker.toml" >/dev/null
+worker_config "$DIR/worker.toml" 1
 RUST_LOG=${RUST_LOG:-warn} "$worker_bin" run --config "$DIR/worker.toml" >"$DIR/worker.log" 2>&1 &
 worker_pid=$!
 for _ in $(seq 300); do

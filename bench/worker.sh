@@ -81,11 +81,7 @@ sql -c "CREATE EXTENSION pg_eventstore" -c "CREATE SEQUENCE bench_orders" \
     -c "SELECT 1 FROM pg_create_logical_replication_slot('bench_recvlogical', 'pgoutput')" >/dev/null
 
 # The two order projections of the example (everything before the third [[projection]]).
-{
-    printf '[source]\ndsn = "host=%s port=%s dbname=app user=postgres"\n\n' "$DIR" "$PORT"
-    awk '/^\[\[projection\]\]/ { n++ } n >= 1 && n <= 2' "$REPO_ROOT/examples/orders-worker.toml"
-} >"$DIR/worker.toml"
-"$WORKER_BIN" check --config "$DIR/worker.toml" >/dev/null
+worker_config "$DIR/worker.toml" 2
 
 # --- the worker process --------------------------------------------------------------------
 rss_peak_kb=0

@@ -121,3 +121,20 @@ ensure_extension() {
         install_extension
     fi
 }
+
+# worker_config FILE COUNT: a worker configuration for the benchmark's throwaway cluster
+# (bench_cluster's DIR and PORT, database app), with the first COUNT projections of
+# examples/orders-worker.toml or, with COUNT 0, the projections given on stdin; checked by the
+# worker (WORKER_BIN).
+worker_config() {
+    local file=$1 count=$2
+    {
+        printf '[source]\ndsn = "host=%s port=%s dbname=app user=postgres"\n\n' "$DIR" "$PORT"
+        if [ "$count" = 0 ]; then
+            cat
+        else
+            awk -v last="$count" '/^\[\[projection\]\]/ { n++ } n >= 1 && n <= last' "$REPO_ROOT/examples/orders-worker.toml"
+        fi
+    } >"$file"
+    "$WORKER_BIN" check --config "$file" >/dev/null || die "the worker rejects $file"
+}
