@@ -142,11 +142,13 @@ pub enum Payload<'a> {
 struct Plans {
     /// Generated ids: create or lock the stream row, move its version and insert the events
     /// if the expected version admits the stream's version before the append, in one
-    /// statement. Returns `before` and, if inserted, the rows.
+    /// statement. Returns the inserted rows: none when the expected version was wrong.
     append_one: OwnedPreparedStatement,
     append_many: OwnedPreparedStatement,
     /// Lock an existing stream row; returns its version.
     lock: OwnedPreparedStatement,
+    /// The version of a stream whose row this transaction holds.
+    version: OwnedPreparedStatement,
     /// Create a stream row at version 0 unless it exists; returns 0 if it created it.
     create: OwnedPreparedStatement,
     set_version: OwnedPreparedStatement,
@@ -169,7 +171,9 @@ const BATCH_DATA: &str = "coalesce(t.e->'data', '{}'), \
 const RETURNING: &str = " RETURNING event_id, stream_version, global_position";
 
 /// The one-statement append: `$1` stream, `$2` expected version (NULL = any), `$count` the
-/// number of events; `rows` selects the rows to insert from `s` (with `s.before`).
+/// number of events; `rows` selects the rows to insert from `s` (with `s.before`). It inserts
+/// nothing when the expected version does not admit `s.before`; the stream row has moved all
+/// the same, and [`Plans::version`] then reads it.
 fn append_statement(rows: &str, count: &str) -> String {
     format!(
         "WITH s AS (\
@@ -177,10 +181,9 @@ fn append_statement(rows: &str, count: &str) -> String {
            VALUES ($1, eventstore.category($1), {count}) \
            ON CONFLICT (stream_id) DO UPDATE \
              SET version = s.version + EXCLUDED.version, updated_at = now() \
-           RETURNING s.version - {count} AS before), \
-         e AS ({COLUMNS}{rows} \
-           AND ($2::bigint IS NULL OR $2 = s.before OR ($2 = -1 AND s.before > 0)){RETURNING}) \
-         SELECT s.before, e.event_id, e.stream_version, e.global_position FROM s LEFT JOIN e ON true"
+           RETURNING s.version - {count} AS before) \
+         {COLUMNS}{rows} \
+           AND ($2::bigint IS NULL OR $2 = s.before OR ($2 = -1 AND s.before > 0)){RETURNING}"
     )
 }
 
@@ -218,6 +221,7 @@ impl Plans {
                 "SELECT version FROM eventstore.streams WHERE stream_id = $1 FOR UPDATE",
                 &[text],
             ),
+            version: prep("SELECT version FROM eventstore.streams WHERE stream_id = $1", &[text]),
             create: prep(
                 "INSERT INTO eventstore.streams (stream_id, category, version) \
                  VALUES ($1, eventstore.category($1), 0) \
@@ -297,14 +301,13 @@ pub fn append_to_stream(
                     Payload::One { .. } => &plans.append_one,
                     Payload::Many(_) => &plans.append_many,
                 };
-                let table = spi(client.update(plan, None, &args));
-                let mut before = None;
-                let appended = rows(table, 2, |row| {
-                    before = Some(spi(row.get::<i64>(1)).expect("before is NOT NULL"));
-                });
-                let actual = before.expect("the stream statement returns a row");
+                let appended = rows(spi(client.update(plan, None, &args)));
                 if appended.is_empty() {
-                    check_expected(stream_id, expected, actual)?;
+                    // Rejected. This transaction moved the row and still holds it, so the
+                    // version before the append is the row's less our count.
+                    let row = spi(client.update(&plans.version, None, &[stream_id.into()]));
+                    let after: i64 = spi(row.first().get_one()).expect("the statement moved the stream row");
+                    check_expected(stream_id, expected, after - count)?;
                     unreachable!("an admitted append inserts its events");
                 }
                 return Ok(appended);
@@ -332,7 +335,7 @@ pub fn append_to_stream(
                 Payload::One { .. } => &plans.insert_one_ids,
                 Payload::Many(_) => &plans.insert_many_ids,
             };
-            let appended = rows(spi(client.update(plan, None, &args)), 1, |_| {});
+            let appended = rows(spi(client.update(plan, None, &args)));
             if appended.len() < events.len() {
                 // Another stream's writer took one of our ids after we looked.
                 classify(stream_id, events, find_ids(client, plans, &given_ids))?;
@@ -371,20 +374,16 @@ fn row_args<'a>(
     args
 }
 
-/// The appended rows of an insert's result, in version order; their columns start at `first`.
-/// `each` sees every result row (appended or not).
-fn rows(table: SpiTupleTable<'_>, first: usize, mut each: impl FnMut(&pgrx::spi::SpiHeapTupleData<'_>)) -> Vec<Appended> {
-    let mut appended: Vec<Appended> = Vec::new();
-    for row in table {
-        each(&row);
-        if let Some(id) = spi(row.get::<pgrx::Uuid>(first)) {
-            appended.push(Appended {
-                event_id: std_uuid(id),
-                stream_version: spi(row.get(first + 1)).expect("NOT NULL"),
-                global_position: spi(row.get(first + 2)).expect("NOT NULL"),
-            });
-        }
-    }
+/// The appended rows of an insert's result (`RETURNING`), in version order.
+fn rows(table: SpiTupleTable<'_>) -> Vec<Appended> {
+    let mut appended: Vec<Appended> = table
+        .into_iter()
+        .map(|row| Appended {
+            event_id: std_uuid(spi(row.get(1)).expect("NOT NULL")),
+            stream_version: spi(row.get(2)).expect("NOT NULL"),
+            global_position: spi(row.get(3)).expect("NOT NULL"),
+        })
+        .collect();
     appended.sort_by_key(|a| a.stream_version);
     appended
 }

@@ -1,5 +1,5 @@
-//! The store is append-only for everyone: a statement trigger rejects UPDATE, DELETE and
-//! TRUNCATE on the event store tables with ES003. The extension's own functions maintain
+//! The store is append-only for everyone: a trigger rejects UPDATE, DELETE and TRUNCATE on
+//! the event store tables with ES003. The extension's own functions maintain
 //! `streams` and `snapshots` inside an [`ApiWrite`] scope, which the trigger lets through on
 //! tables whose trigger says `'api'`; nothing may change `events`.
 
@@ -60,11 +60,17 @@ fn api_write_active() -> bool {
 fn append_only<'a>(
     trigger: &'a PgTrigger<'a>,
 ) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, pgrx::PgTriggerError> {
-    let api_allowed = trigger.extra_args()?.iter().any(|a| a == "api");
-    if api_allowed && api_write_active() {
-        return Ok(None);
+    let op = trigger.op()?;
+    if api_write_active() && trigger.extra_args()?.iter().any(|a| a == "api") {
+        // A row-level BEFORE trigger lets a change through by returning the row it acts on;
+        // for a statement-level one the result is ignored (and both rows are None).
+        return Ok(match op {
+            PgTriggerOperation::Update => trigger.new(),
+            PgTriggerOperation::Delete => trigger.old(),
+            _ => None,
+        });
     }
-    let operation = match trigger.op()? {
+    let operation = match op {
         PgTriggerOperation::Update => "UPDATE",
         PgTriggerOperation::Delete => "DELETE",
         PgTriggerOperation::Truncate => "TRUNCATE",

@@ -79,8 +79,11 @@ CREATE TRIGGER append_only BEFORE UPDATE OR DELETE ON eventstore.events
     FOR EACH STATEMENT EXECUTE FUNCTION eventstore.append_only();
 CREATE TRIGGER append_only_truncate BEFORE TRUNCATE ON eventstore.events
     FOR EACH STATEMENT EXECUTE FUNCTION eventstore.append_only();
+-- On streams the trigger is per row: every append upserts its stream row, and PostgreSQL
+-- fires statement-level UPDATE triggers for each INSERT ... ON CONFLICT DO UPDATE, even one
+-- that inserts. Per row, it runs only when a row is actually updated or deleted.
 CREATE TRIGGER append_only BEFORE UPDATE OR DELETE ON eventstore.streams
-    FOR EACH STATEMENT EXECUTE FUNCTION eventstore.append_only('api');
+    FOR EACH ROW EXECUTE FUNCTION eventstore.append_only('api');
 CREATE TRIGGER append_only_truncate BEFORE TRUNCATE ON eventstore.streams
     FOR EACH STATEMENT EXECUTE FUNCTION eventstore.append_only();
 CREATE TRIGGER append_only BEFORE UPDATE OR DELETE ON eventstore.snapshots
