@@ -97,22 +97,25 @@ pub fn build(c: &Columns<'_>) -> Event {
     let data = c.data.unwrap_or("null");
     let metadata = c.metadata.unwrap_or("{}");
     let mut e = String::with_capacity(160 + c.stream_id.len() + data.len() + metadata.len());
-    e.push_str("{\"stream_id\":");
-    json_string(&mut e, c.stream_id);
-    e.push_str(&format!(",\"stream_version\":{},\"global_position\":{},\"event_id\":", c.stream_version, c.global_position));
-    json_string(&mut e, c.event_id);
+    // Keys in the order jsonb keeps them (shorter first, then bytewise), so that the target's
+    // jsonb input, which sorts every object's keys, finds them sorted already.
+    e.push_str("{\"data\":");
+    e.push_str(data);
     e.push_str(",\"type\":");
     json_string(&mut e, c.event_type);
-    e.push_str(",\"data\":");
-    e.push_str(data);
+    e.push_str(",\"event_id\":");
+    json_string(&mut e, c.event_id);
     e.push_str(",\"metadata\":");
     e.push_str(metadata);
+    e.push_str(",\"stream_id\":");
+    json_string(&mut e, c.stream_id);
     e.push_str(",\"recorded_at\":");
     match c.recorded_at {
         // DateStyle=ISO prints "2024-05-01 10:00:00.123+00"; the envelope uses the T form.
         Some(ts) => json_string(&mut e, &ts.replacen(' ', "T", 1)),
         None => e.push_str("null"),
     }
+    e.push_str(&format!(",\"stream_version\":{},\"global_position\":{}", c.stream_version, c.global_position));
     e.push('}');
     Event { event_type: c.event_type.to_owned(), global_position: c.global_position, envelope: e }
 }
@@ -166,6 +169,28 @@ mod tests {
                 "recorded_at": "2024-05-01T10:00:00.5+00"
             })
         );
+    }
+
+    #[test]
+    fn envelope_keys_come_in_jsonb_order() {
+        let ev = build(&Columns {
+            stream_id: "order-1",
+            stream_version: 1,
+            global_position: 2,
+            event_id: "0190c1f2-0000-7000-8000-000000000001",
+            event_type: "OrderPlaced",
+            data: Some("1"),
+            metadata: Some("{}"),
+            recorded_at: None,
+        });
+        let keys = ["stream_id", "stream_version", "global_position", "event_id", "type", "data", "metadata", "recorded_at"];
+        let mut found: Vec<(usize, &str)> =
+            keys.iter().map(|k| (ev.envelope.find(&format!("\"{k}\":")).expect("every key is there"), *k)).collect();
+        found.sort();
+        let in_text: Vec<&str> = found.iter().map(|(_, k)| *k).collect();
+        let mut jsonb_order = keys.to_vec();
+        jsonb_order.sort_by(|a, b| a.len().cmp(&b.len()).then(a.cmp(b)));
+        assert_eq!(in_text, jsonb_order);
     }
 
     #[test]

@@ -28,11 +28,15 @@ pub fn rows_of(batch: &[SourceTxn]) -> (Vec<String>, Vec<String>) {
     batch.iter().filter_map(|t| t.transaction_id.map(|x| (t.end_lsn.to_string(), x.to_string()))).unzip()
 }
 
-/// Records map rows ($1 end LSNs, $2 transaction ids, as text); a transaction resent after a
-/// reconnect is already there.
+/// Records map rows ($1 end LSNs, $2 transaction ids, as text). Only the live path records,
+/// batch after batch in commit order, so a transaction the stream resends after a reconnect
+/// ends at or below the highest recorded end LSN (or below the horizon, when pruning took it),
+/// and anything above is new. Filtering on that costs one index probe per batch instead of a
+/// speculative insertion per row, which `ON CONFLICT DO NOTHING` would take.
 pub const RECORD: &str = "INSERT INTO eventstore_worker.source_transactions (end_lsn, transaction_id)
      SELECT l::pg_lsn, x::xid8 FROM unnest($1::text[], $2::text[]) AS t(l, x)
-     ON CONFLICT (end_lsn) DO NOTHING";
+      WHERE l::pg_lsn > greatest((SELECT max(end_lsn) FROM eventstore_worker.source_transactions),
+                                 (SELECT horizon FROM eventstore_worker.source_horizon), '0/0'::pg_lsn)";
 
 /// The position above which the map is complete; `None` until the stream was first started.
 pub async fn horizon(client: &impl GenericClient) -> Result<Option<Lsn>, tokio_postgres::Error> {
