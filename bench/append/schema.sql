@@ -35,9 +35,9 @@ CREATE INDEX ON bench.events_idx (bench.category(stream_id), transaction_id, glo
 -- the stream row (same definition as eventstore.streams), then insert into the table with
 -- all five indexes. No function call, no JSON round trip, no trigger.
 CREATE TABLE bench.streams (
-    stream_id   text PRIMARY KEY CHECK (stream_id <> ''),
+    stream_id   text PRIMARY KEY,
     category    text NOT NULL,
-    version     bigint NOT NULL CHECK (version >= 0),
+    version     bigint NOT NULL,
     created_at  timestamptz NOT NULL DEFAULT now(),
     updated_at  timestamptz NOT NULL DEFAULT now()
 );
