@@ -145,10 +145,9 @@ struct Plans {
     /// statement. Returns the inserted rows: none when the expected version was wrong.
     append_one: OwnedPreparedStatement,
     append_many: OwnedPreparedStatement,
-    /// Lock an existing stream row; returns its version.
+    /// Lock an existing stream row; returns its version (at once when this transaction
+    /// already holds it).
     lock: OwnedPreparedStatement,
-    /// The version of a stream whose row this transaction holds.
-    version: OwnedPreparedStatement,
     /// Create a stream row at version 0 unless it exists; returns 0 if it created it.
     create: OwnedPreparedStatement,
     set_version: OwnedPreparedStatement,
@@ -173,7 +172,7 @@ const RETURNING: &str = " RETURNING event_id, stream_version, global_position";
 /// The one-statement append: `$1` stream, `$2` expected version (NULL = any), `$count` the
 /// number of events; `rows` selects the rows to insert from `s` (with `s.before`). It inserts
 /// nothing when the expected version does not admit `s.before`; the stream row has moved all
-/// the same, and [`Plans::version`] then reads it.
+/// the same, and [`Plans::lock`] then reads it.
 fn append_statement(rows: &str, count: &str) -> String {
     format!(
         "WITH s AS (\
@@ -221,7 +220,6 @@ impl Plans {
                 "SELECT version FROM eventstore.streams WHERE stream_id = $1 FOR UPDATE",
                 &[text],
             ),
-            version: prep("SELECT version FROM eventstore.streams WHERE stream_id = $1", &[text]),
             create: prep(
                 "INSERT INTO eventstore.streams (stream_id, category, version) \
                  VALUES ($1, eventstore.category($1), 0) \
@@ -303,9 +301,10 @@ pub fn append_to_stream(
                 };
                 let appended = rows(spi(client.update(plan, None, &args)));
                 if appended.is_empty() {
-                    // Rejected. This transaction moved the row and still holds it, so the
-                    // version before the append is the row's less our count.
-                    let row = spi(client.update(&plans.version, None, &[stream_id.into()]));
+                    // Rejected. This transaction moved the row and still holds it (so locking it
+                    // again does not wait), and the version before the append is the row's less
+                    // our count.
+                    let row = spi(client.update(&plans.lock, None, &[stream_id.into()]));
                     let after: i64 = spi(row.first().get_one()).expect("the statement moved the stream row");
                     check_expected(stream_id, expected, after - count)?;
                     unreachable!("an admitted append inserts its events");
