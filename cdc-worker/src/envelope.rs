@@ -5,6 +5,8 @@
 //! Columns are looked up by name through the relation, never by position, so a column added to
 //! the table (or reordered by a rewrite) does not shift values.
 
+use std::fmt::Write as _;
+
 use crate::pgoutput::{Column, Relation};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,7 +117,8 @@ pub fn build(c: &Columns<'_>) -> Event {
         Some(ts) => json_string(&mut e, &ts.replacen(' ', "T", 1)),
         None => e.push_str("null"),
     }
-    e.push_str(&format!(",\"stream_version\":{},\"global_position\":{}", c.stream_version, c.global_position));
+    // Writing to a String cannot fail.
+    let _ = write!(e, ",\"stream_version\":{},\"global_position\":{}", c.stream_version, c.global_position);
     e.push('}');
     Event { event_type: c.event_type.to_owned(), global_position: c.global_position, envelope: e }
 }
