@@ -503,7 +503,7 @@ class Report:
                "statement. `eventstore.streams` has no CHECK constraints and its append-only trigger is "
                "per row, because PostgreSQL parses and evaluates CHECK constraints and fires "
                "statement-level UPDATE triggers on every `INSERT ... ON CONFLICT DO UPDATE`; only the "
-               "API writes that table, and it checks the same things itself. With "
+               "API changes rows there, and it checks the same things itself. With "
                "`synchronous_commit=off`, where the work is CPU-bound, ours "
                f"{compare(versus, 'is ahead of', 'is behind', 'matches')} the plain-SQL statement that "
                f"does the same writes (single {ratio(s_ours)} vs {ratio(s_sql)} of raw; batch "
