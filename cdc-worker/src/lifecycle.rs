@@ -208,8 +208,10 @@ pub async fn manage(config: Config, shutdown: CancellationToken, wake: Arc<Notif
                 warn!(error = format!("{e:#}"), "clearing abandoned rebuilds failed");
             }
             match source_map::prune(c, &names).await {
-                Ok(Some(horizon)) => debug!(horizon = %horizon, "pruned the commit-order map"),
-                Ok(None) => {}
+                Ok((horizon, deleted)) if horizon.is_some() || deleted > 0 => {
+                    debug!(horizon = ?horizon, deleted, "pruned the commit-order map");
+                }
+                Ok(_) => {}
                 Err(e) => warn!(error = format!("{e:#}"), "pruning the commit-order map failed"),
             }
         }

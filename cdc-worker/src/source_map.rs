@@ -154,11 +154,19 @@ fn group(rows: &[MapRow], mut by_xid: HashMap<u64, (Vec<Event>, f64)>) -> Vec<So
         .collect()
 }
 
+/// Map rows one pruning statement deletes at most.
+const PRUNE_CHUNK: i64 = 5000;
+
 /// Deletes the map rows no projection can need any more: at or below the lowest checkpoint of
 /// the configured projections (`names`) and of builds in progress. A projection or build
-/// without a checkpoint yet holds pruning off entirely. Moves the horizon up accordingly.
-/// Returns the new horizon when it moved.
-pub async fn prune(client: &mut Client, names: &[&str]) -> Result<Option<Lsn>, tokio_postgres::Error> {
+/// without a checkpoint yet holds pruning off entirely. Moves the horizon up accordingly first,
+/// then deletes the rows at or below the horizon in chunks of `PRUNE_CHUNK`, each in its own
+/// transaction: the map lives in the target database, which is often the source one, and the
+/// walsender decodes a transaction's changes in full before it sends the next commit, so one
+/// delete of a long drain's worth of rows would hold every event behind it for as long as that
+/// takes. Rows a pruning left behind (the worker stopped midway) go at the next one.
+/// Returns the new horizon when it moved, and the number of rows deleted.
+pub async fn prune(client: &mut Client, names: &[&str]) -> Result<(Option<Lsn>, u64), tokio_postgres::Error> {
     let tx = client.transaction().await?;
     let floor: Option<String> = tx
         .query_one(
@@ -171,19 +179,31 @@ pub async fn prune(client: &mut Client, names: &[&str]) -> Result<Option<Lsn>, t
         )
         .await?
         .get(0);
-    let Some(floor) = floor else { return Ok(None) };
+    let Some(floor) = floor else { return Ok((None, 0)) };
     let moved = tx
         .execute(
             "UPDATE eventstore_worker.source_horizon SET horizon = $1::text::pg_lsn WHERE horizon < $1::text::pg_lsn",
             &[&floor],
         )
         .await?;
-    if moved == 0 {
-        return Ok(None);
-    }
-    tx.execute("DELETE FROM eventstore_worker.source_transactions WHERE end_lsn <= $1::text::pg_lsn", &[&floor]).await?;
     tx.commit().await?;
-    Ok(floor.parse().ok())
+    let mut deleted = 0;
+    loop {
+        let n = client
+            .execute(
+                "DELETE FROM eventstore_worker.source_transactions
+                  WHERE end_lsn IN (SELECT end_lsn FROM eventstore_worker.source_transactions
+                                     WHERE end_lsn <= (SELECT horizon FROM eventstore_worker.source_horizon)
+                                     ORDER BY end_lsn LIMIT $1)",
+                &[&PRUNE_CHUNK],
+            )
+            .await?;
+        deleted += n;
+        if n < PRUNE_CHUNK.unsigned_abs() {
+            break;
+        }
+    }
+    Ok((if moved == 0 { None } else { floor.parse().ok() }, deleted))
 }
 
 #[cfg(test)]
