@@ -154,6 +154,16 @@ async fn a_failed_projection_does_not_hold_the_slot_and_retry_resumes_it_exactly
         .await?
         .get(0);
     assert!(held, "the slot is past the failed projection's checkpoint {failed_at}");
+    // The commit-order map keeps what the failed projection has still to apply.
+    let kept = count(
+        &db,
+        &format!(
+            "SELECT count(*) FROM eventstore_worker.source_transactions
+              WHERE end_lsn > '{failed_at}' AND (SELECT horizon FROM eventstore_worker.source_horizon) <= '{failed_at}'"
+        ),
+    )
+    .await?;
+    assert!(kept > 0, "the map kept the transactions after the failed projection's checkpoint {failed_at}");
 
     // Fix the handler and retry while the worker runs and writers append.
     std::fs::write(&config, &fixed)?;
@@ -170,6 +180,28 @@ async fn a_failed_projection_does_not_hold_the_slot_and_retry_resumes_it_exactly
     assert_applied_once(&db, "order_summary", SUMMARY_TYPES).await?;
     assert!(worker.plain_log().contains("caught up; following the stream again"), "{}", worker.plain_log());
     no_build_functions_left(&db).await?;
+
+    // Resumed, it no longer holds pruning: the map loses everything up to the lowest
+    // checkpoint, never beyond it.
+    eventually("the map is pruned past the failed position", CONVERGE, || async {
+        let row = db
+            .query_one(
+                "SELECT h.horizon > $1::text::pg_lsn,
+                        NOT EXISTS (SELECT 1 FROM eventstore_worker.source_transactions WHERE end_lsn <= h.horizon)
+                   FROM eventstore_worker.source_horizon h",
+                &[&failed_at],
+            )
+            .await?;
+        Ok(row.get::<_, bool>(0) && row.get::<_, bool>(1))
+    })
+    .await?;
+    let beyond = count(
+        &db,
+        "SELECT count(*) FROM eventstore_worker.projections
+          WHERE checkpoint_lsn < (SELECT horizon FROM eventstore_worker.source_horizon)",
+    )
+    .await?;
+    assert_eq!(beyond, 0, "the map's horizon is above a projection's checkpoint");
 
     // Nothing left to retry.
     let out = worker_command(&["retry", "--config", config.to_str().unwrap(), "--projection", "fulfillment_queue"])?;
