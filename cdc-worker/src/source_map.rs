@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio_postgres::{Client, GenericClient, Row};
+use tracing::info;
 
 use crate::envelope::{self, Columns, Event};
 use crate::lsn::Lsn;
@@ -113,8 +114,19 @@ pub fn epoch_time(seconds: f64) -> SystemTime {
     UNIX_EPOCH + Duration::try_from_secs_f64(seconds).unwrap_or_default()
 }
 
+/// Longest wait for a transaction of the map to become visible (see `fetch`).
+const VISIBLE_WITHIN: Duration = Duration::from_secs(60);
+
 /// Reads the events of the given map rows from the source, as source transactions in map
 /// order with their events in `global_position` order (commit order within a transaction).
+///
+/// The stream can deliver a transaction, and the live path record it, before other sessions
+/// see it: its commit is in the WAL before it leaves the server's list of running
+/// transactions (for as long as a synchronous standby takes to confirm it, or while the
+/// committing backend waits for a CPU). Read then, its events would be missing, and the reader
+/// would step past them. So a map row whose events are not there is waited for until its
+/// transaction is visible, then read again; one that is visible and still has no events is an
+/// error, since the map records only transactions that wrote events.
 ///
 /// The table does not record commit times: each transaction's `source_time` is the latest
 /// `recorded_at` of its events (the appending transaction's start time, so a little before
@@ -122,6 +134,53 @@ pub fn epoch_time(seconds: f64) -> SystemTime {
 /// makes `status` report a lag in seconds that is, if anything, slightly too high.
 pub async fn fetch(source: &Client, rows: &[MapRow]) -> anyhow::Result<Vec<SourceTxn>> {
     let xids: Vec<String> = rows.iter().map(|r| r.transaction_id.to_string()).collect();
+    let mut by_xid = read_events(source, &xids).await?;
+    let started = std::time::Instant::now();
+    let mut pause = Duration::from_millis(1);
+    loop {
+        let missing: Vec<String> =
+            rows.iter().filter(|r| !by_xid.contains_key(&r.transaction_id)).map(|r| r.transaction_id.to_string()).collect();
+        if missing.is_empty() {
+            break;
+        }
+        let invisible: Vec<String> = source
+            .query(
+                "SELECT x::text FROM unnest($1::text[]::xid8[]) AS x WHERE NOT pg_visible_in_snapshot(x, pg_current_snapshot())",
+                &[&missing],
+            )
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        if invisible.is_empty() {
+            // Visible now, so this read sees every event they wrote.
+            by_xid.extend(read_events(source, &missing).await?);
+            if let Some(x) = rows.iter().find(|r| !by_xid.contains_key(&r.transaction_id)) {
+                anyhow::bail!(
+                    "the commit-order map names transaction {} (ending at {}), which has no events in eventstore.events",
+                    x.transaction_id,
+                    x.end_lsn
+                );
+            }
+            break;
+        }
+        anyhow::ensure!(
+            started.elapsed() < VISIBLE_WITHIN,
+            "source transactions {} committed but are still not visible after {} s",
+            invisible.join(", "),
+            VISIBLE_WITHIN.as_secs()
+        );
+        if pause == Duration::from_millis(1) {
+            info!(transactions = ?invisible, "waiting for source transactions the stream delivered to become visible");
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(100));
+    }
+    Ok(group(rows, by_xid))
+}
+
+/// The events of the given transactions, by transaction, with the latest `recorded_at`.
+async fn read_events(source: &Client, xids: &[String]) -> anyhow::Result<HashMap<u64, (Vec<Event>, f64)>> {
     let events = source
         .query(
             &format!(
@@ -138,7 +197,7 @@ pub async fn fetch(source: &Client, rows: &[MapRow]) -> anyhow::Result<Vec<Sourc
         entry.0.push(event_from_row(row, 1));
         entry.1 = entry.1.max(row.get(9));
     }
-    Ok(group(rows, by_xid))
+    Ok(by_xid)
 }
 
 fn group(rows: &[MapRow], mut by_xid: HashMap<u64, (Vec<Event>, f64)>) -> Vec<SourceTxn> {

@@ -210,6 +210,93 @@ async fn a_failed_projection_does_not_hold_the_slot_and_retry_resumes_it_exactly
     Ok(())
 }
 
+/// The stream delivers a transaction as soon as its commit is in the WAL, which can be before
+/// other sessions see it. Here a payment's commit waits for a synchronous standby that never
+/// comes: the running projections apply it from the stream and the map records it, while a
+/// query still cannot see it. A projection catching up through the map must wait for it, not
+/// step past its events. The read models live in a second cluster, whose commits (the
+/// worker's, which insists on durable ones) wait for no standby.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_catch_up_waits_for_a_delivered_transaction_to_become_visible() -> Result<()> {
+    let cluster = Cluster::start()?;
+    let db = cluster.create_store("app").await?;
+    // On the source, every session commits locally unless it asks for a standby, which then
+    // never confirms.
+    db.batch_execute("ALTER SYSTEM SET synchronous_commit = local").await?;
+    db.batch_execute("ALTER SYSTEM SET synchronous_standby_names = 'nobody'").await?;
+    db.batch_execute("SELECT pg_reload_conf()").await?;
+    let models = Cluster::start()?;
+    models.connect("postgres").await?.batch_execute("CREATE DATABASE readmodels").await?;
+    let rm = models.connect("readmodels").await?;
+    let dsn = cluster.socket_dsn("app");
+    let header = format!("[source]\ndsn = \"{dsn}\"\n\n[target]\ndsn = \"{}\"\n", models.socket_dsn("readmodels"));
+    let config = orders_config(&cluster.dir, "orders", &header)?;
+    let fixed = std::fs::read_to_string(&config)?;
+    // fulfillment_queue fails on the first payment of customer c7.
+    let broken = fixed.replacen(
+        "ON CONFLICT (order_id) DO NOTHING\"\"\"",
+        "ON CONFLICT (order_id) DO NOTHING RETURNING 1 / (CASE customer_id WHEN 'c7' THEN 0 ELSE 1 END)\"\"\"",
+        1,
+    );
+    assert_ne!(broken, fixed);
+    std::fs::write(&config, &broken)?;
+    let worker = Worker::start(&config)?;
+    wait_until_running(&rm, &worker, 3).await?;
+    append_orders(&dsn, 0, 300, 3, 41).await?;
+    eventually("fulfillment_queue fails", CONVERGE, || async {
+        Ok(count(&rm, "SELECT count(*) FROM eventstore_worker.projections WHERE name = 'fulfillment_queue' AND status = 'failed'")
+            .await?
+            == 1)
+    })
+    .await?;
+
+    db.execute(
+        "SELECT eventstore.append_event('order-9999', 'OrderPlaced', '{\"order_id\": \"o9999\", \"customer_id\": \"c1\", \"total\": \"12.50\"}')",
+        &[],
+    )
+    .await?;
+    let waiting = {
+        let writer = connect(&dsn).await?;
+        tokio::spawn(async move {
+            writer
+                .batch_execute(
+                    "SET synchronous_commit = on;
+                     SELECT eventstore.append_event('order-9999', 'PaymentCaptured',
+                            '{\"order_id\": \"o9999\", \"customer_id\": \"c1\", \"amount\": \"12.50\"}')",
+                )
+                .await
+        })
+    };
+    eventually("the running projections apply the payment from the stream", CONVERGE, || async {
+        Ok(count(&rm, "SELECT count(*) FROM order_summary WHERE order_id = 'o9999' AND status = 'paid'").await? == 1)
+    })
+    .await?;
+    let visible = count(&db, "SELECT count(*) FROM eventstore.events WHERE stream_id = 'order-9999'").await?;
+    assert_eq!(visible, 1, "the payment is not visible yet");
+
+    std::fs::write(&config, &fixed)?;
+    let out = worker_command(&["retry", "--config", config.to_str().unwrap(), "--projection", "fulfillment_queue"])?;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    eventually("the catch-up waits for the payment", CONVERGE, || async {
+        Ok(worker.plain_log().contains("waiting for source transactions the stream delivered to become visible"))
+    })
+    .await?;
+    let status: String = rm
+        .query_one("SELECT status FROM eventstore_worker.projections WHERE name = 'fulfillment_queue'", &[])
+        .await?
+        .get(0);
+    assert_eq!(status, "catching_up");
+
+    db.batch_execute("ALTER SYSTEM SET synchronous_standby_names = ''").await?;
+    db.batch_execute("SELECT pg_reload_conf()").await?;
+    waiting.await??;
+    assert_converges(&db, &rm, &worker).await;
+    wait_until_running(&rm, &worker, 3).await?;
+    assert_eq!(count(&rm, "SELECT count(*) FROM fulfillment_queue WHERE order_id = 'o9999'").await?, 1);
+    assert!(worker.terminate()?.success());
+    Ok(())
+}
+
 /// Catch-ups and builds compile the handlers into apply functions of their own, dropped when
 /// they are done (just after they log so: hence `eventually`).
 async fn no_build_functions_left(db: &Client) -> Result<()> {
