@@ -1,5 +1,7 @@
 //! eventstore-worker end to end: a real cluster, the real binary, crashes included.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Result;
@@ -44,7 +46,20 @@ async fn kill_9_mid_load_loses_nothing_and_applies_nothing_twice() -> Result<()>
     wait_for_streaming(&db, &worker).await?;
 
     let dsn = cluster.socket_dsn("app");
-    let load = tokio::spawn(async move { append_orders(&dsn, 0, 1500, 3, 2).await });
+    let kills_done = Arc::new(AtomicBool::new(false));
+    let load = {
+        let kills_done = kills_done.clone();
+        // At least 1,500 orders, and more until both kills are done, so that each lands
+        // mid-load however slowly the worker keeps up.
+        tokio::spawn(async move {
+            let mut first = 0;
+            while first < 1500 || !kills_done.load(Ordering::SeqCst) {
+                append_orders(&dsn, first, 100, 3, 2 + first).await?;
+                first += 100;
+            }
+            anyhow::Ok(())
+        })
+    };
 
     for round in 1..=2 {
         let seen = count(&db, "SELECT count(*) FROM order_summary").await.unwrap_or(0);
@@ -57,6 +72,7 @@ async fn kill_9_mid_load_loses_nothing_and_applies_nothing_twice() -> Result<()>
         tokio::time::sleep(Duration::from_millis(300)).await;
         worker = Worker::start(&config)?;
     }
+    kills_done.store(true, Ordering::SeqCst);
     load.await??;
     assert_converges(&db, &db, &worker).await;
     assert!(worker.is_running());
