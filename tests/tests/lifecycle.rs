@@ -2,6 +2,8 @@
 //! projection added later, resuming failed projections without holding the slot, and
 //! zero-downtime rebuilds, all while writers keep appending.
 
+use std::path::Path;
+
 use anyhow::Result;
 use eventstore_integration_tests::*;
 use tokio_postgres::Client;
@@ -104,31 +106,37 @@ async fn slot_passes(db: &Client, lsn: &str) -> Result<bool> {
     Ok(row.get(0))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failed_projection_does_not_hold_the_slot_and_retry_resumes_it_exactly() -> Result<()> {
-    let cluster = Cluster::start()?;
-    let db = cluster.create_store("app").await?;
-    let dsn = cluster.socket_dsn("app");
-    let config = orders_config(&cluster.dir, "orders", &socket_source(&cluster, "app"))?;
-    let fixed = std::fs::read_to_string(&config)?;
-    // fulfillment_queue fails on the first payment of customer c7.
+/// Breaks fulfillment_queue in `config` so that it fails on the first payment of customer c7,
+/// starts a worker on it, appends `orders` orders and waits until that projection has failed
+/// (`models`: the read-model database). Returns the worker and the config's unbroken text.
+async fn failing_fulfillment(config: &Path, models: &Client, dsn: &str, orders: u64, seed: u64) -> Result<(Worker, String)> {
+    let fixed = std::fs::read_to_string(config)?;
     let broken = fixed.replacen(
         "ON CONFLICT (order_id) DO NOTHING\"\"\"",
         "ON CONFLICT (order_id) DO NOTHING RETURNING 1 / (CASE customer_id WHEN 'c7' THEN 0 ELSE 1 END)\"\"\"",
         1,
     );
     assert_ne!(broken, fixed);
-    std::fs::write(&config, &broken)?;
-    let worker = Worker::start(&config)?;
-    wait_until_running(&db, &worker, 3).await?;
-
-    append_orders(&dsn, 0, 600, 3, 31).await?;
+    std::fs::write(config, &broken)?;
+    let worker = Worker::start(config)?;
+    wait_until_running(models, &worker, 3).await?;
+    append_orders(dsn, 0, orders, 3, seed).await?;
     eventually("fulfillment_queue fails", CONVERGE, || async {
-        Ok(count(&db, "SELECT count(*) FROM eventstore_worker.projections WHERE name = 'fulfillment_queue' AND status = 'failed'")
+        Ok(count(models, "SELECT count(*) FROM eventstore_worker.projections WHERE name = 'fulfillment_queue' AND status = 'failed'")
             .await?
             == 1)
     })
     .await?;
+    Ok((worker, fixed))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_projection_does_not_hold_the_slot_and_retry_resumes_it_exactly() -> Result<()> {
+    let cluster = Cluster::start()?;
+    let db = cluster.create_store("app").await?;
+    let dsn = cluster.socket_dsn("app");
+    let config = orders_config(&cluster.dir, "orders", &socket_source(&cluster, "app"))?;
+    let (worker, fixed) = failing_fulfillment(&config, &db, &dsn, 600, 31).await?;
     let error: String = db
         .query_one("SELECT last_error FROM eventstore_worker.projections WHERE name = 'fulfillment_queue'", &[])
         .await?
@@ -231,24 +239,7 @@ async fn a_catch_up_waits_for_a_delivered_transaction_to_become_visible() -> Res
     let dsn = cluster.socket_dsn("app");
     let header = format!("[source]\ndsn = \"{dsn}\"\n\n[target]\ndsn = \"{}\"\n", models.socket_dsn("readmodels"));
     let config = orders_config(&cluster.dir, "orders", &header)?;
-    let fixed = std::fs::read_to_string(&config)?;
-    // fulfillment_queue fails on the first payment of customer c7.
-    let broken = fixed.replacen(
-        "ON CONFLICT (order_id) DO NOTHING\"\"\"",
-        "ON CONFLICT (order_id) DO NOTHING RETURNING 1 / (CASE customer_id WHEN 'c7' THEN 0 ELSE 1 END)\"\"\"",
-        1,
-    );
-    assert_ne!(broken, fixed);
-    std::fs::write(&config, &broken)?;
-    let worker = Worker::start(&config)?;
-    wait_until_running(&rm, &worker, 3).await?;
-    append_orders(&dsn, 0, 300, 3, 41).await?;
-    eventually("fulfillment_queue fails", CONVERGE, || async {
-        Ok(count(&rm, "SELECT count(*) FROM eventstore_worker.projections WHERE name = 'fulfillment_queue' AND status = 'failed'")
-            .await?
-            == 1)
-    })
-    .await?;
+    let (worker, fixed) = failing_fulfillment(&config, &rm, &dsn, 300, 41).await?;
 
     db.execute(
         "SELECT eventstore.append_event('order-9999', 'OrderPlaced', '{\"order_id\": \"o9999\", \"customer_id\": \"c1\", \"total\": \"12.50\"}')",
