@@ -21,6 +21,11 @@
 #          customer_revenue (the order projections of examples/orders-worker.toml) have applied
 #          it. Events/s per side and round, the medians and their ratio (target >= 0.7). Every
 #          order of the round must end up shipped in order_summary.
+#   floor  after the drains, per round: the two projections' handlers run over the round's
+#          events by one backend (bench/worker/floor.py), envelopes prepared beforehand; alone,
+#          and beside pg_recvlogical reading the same backlog from a third slot. The second is
+#          an ideal reader's drain, and its rate over pg_recvlogical's the highest ratio this
+#          machine allows (the ceiling); the worker's rate is also given as a share of it.
 #   cpu    user + system time of the worker process (/proc/PID/stat) per 1,000 events: over each
 #          drain (median of the rounds) and at each rate, from the start of the load until the
 #          worker has caught up.
@@ -78,7 +83,8 @@ now() { date +%s.%N; }
 sql -c "CREATE EXTENSION pg_eventstore" -c "CREATE SEQUENCE bench_orders" \
     -c "CREATE PUBLICATION eventstore_events FOR TABLE eventstore.events" \
     -c "SELECT 1 FROM pg_create_logical_replication_slot('eventstore_worker', 'pgoutput')" \
-    -c "SELECT 1 FROM pg_create_logical_replication_slot('bench_recvlogical', 'pgoutput')" >/dev/null
+    -c "SELECT 1 FROM pg_create_logical_replication_slot('bench_recvlogical', 'pgoutput')" \
+    -c "SELECT 1 FROM pg_create_logical_replication_slot('bench_ceiling', 'pgoutput')" >/dev/null
 
 # The two order projections of the example (everything before the third [[projection]]).
 worker_config "$DIR/worker.toml" 2
@@ -143,6 +149,7 @@ orders=$((per_client * clients))
 round_events=$((orders * 3))
 total=0
 recv_rates=() worker_rates=() append_rates=() drain_cpu=() first_side=()
+round_last=("$(sql -c "SELECT coalesce(max(global_position), 0) FROM eventstore.events")") round_end_lsn=()
 
 drain_recvlogical() {
     local t0 t1
@@ -179,7 +186,9 @@ for ((round = 1; round <= ROUNDS; round++)); do
     append_rates+=("$(per_second "$round_events" "$t0" "$t1")")
     total=$(sql -c "SELECT count(*) FROM eventstore.events")
     [ "$total" = $((round * round_events)) ] || die "round $round: $total events stored, expected $((round * round_events))"
+    round_last+=("$(sql -c "SELECT max(global_position) FROM eventstore.events")")
     end_lsn=$(sql -c "SELECT pg_current_wal_insert_lsn()")
+    round_end_lsn+=("$end_lsn")
     # Alternate which reader goes first, so neither always finds the backlog warmer in cache.
     if ((round % 2)); then
         first_side+=(recvlogical); drain_recvlogical; drain_worker
@@ -190,6 +199,59 @@ for ((round = 1; round <= ROUNDS; round++)); do
     shipped=$(sql -c "SELECT count(*) FROM order_summary WHERE order_id LIKE '$prefix%' AND status = 'shipped' AND event_count = 3")
     [ "$shipped" = "$orders" ] || die "round $round: $shipped of $orders orders fully applied"
 done
+# --- drain: the handler floor and the ceiling of the ratio -----------------------------------
+# The two projections' handlers alone, run by one backend over each round's events with the
+# envelopes prepared beforehand (bench/worker/floor.py): work the target backend of a drain
+# cannot do with less, since every handler runs once per event. Run twice per round: alone,
+# and at the same time as pg_recvlogical reads the round's backlog from a slot of its own
+# (bench_ceiling), until both are done. The second is the drain of an ideal reader: the
+# walsender's decoding and a client process as cheap as pg_recvlogical, the handlers' work in
+# the target, perfectly overlapped, and nothing else (no envelopes to parse, no commit-order
+# map, no checkpoints, no read-model writes in the decoded database). Its rate over
+# pg_recvlogical's is the highest ratio this machine allows. Each run in a database of its
+# own (whose tables grow over the rounds as the worker's do), after the drains, so that no
+# reader of the app database decodes its writes.
+floor_rates=() ceiling_rates=()
+for db in bench_floor bench_ceiling; do
+    "$PG_BIN/createdb" $db
+    python3 "$HERE/worker/floor.py" "$DIR/worker.toml" | "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -d $db >/dev/null
+done
+# floor_run DB FIRST LAST: applies the prepared envelopes FIRST..LAST, durably, one transaction
+# per chunk of about a drain batch's size (as the worker commits).
+floor_run() {
+    PGOPTIONS="-c synchronous_commit=on" "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -d "$1" -c "CALL apply_range($2, $3, 5000)"
+}
+for ((round = 1; round <= ROUNDS; round++)); do
+    first=$((round_last[round - 1] + 1)) last=${round_last[round]}
+    prefix=d$round-
+    say "round $round: the handler floor, alone and beside pg_recvlogical"
+    for db in bench_floor bench_ceiling; do
+        # The envelope the worker builds, as jsonb (its keys, its recorded_at form).
+        sql -c "COPY (SELECT global_position, jsonb_build_object('data', data, 'type', event_type, 'event_id', event_id,
+                             'metadata', metadata, 'stream_id', stream_id, 'recorded_at', recorded_at,
+                             'stream_version', stream_version, 'global_position', global_position)
+                        FROM eventstore.events WHERE global_position BETWEEN $first AND $last) TO STDOUT" |
+            "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -d $db -c "COPY envelopes FROM STDIN"
+    done
+    t0=$(now)
+    floor_run bench_floor "$first" "$last"
+    t1=$(now)
+    floor_rates+=("$(per_second "$round_events" "$t0" "$t1")")
+    t0=$(now)
+    "$PG_BIN/pg_recvlogical" -d app -S bench_ceiling --start --no-loop \
+        -o proto_version=1 -o publication_names=eventstore_events --endpos="${round_end_lsn[round - 1]}" -f /dev/null &
+    recv_pid=$!
+    floor_run bench_ceiling "$first" "$last"
+    wait "$recv_pid" || die "round $round: pg_recvlogical beside the floor failed"
+    t1=$(now)
+    ceiling_rates+=("$(per_second "$round_events" "$t0" "$t1")")
+    for db in bench_floor bench_ceiling; do
+        shipped=$("$PG_BIN/psql" -X -At -d $db -c "SELECT count(*) FROM order_summary WHERE order_id LIKE '$prefix%' AND status = 'shipped' AND event_count = 3")
+        [ "$shipped" = "$orders" ] || die "round $round: the floor in $db applied $shipped of $orders orders fully"
+    done
+done
+sql -c "SELECT pg_drop_replication_slot('bench_ceiling')" >/dev/null
+
 # No reader is left on this slot: dropped, it holds no WAL back during the steady load.
 sql -c "SELECT pg_drop_replication_slot('bench_recvlogical')" >/dev/null
 
@@ -197,6 +259,11 @@ recv_median=$(printf '%s\n' "${recv_rates[@]}" | median | xargs printf '%.0f')
 worker_median=$(printf '%s\n' "${worker_rates[@]}" | median | xargs printf '%.0f')
 drain_ratio=$(awk -v w="$worker_median" -v r="$recv_median" 'BEGIN { printf "%.2f", w / r }')
 drain_cpu_median=$(printf '%s\n' "${drain_cpu[@]}" | median | xargs printf '%.1f')
+floor_median=$(printf '%s\n' "${floor_rates[@]}" | median | xargs printf '%.0f')
+floor_ratio=$(awk -v f="$floor_median" -v r="$recv_median" 'BEGIN { printf "%.2f", f / r }')
+ceiling_median=$(printf '%s\n' "${ceiling_rates[@]}" | median | xargs printf '%.0f')
+drain_ceiling=$(awk -v c="$ceiling_median" -v r="$recv_median" 'BEGIN { printf "%.2f", c / r }')
+of_ceiling=$(awk -v w="$worker_median" -v c="$ceiling_median" 'BEGIN { printf "%.2f", w / c }')
 
 # --- steady load at each rate ----------------------------------------------------------------
 say "starting the worker for the steady load"
@@ -258,6 +325,11 @@ record worker.drain.rounds "$ROUNDS"
 record worker.drain.recvlogical "$recv_median" events/s
 record worker.drain.worker "$worker_median" events/s
 record worker.drain.ratio "$drain_ratio"
+record worker.drain.floor "$floor_median" events/s
+record worker.drain.floor_ratio "$floor_ratio"
+record worker.drain.ceiling_rate "$ceiling_median" events/s
+record worker.drain.ceiling "$drain_ceiling"
+record worker.drain.of_ceiling "$of_ceiling"
 record worker.cpu.drain "$drain_cpu_median" "ms/1000 events"
 for rate in $RATES; do
     record "worker.lag.$rate.rate" "$rate" events/s
@@ -282,6 +354,10 @@ printf '  pg_recvlogical -> /dev/null  %s events/s (median)\n' "$recv_median"
 printf '  worker -> 2 projections      %s events/s (median; every order of every round fully applied)\n' "$worker_median"
 printf '  ratio worker/pg_recvlogical  %s   (target >= 0.7)\n' "$drain_ratio"
 printf '  worker CPU while draining    %s ms per 1,000 events (median)\n' "$drain_cpu_median"
+printf '  handler floor, alone         %s events/s (median; rounds: %s)\n' "$floor_median" "${floor_rates[*]}"
+printf '  floor beside pg_recvlogical  %s events/s (median; rounds: %s)\n' "$ceiling_median" "${ceiling_rates[*]}"
+printf '  ceiling of the ratio here    %s   (floor beside pg_recvlogical / pg_recvlogical alone)\n' "$drain_ceiling"
+printf '  worker / ceiling             %s\n' "$of_ceiling"
 printf '  steady load, %ss per rate; commit-to-visible lag (target p99 < 100 ms at 2,000 events/s)\n' "$SECONDS_STEADY"
 printf '    %9s %9s %7s %8s %10s %10s %10s %16s\n' requested achieved ev/txn events p50 p99 max "worker CPU"
 for rate in $RATES; do
