@@ -726,8 +726,9 @@ class Report:
                "in full before it can send the next commit. It is now pruned 5,000 rows per transaction; "
                "on the same backlog, `bench/worker.sh` on its own gave a p99 at 2,000 events/s of 166 ms "
                "before and 37 and 44 ms after.")
-        self.w("- Further gains would have to come from the handlers themselves (fewer or cheaper "
-               "statements per event, HOT-friendly read-model tables) or from more cores: the walsender, "
+        self.w("- Further gains would come first from the worker's own share of the target backend's work "
+               "(listed under the ceiling above), then from the handlers themselves (fewer or cheaper "
+               "statements per event, HOT-friendly read-model tables), or from more cores: the walsender, "
                "the worker and the target backend are separate processes and use them.")
         self.w()
 
