@@ -145,9 +145,18 @@ VALUES (($1->>'global_position')::bigint, {fragile_ratio}, $note$ not a paramete
             && count(&db, "SELECT count(*) FROM eventstore_worker.projections WHERE status = 'running'").await? == 2)
     })
     .await?;
+    // The catch-up sets the projection running; the live path recreates its function when it
+    // next applies a batch. One more division by zero, applied by the live path: only the
+    // repaired handler gets past it.
+    append(&db, "sensor-1", &[("Measured", serde_json::json!({"divisor": 0}))]).await?;
+    eventually("the live path applies the next event with the repaired handler", CONVERGE, || async {
+        Ok(count(&db, "SELECT count(*) FROM fragile_log").await? == 3004)
+    })
+    .await?;
+    assert_eq!(count(&db, "SELECT count(*) FROM eventstore_worker.projections WHERE status = 'running'").await?, 2);
     let source = apply_function_source(&db, "fragile").await?.expect("fragile has an apply function");
     assert!(source.contains("NULLIF"), "recreated from the current handler:\n{source}");
-    assert_eq!(count(&db, "SELECT max(n) FROM event_counts").await?, 3003, "no event applied twice");
+    assert_eq!(count(&db, "SELECT max(n) FROM event_counts").await?, 3004, "no event applied twice");
     assert!(worker.terminate()?.success());
     Ok(())
 }
