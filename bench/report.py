@@ -698,17 +698,6 @@ class Report:
             self.w()
         if n("drain.ceiling") is not None:
             self.w(self.drain_ceiling(n))
-        else:
-            self.w("- **The target backend is the bound of the drain.** `pg_recvlogical` needs one core for the "
-                   "walsender (decoding, pgoutput) and little else. The worker's path needs three processes: "
-                   "the walsender doing the same decoding, the worker itself "
-                   f"({us(n('cpu.drain'))} of CPU per event in this run), and the target backend that executes "
-                   "the handlers, the largest share of the three (docs/worker.md, *Performance*, has the "
-                   "per-process CPU profile). The backend runs on one core, so its cost per event caps the "
-                   "drain however fast the rest is, and together the three processes need far more CPU per "
-                   "event than `pg_recvlogical`'s walsender alone: they fill both cores at a rate well below "
-                   "the one `pg_recvlogical` reaches with one."
-                   + ("" if met else self.drain_bound(n("drain.recvlogical"), n("drain.worker"))))
         self.w("- **What the backend does** (`perf`): mostly executing the two handler statements "
                "(executor start-up per statement, then index lookups, heap and WAL: the read models' own "
                "work), then parsing envelopes into `jsonb` (once per event), and the PL/pgSQL loop of the "
@@ -756,24 +745,6 @@ class Report:
                  "checkpoints, its own process's work beyond `pg_recvlogical`'s, and the walsender decoding "
                  "the read models' own writes, which share the database with the event log here.")
         return text
-
-    @staticmethod
-    def drain_bound(recv, worker):
-        """Why the drain misses 0.7, from the CPU profile in docs/worker.md: the three processes
-        together need about 60 µs of CPU per event, i.e. two busy cores drain about 33,000/s."""
-        ceiling = 33000
-        if recv is None or worker is None:
-            return ""
-        needed = 0.7 * recv
-        text = (f" With about 60 µs of CPU per event for the three processes together (the profile in "
-                "docs/worker.md), two cores fully "
-                f"busy drain about {rate(ceiling)} events/s at best; 0.7 of this run's `pg_recvlogical` is "
-                f"{rate(needed)} events/s")
-        if needed > ceiling:
-            return text + ", beyond that ceiling, so this machine cannot meet the target."
-        return (text + f", just within it: the worker reached {rate(worker)} events/s, {ratio(worker / ceiling)} of the "
-                "ceiling, since the three processes hand batches to one another and are not all busy all "
-                "the time.")
 
     # --- trigger ------------------------------------------------------------------------------------
 

@@ -151,12 +151,22 @@ total=0
 recv_rates=() worker_rates=() append_rates=() drain_cpu=() first_side=()
 round_last=("$(sql -c "SELECT coalesce(max(global_position), 0) FROM eventstore.events")") round_end_lsn=()
 
+# recvlogical SLOT END_LSN: reads the publication from SLOT up to END_LSN, to /dev/null.
+recvlogical() {
+    "$PG_BIN/pg_recvlogical" -d app -S "$1" --start --no-loop \
+        -o proto_version=1 -o publication_names=eventstore_events --endpos="$2" -f /dev/null
+}
+# fully_shipped DB PREFIX: orders of PREFIX in DB's order_summary with all 3 events applied.
+fully_shipped() {
+    "$PG_BIN/psql" -X -At -d "$1" \
+        -c "SELECT count(*) FROM order_summary WHERE order_id LIKE '$2%' AND status = 'shipped' AND event_count = 3"
+}
+
 drain_recvlogical() {
     local t0 t1
     say "round $round: pg_recvlogical draining the backlog from slot bench_recvlogical to /dev/null"
     t0=$(now)
-    "$PG_BIN/pg_recvlogical" -d app -S bench_recvlogical --start --no-loop \
-        -o proto_version=1 -o publication_names=eventstore_events --endpos="$end_lsn" -f /dev/null
+    recvlogical bench_recvlogical "$end_lsn"
     t1=$(now)
     recv_rates+=("$(per_second "$round_events" "$t0" "$t1")")
     # The next round must start where this one ended, or it would read this backlog again.
@@ -196,7 +206,7 @@ for ((round = 1; round <= ROUNDS; round++)); do
         first_side+=(worker); drain_worker; drain_recvlogical
     fi
     # Correctness of this round's read model, cheaply: one row per order, every order shipped.
-    shipped=$(sql -c "SELECT count(*) FROM order_summary WHERE order_id LIKE '$prefix%' AND status = 'shipped' AND event_count = 3")
+    shipped=$(fully_shipped app "$prefix")
     [ "$shipped" = "$orders" ] || die "round $round: $shipped of $orders orders fully applied"
 done
 # --- drain: the handler floor and the ceiling of the ratio -----------------------------------
@@ -238,15 +248,14 @@ for ((round = 1; round <= ROUNDS; round++)); do
     t1=$(now)
     floor_rates+=("$(per_second "$round_events" "$t0" "$t1")")
     t0=$(now)
-    "$PG_BIN/pg_recvlogical" -d app -S bench_ceiling --start --no-loop \
-        -o proto_version=1 -o publication_names=eventstore_events --endpos="${round_end_lsn[round - 1]}" -f /dev/null &
+    recvlogical bench_ceiling "${round_end_lsn[round - 1]}" &
     recv_pid=$!
     floor_run bench_ceiling "$first" "$last"
     wait "$recv_pid" || die "round $round: pg_recvlogical beside the floor failed"
     t1=$(now)
     ceiling_rates+=("$(per_second "$round_events" "$t0" "$t1")")
     for db in bench_floor bench_ceiling; do
-        shipped=$("$PG_BIN/psql" -X -At -d $db -c "SELECT count(*) FROM order_summary WHERE order_id LIKE '$prefix%' AND status = 'shipped' AND event_count = 3")
+        shipped=$(fully_shipped $db "$prefix")
         [ "$shipped" = "$orders" ] || die "round $round: the floor in $db applied $shipped of $orders orders fully"
     done
 done
