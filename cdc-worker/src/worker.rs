@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{anyhow, Context};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
 use tokio_postgres::NoTls;
 use tokio_util::sync::CancellationToken;
@@ -20,7 +20,7 @@ use crate::lsn::Lsn;
 use crate::metrics;
 use crate::pgoutput::{self, Message, RelationCache};
 use crate::projection::{Role, SourceTxn, Target};
-use crate::replication::{pg_time, quote_ident, Feedback, ReplicationConnection, ReplicationStream, StreamMessage};
+use crate::replication::{pg_time, quote_ident, Feedback, ReplicationConnection, ReplicationStream, StreamMessage, Streaming};
 
 /// How often a standby status update is sent even when nothing changed. Well below the
 /// server's default wal_sender_timeout (60 s).
@@ -29,6 +29,10 @@ const STATUS_INTERVAL: Duration = Duration::from_secs(1);
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Source transactions buffered between the socket reader and the apply path.
 const CHANNEL_TRANSACTIONS: usize = 4096;
+/// With at least this many source transactions waiting for the apply path, the reader paces
+/// its reads (see `ReplicationStream::next`): the queue takes far longer to apply than a pause.
+const PACE_FROM: usize = 256;
+const PACE: Duration = Duration::from_millis(1);
 
 enum SessionEnd {
     Shutdown,
@@ -116,7 +120,7 @@ async fn session(config: &mut Config, shutdown: &CancellationToken, first: bool,
 
 /// Streams into an open live target until shutdown or a failure.
 async fn stream_session(config: &Config, target: &mut Target, shutdown: &CancellationToken, wake_lifecycle: &Notify) -> SessionEnd {
-    let (stream, feedback, start, slot_created) = match start_stream(config).await {
+    let (stream, start, slot_created) = match start_stream(config).await {
         Ok(s) => s,
         Err(e) => return failed(e, false),
     };
@@ -140,9 +144,11 @@ async fn stream_session(config: &Config, target: &mut Target, shutdown: &Cancell
     let stop_feedback = CancellationToken::new();
     let (tx, mut rx) = mpsc::channel::<SourceTxn>(CHANNEL_TRANSACTIONS);
 
-    let reader: JoinHandle<anyhow::Error> =
-        tokio::spawn(read_stream(stream, tx, tracker.clone(), wake_feedback.clone()));
-    let stop_reader = reader.abort_handle();
+    let stop_reader = CancellationToken::new();
+    let (reader, feedback) = match spawn_reader(stream, tx, tracker.clone(), wake_feedback.clone(), stop_reader.clone()).await {
+        Ok(r) => r,
+        Err(e) => return failed(e, false),
+    };
     let feedback: JoinHandle<anyhow::Result<()>> =
         tokio::spawn(send_feedback(feedback, tracker.clone(), wake_feedback.clone(), stop_feedback.clone()));
 
@@ -187,14 +193,15 @@ async fn stream_session(config: &Config, target: &mut Target, shutdown: &Cancell
         }
     };
 
-    // Report the last durable position before leaving, whatever the reason.
+    // Report the last durable position before leaving, whatever the reason; then stop the
+    // reader, whose runtime the socket is registered with.
     stop_feedback.cancel();
-    stop_reader.abort();
     match tokio::time::timeout(Duration::from_secs(5), feedback).await {
         Ok(Ok(Ok(()))) => {}
         Ok(Ok(Err(e))) => debug!(error = format!("{e:#}"), "final status update failed"),
         _ => {}
     }
+    stop_reader.cancel();
     if matches!(end, SessionEnd::Shutdown) {
         let acked = lock(&tracker).acknowledge();
         info!(lsn = %acked, "stopped; acknowledged the last durable position");
@@ -207,16 +214,48 @@ fn lock(tracker: &Mutex<AckTracker>) -> std::sync::MutexGuard<'_, AckTracker> {
     tracker.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-async fn reader_error(reader: JoinHandle<anyhow::Error>) -> anyhow::Error {
-    match reader.await {
-        Ok(e) => e,
-        Err(e) => anyhow!("stream reader task failed: {e}"),
-    }
+async fn reader_error(reader: oneshot::Receiver<anyhow::Error>) -> anyhow::Error {
+    reader.await.unwrap_or_else(|_| anyhow!("stream reader thread failed"))
+}
+
+/// Starts the stream reader on a thread of its own, with a runtime of its own that the socket
+/// is registered with, so that it can pace its reads (see `ReplicationStream::next`) without
+/// holding up anything else. Returns where its error will come and the sending half of the
+/// connection (usable from any runtime).
+async fn spawn_reader(
+    streaming: Streaming,
+    tx: mpsc::Sender<SourceTxn>,
+    tracker: Arc<Mutex<AckTracker>>,
+    wake_feedback: Arc<Notify>,
+    stop: CancellationToken,
+) -> anyhow::Result<(oneshot::Receiver<anyhow::Error>, Feedback)> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the stream reader's runtime")?;
+    let (started, feedback) = oneshot::channel();
+    let (ended, error) = oneshot::channel();
+    std::thread::Builder::new()
+        .name("stream-reader".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                match streaming.split() {
+                    Ok((stream, feedback)) => {
+                        if started.send(Ok(feedback)).is_ok() {
+                            let _ = ended.send(read_stream(stream, tx, tracker, wake_feedback, stop).await);
+                        }
+                    }
+                    Err(e) => {
+                        let _ = started.send(Err(anyhow!(e)));
+                    }
+                }
+            });
+        })
+        .context("starting the stream reader's thread")?;
+    let feedback = feedback.await.map_err(|_| anyhow!("stream reader thread failed"))??;
+    Ok((error, feedback))
 }
 
 /// Ensures publication and slot exist, and starts streaming at the slot's confirmed position.
 /// Also says whether the slot was created now.
-async fn start_stream(config: &Config) -> anyhow::Result<(ReplicationStream, Feedback, Lsn, bool)> {
+async fn start_stream(config: &Config) -> anyhow::Result<(Streaming, Lsn, bool)> {
     let source = connect_sql(&config.source, "source").await?;
     // The publication must exist before the slot: pgoutput looks it up as of each decoded
     // transaction, and would fail on WAL older than the publication.
@@ -254,8 +293,8 @@ async fn start_stream(config: &Config) -> anyhow::Result<(ReplicationStream, Fee
         anyhow::bail!("replication slot {:?} exists but is not a pgoutput slot of this database", config.slot);
     }
     let confirmed: Lsn = row.get::<_, Option<String>>(0).as_deref().unwrap_or("0/0").parse()?;
-    let (stream, feedback) = repl.start_replication(&config.slot, Lsn::ZERO, &config.publication).await?;
-    Ok((stream, feedback, confirmed, created))
+    let stream = repl.start_replication(&config.slot, Lsn::ZERO, &config.publication).await?;
+    Ok((stream, confirmed, created))
 }
 
 /// Reads the stream, decodes it and hands complete source transactions to the apply path.
@@ -265,17 +304,26 @@ async fn read_stream(
     tx: mpsc::Sender<SourceTxn>,
     tracker: Arc<Mutex<AckTracker>>,
     wake_feedback: Arc<Notify>,
+    stop: CancellationToken,
 ) -> anyhow::Error {
     let mut relations = RelationCache::default();
     let mut events_relation: Option<u32> = None;
     let mut open: Option<SourceTxn> = None;
     // Keepalive positions between transactions become idle positions (see idle.rs).
     let mut idle = IdlePacer::new(lock(&tracker).received());
+    let mut paced = false;
     loop {
         let due = if open.is_none() { idle.due_at(Instant::now()) } else { None };
+        let queued = tx.max_capacity() - tx.capacity();
+        if paced != (queued >= PACE_FROM) {
+            paced = !paced;
+            debug!(queued, paced, "stream reads paced while the apply path has work queued");
+        }
+        let pace = paced.then_some(PACE);
         let next = tokio::select! {
+            () = stop.cancelled() => return anyhow!("stream reader stopped"),
             // Cancel-safe: a partly received frame stays in the reader's buffer.
-            m = stream.next() => m,
+            m = stream.next(pace) => m,
             () = idle::sleep_until(due) => {
                 if let Some((end_lsn, source_time)) = idle.take_due(Instant::now()) {
                     debug!(lsn = %end_lsn, "idle position");
