@@ -158,9 +158,6 @@ pair() {
     done
 }
 
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
-# ratio_rec KEY A B: the ratio A/B, printed and recorded under KEY.
-ratio_rec() { local r; r=$(ratio "$2" "$3"); record "$1" "$r"; echo "$r"; }
 report() {
     local name=$1 label=$2 o r
     o=${RESULT[$name.ours]}; r=${RESULT[$name.raw]}

@@ -107,9 +107,6 @@ run() {
     [ -n "$lat" ] || { echo "$out" >&2; die "no latency in pgbench output"; }
     echo "$lat"
 }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
-# ratio_rec KEY A B: the ratio A/B, printed and recorded under KEY.
-ratio_rec() { local r; r=$(ratio "$2" "$3"); record "$1" "$r"; echo "$r"; }
 
 # Transactions per run, so that each run lasts roughly a second or more.
 declare -A TX=([plpgsql_full]=3 [plpgsql_snapshot]=300 [merge_full]=5 [keep_full]=5

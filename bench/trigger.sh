@@ -171,7 +171,6 @@ for design in "${designs[@]}"; do
     rate[$design]=$(printf '%.0f' "$(median_of <<<"${rates[$design]}")")
     latency[$design]=$(median_of <<<"${latencies[$design]}")
 done
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 ratio_worker=$(ratio "${rate[worker]}" "${rate[bare]}")
 ratio_trigger=$(ratio "${rate[trigger]}" "${rate[bare]}")
 

@@ -266,13 +266,13 @@ sql -c "SELECT pg_drop_replication_slot('bench_recvlogical')" >/dev/null
 
 recv_median=$(printf '%s\n' "${recv_rates[@]}" | median | xargs printf '%.0f')
 worker_median=$(printf '%s\n' "${worker_rates[@]}" | median | xargs printf '%.0f')
-drain_ratio=$(awk -v w="$worker_median" -v r="$recv_median" 'BEGIN { printf "%.2f", w / r }')
+drain_ratio=$(ratio "$worker_median" "$recv_median")
 drain_cpu_median=$(printf '%s\n' "${drain_cpu[@]}" | median | xargs printf '%.1f')
 floor_median=$(printf '%s\n' "${floor_rates[@]}" | median | xargs printf '%.0f')
-floor_ratio=$(awk -v f="$floor_median" -v r="$recv_median" 'BEGIN { printf "%.2f", f / r }')
+floor_ratio=$(ratio "$floor_median" "$recv_median")
 ceiling_median=$(printf '%s\n' "${ceiling_rates[@]}" | median | xargs printf '%.0f')
-drain_ceiling=$(awk -v c="$ceiling_median" -v r="$recv_median" 'BEGIN { printf "%.2f", c / r }')
-of_ceiling=$(awk -v w="$worker_median" -v c="$ceiling_median" 'BEGIN { printf "%.2f", w / c }')
+drain_ceiling=$(ratio "$ceiling_median" "$recv_median")
+of_ceiling=$(ratio "$worker_median" "$ceiling_median")
 
 # --- steady load at each rate ----------------------------------------------------------------
 say "starting the worker for the steady load"

@@ -85,6 +85,11 @@ median() {
     sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) exit; if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
 
+# ratio A B: A / B to two decimals.
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+# ratio_rec KEY A B: the ratio A/B, printed and recorded under KEY.
+ratio_rec() { local r; r=$(ratio "$2" "$3"); record "$1" "$r"; echo "$r"; }
+
 # worker_binary: builds eventstore-worker (release) and sets WORKER_BIN to it; with
 # EVENTSTORE_WORKER_BIN set, uses that binary instead of building.
 worker_binary() {
