@@ -23,9 +23,10 @@
 #          order of the round must end up shipped in order_summary.
 #   floor  after the drains, per round: the two projections' handlers run over the round's
 #          events by one backend (bench/worker/floor.py), envelopes prepared beforehand; alone,
-#          and beside pg_recvlogical reading the same backlog from a third slot. The second is
-#          an ideal reader's drain, and its rate over pg_recvlogical's the highest ratio this
-#          machine allows (the ceiling); the worker's rate is also given as a share of it.
+#          and beside pg_recvlogical reading the same backlog from a third slot, starting when
+#          pg_recvlogical receives the backlog's first transaction. The second is an ideal
+#          reader's drain, and its rate over pg_recvlogical's the highest ratio this machine
+#          allows (the ceiling); the worker's rate is also given as a share of it.
 #   cpu    user + system time of the worker process (/proc/PID/stat) per 1,000 events: over each
 #          drain (median of the rounds) and at each rate, from the start of the load until the
 #          worker has caught up.
@@ -69,6 +70,7 @@ cleanup() {
     local rc=$?
     if [ "$rc" != 0 ]; then echo "--- server log (tail)"; tail -30 "$DIR/server.log" 2>/dev/null || true; fi >&2
     if [ -n "$worker_pid" ]; then kill -TERM "$worker_pid" 2>/dev/null || true; wait "$worker_pid" 2>/dev/null || true; fi
+    if [ -n "${POLLER_PID:-}" ]; then kill "$POLLER_PID" 2>/dev/null || true; fi
     stop_cluster "$DIR"
     rm -rf "$DIR"
 }
@@ -117,14 +119,22 @@ worker_cpu_ms() {
 }
 # wait_applied N: until order_summary, which handles every event type written here, has
 # applied N events in all (events_applied is kept across the worker's runs).
+#
+# One psql session (a coprocess) serves every poll, one autocommit statement each: a psql
+# started per poll costs about 15 ms of CPU with its backend, some 60 per drain, a core-second
+# taken from the two cores the drain shares. Autocommit statements hold no snapshot between
+# polls, so the read models' dead row versions can be pruned while the worker writes them.
 wait_applied() {
     local deadline=$((SECONDS + 600)) applied
+    [ -n "${POLLER_PID:-}" ] || coproc POLLER { exec "$PG_BIN/psql" -X -q -At -v ON_ERROR_STOP=1 -d app 2>&1; }
     while :; do
-        applied=$(sql -c "SELECT coalesce(sum(events_applied), 0) FROM eventstore_worker.projections WHERE name = 'order_summary'" 2>/dev/null || echo 0)
+        echo "SELECT coalesce(sum(events_applied), 0) FROM eventstore_worker.projections WHERE name = 'order_summary';" >&"${POLLER[1]}"
+        IFS= read -r -t 60 applied <&"${POLLER[0]}" || die "the polling psql session ended or did not answer"
+        [[ $applied =~ ^[0-9]+$ ]] || die "polling failed: $applied"
         [ "$applied" -ge "$1" ] && return 0
         worker_alive
         [ "$SECONDS" -lt "$deadline" ] || die "the worker has applied $applied of $1 events after 10 minutes"
-        sleep 0.05
+        sleep 0.02
     done
 }
 # ms_per_1k MS EVENTS: CPU ms per 1,000 events.
@@ -151,10 +161,11 @@ total=0
 recv_rates=() worker_rates=() append_rates=() drain_cpu=() first_side=()
 round_last=("$(sql -c "SELECT coalesce(max(global_position), 0) FROM eventstore.events")") round_end_lsn=()
 
-# recvlogical SLOT END_LSN: reads the publication from SLOT up to END_LSN, to /dev/null.
+# recvlogical SLOT END_LSN [FILE]: reads the publication from SLOT up to END_LSN, to FILE
+# (default /dev/null; - is stdout).
 recvlogical() {
     "$PG_BIN/pg_recvlogical" -d app -S "$1" --start --no-loop \
-        -o proto_version=1 -o publication_names=eventstore_events --endpos="$2" -f /dev/null
+        -o proto_version=1 -o publication_names=eventstore_events --endpos="$2" -f "${3:-/dev/null}"
 }
 # fully_shipped DB PREFIX: orders of PREFIX in DB's order_summary with all 3 events applied.
 fully_shipped() {
@@ -214,14 +225,16 @@ done
 # envelopes prepared beforehand (bench/worker/floor.py): work the target backend of a drain
 # cannot do with less, since every handler runs once per event. Run twice per round: alone,
 # and at the same time as pg_recvlogical reads the round's backlog from a slot of its own
-# (bench_ceiling), until both are done. The second is the drain of an ideal reader: the
-# walsender's decoding and a client process as cheap as pg_recvlogical, the handlers' work in
-# the target, perfectly overlapped, and nothing else (no envelopes to parse, no commit-order
-# map, no checkpoints, no read-model writes in the decoded database). Its rate over
+# (bench_ceiling), until both are done; the handlers start when pg_recvlogical receives the
+# backlog's first transaction, since no reader can apply an event before that. The second is
+# the drain of an ideal reader: the walsender's decoding and a client process as cheap as
+# pg_recvlogical, the handlers' work in the target, perfectly overlapped, and nothing else (no
+# envelopes to parse, no commit-order map, no checkpoints, no read-model writes in the decoded
+# database). Its rate over
 # pg_recvlogical's is the highest ratio this machine allows. Each run in a database of its
 # own (whose tables grow over the rounds as the worker's do), after the drains, so that no
 # reader of the app database decodes its writes.
-floor_rates=() ceiling_rates=()
+floor_rates=() ceiling_rates=() lead_ms=()
 for db in bench_floor bench_ceiling; do
     "$PG_BIN/createdb" $db
     python3 "$HERE/worker/floor.py" "$DIR/worker.toml" | "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -d $db >/dev/null
@@ -247,13 +260,24 @@ for ((round = 1; round <= ROUNDS; round++)); do
     floor_run bench_floor "$first" "$last"
     t1=$(now)
     floor_rates+=("$(per_second "$round_events" "$t0" "$t1")")
+    # The ideal reader cannot apply an event before the walsender has delivered it, and before
+    # the backlog the walsender must pass the WAL written since the last one (the previous
+    # round's drain wrote its read models there) without sending anything: the floor starts at
+    # pg_recvlogical's first byte of output.
+    rm -f "$DIR/first-byte"; mkfifo "$DIR/first-byte"
     t0=$(now)
-    recvlogical bench_ceiling "${round_end_lsn[round - 1]}" &
+    recvlogical bench_ceiling "${round_end_lsn[round - 1]}" - |
+        { head -c 1 >/dev/null; echo >"$DIR/first-byte"; cat >/dev/null; } &
     recv_pid=$!
+    read -r <"$DIR/first-byte"
+    ts=$(now)
     floor_run bench_ceiling "$first" "$last"
     wait "$recv_pid" || die "round $round: pg_recvlogical beside the floor failed"
     t1=$(now)
+    [ "$(sql -c "SELECT confirmed_flush_lsn >= '${round_end_lsn[round - 1]}' FROM pg_replication_slots WHERE slot_name = 'bench_ceiling'")" = t ] \
+        || die "round $round: pg_recvlogical beside the floor did not confirm up to ${round_end_lsn[round - 1]}"
     ceiling_rates+=("$(per_second "$round_events" "$t0" "$t1")")
+    lead_ms+=("$(awk -v a="$t0" -v b="$ts" 'BEGIN { printf "%.0f", (b - a) * 1000 }')")
     for db in bench_floor bench_ceiling; do
         shipped=$(fully_shipped $db "$prefix")
         [ "$shipped" = "$orders" ] || die "round $round: the floor in $db applied $shipped of $orders orders fully"
@@ -273,6 +297,7 @@ floor_ratio=$(ratio "$floor_median" "$recv_median")
 ceiling_median=$(printf '%s\n' "${ceiling_rates[@]}" | median | xargs printf '%.0f')
 drain_ceiling=$(ratio "$ceiling_median" "$recv_median")
 of_ceiling=$(ratio "$worker_median" "$ceiling_median")
+lead_median=$(printf '%s\n' "${lead_ms[@]}" | median | xargs printf '%.0f')
 
 # --- steady load at each rate ----------------------------------------------------------------
 say "starting the worker for the steady load"
@@ -339,6 +364,7 @@ record worker.drain.floor_ratio "$floor_ratio"
 record worker.drain.ceiling_rate "$ceiling_median" events/s
 record worker.drain.ceiling "$drain_ceiling"
 record worker.drain.of_ceiling "$of_ceiling"
+record worker.drain.lead_ms "$lead_median" ms
 record worker.cpu.drain "$drain_cpu_median" "ms/1000 events"
 for rate in $RATES; do
     record "worker.lag.$rate.rate" "$rate" events/s
@@ -364,8 +390,9 @@ printf '  worker -> 2 projections      %s events/s (median; every order of every
 printf '  ratio worker/pg_recvlogical  %s   (target >= 0.7)\n' "$drain_ratio"
 printf '  worker CPU while draining    %s ms per 1,000 events (median)\n' "$drain_cpu_median"
 printf '  handler floor, alone         %s events/s (median; rounds: %s)\n' "$floor_median" "${floor_rates[*]}"
-printf '  floor beside pg_recvlogical  %s events/s (median; rounds: %s)\n' "$ceiling_median" "${ceiling_rates[*]}"
-printf '  ceiling of the ratio here    %s   (floor beside pg_recvlogical / pg_recvlogical alone)\n' "$drain_ceiling"
+printf '  WAL before the backlog       %s ms for the walsender to pass (median; rounds: %s)\n' "$lead_median" "${lead_ms[*]}"
+printf '  ideal reader                 %s events/s (median; rounds: %s): that, then the floor beside pg_recvlogical\n' "$ceiling_median" "${ceiling_rates[*]}"
+printf '  ceiling of the ratio here    %s   (ideal reader / pg_recvlogical alone)\n' "$drain_ceiling"
 printf '  worker / ceiling             %s\n' "$of_ceiling"
 printf '  steady load, %ss per rate; commit-to-visible lag (target p99 < 100 ms at 2,000 events/s)\n' "$SECONDS_STEADY"
 printf '    %9s %9s %7s %8s %10s %10s %10s %16s\n' requested achieved ev/txn events p50 p99 max "worker CPU"
