@@ -121,7 +121,7 @@ impl LiveBatch {
             if end_lsns.is_empty() {
                 Ok(0)
             } else {
-                client.execute(&self.record, &[&end_lsns, &xids]).await
+                client.execute(&self.record, &[&end_lsns, &xids, &source_map::RUN]).await
             }
         };
         let (rows, _) = tokio::try_join!(read, record)?;

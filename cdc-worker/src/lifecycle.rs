@@ -95,7 +95,7 @@ pub async fn streaming_started(
         warn!(slot = %config.slot, "the replication slot is new but the worker has followed an earlier one; rebuilding every projection from eventstore.events");
         client
             .execute(
-                "WITH restart AS (DELETE FROM eventstore_worker.source_transactions)
+                "WITH restart AS (DELETE FROM eventstore_worker.source_transaction_runs)
                  UPDATE eventstore_worker.source_horizon SET horizon = $1::text::pg_lsn",
                 &[&confirmed.to_string()],
             )

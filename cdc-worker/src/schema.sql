@@ -36,12 +36,43 @@ COMMENT ON TABLE eventstore_worker.projections IS
 -- commit, written in the same target transaction as the batch that contained it. A projection
 -- whose checkpoint is L has applied exactly the transactions with end_lsn <= L, so it can
 -- resume from L by reading the later transactions' events from eventstore.events.
-CREATE TABLE IF NOT EXISTS eventstore_worker.source_transactions (
-    end_lsn         pg_lsn PRIMARY KEY,
-    transaction_id  xid8 NOT NULL
+--
+-- Stored in runs of up to 100 consecutive transactions, one row each (both arrays in commit
+-- order, runs never overlapping): a drain records thousands of transactions per batch, and a
+-- row per transaction cost the target backend a heap and an index insertion each, and the
+-- walsender as many changes to decode. A run stays below the size PostgreSQL would move out
+-- of line. The view source_transactions shows one row per transaction.
+CREATE TABLE IF NOT EXISTS eventstore_worker.source_transaction_runs (
+    last_end_lsn     pg_lsn PRIMARY KEY,
+    first_end_lsn    pg_lsn NOT NULL,
+    end_lsns         pg_lsn[] NOT NULL,
+    transaction_ids  xid8[] NOT NULL,
+    CHECK (cardinality(end_lsns) = cardinality(transaction_ids) AND cardinality(end_lsns) > 0)
 );
 
--- source_transactions holds every transaction with end_lsn > horizon (one row).
+-- Earlier builds kept the map as a table of one row per transaction under the view's name:
+-- its rows become runs of one, and the view takes its place.
+DO $do$
+BEGIN
+    IF EXISTS (SELECT FROM pg_class
+                WHERE oid = to_regclass('eventstore_worker.source_transactions') AND relkind = 'r') THEN
+        INSERT INTO eventstore_worker.source_transaction_runs (last_end_lsn, first_end_lsn, end_lsns, transaction_ids)
+        SELECT end_lsn, end_lsn, ARRAY[end_lsn], ARRAY[transaction_id]
+          FROM eventstore_worker.source_transactions;
+        DROP TABLE eventstore_worker.source_transactions;
+    END IF;
+    IF to_regclass('eventstore_worker.source_transactions') IS NULL THEN
+        CREATE VIEW eventstore_worker.source_transactions AS
+        SELECT t.end_lsn, t.transaction_id
+          FROM eventstore_worker.source_transaction_runs r,
+               unnest(r.end_lsns, r.transaction_ids) AS t(end_lsn, transaction_id);
+        COMMENT ON VIEW eventstore_worker.source_transactions IS
+            'The commit-order map of eventstore-worker, one row per source transaction.';
+    END IF;
+END
+$do$;
+
+-- The map holds every transaction with end_lsn > horizon (one row).
 CREATE TABLE IF NOT EXISTS eventstore_worker.source_horizon (
     single   boolean PRIMARY KEY DEFAULT true CHECK (single),
     horizon  pg_lsn NOT NULL

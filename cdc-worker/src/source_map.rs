@@ -1,5 +1,6 @@
-//! The commit-order map, `eventstore_worker.source_transactions`: which source transaction
-//! (by `transaction_id`) committed at which end LSN. The live path records every transaction
+//! The commit-order map, `eventstore_worker.source_transaction_runs`: which source transaction
+//! (by `transaction_id`) committed at which end LSN, stored in runs of up to `RUN` consecutive
+//! transactions per row. The live path records every transaction
 //! of a batch in the batch's own target transaction, so for a projection at checkpoint L the
 //! transactions it has not applied are exactly the map rows after L, in commit order, and their
 //! events can be read back from `eventstore.events` (index `events_by_transaction`). That is
@@ -29,15 +30,24 @@ pub fn rows_of(batch: &[SourceTxn]) -> (Vec<String>, Vec<String>) {
     batch.iter().filter_map(|t| t.transaction_id.map(|x| (t.end_lsn.to_string(), x.to_string()))).unzip()
 }
 
-/// Records map rows ($1 end LSNs, $2 transaction ids, as text). Only the live path records,
+/// Source transactions per row of the map: the arrays of a full run take about 1.6 kB, below
+/// the size from which PostgreSQL compresses a row or moves values out of line (2 kB).
+pub const RUN: i64 = 100;
+
+/// Records map rows ($1 end LSNs, $2 transaction ids, as text, in commit order) as runs of up
+/// to $3 (`RUN`) transactions. Only the live path records,
 /// batch after batch in commit order, so a transaction the stream resends after a reconnect
 /// ends at or below the highest recorded end LSN (or below the horizon, when pruning took it),
 /// and anything above is new. Filtering on that costs one index probe per batch instead of a
-/// speculative insertion per row, which `ON CONFLICT DO NOTHING` would take.
-pub const RECORD: &str = "INSERT INTO eventstore_worker.source_transactions (end_lsn, transaction_id)
-     SELECT l::pg_lsn, x::xid8 FROM unnest($1::text[], $2::text[]) AS t(l, x)
-      WHERE l::pg_lsn > greatest((SELECT max(end_lsn) FROM eventstore_worker.source_transactions),
-                                 (SELECT horizon FROM eventstore_worker.source_horizon), '0/0'::pg_lsn)";
+/// speculative insertion per row, which `ON CONFLICT DO NOTHING` would take; it also keeps
+/// runs from overlapping.
+pub const RECORD: &str = "INSERT INTO eventstore_worker.source_transaction_runs (last_end_lsn, first_end_lsn, end_lsns, transaction_ids)
+     SELECT max(l), min(l), array_agg(l ORDER BY n), array_agg(x ORDER BY n)
+       FROM (SELECT l::pg_lsn AS l, x::xid8 AS x, n
+               FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS t(l, x, n)
+              WHERE l::pg_lsn > greatest((SELECT max(last_end_lsn) FROM eventstore_worker.source_transaction_runs),
+                                         (SELECT horizon FROM eventstore_worker.source_horizon), '0/0'::pg_lsn)) AS s
+      GROUP BY (n - 1) / $3::int8";
 
 /// The position above which the map is complete; `None` until the stream was first started.
 pub async fn horizon(client: &impl GenericClient) -> Result<Option<Lsn>, tokio_postgres::Error> {
@@ -61,20 +71,25 @@ pub async fn start_horizon(client: &Client, confirmed: Lsn) -> Result<Lsn, tokio
 pub async fn any_between(client: &Client, after: Lsn, until: Lsn) -> Result<bool, tokio_postgres::Error> {
     let row = client
         .query_one(
-            "SELECT EXISTS (SELECT 1 FROM eventstore_worker.source_transactions
-                             WHERE end_lsn > $1::text::pg_lsn AND end_lsn <= $2::text::pg_lsn)",
+            "SELECT EXISTS (SELECT 1 FROM eventstore_worker.source_transaction_runs r, unnest(r.end_lsns) AS l
+                             WHERE r.last_end_lsn > $1::text::pg_lsn AND r.first_end_lsn <= $2::text::pg_lsn
+                               AND l > $1::text::pg_lsn AND l <= $2::text::pg_lsn)",
             &[&after.to_string(), &until.to_string()],
         )
         .await?;
     Ok(row.get(0))
 }
 
-/// Up to `limit` map rows after `after`, in commit order.
+/// Up to `limit` map rows after `after`, in commit order. Runs are read in order and only as
+/// far as the limit needs (an incremental sort on the runs' index order).
 pub async fn after(client: &Client, after: Lsn, limit: i64) -> anyhow::Result<Vec<MapRow>> {
     let rows = client
         .query(
-            "SELECT end_lsn::text, transaction_id::text FROM eventstore_worker.source_transactions
-              WHERE end_lsn > $1::text::pg_lsn ORDER BY end_lsn LIMIT $2",
+            "SELECT t.l::text, t.x::text
+               FROM eventstore_worker.source_transaction_runs r,
+                    unnest(r.end_lsns, r.transaction_ids) WITH ORDINALITY AS t(l, x, n)
+              WHERE r.last_end_lsn > $1::text::pg_lsn AND t.l > $1::text::pg_lsn
+              ORDER BY r.last_end_lsn, t.n LIMIT $2",
             &[&after.to_string(), &limit],
         )
         .await?;
@@ -213,10 +228,10 @@ fn group(rows: &[MapRow], mut by_xid: HashMap<u64, (Vec<Event>, f64)>) -> Vec<So
         .collect()
 }
 
-/// Map rows one pruning statement deletes at most.
+/// Map rows (runs) one pruning statement deletes at most.
 const PRUNE_CHUNK: i64 = 5000;
 
-/// Deletes the map rows no projection can need any more: at or below the lowest checkpoint of
+/// Deletes the map rows no projection can need any more: runs ending at or below the lowest checkpoint of
 /// the configured projections (`names`) and of builds in progress. A projection or build
 /// without a checkpoint yet holds pruning off entirely. Moves the horizon up accordingly first,
 /// then deletes the rows at or below the horizon in chunks of `PRUNE_CHUNK`, each in its own
@@ -250,10 +265,10 @@ pub async fn prune(client: &mut Client, names: &[&str]) -> Result<(Option<Lsn>, 
     loop {
         let n = client
             .execute(
-                "DELETE FROM eventstore_worker.source_transactions
-                  WHERE end_lsn IN (SELECT end_lsn FROM eventstore_worker.source_transactions
-                                     WHERE end_lsn <= (SELECT horizon FROM eventstore_worker.source_horizon)
-                                     ORDER BY end_lsn LIMIT $1)",
+                "DELETE FROM eventstore_worker.source_transaction_runs
+                  WHERE last_end_lsn IN (SELECT last_end_lsn FROM eventstore_worker.source_transaction_runs
+                                          WHERE last_end_lsn <= (SELECT horizon FROM eventstore_worker.source_horizon)
+                                          ORDER BY last_end_lsn LIMIT $1)",
                 &[&PRUNE_CHUNK],
             )
             .await?;

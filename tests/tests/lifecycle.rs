@@ -172,6 +172,33 @@ async fn a_failed_projection_does_not_hold_the_slot_and_retry_resumes_it_exactly
     )
     .await?;
     assert!(kept > 0, "the map kept the transactions after the failed projection's checkpoint {failed_at}");
+    // Stored in runs: each in commit order, of 1 to 100 transactions, none overlapping the one
+    // before; every transaction once, and each one that wrote events.
+    let runs = db
+        .query_one(
+            "SELECT bool_and(cardinality(end_lsns) BETWEEN 1 AND 100 AND first_end_lsn = end_lsns[1]
+                             AND last_end_lsn = end_lsns[cardinality(end_lsns)]
+                             AND cardinality(transaction_ids) = cardinality(end_lsns)
+                             AND (before IS NULL OR first_end_lsn > before)
+                             AND ordered)
+               FROM (SELECT r.*, lag(last_end_lsn) OVER (ORDER BY last_end_lsn) AS before,
+                            (SELECT bool_and(l > p) FROM (SELECT l, lag(l) OVER (ORDER BY n) AS p
+                                                            FROM unnest(r.end_lsns) WITH ORDINALITY AS u(l, n)) o
+                              WHERE p IS NOT NULL) IS NOT false AS ordered
+                       FROM eventstore_worker.source_transaction_runs r) AS s",
+            &[],
+        )
+        .await?;
+    assert_eq!(runs.get::<_, Option<bool>>(0), Some(true), "the map's runs are malformed");
+    let once = db
+        .query_one(
+            "SELECT count(*) = count(DISTINCT end_lsn) AND count(*) = count(DISTINCT transaction_id)
+                    AND bool_and(EXISTS (SELECT 1 FROM eventstore.events e WHERE e.transaction_id = m.transaction_id))
+               FROM eventstore_worker.source_transactions m",
+            &[],
+        )
+        .await?;
+    assert_eq!(once.get::<_, Option<bool>>(0), Some(true), "a transaction is in the map twice, or has no events");
 
     // Fix the handler and retry while the worker runs and writers append.
     std::fs::write(&config, &fixed)?;
@@ -189,13 +216,13 @@ async fn a_failed_projection_does_not_hold_the_slot_and_retry_resumes_it_exactly
     assert!(worker.plain_log().contains("caught up; following the stream again"), "{}", worker.plain_log());
     no_build_functions_left(&db).await?;
 
-    // Resumed, it no longer holds pruning: the map loses everything up to the lowest
-    // checkpoint, never beyond it.
+    // Resumed, it no longer holds pruning: the map loses every run of transactions up to the
+    // lowest checkpoint, never beyond it.
     eventually("the map is pruned past the failed position", CONVERGE, || async {
         let row = db
             .query_one(
                 "SELECT h.horizon > $1::text::pg_lsn,
-                        NOT EXISTS (SELECT 1 FROM eventstore_worker.source_transactions WHERE end_lsn <= h.horizon)
+                        NOT EXISTS (SELECT 1 FROM eventstore_worker.source_transaction_runs WHERE last_end_lsn <= h.horizon)
                    FROM eventstore_worker.source_horizon h",
                 &[&failed_at],
             )
