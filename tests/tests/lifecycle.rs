@@ -517,3 +517,36 @@ async fn kill_9_in_the_middle_of_a_build_and_the_restart_builds_again_exactly() 
     assert!(worker.terminate()?.success());
     Ok(())
 }
+
+/// Earlier builds kept the commit-order map as a table of one row per transaction: the schema
+/// the worker applies at start turns its rows into runs of one behind a view of the same name,
+/// and applies again without change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_earlier_per_transaction_map_is_converted_to_runs() -> Result<()> {
+    let cluster = Cluster::start()?;
+    let db = cluster.create_store("app").await?;
+    db.batch_execute(
+        "CREATE SCHEMA eventstore_worker;
+         CREATE TABLE eventstore_worker.source_transactions (end_lsn pg_lsn PRIMARY KEY, transaction_id xid8 NOT NULL);
+         INSERT INTO eventstore_worker.source_transactions VALUES ('0/10', '741'), ('1/0', '743'), ('0/20', '742')",
+    )
+    .await?;
+    for _ in 0..2 {
+        db.batch_execute(include_str!("../../cdc-worker/src/schema.sql")).await?;
+        let row = db
+            .query_one(
+                "SELECT (SELECT relkind::text FROM pg_class WHERE oid = 'eventstore_worker.source_transactions'::regclass),
+                        (SELECT string_agg(end_lsn || '=' || transaction_id, ' ' ORDER BY end_lsn)
+                           FROM eventstore_worker.source_transactions),
+                        (SELECT string_agg(first_end_lsn || '-' || last_end_lsn || ':' || array_to_string(transaction_ids, ','), ' '
+                                           ORDER BY last_end_lsn)
+                           FROM eventstore_worker.source_transaction_runs)",
+                &[],
+            )
+            .await?;
+        assert_eq!(row.get::<_, String>(0), "v", "source_transactions is a view now");
+        assert_eq!(row.get::<_, String>(1), "0/10=741 0/20=742 1/0=743");
+        assert_eq!(row.get::<_, String>(2), "0/10-0/10:741 0/20-0/20:742 1/0-1/0:743");
+    }
+    Ok(())
+}
