@@ -756,10 +756,10 @@ class Report:
         else:
             text += ", so the target is within reach of an ideal reader on this machine."
         text += (f" The worker drained {ratio(n('drain.of_ceiling'))} of the ideal reader's rate. What it adds "
-                 "in the target backend, which bounds its drain, is parsing each envelope into `jsonb` and "
-                 "recording the commit-order map (15 % and 8 % of that backend's time in the profile in "
-                 "[docs/worker.md](docs/worker.md#performance)) and the checkpoints; its own process competes "
-                 "for the same two cores.")
+                 "in the target backend, which bounds its drain, is parsing each envelope into `jsonb` (15 % "
+                 "of that backend's time in the profile in [docs/worker.md](docs/worker.md#performance)), the "
+                 "commit-order map (8 % there when it took a row per transaction; now a row per run of up to "
+                 "100) and the checkpoints; its own process competes for the same two cores.")
         return text
 
     # --- trigger ------------------------------------------------------------------------------------
