@@ -44,7 +44,6 @@ COMMENT ON TABLE eventstore_worker.projections IS
 -- of line. The view source_transactions shows one row per transaction.
 CREATE TABLE IF NOT EXISTS eventstore_worker.source_transaction_runs (
     last_end_lsn     pg_lsn PRIMARY KEY,
-    first_end_lsn    pg_lsn NOT NULL,
     end_lsns         pg_lsn[] NOT NULL,
     transaction_ids  xid8[] NOT NULL,
     CHECK (cardinality(end_lsns) = cardinality(transaction_ids) AND cardinality(end_lsns) > 0)
@@ -56,8 +55,8 @@ DO $do$
 BEGIN
     IF EXISTS (SELECT FROM pg_class
                 WHERE oid = to_regclass('eventstore_worker.source_transactions') AND relkind = 'r') THEN
-        INSERT INTO eventstore_worker.source_transaction_runs (last_end_lsn, first_end_lsn, end_lsns, transaction_ids)
-        SELECT end_lsn, end_lsn, ARRAY[end_lsn], ARRAY[transaction_id]
+        INSERT INTO eventstore_worker.source_transaction_runs (last_end_lsn, end_lsns, transaction_ids)
+        SELECT end_lsn, ARRAY[end_lsn], ARRAY[transaction_id]
           FROM eventstore_worker.source_transactions;
         DROP TABLE eventstore_worker.source_transactions;
     END IF;

@@ -41,8 +41,8 @@ pub const RUN: i64 = 100;
 /// and anything above is new. Filtering on that costs one index probe per batch instead of a
 /// speculative insertion per row, which `ON CONFLICT DO NOTHING` would take; it also keeps
 /// runs from overlapping.
-pub const RECORD: &str = "INSERT INTO eventstore_worker.source_transaction_runs (last_end_lsn, first_end_lsn, end_lsns, transaction_ids)
-     SELECT max(l), min(l), array_agg(l ORDER BY n), array_agg(x ORDER BY n)
+pub const RECORD: &str = "INSERT INTO eventstore_worker.source_transaction_runs (last_end_lsn, end_lsns, transaction_ids)
+     SELECT max(l), array_agg(l ORDER BY n), array_agg(x ORDER BY n)
        FROM (SELECT l::pg_lsn AS l, x::xid8 AS x, n
                FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS t(l, x, n)
               WHERE l::pg_lsn > greatest((SELECT max(last_end_lsn) FROM eventstore_worker.source_transaction_runs),
@@ -72,7 +72,7 @@ pub async fn any_between(client: &Client, after: Lsn, until: Lsn) -> Result<bool
     let row = client
         .query_one(
             "SELECT EXISTS (SELECT 1 FROM eventstore_worker.source_transaction_runs r, unnest(r.end_lsns) AS l
-                             WHERE r.last_end_lsn > $1::text::pg_lsn AND r.first_end_lsn <= $2::text::pg_lsn
+                             WHERE r.last_end_lsn > $1::text::pg_lsn AND r.end_lsns[1] <= $2::text::pg_lsn
                                AND l > $1::text::pg_lsn AND l <= $2::text::pg_lsn)",
             &[&after.to_string(), &until.to_string()],
         )

@@ -172,14 +172,14 @@ async fn a_failed_projection_does_not_hold_the_slot_and_retry_resumes_it_exactly
     )
     .await?;
     assert!(kept > 0, "the map kept the transactions after the failed projection's checkpoint {failed_at}");
-    // Stored in runs: each in commit order, of 1 to 100 transactions, none overlapping the one
-    // before; every transaction once, and each one that wrote events.
+    // Stored in runs: each in commit order, of 1 to 100 transactions, keyed by its last, none
+    // overlapping the one before; every transaction once, and each one that wrote events.
     let runs = db
         .query_one(
-            "SELECT bool_and(cardinality(end_lsns) BETWEEN 1 AND 100 AND first_end_lsn = end_lsns[1]
+            "SELECT bool_and(cardinality(end_lsns) BETWEEN 1 AND 100
                              AND last_end_lsn = end_lsns[cardinality(end_lsns)]
                              AND cardinality(transaction_ids) = cardinality(end_lsns)
-                             AND (before IS NULL OR first_end_lsn > before)
+                             AND (before IS NULL OR end_lsns[1] > before)
                              AND ordered)
                FROM (SELECT r.*, lag(last_end_lsn) OVER (ORDER BY last_end_lsn) AS before,
                             (SELECT bool_and(l > p) FROM (SELECT l, lag(l) OVER (ORDER BY n) AS p
@@ -538,7 +538,7 @@ async fn an_earlier_per_transaction_map_is_converted_to_runs() -> Result<()> {
                 "SELECT (SELECT relkind::text FROM pg_class WHERE oid = 'eventstore_worker.source_transactions'::regclass),
                         (SELECT string_agg(end_lsn || '=' || transaction_id, ' ' ORDER BY end_lsn)
                            FROM eventstore_worker.source_transactions),
-                        (SELECT string_agg(first_end_lsn || '-' || last_end_lsn || ':' || array_to_string(transaction_ids, ','), ' '
+                        (SELECT string_agg(end_lsns[1] || '-' || last_end_lsn || ':' || array_to_string(transaction_ids, ','), ' '
                                            ORDER BY last_end_lsn)
                            FROM eventstore_worker.source_transaction_runs)",
                 &[],
