@@ -85,7 +85,7 @@ raw_read
 raw_rates=()
 for ((r = 1; r <= ROUNDS; r++)); do
     t0=$(now); raw_read; t1=$(now)
-    raw_rates+=("$(echo "$total / ($t1 - $t0)" | bc)")
+    raw_rates+=("$(awk -v n="$total" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.0f", n / (b - a) }')")
     record "catchup.round.$r.raw" "${raw_rates[-1]}" ev/s
 done
 
@@ -123,7 +123,7 @@ SQL
     t1=$(now)
     cpu=$(awk -v hz="$(getconf CLK_TCK)" '{ print ($14 + $15) / hz }' "/proc/$worker_pid/stat")
     kill -TERM "$worker_pid"; wait "$worker_pid" || true; worker_pid=""
-    echo "$(echo "$t1 - $t0" | bc) $cpu"
+    echo "$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }') $cpu"
 }
 # The snapshot phase's rate as the worker logs it; empty (not measured) when the line is missing.
 snapshot_rate() {
@@ -134,8 +134,8 @@ worker_rates=() worker_cpu=() worker_cpu_pct=() snapshot_rates=() noop_rates=()
 for ((r = 1; r <= ROUNDS; r++)); do
     say "worker round $r: first start, building order_summary and customer_revenue from $total events"
     read -r seconds cpu <<<"$(first_start "$DIR/worker.toml" 2 "$DIR/worker.$r.log")"
-    worker_rates+=("$(echo "$total / $seconds" | bc)")
-    worker_cpu_pct+=("$(printf '%.0f' "$(echo "100 * $cpu / $seconds" | bc -l)")")
+    worker_rates+=("$(awk -v n="$total" -v s="$seconds" 'BEGIN { printf "%.0f", n / s }')")
+    worker_cpu_pct+=("$(awk -v c="$cpu" -v s="$seconds" 'BEGIN { printf "%.0f", 100 * c / s }')")
     worker_cpu+=("${worker_cpu_pct[-1]}%")
     snapshot_rates+=("$(snapshot_rate "$DIR/worker.$r.log")")
     record "catchup.round.$r.worker" "${worker_rates[-1]}" ev/s
@@ -155,8 +155,8 @@ worker=$(printf '%s\n' "${worker_rates[@]}" | median)
 snapshot=$(printf '%s\n' "${snapshot_rates[@]}" | median)
 noop=$(printf '%s\n' "${noop_rates[@]}" | median)
 cpu_pct=$(printf '%s\n' "${worker_cpu_pct[@]}" | median)
-ratio=$(echo "scale=2; $worker / $raw" | bc)
-ratio_snapshot=$([ -z "$snapshot" ] || echo "scale=2; $snapshot / $raw" | bc)
+ratio=$(ratio "$worker" "$raw")
+ratio_snapshot=$([ -z "$snapshot" ] || ratio "$snapshot" "$raw")
 record catchup.raw "$raw" ev/s
 record catchup.worker "$worker" ev/s
 record catchup.worker_cpu_pct "$cpu_pct" %

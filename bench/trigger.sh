@@ -148,7 +148,7 @@ run_worker() {
         sleep 0.05
     done
     t1=$(date +%s.%N)
-    CATCHUP+=("$(printf '%.1f' "$(echo "$t1 - $t0" | bc)")")
+    CATCHUP+=("$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')")
     kill -TERM "$worker_pid"; wait "$worker_pid" || true; worker_pid=""
     check worker
 }
