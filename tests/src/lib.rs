@@ -48,6 +48,12 @@ pub struct Cluster {
 
 impl Cluster {
     pub fn start() -> Result<Cluster> {
+        Cluster::start_with_hba("")
+    }
+
+    /// Like `start`, with `hba` (whole `pg_hba.conf` lines) placed before the default rules, so
+    /// that its lines win for the connections they match.
+    pub fn start_with_hba(hba: &str) -> Result<Cluster> {
         static N: AtomicU32 = AtomicU32::new(0);
         let dir = PathBuf::from(format!("/tmp/es-wt-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst)));
         let _ = fs::remove_dir_all(&dir);
@@ -56,11 +62,13 @@ impl Cluster {
         run(as_postgres("initdb")
             .args(["-D", data.to_str().unwrap(), "-U", "postgres", "-E", "UTF8", "--locale=C", "--no-sync"])
             .args(["--auth-local=trust", "--auth-host=scram-sha-256"]))?;
-        // Unix sockets: trust. TCP: SCRAM-SHA-256 only, replication included.
+        // After `hba`: unix sockets trust, TCP is SCRAM-SHA-256, replication included.
         fs::write(
             data.join("pg_hba.conf"),
-            "local all all trust\nlocal replication all trust\n\
-             host all all 127.0.0.1/32 scram-sha-256\nhost replication all 127.0.0.1/32 scram-sha-256\n",
+            format!(
+                "{hba}local all all trust\nlocal replication all trust\n\
+                 host all all 127.0.0.1/32 scram-sha-256\nhost replication all 127.0.0.1/32 scram-sha-256\n"
+            ),
         )?;
         let cluster = Cluster { dir, port: free_port()? };
         cluster.pg_ctl_start()?;
@@ -119,6 +127,20 @@ impl Cluster {
         let db = self.connect(dbname).await?;
         db.batch_execute("CREATE EXTENSION pg_eventstore").await?;
         Ok(db)
+    }
+
+    /// `ALTER SYSTEM SET name = value` and a reload, returning once a new connection sees
+    /// `value` (as `SHOW` prints it): the postmaster applies a reload in its own time.
+    pub async fn alter_system(&self, name: &str, value: &str) -> Result<()> {
+        let admin = self.connect("postgres").await?;
+        // Two statements: ALTER SYSTEM refuses to run in the implicit transaction of a list.
+        admin.batch_execute(&format!("ALTER SYSTEM SET {name} = '{value}'")).await?;
+        admin.batch_execute("SELECT pg_reload_conf()").await?;
+        eventually(&format!("new connections see {name} = {value}"), Duration::from_secs(30), || async {
+            let shown: String = self.connect("postgres").await?.query_one(&format!("SHOW {name}"), &[]).await?.get(0);
+            Ok(shown == value)
+        })
+        .await
     }
 
     pub fn server_log(&self) -> String {

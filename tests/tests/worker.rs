@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use eventstore_integration_tests::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -292,4 +292,130 @@ async fn read_models_in_a_second_database_with_scram_over_tcp() -> Result<()> {
     assert_eq!(over_tcp, 1, "the replication connection authenticated over TCP (SCRAM-SHA-256 per pg_hba)");
     assert!(worker.terminate()?.success());
     Ok(())
+}
+
+/// The two password methods besides SCRAM: `md5` and `password` (cleartext), each required by
+/// pg_hba.conf for one role over TCP, on both of the worker's connections (SQL and
+/// replication). The server's own connection log says which method authenticated each one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn md5_and_cleartext_password_authentication_on_both_connections() -> Result<()> {
+    const ROLES: [(&str, &str); 2] = [("md5_worker", "md5"), ("password_worker", "password")];
+    let hba: String = ROLES
+        .iter()
+        .map(|(role, method)| format!("host all {role} 127.0.0.1/32 {method}\nhost replication {role} 127.0.0.1/32 {method}\n"))
+        .collect();
+    let cluster = Cluster::start_with_hba(&hba)?;
+    cluster.alter_system("log_connections", "on").await?;
+    let db = cluster.create_store("app").await?;
+    db.batch_execute("CREATE PUBLICATION eventstore_events FOR TABLE eventstore.events").await?;
+
+    let mut orders = 0;
+    for (role, method) in ROLES {
+        // An md5 exchange needs an md5-hashed password: for a SCRAM verifier the server asks
+        // for SCRAM instead, whatever pg_hba.conf says. `password` works with either.
+        let encryption = if method == "md5" { "md5" } else { "scram-sha-256" };
+        db.batch_execute(&format!(
+            "SET password_encryption = '{encryption}';
+             CREATE ROLE {role} LOGIN REPLICATION PASSWORD '{role}-secret';
+             RESET password_encryption;
+             GRANT USAGE ON SCHEMA eventstore TO {role};
+             GRANT SELECT ON eventstore.events TO {role};"
+        ))
+        .await?;
+        db.batch_execute(&format!("CREATE DATABASE {role}_models OWNER {role}")).await?;
+        let models = cluster.connect(&format!("{role}_models")).await?;
+        let url = format!("postgres://{role}:{role}-secret@127.0.0.1:{}", cluster.port);
+        let header = format!("[source]\ndsn = \"{url}/app\"\n\n[target]\ndsn = \"{url}/{role}_models\"\n");
+        let worker = Worker::start(&orders_config(&cluster.dir, role, &header)?)?;
+        wait_for_streaming(&db, &worker).await?;
+        // The second worker builds the first one's orders from the table and streams its own.
+        append_orders(&cluster.socket_dsn("app"), orders, 100, 2, 8).await?;
+        orders += 100;
+        assert_converges(&db, &models, &worker).await;
+        assert!(worker.terminate()?.success());
+    }
+
+    let log = cluster.server_log();
+    let pids = |needle: &str| -> Vec<String> {
+        log.lines()
+            .filter(|l| l.contains(needle))
+            .filter_map(|l| Some(l.split_once('[')?.1.split_once(']')?.0.to_owned()))
+            .collect()
+    };
+    for (role, method) in ROLES {
+        let authenticated = pids(&format!("connection authenticated: identity=\"{role}\" method={method} "));
+        for (kind, needle) in [
+            ("replication", format!("LOG:  replication connection authorized: user={role}")),
+            ("SQL", format!("LOG:  connection authorized: user={role} ")),
+        ] {
+            assert!(
+                pids(&needle).iter().any(|pid| authenticated.contains(pid)),
+                "no {kind} connection of {role} authenticated by {method}; server log:\n{log}"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// One source transaction whose handlers run for over twice wal_sender_timeout, so one batch
+/// does (a source transaction is never split). The stream reader answers the walsender's
+/// keepalives and the status updates go on apart from the apply path, so the server never
+/// times the replication connection out: the same walsender serves the worker throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_longer_than_wal_sender_timeout_keeps_its_replication_connection() -> Result<()> {
+    let cluster = Cluster::start()?;
+    cluster.alter_system("wal_sender_timeout", "3s").await?;
+    let db = cluster.create_store("app").await?;
+    let config = write_config(
+        &cluster.dir,
+        "slow",
+        &format!(
+            "{}\n[[projection]]\nname = \"slow\"\n\
+             setup = \"CREATE TABLE IF NOT EXISTS slow_applied (global_position bigint PRIMARY KEY)\"\n\
+             [projection.handlers]\n\
+             Slow = \"INSERT INTO slow_applied SELECT ($1->>'global_position')::bigint FROM pg_sleep(2)\"\n",
+            socket_source(&cluster, "app")
+        ),
+    )?;
+    let worker = Worker::start(&config)?;
+    wait_until_running(&db, &worker, 1).await?;
+    let walsender = "SELECT active_pid::bigint FROM pg_replication_slots WHERE slot_name = 'eventstore_worker'";
+    let before = count(&db, walsender).await?;
+
+    let appended = positions(
+        &db,
+        "SELECT global_position FROM eventstore.append('slow-1', jsonb_build_array(
+             jsonb_build_object('type', 'Slow'), jsonb_build_object('type', 'Slow'),
+             jsonb_build_object('type', 'Slow'), jsonb_build_object('type', 'Slow')))",
+    )
+    .await?;
+    let written: String = db.query_one("SELECT pg_current_wal_insert_lsn()::text", &[]).await?.get(0);
+    let applied = eventually("the slow batch is applied", Duration::from_secs(120), || async {
+        Ok(count(&db, "SELECT count(*) FROM slow_applied").await? == 4)
+    })
+    .await;
+    applied.with_context(|| format!("worker log:\n{}", worker.log_text()))?;
+    assert_eq!(positions(&db, "SELECT global_position FROM slow_applied ORDER BY 1").await?, appended);
+    // One target transaction ran the four handlers, each sleeping 2 s: 8 s against 3 s.
+    assert_eq!(count(&db, "SELECT count(DISTINCT xmin::text) FROM slow_applied").await?, 1);
+
+    let slot_past = || async {
+        let row = db
+            .query_one(
+                "SELECT confirmed_flush_lsn >= $1::text::pg_lsn FROM pg_replication_slots WHERE slot_name = 'eventstore_worker'",
+                &[&written],
+            )
+            .await?;
+        Ok(row.get::<_, bool>(0))
+    };
+    eventually("the slot confirms the slow batch", CONVERGE, slot_past).await?;
+    assert_eq!(count(&db, walsender).await?, before, "the worker's walsender was replaced; worker log:\n{}", worker.log_text());
+    let log = cluster.server_log();
+    assert!(!log.contains("replication timeout"), "the server timed the worker out:\n{log}");
+    assert!(worker.terminate()?.success());
+    Ok(())
+}
+
+async fn positions(client: &tokio_postgres::Client, sql: &str) -> Result<Vec<i64>> {
+    Ok(client.query(sql, &[]).await?.iter().map(|r| r.get(0)).collect())
 }
