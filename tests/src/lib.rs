@@ -222,8 +222,10 @@ impl Worker {
         let log = config_path.with_extension(format!("{}.log", N.fetch_add(1, Ordering::SeqCst)));
         let file = fs::File::create(&log)?;
         let child = Command::new(worker_binary()?)
-            .args(["run", "--log-format", "text"])
+            .arg("run")
             .env("EVENTSTORE_WORKER_CONFIG", config_path)
+            // Text unless `env` says otherwise.
+            .env("EVENTSTORE_WORKER_LOG_FORMAT", "text")
             .env("RUST_LOG", "info,eventstore_worker=debug")
             .envs(env.iter().copied())
             .stdout(file.try_clone()?)
@@ -241,15 +243,20 @@ impl Worker {
     }
 
     /// SIGTERM, then waits for the exit status.
-    pub fn terminate(mut self) -> Result<std::process::ExitStatus> {
-        run(Command::new("kill").args(["-TERM", &self.child.id().to_string()]))?;
+    pub fn terminate(self) -> Result<std::process::ExitStatus> {
+        self.stop_with("TERM")
+    }
+
+    /// Sends the signal named (`TERM`, `INT`), then waits up to 30 s for the exit status.
+    pub fn stop_with(mut self, signal: &str) -> Result<std::process::ExitStatus> {
+        run(Command::new("kill").args([&format!("-{signal}"), &self.child.id().to_string()]))?;
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = self.child.try_wait()? {
                 return Ok(status);
             }
             if Instant::now() > deadline {
-                bail!("worker did not exit within 30 s of SIGTERM; log:\n{}", self.log_text());
+                bail!("worker did not exit within 30 s of SIG{signal}; log:\n{}", self.log_text());
             }
             std::thread::sleep(Duration::from_millis(50));
         }

@@ -366,29 +366,12 @@ async fn a_batch_longer_than_wal_sender_timeout_keeps_its_replication_connection
     let cluster = Cluster::start()?;
     cluster.alter_system("wal_sender_timeout", "3s").await?;
     let db = cluster.create_store("app").await?;
-    let config = write_config(
-        &cluster.dir,
-        "slow",
-        &format!(
-            "{}\n[[projection]]\nname = \"slow\"\n\
-             setup = \"CREATE TABLE IF NOT EXISTS slow_applied (global_position bigint PRIMARY KEY)\"\n\
-             [projection.handlers]\n\
-             Slow = \"INSERT INTO slow_applied SELECT ($1->>'global_position')::bigint FROM pg_sleep(2)\"\n",
-            socket_source(&cluster, "app")
-        ),
-    )?;
-    let worker = Worker::start(&config)?;
+    let worker = Worker::start(&slow_config(&cluster, &[("Slow", 2)])?)?;
     wait_until_running(&db, &worker, 1).await?;
     let walsender = "SELECT active_pid::bigint FROM pg_replication_slots WHERE slot_name = 'eventstore_worker'";
     let before = count(&db, walsender).await?;
 
-    let appended = positions(
-        &db,
-        "SELECT global_position FROM eventstore.append('slow-1', jsonb_build_array(
-             jsonb_build_object('type', 'Slow'), jsonb_build_object('type', 'Slow'),
-             jsonb_build_object('type', 'Slow'), jsonb_build_object('type', 'Slow')))",
-    )
-    .await?;
+    let appended = append_slow(&db, "slow-1", "Slow", 4).await?;
     let written: String = db.query_one("SELECT pg_current_wal_insert_lsn()::text", &[]).await?.get(0);
     let applied = eventually("the slow batch is applied", Duration::from_secs(120), || async {
         Ok(count(&db, "SELECT count(*) FROM slow_applied").await? == 4)
@@ -416,6 +399,96 @@ async fn a_batch_longer_than_wal_sender_timeout_keeps_its_replication_connection
     Ok(())
 }
 
+/// A worker config with one projection, `slow`, whose handlers record each event's position in
+/// `slow_applied` after sleeping: per event type, the seconds its handler sleeps.
+fn slow_config(cluster: &Cluster, handlers: &[(&str, u32)]) -> Result<std::path::PathBuf> {
+    let mut text = format!(
+        "{}\n[[projection]]\nname = \"slow\"\n\
+         setup = \"CREATE TABLE IF NOT EXISTS slow_applied (global_position bigint PRIMARY KEY)\"\n\
+         [projection.handlers]\n",
+        socket_source(cluster, "app")
+    );
+    for (event_type, seconds) in handlers {
+        text.push_str(&format!(
+            "{event_type} = \"INSERT INTO slow_applied SELECT ($1->>'global_position')::bigint FROM pg_sleep({seconds})\"\n"
+        ));
+    }
+    write_config(&cluster.dir, "slow", &text)
+}
+
+/// Appends `n` events of `event_type` to `stream` in one transaction; their global positions.
+async fn append_slow(db: &tokio_postgres::Client, stream: &str, event_type: &str, n: i32) -> Result<Vec<i64>> {
+    let rows = db
+        .query(
+            "SELECT global_position FROM eventstore.append($1,
+                 (SELECT jsonb_agg(jsonb_build_object('type', $2::text)) FROM generate_series(1, $3)))",
+            &[&stream, &event_type, &n],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
 async fn positions(client: &tokio_postgres::Client, sql: &str) -> Result<Vec<i64>> {
     Ok(client.query(sql, &[]).await?.iter().map(|r| r.get(0)).collect())
+}
+
+/// SIGINT and SIGTERM while a batch is being applied. A batch that ends within the shutdown
+/// grace (10 s) is finished and acknowledged; one that would not is abandoned, and the next
+/// start applies it once. Either way the worker exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signal_mid_batch_finishes_or_abandons_it_and_nothing_is_lost_or_doubled() -> Result<()> {
+    let cluster = Cluster::start()?;
+    let db = cluster.create_store("app").await?;
+    let config = slow_config(&cluster, &[("Slow", 1), ("Slower", 6)])?;
+    // Until the target backend is inside a handler of the open batch.
+    let sleeping = || async {
+        Ok(count(&db, "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep' AND datname = 'app'").await? == 1)
+    };
+    let acknowledged = "SELECT (s.confirmed_flush_lsn >= p.checkpoint_lsn)::int::bigint
+                          FROM pg_replication_slots s, eventstore_worker.projections p
+                         WHERE s.slot_name = 'eventstore_worker' AND p.name = 'slow'";
+
+    // SIGINT, 3 s of handlers: finished within the grace, then acknowledged.
+    let worker = Worker::start(&config)?;
+    wait_until_running(&db, &worker, 1).await?;
+    let first = append_slow(&db, "slow-1", "Slow", 3).await?;
+    eventually("a handler of the first batch runs", CONVERGE, sleeping).await?;
+    let log = worker.log.clone();
+    assert!(worker.stop_with("INT")?.success(), "exit status after SIGINT");
+    let text = std::fs::read_to_string(&log)?;
+    assert!(text.contains("SIGINT received"), "{text}");
+    assert!(!text.contains("abandoning"), "a batch within the grace was abandoned:\n{text}");
+    assert_eq!(positions(&db, "SELECT global_position FROM slow_applied ORDER BY 1").await?, first);
+    assert_eq!(count(&db, acknowledged).await?, 1, "the slot was not told of the finished batch");
+    let checkpoint = "SELECT checkpoint_lsn::text FROM eventstore_worker.projections WHERE name = 'slow'";
+    let finished: String = db.query_one(checkpoint, &[]).await?.get(0);
+
+    // SIGTERM, 12 s of handlers: abandoned after the grace, rolled back, redelivered.
+    let worker = Worker::start_with_env(&config, &[("EVENTSTORE_WORKER_LOG_FORMAT", "json")])?;
+    wait_until_running(&db, &worker, 1).await?;
+    let second = append_slow(&db, "slow-2", "Slower", 2).await?;
+    eventually("a handler of the second batch runs", CONVERGE, sleeping).await?;
+    let log = worker.log.clone();
+    assert!(worker.stop_with("TERM")?.success(), "exit status after SIGTERM");
+    let text = std::fs::read_to_string(&log)?;
+    let lines: Vec<serde_json::Value> =
+        text.lines().map(serde_json::from_str).collect::<Result<_, _>>().with_context(|| format!("JSON log lines:\n{text}"))?;
+    assert!(
+        lines.iter().any(|l| l["level"] == "WARN"
+            && l["fields"]["message"].as_str().is_some_and(|m| m.starts_with("abandoning the open batch"))),
+        "no warning about the abandoned batch:\n{text}"
+    );
+    // Nothing of it recorded: no row committed, the checkpoint where the first batch left it.
+    assert_eq!(positions(&db, "SELECT global_position FROM slow_applied ORDER BY 1").await?, first);
+    assert_eq!(db.query_one(checkpoint, &[]).await?.get::<_, String>(0), finished);
+
+    let worker = Worker::start(&config)?;
+    let all: Vec<i64> = first.iter().chain(&second).copied().collect();
+    let applied = eventually("the abandoned batch is applied after the restart", Duration::from_secs(120), || async {
+        Ok(positions(&db, "SELECT global_position FROM slow_applied ORDER BY 1").await? == all)
+    })
+    .await;
+    applied.with_context(|| format!("worker log:\n{}", worker.log_text()))?;
+    assert!(worker.terminate()?.success());
+    Ok(())
 }
