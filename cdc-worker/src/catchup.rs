@@ -34,7 +34,7 @@ pub async fn run(config: &Config, name: &str, stop: &CancellationToken) -> anyho
 }
 
 async fn catch_up(config: &Config, name: &str) -> anyhow::Result<()> {
-    let control = connect_sql(config.target_config(), "target").await?;
+    let control = connect_sql(config.target_config(), "target", "catch-up").await?;
     let owned: bool = control
         .query_one("SELECT pg_try_advisory_lock($1)", &[&coordination::owner_lock(name)])
         .await?
@@ -52,9 +52,9 @@ async fn catch_up(config: &Config, name: &str) -> anyhow::Result<()> {
 }
 
 async fn resume(config: &Config, name: &str, control: &tokio_postgres::Client) -> anyhow::Result<()> {
-    let source = connect_sql(&config.source, "source").await?;
+    let source = connect_sql(&config.source, "source", "catch-up").await?;
     source.batch_execute(source_map::EVENT_SESSION).await?;
-    let opened = Target::open(connect_sql(config.target_config(), "target").await?, config, Role::CatchUp(name.into())).await;
+    let opened = Target::open(connect_sql(config.target_config(), "target", "catch-up").await?, config, Role::CatchUp(name.into())).await;
     let mut target = match opened {
         Ok(t) => t,
         Err(e) if e.is_fatal() => {

@@ -36,7 +36,7 @@ pub async fn rebuild(config: Config, name: &str) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn retry(config: Config, name: &str) -> anyhow::Result<ExitCode> {
-    let client = connect_sql(config.target_config(), "target").await?;
+    let client = connect_sql(config.target_config(), "target", "retry").await?;
     let known: bool = client
         .query_one("SELECT to_regclass('eventstore_worker.projections') IS NOT NULL", &[])
         .await?

@@ -77,7 +77,7 @@ pub async fn run(config: &Config, names: &[String], mode: Mode, stop: &Cancellat
 
 async fn build(config: &Config, names: &[String], mode: Mode) -> anyhow::Result<Vec<(String, Outcome)>> {
     let started = Instant::now();
-    let mut control = connect_sql(config.target_config(), "target").await?;
+    let mut control = connect_sql(config.target_config(), "target", "build").await?;
     control.batch_execute("SET client_min_messages TO warning").await?;
     crate::projection::ensure_schema(&control).await?;
     let Some(horizon) = source_map::horizon(&control).await? else {
@@ -105,7 +105,7 @@ async fn build(config: &Config, names: &[String], mode: Mode) -> anyhow::Result<
     }
 
     // 2. The snapshot.
-    let source = connect_sql(&config.source, "source").await?;
+    let source = connect_sql(&config.source, "source", "build").await?;
     source.batch_execute(source_map::EVENT_SESSION).await?;
     let mut repl = ReplicationConnection::connect(&config.source).await?;
     let slot = temporary_slot_name(&config.slot);
@@ -231,7 +231,7 @@ async fn claim(control: &Client, config: &Config, name: &str, mode: Mode) -> any
 
 /// A target connection whose unqualified names resolve to the shadow schema first.
 async fn open_shadow(config: &Config, name: &str, schema: &str) -> anyhow::Result<Target> {
-    let client = connect_sql(config.target_config(), "target").await?;
+    let client = connect_sql(config.target_config(), "target", "build").await?;
     let path: String = client.query_one("SHOW search_path", &[]).await?.get(0);
     client.batch_execute(&format!("SET search_path TO {schema}, {path}")).await?;
     let target = Target::open(client, config, Role::Shadow(name.into())).await?;

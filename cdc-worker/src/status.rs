@@ -94,7 +94,9 @@ async fn connect_one(config: &tokio_postgres::Config, what: &str) -> anyhow::Res
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(CONNECT_TIMEOUT);
     }
-    config.application_name("eventstore-worker status");
+    if config.get_application_name().is_none() {
+        config.application_name("eventstore-worker status");
+    }
     let (client, connection) = config.connect(NoTls).await.with_context(|| format!("connecting to the {what} database"))?;
     tokio::spawn(async move {
         let _ = connection.await;

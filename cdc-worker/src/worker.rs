@@ -78,7 +78,14 @@ async fn sessions(config: &Config, shutdown: &CancellationToken, wake_lifecycle:
     }
 }
 
-pub async fn connect_sql(config: &tokio_postgres::Config, what: &'static str) -> anyhow::Result<tokio_postgres::Client> {
+/// Connects to the source or target database (`what`) for one of the worker's tasks. Unless the
+/// connection string names an application, the connection shows in `pg_stat_activity` as
+/// `eventstore-worker` (the stream and its apply path, `task` empty) or `eventstore-worker TASK`.
+pub async fn connect_sql(config: &tokio_postgres::Config, what: &'static str, task: &str) -> anyhow::Result<tokio_postgres::Client> {
+    let mut config = config.clone();
+    if config.get_application_name().is_none() {
+        config.application_name(if task.is_empty() { "eventstore-worker".to_owned() } else { format!("eventstore-worker {task}") });
+    }
     let (client, connection) = config.connect(NoTls).await.with_context(|| format!("connecting to the {what} database"))?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
@@ -94,7 +101,7 @@ fn failed(error: anyhow::Error, progressed: bool) -> SessionEnd {
 
 async fn session(config: &mut Config, shutdown: &CancellationToken, first: bool, wake_lifecycle: &Notify) -> SessionEnd {
     // Target first: setup errors in the configuration should surface before streaming starts.
-    let target_client = match connect_sql(config.target_config(), "target").await {
+    let target_client = match connect_sql(config.target_config(), "target", "").await {
         Ok(c) => c,
         Err(e) => return failed(e, false),
     };
@@ -256,7 +263,7 @@ async fn spawn_reader(
 /// Ensures publication and slot exist, and starts streaming at the slot's confirmed position.
 /// Also says whether the slot was created now.
 async fn start_stream(config: &Config) -> anyhow::Result<(Streaming, Lsn, bool)> {
-    let source = connect_sql(&config.source, "source").await?;
+    let source = connect_sql(&config.source, "source", "").await?;
     // The publication must exist before the slot: pgoutput looks it up as of each decoded
     // transaction, and would fail on WAL older than the publication.
     let exists = source

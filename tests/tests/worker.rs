@@ -492,3 +492,60 @@ async fn a_signal_mid_batch_finishes_or_abandons_it_and_nothing_is_lost_or_doubl
     assert!(worker.terminate()?.success());
     Ok(())
 }
+
+/// The replication connection and then the target connections cut by the server in the middle
+/// of a load (pg_terminate_backend), twice each: the worker process stays up, reconnects, and
+/// the read models end equal to a replay of the log, nothing lost and nothing applied twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn either_connection_cut_mid_load_resumes_exactly() -> Result<()> {
+    let cluster = Cluster::start()?;
+    let db = cluster.create_store("app").await?;
+    db.batch_execute("CREATE DATABASE readmodels").await?;
+    let rm = cluster.connect("readmodels").await?;
+    let header = format!("{}\n[target]\ndsn = \"{}\"\n", socket_source(&cluster, "app"), cluster.socket_dsn("readmodels"));
+    let mut worker = Worker::start(&orders_config(&cluster.dir, "cut", &header)?)?;
+    wait_for_streaming(&db, &worker).await?;
+
+    let dsn = cluster.socket_dsn("app");
+    let cuts_done = Arc::new(AtomicBool::new(false));
+    let load = {
+        let cuts_done = cuts_done.clone();
+        tokio::spawn(async move {
+            let mut first = 0;
+            while first < 1000 || !cuts_done.load(Ordering::SeqCst) {
+                append_orders(&dsn, first, 100, 2, 40 + first).await?;
+                first += 100;
+            }
+            anyhow::Ok(())
+        })
+    };
+    let cuts = [
+        ("replication", "SELECT count(pg_terminate_backend(active_pid)) FROM pg_replication_slots WHERE slot_name = 'eventstore_worker'"),
+        // The apply path's connection (its background tasks' names carry a suffix).
+        ("target", "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = 'readmodels' AND application_name = 'eventstore-worker'"),
+    ];
+    let applied = "SELECT count(*) FROM order_summary";
+    for (done, (connection, cut)) in cuts.iter().chain(&cuts).enumerate() {
+        // Each cut in a session of its own, once it has applied more orders: the one before
+        // has ended (sessions follow one another) and a new one streams and applies.
+        eventually("a new session streams", CONVERGE, || async { Ok(worker.plain_log().matches("streaming started").count() > done) })
+            .await
+            .with_context(|| format!("worker log:\n{}", worker.log_text()))?;
+        let seen = count(&rm, applied).await.unwrap_or(0);
+        eventually("the worker applies more orders", CONVERGE, || async { Ok(count(&rm, applied).await.unwrap_or(0) > seen + 50) })
+            .await
+            .with_context(|| format!("worker log:\n{}", worker.log_text()))?;
+        assert_eq!(count(&db, cut).await?, 1, "one {connection} connection to cut");
+        eprintln!("cut the {connection} connection");
+    }
+    cuts_done.store(true, Ordering::SeqCst);
+    load.await??;
+    // One more order, so that a batch follows the last cut whatever the load's timing.
+    append_orders(&cluster.socket_dsn("app"), 100_000, 1, 1, 41).await?;
+    assert_converges(&db, &rm, &worker).await;
+    assert!(worker.is_running(), "the worker process survived the cuts");
+    let reconnects = worker.plain_log().matches("session ended; reconnecting").count();
+    assert_eq!(reconnects, 4, "reconnections for 4 cuts:\n{}", worker.log_text());
+    assert!(worker.terminate()?.success());
+    Ok(())
+}
