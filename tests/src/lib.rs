@@ -5,8 +5,8 @@ use std::fs;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -451,6 +451,31 @@ pub const FULFILLMENT_QUEUE_EXPECTED: &str = "
     HAVING bool_or(event_type = 'PaymentCaptured')
        AND NOT bool_or(event_type IN ('OrderShipped', 'OrderCancelled'))
      ORDER BY 1";
+
+/// A load for tests that disrupt the worker: orders appended in the background, 100 at a time
+/// from order 0, until at least `min_orders` are in and `done` is set, so that every disruption
+/// lands mid-load however slowly the worker keeps up.
+pub fn background_orders(dsn: String, min_orders: u64, writers: u64, seed: u64, done: Arc<AtomicBool>) -> tokio::task::JoinHandle<Result<()>> {
+    tokio::spawn(async move {
+        let mut first = 0;
+        while first < min_orders || !done.load(Ordering::SeqCst) {
+            append_orders(&dsn, first, 100, writers, seed + first).await?;
+            first += 100;
+        }
+        Ok(())
+    })
+}
+
+/// Whether the worker's slot has confirmed everything up to `lsn` (text form).
+pub async fn slot_passes(db: &Client, lsn: &str) -> Result<bool> {
+    let row = db
+        .query_one(
+            "SELECT confirmed_flush_lsn >= $1::text::pg_lsn FROM pg_replication_slots WHERE slot_name = 'eventstore_worker'",
+            &[&lsn],
+        )
+        .await?;
+    Ok(row.get(0))
+}
 
 /// Waits until the worker's slot exists and is being streamed from: events appended after
 /// this are guaranteed to reach the worker (earlier ones predate the slot).

@@ -96,16 +96,6 @@ async fn a_projection_added_later_backfills_exactly_and_the_others_do_not_move()
     Ok(())
 }
 
-async fn slot_passes(db: &Client, lsn: &str) -> Result<bool> {
-    let row = db
-        .query_one(
-            "SELECT confirmed_flush_lsn >= $1::text::pg_lsn FROM pg_replication_slots WHERE slot_name = 'eventstore_worker'",
-            &[&lsn],
-        )
-        .await?;
-    Ok(row.get(0))
-}
-
 /// Breaks fulfillment_queue in `config` so that it fails on the first payment of customer c7,
 /// starts a worker on it, appends `orders` orders and waits until that projection has failed
 /// (`models`: the read-model database). Returns the worker and the config's unbroken text.

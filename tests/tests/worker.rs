@@ -67,21 +67,8 @@ async fn kill_9_mid_load_loses_nothing_and_applies_nothing_twice() -> Result<()>
     let mut worker = Worker::start(&config)?;
     wait_for_streaming(&db, &worker).await?;
 
-    let dsn = cluster.socket_dsn("app");
     let kills_done = Arc::new(AtomicBool::new(false));
-    let load = {
-        let kills_done = kills_done.clone();
-        // At least 1,500 orders, and more until both kills are done, so that each lands
-        // mid-load however slowly the worker keeps up.
-        tokio::spawn(async move {
-            let mut first = 0;
-            while first < 1500 || !kills_done.load(Ordering::SeqCst) {
-                append_orders(&dsn, first, 100, 3, 2 + first).await?;
-                first += 100;
-            }
-            anyhow::Ok(())
-        })
-    };
+    let load = background_orders(cluster.socket_dsn("app"), 1500, 3, 2, kills_done.clone());
 
     for round in 1..=2 {
         let seen = count(&db, "SELECT count(*) FROM order_summary").await.unwrap_or(0);
@@ -141,16 +128,7 @@ async fn idle_slot_follows_unrelated_wal() -> Result<()> {
     let written: String = db.query_one("SELECT pg_current_wal_insert_lsn()::text", &[]).await?.get(0);
     db.batch_execute("COMMIT").await?;
 
-    let slot_past = || async {
-        let row = db
-            .query_one(
-                "SELECT confirmed_flush_lsn >= $1::text::pg_lsn FROM pg_replication_slots WHERE slot_name = 'eventstore_worker'",
-                &[&written],
-            )
-            .await?;
-        Ok(row.get::<_, bool>(0))
-    };
-    if let Err(e) = eventually("slot's confirmed_flush_lsn passes unrelated WAL", CONVERGE, slot_past).await {
+    if let Err(e) = eventually("slot's confirmed_flush_lsn passes unrelated WAL", CONVERGE, || slot_passes(&db, &written)).await {
         panic!("{e:#}\nworker log:\n{}", worker.log_text());
     }
     Ok(())
@@ -382,16 +360,7 @@ async fn a_batch_longer_than_wal_sender_timeout_keeps_its_replication_connection
     // One target transaction ran the four handlers, each sleeping 2 s: 8 s against 3 s.
     assert_eq!(count(&db, "SELECT count(DISTINCT xmin::text) FROM slow_applied").await?, 1);
 
-    let slot_past = || async {
-        let row = db
-            .query_one(
-                "SELECT confirmed_flush_lsn >= $1::text::pg_lsn FROM pg_replication_slots WHERE slot_name = 'eventstore_worker'",
-                &[&written],
-            )
-            .await?;
-        Ok(row.get::<_, bool>(0))
-    };
-    eventually("the slot confirms the slow batch", CONVERGE, slot_past).await?;
+    eventually("the slot confirms the slow batch", CONVERGE, || slot_passes(&db, &written)).await?;
     assert_eq!(count(&db, walsender).await?, before, "the worker's walsender was replaced; worker log:\n{}", worker.log_text());
     let log = cluster.server_log();
     assert!(!log.contains("replication timeout"), "the server timed the worker out:\n{log}");
@@ -506,19 +475,8 @@ async fn either_connection_cut_mid_load_resumes_exactly() -> Result<()> {
     let mut worker = Worker::start(&orders_config(&cluster.dir, "cut", &header)?)?;
     wait_for_streaming(&db, &worker).await?;
 
-    let dsn = cluster.socket_dsn("app");
     let cuts_done = Arc::new(AtomicBool::new(false));
-    let load = {
-        let cuts_done = cuts_done.clone();
-        tokio::spawn(async move {
-            let mut first = 0;
-            while first < 1000 || !cuts_done.load(Ordering::SeqCst) {
-                append_orders(&dsn, first, 100, 2, 40 + first).await?;
-                first += 100;
-            }
-            anyhow::Ok(())
-        })
-    };
+    let load = background_orders(cluster.socket_dsn("app"), 1000, 2, 40, cuts_done.clone());
     let cuts = [
         ("replication", "SELECT count(pg_terminate_backend(active_pid)) FROM pg_replication_slots WHERE slot_name = 'eventstore_worker'"),
         // The apply path's connection (its background tasks' names carry a suffix).
