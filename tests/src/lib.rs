@@ -100,6 +100,13 @@ impl Cluster {
         self.pg_ctl_start()
     }
 
+    /// Crashes the server (immediate shutdown: no checkpoint, crash recovery at the next start)
+    /// and starts it again.
+    pub fn crash_and_restart(&self) -> Result<()> {
+        run(as_postgres("pg_ctl").args(["-D", self.data().to_str().unwrap(), "-m", "immediate", "-w", "stop"]))?;
+        self.pg_ctl_start()
+    }
+
     /// Restarts the server (fast shutdown: every connection is cut).
     pub fn restart(&self) -> Result<()> {
         run(as_postgres("pg_ctl").args(["-D", self.data().to_str().unwrap(), "-m", "fast", "-w", "stop"]))?;
