@@ -90,12 +90,9 @@ pub struct Clients {
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 async fn connect_one(config: &tokio_postgres::Config, what: &str) -> anyhow::Result<Client> {
-    let mut config = config.clone();
+    let mut config = crate::worker::named(config, "status");
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(CONNECT_TIMEOUT);
-    }
-    if config.get_application_name().is_none() {
-        config.application_name("eventstore-worker status");
     }
     let (client, connection) = config.connect(NoTls).await.with_context(|| format!("connecting to the {what} database"))?;
     tokio::spawn(async move {
