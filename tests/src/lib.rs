@@ -255,15 +255,20 @@ impl Worker {
     }
 
     /// Sends the signal named (`TERM`, `INT`), then waits up to 30 s for the exit status.
-    pub fn stop_with(mut self, signal: &str) -> Result<std::process::ExitStatus> {
+    pub fn stop_with(self, signal: &str) -> Result<std::process::ExitStatus> {
         run(Command::new("kill").args([&format!("-{signal}"), &self.child.id().to_string()]))?;
+        self.exit_status(&format!("SIG{signal}"))
+    }
+
+    /// Waits up to 30 s for the worker to exit by itself (`after`: what should make it exit).
+    pub fn exit_status(mut self, after: &str) -> Result<std::process::ExitStatus> {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = self.child.try_wait()? {
                 return Ok(status);
             }
             if Instant::now() > deadline {
-                bail!("worker did not exit within 30 s of SIG{signal}; log:\n{}", self.log_text());
+                bail!("worker did not exit within 30 s of {after}; log:\n{}", self.log_text());
             }
             std::thread::sleep(Duration::from_millis(50));
         }

@@ -554,3 +554,31 @@ async fn postgres_crash_mid_drain_loses_nothing_and_applies_nothing_twice() -> R
     assert!(worker.terminate()?.success());
     Ok(())
 }
+
+/// A handler that the target database refuses (here a column that does not exist) stops the
+/// worker at start with exit status 1 and an error that names the file, the projection and the
+/// handler's key and carries PostgreSQL's message (docs/worker.md). It consumes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_the_database_refuses_stops_the_start_naming_file_projection_and_key() -> Result<()> {
+    let cluster = Cluster::start()?;
+    let db = cluster.create_store("app").await?;
+    let config = orders_config(&cluster.dir, "broken", &socket_source(&cluster, "app"))?;
+    let text = std::fs::read_to_string(&config)?;
+    let broken = text.replacen("SET status = 'shipped'", "SET statuz = 'shipped'", 1);
+    assert_ne!(broken, text, "the example's OrderShipped handler changed; update this test");
+    std::fs::write(&config, broken)?;
+    append_orders(&cluster.socket_dsn("app"), 0, 10, 1, 3).await?;
+
+    let worker = Worker::start(&config)?;
+    let log = worker.log.clone();
+    let status = worker.exit_status("a start with a broken handler")?;
+    let text = std::fs::read_to_string(&log)?;
+    assert_eq!(status.code(), Some(1), "exit status {status}:\n{text}");
+    let expected = format!("{}: projection \"order_summary\": handlers.OrderShipped: ", config.display());
+    assert!(text.contains(&expected) && text.contains("column \"statuz\""), "no error naming the handler:\n{text}");
+    // Nothing was consumed: no slot, and no projection applied anything.
+    assert_eq!(count(&db, "SELECT count(*) FROM pg_replication_slots").await?, 0);
+    let applied = count(&db, "SELECT coalesce(sum(events_applied), 0)::bigint FROM eventstore_worker.projections").await.unwrap_or(0);
+    assert_eq!(applied, 0);
+    Ok(())
+}
