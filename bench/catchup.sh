@@ -85,7 +85,7 @@ raw_read
 raw_rates=()
 for ((r = 1; r <= ROUNDS; r++)); do
     t0=$(now); raw_read; t1=$(now)
-    raw_rates+=("$(awk -v n="$total" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.0f", n / (b - a) }')")
+    raw_rates+=("$(per_second "$total" "$t0" "$t1")")
     record "catchup.round.$r.raw" "${raw_rates[-1]}" ev/s
 done
 

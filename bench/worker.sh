@@ -139,7 +139,6 @@ wait_applied() {
 }
 # ms_per_1k MS EVENTS: CPU ms per 1,000 events.
 ms_per_1k() { awk -v ms="$1" -v n="$2" 'BEGIN { printf "%.1f", ms * 1000 / n }'; }
-per_second() { awk -v n="$1" -v t0="$2" -v t1="$3" 'BEGIN { printf "%.0f", n / (t1 - t0) }'; }
 
 # A first start builds projections from the stored events instead of draining the slot
 # (bench/catchup.sh measures that): start the worker once on the empty store, so the

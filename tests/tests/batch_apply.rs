@@ -18,10 +18,6 @@ async fn positions(client: &Client, sql: &str) -> Result<Vec<i64>> {
     Ok(client.query(sql, &[]).await?.iter().map(|r| r.get(0)).collect())
 }
 
-fn socket_source(cluster: &Cluster, db: &str) -> String {
-    format!("[source]\ndsn = \"{}\"\n", cluster.socket_dsn(db))
-}
-
 /// Appends one source transaction to `stream`: events of the given types and data.
 async fn append(db: &Client, stream: &str, events: &[(&str, serde_json::Value)]) -> Result<Vec<i64>> {
     let events: Vec<_> = events.iter().map(|(t, d)| serde_json::json!({"type": t, "data": d})).collect();

@@ -11,10 +11,6 @@ use tokio_postgres::{Client, IsolationLevel};
 
 const CONVERGE: Duration = Duration::from_secs(90);
 
-fn socket_source(cluster: &Cluster, db: &str) -> String {
-    format!("[source]\ndsn = \"{}\"\n", cluster.socket_dsn(db))
-}
-
 async fn place_order(db: &Client, order: &str) -> Result<()> {
     let data = serde_json::json!({"order_id": order, "customer_id": "c1", "total": "10.00"}).to_string();
     db.execute(

@@ -344,7 +344,7 @@ async fn a_batch_longer_than_wal_sender_timeout_keeps_its_replication_connection
     let cluster = Cluster::start()?;
     cluster.alter_system("wal_sender_timeout", "3s").await?;
     let db = cluster.create_store("app").await?;
-    let worker = Worker::start(&slow_config(&cluster, &[("Slow", 2)])?)?;
+    let worker = Worker::start(&slow_config(&cluster, &[("Slow", 2.0)])?)?;
     wait_until_running(&db, &worker, 1).await?;
     let walsender = "SELECT active_pid::bigint FROM pg_replication_slots WHERE slot_name = 'eventstore_worker'";
     let before = count(&db, walsender).await?;
@@ -368,21 +368,24 @@ async fn a_batch_longer_than_wal_sender_timeout_keeps_its_replication_connection
     Ok(())
 }
 
-/// A worker config with one projection, `slow`, whose handlers record each event's position in
-/// `slow_applied` after sleeping: per event type, the seconds its handler sleeps.
-fn slow_config(cluster: &Cluster, handlers: &[(&str, u32)]) -> Result<std::path::PathBuf> {
-    let mut text = format!(
-        "{}\n[[projection]]\nname = \"slow\"\n\
-         setup = \"CREATE TABLE IF NOT EXISTS slow_applied (global_position bigint PRIMARY KEY)\"\n\
-         [projection.handlers]\n",
-        socket_source(cluster, "app")
-    );
+/// A projection, `slow`, whose handlers record each event's position in `slow_applied` after
+/// sleeping: per event type, the seconds its handler sleeps.
+fn slow_projection(handlers: &[(&str, f64)]) -> String {
+    let mut text = "[[projection]]\nname = \"slow\"\n\
+                    setup = \"CREATE TABLE IF NOT EXISTS slow_applied (global_position bigint PRIMARY KEY)\"\n\
+                    [projection.handlers]\n"
+        .to_owned();
     for (event_type, seconds) in handlers {
         text.push_str(&format!(
             "{event_type} = \"INSERT INTO slow_applied SELECT ($1->>'global_position')::bigint FROM pg_sleep({seconds})\"\n"
         ));
     }
-    write_config(&cluster.dir, "slow", &text)
+    text
+}
+
+/// A worker config with only the `slow` projection (`slow_projection`), on the app database.
+fn slow_config(cluster: &Cluster, handlers: &[(&str, f64)]) -> Result<std::path::PathBuf> {
+    write_config(&cluster.dir, "slow", &format!("{}\n{}", socket_source(cluster, "app"), slow_projection(handlers)))
 }
 
 /// Appends `n` events of `event_type` to `stream` in one transaction; their global positions.
@@ -408,7 +411,7 @@ async fn positions(client: &tokio_postgres::Client, sql: &str) -> Result<Vec<i64
 async fn a_signal_mid_batch_finishes_or_abandons_it_and_nothing_is_lost_or_doubled() -> Result<()> {
     let cluster = Cluster::start()?;
     let db = cluster.create_store("app").await?;
-    let config = slow_config(&cluster, &[("Slow", 1), ("Slower", 6)])?;
+    let config = slow_config(&cluster, &[("Slow", 1.0), ("Slower", 6.0)])?;
     // Until the target backend is inside a handler of the open batch.
     let sleeping = || async {
         Ok(count(&db, "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep' AND datname = 'app'").await? == 1)
@@ -517,12 +520,11 @@ async fn either_connection_cut_mid_load_resumes_exactly() -> Result<()> {
 async fn postgres_crash_mid_drain_loses_nothing_and_applies_nothing_twice() -> Result<()> {
     let cluster = Cluster::start()?;
     let db = cluster.create_store("app").await?;
-    // The order projections, and one that sleeps 1 ms per event so that the drain lasts.
-    let example = std::fs::read_to_string(orders_config(&cluster.dir, "orders", "")?)?;
-    let slow = std::fs::read_to_string(slow_config(&cluster, &[("OrderPlaced", 0), ("PaymentCaptured", 0), ("OrderShipped", 0), ("OrderCancelled", 0)])?)?;
-    let slow = slow.replace("pg_sleep(0)", "pg_sleep(0.001)");
-    // Batches of about 100 events, so that some commit before the crash and one is open.
-    let config = write_config(&cluster.dir, "crash", &format!("[batch]\nmax_events = 100\n\n{}\n{example}", slow.trim_end()))?;
+    // The order projections, and one that sleeps 1 ms per event so that the drain lasts, in
+    // batches of about 100 events, so that some commit before the crash and one is open.
+    let slow = slow_projection(&[("OrderPlaced", 0.001), ("PaymentCaptured", 0.001), ("OrderShipped", 0.001), ("OrderCancelled", 0.001)]);
+    let header = format!("[batch]\nmax_events = 100\n\n{}\n{slow}", socket_source(&cluster, "app"));
+    let config = orders_config(&cluster.dir, "crash", &header)?;
     let worker = Worker::start(&config)?;
     wait_until_running(&db, &worker, 4).await?;
     let worker = {
