@@ -19,6 +19,7 @@ use crate::append_only::ApiWrite;
 use crate::envelope::{parse_events, validate_event_type, validate_metadata, validate_stream_id, JsonView, NewEvent};
 use crate::error::{raise, EsError, ExpectedVersion};
 use crate::idempotency::{classify, IdCheck, StoredEvent};
+use crate::settings;
 
 /// One appended (or, on an idempotent retry, previously appended) event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,7 +85,11 @@ fn to_rows(result: Result<Vec<Appended>, EsError>) -> AppendedRows {
 }
 
 /// Append a batch of events (a JSON array of `{"type", "data", "metadata", "id"}`) to a stream.
-#[pg_extern(volatile, parallel_unsafe)]
+///
+/// `SECURITY DEFINER` with a pinned `search_path`: application roles hold no write privilege on
+/// the store's tables, so the API is the only way in; no user code runs inside it.
+#[pg_extern(volatile, parallel_unsafe, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
 fn append(
     stream_id: Option<&str>,
     events: Option<RawJsonb>,
@@ -95,13 +100,15 @@ fn append(
         let expected = ExpectedVersion::from_sql(expected_version)?;
         let events_jsonb = events.as_ref();
         let heads = parse_events(events_jsonb.map(RawJsonb::view))?;
+        check_batch(&heads, events_jsonb.expect("validated as not NULL").view())?;
         let payload = Payload::Many(events_jsonb.expect("validated as not NULL"));
         append_to_stream(stream_id, &heads, payload, expected)
     })())
 }
 
-/// Append one event, without building a JSON array.
-#[pg_extern(volatile, parallel_unsafe)]
+/// Append one event, without building a JSON array. Runs as [`append`] does.
+#[pg_extern(volatile, parallel_unsafe, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
 fn append_event(
     stream_id: Option<&str>,
     event_type: Option<&str>,
@@ -116,17 +123,49 @@ fn append_event(
         let data = data.as_ref().ok_or_else(|| {
             EsError::invalid("data", "must not be NULL (use '{}' or 'null'::jsonb for none)")
         })?;
+        check_depth("data", data.view())?;
         if let Some(m) = &metadata {
-            let view = m.view();
-            if !view.is_null() {
-                validate_metadata("metadata", view)?;
-            }
+            // SQL NULL means {}; a JSON null is not an object.
+            validate_metadata("metadata", m.view())?;
+            check_depth("metadata", m.view())?;
         }
         let expected = ExpectedVersion::from_sql(expected_version)?;
         let id = event_id.map(|u| uuid::Uuid::from_bytes(*u.as_bytes()));
         let payload = Payload::One { data, metadata: metadata.as_ref() };
         append_to_stream(stream_id, &[NewEvent { id, event_type }], payload, expected)
     })())
+}
+
+/// A batch within the settings' bounds: at most `eventstore.max_append_events` events, and no
+/// event's data or metadata nested deeper than `eventstore.max_json_depth`.
+fn check_batch(heads: &[NewEvent], events: crate::jsonb::Entry<'_>) -> Result<(), EsError> {
+    let most = settings::max_append_events();
+    if heads.len() > most {
+        return Err(EsError::TooManyEvents { count: heads.len(), limit: most });
+    }
+    for (i, event) in events.elements().into_iter().flatten().enumerate() {
+        for (key, value) in event.members().into_iter().flatten() {
+            if key == "data" || key == "metadata" {
+                check_depth(&format!("events[{i}].{key}"), value)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `value` nests no deeper than `eventstore.max_json_depth`.
+fn check_depth(argument: &str, value: crate::jsonb::Entry<'_>) -> Result<(), EsError> {
+    let limit = settings::max_json_depth();
+    match crate::jsonb::depth_exceeds(value, limit) {
+        None => Ok(()),
+        Some(_) => Err(EsError::invalid(
+            argument,
+            format!(
+                "nests deeper than {limit} levels of arrays and objects, the limit \
+                 (eventstore.max_json_depth)"
+            ),
+        )),
+    }
 }
 
 /// Where the rows' `data` and `metadata` come from.
@@ -159,15 +198,24 @@ struct Plans {
     insert_many_ids: OwnedPreparedStatement,
 }
 
+// Every function, operator and type below is schema-qualified, although append runs with a
+// pinned search_path: these statements are the store's integrity, and must mean the same
+// whatever path they are planned under (docs/security.md).
 const COLUMNS: &str = "INSERT INTO eventstore.events \
-    (stream_id, stream_version, event_id, event_type, data, metadata) ";
+    (stream_id, stream_version, event_id, event_type, data, metadata, recorded_at) ";
 /// Rows of a batch: ids $3, types $4 and the events array $5, zipped in order; `n` counts
 /// from 1.
-const BATCH_ROWS: &str = "ROWS FROM (unnest($3::uuid[]), unnest($4::text[]), jsonb_array_elements($5)) \
+const BATCH_ROWS: &str = "ROWS FROM (pg_catalog.unnest($3::pg_catalog.uuid[]), \
+    pg_catalog.unnest($4::pg_catalog.text[]), pg_catalog.jsonb_array_elements($5)) \
     WITH ORDINALITY AS t(id, type, e, n)";
-const BATCH_DATA: &str = "coalesce(t.e->'data', '{}'), \
-    CASE WHEN jsonb_typeof(t.e->'metadata') = 'object' THEN t.e->'metadata' ELSE '{}' END";
+const BATCH_DATA: &str = "coalesce(t.e OPERATOR(pg_catalog.->) 'data', '{}'), \
+    CASE WHEN pg_catalog.jsonb_typeof(t.e OPERATOR(pg_catalog.->) 'metadata') \
+    OPERATOR(pg_catalog.=) 'object' THEN t.e OPERATOR(pg_catalog.->) 'metadata' ELSE '{}' END";
 const RETURNING: &str = " RETURNING event_id, stream_version, global_position";
+/// A stream's time only moves forward: an append records the later of its transaction's time
+/// and the stream's last append, so `recorded_at` never decreases within a stream and `as_of`
+/// cuts a stream at one point (see replay).
+const STREAM_TIME: &str = "GREATEST(pg_catalog.now(), s.updated_at)";
 
 /// The one-statement append: `$1` stream, `$2` expected version (NULL = any), `$count` the
 /// number of events; `rows` selects the rows to insert from `s` (with `s.before`). It inserts
@@ -179,10 +227,12 @@ fn append_statement(rows: &str, count: &str) -> String {
            INSERT INTO eventstore.streams AS s (stream_id, category, version) \
            VALUES ($1, eventstore.category($1), {count}) \
            ON CONFLICT (stream_id) DO UPDATE \
-             SET version = s.version + EXCLUDED.version, updated_at = now() \
-           RETURNING s.version - {count} AS before) \
+             SET version = s.version OPERATOR(pg_catalog.+) EXCLUDED.version, \
+                 updated_at = {STREAM_TIME} \
+           RETURNING s.version OPERATOR(pg_catalog.-) {count} AS before, s.updated_at AS at) \
          {COLUMNS}{rows} \
-           AND ($2::bigint IS NULL OR $2 = s.before OR ($2 = -1 AND s.before > 0)){RETURNING}"
+           AND ($2::pg_catalog.int8 IS NULL OR $2 OPERATOR(pg_catalog.=) s.before \
+                OR ($2 OPERATOR(pg_catalog.=) -1 AND s.before OPERATOR(pg_catalog.>) 0)){RETURNING}"
     )
 }
 
@@ -197,12 +247,14 @@ impl Plans {
         let int8 = oid(O::INT8OID);
         let uuid = oid(O::UUIDOID);
         let jsonb = oid(O::JSONBOID);
+        let tstz = oid(O::TIMESTAMPTZOID);
         let one = [text, int8, uuid, text, jsonb, jsonb];
         let many = [text, int8, oid(O::UUIDARRAYOID), oid(O::TEXTARRAYOID), jsonb];
         Plans {
             append_one: prep(
                 &append_statement(
-                    "SELECT $1, s.before + 1, $3, $4, $5, coalesce($6, '{}') FROM s WHERE true",
+                    "SELECT $1, s.before OPERATOR(pg_catalog.+) 1, $3, $4, $5, coalesce($6, '{}'), s.at \
+                     FROM s WHERE true",
                     "$7",
                 ),
                 &[&one[..], &[int8]].concat(),
@@ -210,14 +262,16 @@ impl Plans {
             append_many: prep(
                 &append_statement(
                     &format!(
-                        "SELECT $1, s.before + t.n, t.id, t.type, {BATCH_DATA} FROM s, {BATCH_ROWS} WHERE true"
+                        "SELECT $1, s.before OPERATOR(pg_catalog.+) t.n, t.id, t.type, {BATCH_DATA}, \
+                         s.at FROM s, {BATCH_ROWS} WHERE true"
                     ),
                     "$6",
                 ),
                 &[&many[..], &[int8]].concat(),
             ),
             lock: prep(
-                "SELECT version FROM eventstore.streams WHERE stream_id = $1 FOR UPDATE",
+                "SELECT version FROM eventstore.streams \
+                 WHERE stream_id OPERATOR(pg_catalog.=) $1 FOR UPDATE",
                 &[text],
             ),
             create: prep(
@@ -227,28 +281,30 @@ impl Plans {
                 &[text],
             ),
             set_version: prep(
-                "UPDATE eventstore.streams SET version = $2, updated_at = now() \
-                 WHERE stream_id = $1",
+                &format!(
+                    "UPDATE eventstore.streams AS s SET version = $2, updated_at = {STREAM_TIME} \
+                     WHERE s.stream_id OPERATOR(pg_catalog.=) $1 RETURNING s.updated_at"
+                ),
                 &[text, int8],
             ),
             find_ids: prep(
                 "SELECT event_id, stream_id, stream_version, event_type, global_position \
-                 FROM eventstore.events WHERE event_id = ANY($1)",
+                 FROM eventstore.events WHERE event_id OPERATOR(pg_catalog.=) ANY($1)",
                 &[oid(O::UUIDARRAYOID)],
             ),
             insert_one_ids: prep(
                 &format!(
-                    "{COLUMNS}VALUES ($1, $2 + 1, $3, $4, $5, coalesce($6, '{{}}')) \
-                     ON CONFLICT (event_id) DO NOTHING{RETURNING}"
+                    "{COLUMNS}VALUES ($1, $2 OPERATOR(pg_catalog.+) 1, $3, $4, $5, \
+                     coalesce($6, '{{}}'), $7) ON CONFLICT (event_id) DO NOTHING{RETURNING}"
                 ),
-                &one,
+                &[&one[..], &[tstz]].concat(),
             ),
             insert_many_ids: prep(
                 &format!(
-                    "{COLUMNS}SELECT $1, $2 + t.n, t.id, t.type, {BATCH_DATA} FROM {BATCH_ROWS} \
-                     ON CONFLICT (event_id) DO NOTHING{RETURNING}"
+                    "{COLUMNS}SELECT $1, $2 OPERATOR(pg_catalog.+) t.n, t.id, t.type, {BATCH_DATA}, \
+                     $6 FROM {BATCH_ROWS} ON CONFLICT (event_id) DO NOTHING{RETURNING}"
                 ),
-                &many,
+                &[&many[..], &[tstz]].concat(),
             ),
         }
     }
@@ -324,12 +380,15 @@ pub fn append_to_stream(
                 return Ok(retry_rows(rows));
             }
             check_expected(stream_id, expected, actual)?;
-            spi(client.update(
+            let moved = spi(client.update(
                 &plans.set_version,
                 None,
                 &[stream_id.into(), (actual + count).into()],
             ));
-            let args = row_args(stream_id, Some(actual), events, payload);
+            let at: pgrx::datum::TimestampWithTimeZone =
+                spi(moved.first().get_one()).expect("the stream row is locked and NOT NULL");
+            let mut args = row_args(stream_id, Some(actual), events, payload);
+            args.push(at.into());
             let plan = match payload {
                 Payload::One { .. } => &plans.insert_one_ids,
                 Payload::Many(_) => &plans.insert_many_ids,

@@ -96,6 +96,18 @@ pub enum EsError {
 
     #[error("invalid {argument}: {reason}")]
     InvalidArgument { argument: String, reason: String },
+
+    #[error("too many events in one append: {count}; the limit is {limit} (eventstore.max_append_events)")]
+    TooManyEvents { count: usize, limit: usize },
+
+    /// The library was updated but the database's extension objects were not yet.
+    #[error("pg_eventstore's library is version {library} but this database's extension is at version {installed}")]
+    CatalogBehind { library: &'static str, installed: String },
+
+    /// A stored document nests deeper than the extension reads (stored before the append limit
+    /// existed, or with the limit raised).
+    #[error("event {version} of stream \"{stream}\" (global position {position}) nests its {what} deeper than {limit} levels, more than pg_eventstore can fold")]
+    TooDeep { stream: String, version: i64, position: i64, what: &'static str, limit: usize },
 }
 
 impl EsError {
@@ -109,6 +121,9 @@ impl EsError {
             Self::AppendOnly(_) => "ES003",
             Self::DuplicateEventId { .. } => "ES004",
             Self::InvalidArgument { .. } => "22023",
+            Self::TooManyEvents { .. } => "54000",
+            Self::CatalogBehind { .. } => "55000",
+            Self::TooDeep { .. } => "54001",
         }
     }
 
@@ -147,6 +162,19 @@ impl EsError {
                     .into(),
                 _ => "Use the eventstore functions to change the event store.".into(),
             }),
+            Self::CatalogBehind { .. } => {
+                Some("Run ALTER EXTENSION pg_eventstore UPDATE in this database.".into())
+            }
+            Self::TooManyEvents { .. } => Some(
+                "Split the batch into several appends in one transaction: they commit or fail \
+                 together."
+                    .into(),
+            ),
+            Self::TooDeep { .. } => Some(
+                "Fold this stream with a reducer written in SQL or PL/pgSQL, which PostgreSQL \
+                 evaluates with its own stack checks."
+                    .into(),
+            ),
             _ => None,
         }
     }

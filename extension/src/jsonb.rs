@@ -307,3 +307,26 @@ pub unsafe fn from_datum<'a>(datum: pgrx::pg_sys::Datum) -> Option<Container<'a>
         Container::new(bytes)
     }
 }
+
+/// How deep `root` nests, if deeper than `limit`: a scalar is depth 0, `{}` and `[]` are 1,
+/// `{"a": []}` is 2. Walks the containers with an explicit stack (never recursion) and stops
+/// at the first one past `limit`. `None`: within the limit (or unreadable past it).
+pub fn depth_exceeds<'a>(root: Entry<'a>, limit: usize) -> Option<usize> {
+    let Entry::Container(top) = root else { return None };
+    let mut stack: Vec<(Container<'a>, usize)> = vec![(top, 1usize)];
+    while let Some((c, depth)) = stack.pop() {
+        if depth > limit {
+            return Some(depth);
+        }
+        let children: Vec<Option<Entry<'a>>> = match c.elements() {
+            Some(items) => items.collect(),
+            None => c.pairs().map(|p| p.map(|(_, v)| v)).collect(),
+        };
+        for child in children.into_iter().flatten() {
+            if let Entry::Container(inner) = child {
+                stack.push((inner, depth + 1));
+            }
+        }
+    }
+    None
+}

@@ -14,6 +14,7 @@ pub mod jsonb;
 pub mod merge;
 pub mod read;
 pub mod replay;
+pub mod settings;
 pub mod snapshot;
 
 extension_sql_file!("sql/bootstrap.sql", name = "bootstrap", bootstrap);

@@ -49,42 +49,65 @@ thread_local! {
     static DATA_PLAN: Cell<pg_sys::SPIPlanPtr> = const { Cell::new(ptr::null_mut()) };
 }
 
-/// What the reducer is: does it fit, may the caller run it, what are its names.
+// replay and aggregate run the caller's reducer, so they cannot pin search_path for it: every
+// function, operator and type in the statements below is schema-qualified instead, and they
+// mean the same whatever path the caller set (docs/security.md).
+
+/// What the reducer is: does it fit ($2 is jsonb's type OID), may the caller run
+/// it, what are its names, and its fingerprint: a snapshot is used only under the reducer
+/// definition that folded it. `merge`'s logic is the extension's, so its fingerprint is the
+/// extension's version.
 const REDUCER_SQL: &CStr = c"
-    SELECT p.pronargs = 2 AND p.prokind = 'f' AND NOT p.proretset
-           AND p.prorettype = 'jsonb'::regtype
-           AND p.proargtypes[0] = 'jsonb'::regtype
-           AND p.proargtypes[1] = (SELECT c.reltype FROM pg_catalog.pg_class c
-                                   WHERE c.oid = 'eventstore.events'::regclass),
-           p.oid::regprocedure::text,
-           quote_ident(n.nspname) || '.' || quote_ident(p.proname),
-           n.nspname = 'eventstore' AND p.proname = 'merge',
-           has_function_privilege(p.oid, 'EXECUTE')
-    FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
-    WHERE p.oid = $1";
+    SELECT p.pronargs OPERATOR(pg_catalog.=) 2 AND p.prokind OPERATOR(pg_catalog.=) 'f'
+           AND NOT p.proretset AND p.prorettype OPERATOR(pg_catalog.=) $2
+           AND p.proargtypes[0] OPERATOR(pg_catalog.=) $2
+           AND p.proargtypes[1] OPERATOR(pg_catalog.=)
+               (SELECT c.reltype FROM pg_catalog.pg_class c
+                WHERE c.oid OPERATOR(pg_catalog.=)
+                      'eventstore.events'::pg_catalog.regclass::pg_catalog.oid),
+           p.oid::pg_catalog.regprocedure::pg_catalog.text,
+           pg_catalog.concat(pg_catalog.quote_ident(n.nspname), '.',
+                             pg_catalog.quote_ident(p.proname)),
+           m.is_merge,
+           pg_catalog.has_function_privilege(p.oid, 'EXECUTE'),
+           pg_catalog.md5(CASE WHEN m.is_merge
+               THEN (SELECT pg_catalog.concat('pg_eventstore ', x.extversion)
+                     FROM pg_catalog.pg_extension x
+                     WHERE x.extname OPERATOR(pg_catalog.=) 'pg_eventstore')
+               ELSE pg_catalog.concat_ws('/', p.oid, p.prolang, p.prosecdef, p.provolatile,
+                                         p.proconfig, p.probin, p.prosrc, p.prosqlbody) END)
+    FROM pg_catalog.pg_proc p
+    JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) p.pronamespace,
+    LATERAL (SELECT n.nspname OPERATOR(pg_catalog.=) 'eventstore'
+                    AND p.proname OPERATOR(pg_catalog.=) 'merge' AS is_merge) m
+    WHERE p.oid OPERATOR(pg_catalog.=) $1";
 
-/// The first version recorded after `as_of`: the newest usable snapshot lies before it.
+/// The first version recorded after `as_of`: the fold stops before it.
 const LATE_SQL: &CStr = c"
-    SELECT min(e.stream_version) FROM eventstore.events e
-    WHERE e.stream_id = $1 AND e.recorded_at > $2";
+    SELECT pg_catalog.min(e.stream_version) FROM eventstore.events e
+    WHERE e.stream_id OPERATOR(pg_catalog.=) $1 AND e.recorded_at OPERATOR(pg_catalog.>) $2";
 
+/// The newest snapshot at or below $3 folded by this reducer definition ($4), or saved by an
+/// administrator (no fingerprint).
 const SNAPSHOT_SQL: &CStr = c"
     SELECT s.stream_version, s.state FROM eventstore.snapshots s
-    WHERE s.stream_id = $1 AND s.snapshot_name = $2 AND s.stream_version <= $3
+    WHERE s.stream_id OPERATOR(pg_catalog.=) $1 AND s.snapshot_name OPERATOR(pg_catalog.=) $2
+      AND s.stream_version OPERATOR(pg_catalog.<=) $3
+      AND (s.fingerprint IS NULL OR s.fingerprint OPERATOR(pg_catalog.=) $4)
     ORDER BY s.stream_version DESC LIMIT 1";
 
-/// Events after version $2 up to $3, recorded at or before $4 (if given), as whole rows.
+/// Events after version $2 up to $3, as whole rows.
 const EVENTS_SQL: &CStr = c"
     SELECT e.stream_version, e FROM eventstore.events e
-    WHERE e.stream_id = $1 AND e.stream_version > $2 AND e.stream_version <= $3
-      AND ($4::timestamptz IS NULL OR e.recorded_at <= $4)
+    WHERE e.stream_id OPERATOR(pg_catalog.=) $1 AND e.stream_version OPERATOR(pg_catalog.>) $2
+      AND e.stream_version OPERATOR(pg_catalog.<=) $3
     ORDER BY e.stream_version";
 
-/// The same events, only their data: all `merge` needs.
+/// The same events, only their data (and position, for errors): all `merge` needs.
 const DATA_SQL: &CStr = c"
-    SELECT e.stream_version, e.data FROM eventstore.events e
-    WHERE e.stream_id = $1 AND e.stream_version > $2 AND e.stream_version <= $3
-      AND ($4::timestamptz IS NULL OR e.recorded_at <= $4)
+    SELECT e.stream_version, e.data, e.global_position FROM eventstore.events e
+    WHERE e.stream_id OPERATOR(pg_catalog.=) $1 AND e.stream_version OPERATOR(pg_catalog.>) $2
+      AND e.stream_version OPERATOR(pg_catalog.<=) $3
     ORDER BY e.stream_version";
 
 pub(crate) fn oid(o: PgBuiltInOids) -> Oid {
@@ -303,14 +326,20 @@ struct Fold {
     folded: i64,
     /// The snapshot name used, in `state_cxt`.
     snapshot_name: Datum,
+    /// The reducer's fingerprint (text), in `state_cxt`.
+    fingerprint: Datum,
+    /// The stream id, for errors.
+    stream_id: Datum,
 }
 
 /// Look up the reducer, pick the snapshot and open the cursor. Connected to SPI.
 unsafe fn start(req: &Request, state_cxt: pg_sys::MemoryContext) -> Result<Fold, EsError> {
     use PgBuiltInOids as O;
     unsafe {
-        let plan = spi::plan(&REDUCER_PLAN, REDUCER_SQL, &[oid(O::OIDOID)]);
-        let (t, n) = spi::execute(plan, &[Some(Datum::from(req.reducer))], true, 1);
+        snapshot::catalog_current()?;
+        let plan = spi::plan(&REDUCER_PLAN, REDUCER_SQL, &[oid(O::OIDOID), oid(O::OIDOID)]);
+        let args = [Some(Datum::from(req.reducer)), Some(Datum::from(oid(O::JSONBOID)))];
+        let (t, n) = spi::execute(plan, &args, true, 1);
         if n == 0 {
             return Err(EsError::invalid(
                 "reducer",
@@ -337,13 +366,15 @@ unsafe fn start(req: &Request, state_cxt: pg_sys::MemoryContext) -> Result<Fold,
             );
         }
         let is_merge = spi::get_bool(t, 0, 4);
+        let fingerprint = copy_varlena(state_cxt, spi::get(t, 0, 6).expect("md5 is not NULL"));
         let snapshot_name = match req.snapshot_name {
             Some(name) => copy_varlena(state_cxt, name),
             None => copy_varlena(state_cxt, spi::get(t, 0, 3).expect("names are not NULL")),
         };
 
-        // The newest version a snapshot may have: within until_version, and before any event
-        // recorded after as_of.
+        // The last version folded, and the newest a snapshot may have: within until_version,
+        // and before the first event recorded after as_of. `as_of` cuts the stream at one
+        // point, so the state is always that of a prefix of the stream: one that existed.
         let mut bound = req.until_version.unwrap_or(i64::MAX);
         if let Some(as_of) = req.as_of {
             let plan = spi::plan(&LATE_PLAN, LATE_SQL, &[oid(O::TEXTOID), oid(O::TIMESTAMPTZOID)]);
@@ -359,9 +390,14 @@ unsafe fn start(req: &Request, state_cxt: pg_sys::MemoryContext) -> Result<Fold,
             let plan = spi::plan(
                 &SNAPSHOT_PLAN,
                 SNAPSHOT_SQL,
-                &[oid(O::TEXTOID), oid(O::TEXTOID), oid(O::INT8OID)],
+                &[oid(O::TEXTOID), oid(O::TEXTOID), oid(O::INT8OID), oid(O::TEXTOID)],
             );
-            let args = [Some(req.stream_id), Some(snapshot_name), Some(Datum::from(bound))];
+            let args = [
+                Some(req.stream_id),
+                Some(snapshot_name),
+                Some(Datum::from(bound)),
+                Some(fingerprint),
+            ];
             let (t, n) = spi::execute(plan, &args, req.read_only, 1);
             if n > 0 {
                 version = spi::get_i64(t, 0, 1).expect("NOT NULL");
@@ -369,18 +405,13 @@ unsafe fn start(req: &Request, state_cxt: pg_sys::MemoryContext) -> Result<Fold,
             }
         }
 
-        let types = [oid(O::TEXTOID), oid(O::INT8OID), oid(O::INT8OID), oid(O::TIMESTAMPTZOID)];
+        let types = [oid(O::TEXTOID), oid(O::INT8OID), oid(O::INT8OID)];
         let plan = if is_merge {
             spi::cursor_plan(&DATA_PLAN, DATA_SQL, &types)
         } else {
             spi::cursor_plan(&EVENTS_PLAN, EVENTS_SQL, &types)
         };
-        let args = [
-            Some(req.stream_id),
-            Some(Datum::from(version)),
-            Some(Datum::from(req.until_version.unwrap_or(i64::MAX))),
-            req.as_of,
-        ];
+        let args = [Some(req.stream_id), Some(Datum::from(version)), Some(Datum::from(bound))];
         let mut values = spi::values(&args);
         let nulls = spi::nulls(&args);
         let portal = pg_sys::SPI_cursor_open(
@@ -427,6 +458,8 @@ unsafe fn start(req: &Request, state_cxt: pg_sys::MemoryContext) -> Result<Fold,
             version,
             folded: 0,
             snapshot_name,
+            fingerprint,
+            stream_id: req.stream_id,
         })
     }
 }
@@ -554,8 +587,12 @@ unsafe fn run(req: Request) -> (Option<Datum>, i64) {
 
         if let (Some(every), Some(state)) = (req.snapshot_every, fold.state) {
             if fold.folded >= every && fold.version > 0 {
+                // The caller may not write snapshots; the extension saves what it folded itself,
+                // as the store's owner, after the reducer has run: no user code runs in here.
+                let _owner = snapshot::AsOwner::begin();
                 let _api = ApiWrite::begin();
-                snapshot::save(req.stream_id, fold.snapshot_name, fold.version, state);
+                let name = fold.snapshot_name;
+                snapshot::save(req.stream_id, name, fold.version, state, Some(fold.fingerprint));
             }
         }
         pg_sys::SPI_finish();

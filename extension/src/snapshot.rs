@@ -21,28 +21,108 @@ use crate::replay::{oid, spi};
 thread_local! {
     static VERSION_PLAN: Cell<pg_sys::SPIPlanPtr> = const { Cell::new(ptr::null_mut()) };
     static UPSERT_PLAN: Cell<pg_sys::SPIPlanPtr> = const { Cell::new(ptr::null_mut()) };
+    static OWNER_PLAN: Cell<pg_sys::SPIPlanPtr> = const { Cell::new(ptr::null_mut()) };
+    static VERSION_CHECK_PLAN: Cell<pg_sys::SPIPlanPtr> = const { Cell::new(ptr::null_mut()) };
+    static CATALOG_CURRENT: Cell<bool> = const { Cell::new(false) };
 }
 
-const VERSION_SQL: &CStr = c"SELECT s.version FROM eventstore.streams s WHERE s.stream_id = $1";
+const EXTVERSION_SQL: &CStr = c"
+    SELECT x.extversion FROM pg_catalog.pg_extension x
+    WHERE x.extname OPERATOR(pg_catalog.=) 'pg_eventstore'";
+
+/// The database's extension objects are this library's version: the snapshot statements need
+/// the tables as this version made them. Between installing a new library and `ALTER EXTENSION
+/// pg_eventstore UPDATE`, replay, aggregate and save_snapshot refuse with 55000 instead of
+/// failing on a missing column. Checked once per backend once it holds. Connected to SPI.
+pub(crate) unsafe fn catalog_current() -> Result<(), EsError> {
+    if CATALOG_CURRENT.with(Cell::get) {
+        return Ok(());
+    }
+    let library = env!("CARGO_PKG_VERSION");
+    let installed = unsafe {
+        let plan = spi::plan(&VERSION_CHECK_PLAN, EXTVERSION_SQL, &[]);
+        let (t, n) = spi::execute(plan, &[], true, 1);
+        if n == 0 { String::new() } else { spi::get_string(t, 0, 1) }
+    };
+    if installed == library {
+        CATALOG_CURRENT.with(|c| c.set(true));
+        Ok(())
+    } else {
+        Err(EsError::CatalogBehind { library, installed })
+    }
+}
+
+// Schema-qualified throughout: these run inside the caller's search_path (see replay.rs).
+const VERSION_SQL: &CStr = c"
+    SELECT s.version FROM eventstore.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1";
 
 /// Saving the same snapshot again replaces its state (an UPDATE: needs [`ApiWrite`]).
 const UPSERT_SQL: &CStr = c"
-    INSERT INTO eventstore.snapshots AS s (stream_id, snapshot_name, stream_version, state)
-    VALUES ($1, $2, $3, $4)
+    INSERT INTO eventstore.snapshots AS s
+        (stream_id, snapshot_name, stream_version, state, fingerprint)
+    VALUES ($1, $2, $3, $4, $5)
     ON CONFLICT (stream_id, snapshot_name, stream_version)
-    DO UPDATE SET state = EXCLUDED.state, created_at = now()";
+    DO UPDATE SET state = EXCLUDED.state, fingerprint = EXCLUDED.fingerprint,
+                  created_at = pg_catalog.now()";
 
-/// Insert or replace a snapshot. Connected to SPI, inside an [`ApiWrite`] scope.
-pub(crate) unsafe fn save(stream_id: Datum, name: Datum, version: i64, state: Datum) {
+const OWNER_SQL: &CStr = c"
+    SELECT c.relowner FROM pg_catalog.pg_class c
+    WHERE c.oid OPERATOR(pg_catalog.=) 'eventstore.snapshots'::pg_catalog.regclass::pg_catalog.oid";
+
+/// Insert or replace a snapshot. Connected to SPI, inside an [`ApiWrite`] scope, by a role
+/// that may write snapshots (the owner: see [`AsOwner`]). `fingerprint`: of the reducer that
+/// folded `state`; None for an administrator's snapshot.
+pub(crate) unsafe fn save(
+    stream_id: Datum,
+    name: Datum,
+    version: i64,
+    state: Datum,
+    fingerprint: Option<Datum>,
+) {
     use PgBuiltInOids as O;
     unsafe {
         let plan = spi::plan(
             &UPSERT_PLAN,
             UPSERT_SQL,
-            &[oid(O::TEXTOID), oid(O::TEXTOID), oid(O::INT8OID), oid(O::JSONBOID)],
+            &[oid(O::TEXTOID), oid(O::TEXTOID), oid(O::INT8OID), oid(O::JSONBOID), oid(O::TEXTOID)],
         );
-        let args = [Some(stream_id), Some(name), Some(Datum::from(version)), Some(state)];
+        let args = [Some(stream_id), Some(name), Some(Datum::from(version)), Some(state), fingerprint];
         spi::execute(plan, &args, false, 0);
+    }
+}
+
+/// While alive, the backend acts as the owner of the store's tables, in a restricted security
+/// context (no SET ROLE, no temporary objects), as PostgreSQL does for maintenance commands.
+/// `aggregate` runs the caller's reducer with the caller's rights and only then saves the state
+/// it folded this way: callers cannot write snapshots themselves. Restored on drop; an error
+/// in between is also undone by the transaction's abort, which resets the user id.
+pub(crate) struct AsOwner {
+    user: pg_sys::Oid,
+    context: std::ffi::c_int,
+}
+
+impl AsOwner {
+    /// Connected to SPI.
+    pub(crate) unsafe fn begin() -> Self {
+        unsafe {
+            let plan = spi::plan(&OWNER_PLAN, OWNER_SQL, &[]);
+            let (t, _) = spi::execute(plan, &[], true, 1);
+            let owner = spi::get(t, 0, 1).map(|d| pg_sys::Oid::from(d.value() as u32));
+            let owner = owner.expect("eventstore.snapshots has an owner");
+            let (mut user, mut context) = (pg_sys::InvalidOid, 0);
+            pg_sys::GetUserIdAndSecContext(&mut user, &mut context);
+            let restricted = (pg_sys::SECURITY_LOCAL_USERID_CHANGE
+                | pg_sys::SECURITY_RESTRICTED_OPERATION) as std::ffi::c_int;
+            pg_sys::SetUserIdAndSecContext(owner, context | restricted);
+            AsOwner { user, context }
+        }
+    }
+}
+
+impl Drop for AsOwner {
+    fn drop(&mut self) {
+        // SAFETY: restores exactly what begin() read.
+        unsafe { pg_sys::SetUserIdAndSecContext(self.user, self.context) }
     }
 }
 
@@ -103,7 +183,8 @@ unsafe fn save_request(fcinfo: pg_sys::FunctionCallInfo) -> Result<SaveRequest, 
             state,
         };
         assert_eq!(pg_sys::SPI_connect(), pg_sys::SPI_OK_CONNECT as i32);
-        let checked = check_version(stream, version, current_version(req.stream_id));
+        let checked = catalog_current()
+            .and_then(|()| check_version(stream, version, current_version(req.stream_id)));
         if checked.is_err() {
             pg_sys::SPI_finish();
         }
@@ -132,7 +213,7 @@ pub unsafe extern "C-unwind" fn eventstore_save_snapshot(
         };
         {
             let _api = ApiWrite::begin();
-            save(req.stream_id, req.name, req.version, req.state);
+            save(req.stream_id, req.name, req.version, req.state, None);
         }
         pg_sys::SPI_finish();
         (*fcinfo).isnull = true;
@@ -149,9 +230,9 @@ fn delete_snapshots(snapshot_name: Option<&str>) -> i64 {
     Spi::connect_mut(|client| {
         client
             .update(
-                "WITH gone AS (DELETE FROM eventstore.snapshots WHERE snapshot_name = $1
-                               RETURNING 1)
-                 SELECT count(*) FROM gone",
+                "WITH gone AS (DELETE FROM eventstore.snapshots
+                               WHERE snapshot_name OPERATOR(pg_catalog.=) $1 RETURNING 1)
+                 SELECT pg_catalog.count(*) FROM gone",
                 Some(1),
                 &[name.into()],
             )

@@ -1,10 +1,23 @@
 -- Tables, indexes and privileges of the event store. Schema `eventstore` is created by
 -- CREATE EXTENSION (control file). Functions written in Rust follow; finalize.sql wires them up.
 
+-- jsonb keeps strings in the database encoding and the extension reads them as UTF-8: refuse
+-- any other encoding up front rather than fail on the first non-ASCII event.
+DO $$
+BEGIN
+    IF pg_catalog.getdatabaseencoding() OPERATOR(pg_catalog.<>) 'UTF8' THEN
+        RAISE EXCEPTION 'pg_eventstore needs a UTF8 database: database "%" uses %',
+            pg_catalog.current_database(), pg_catalog.getdatabaseencoding()
+            USING ERRCODE = '0A000',
+                  HINT = 'Create the database with ENCODING ''UTF8'' (and TEMPLATE template0) and install the extension there.';
+    END IF;
+END
+$$;
+
 -- Category of a stream: the part of its id before the first '-' ('order-42' -> 'order').
 CREATE FUNCTION eventstore.category(stream_id text) RETURNS text
     LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-    RETURN split_part(stream_id, '-', 1);
+    RETURN pg_catalog.split_part(stream_id, '-', 1);
 
 -- Store-wide positions. A sequence, so positions are unique and increasing in allocation
 -- order, but NOT in commit order: readers of the whole store use (transaction_id,
@@ -45,12 +58,16 @@ CREATE INDEX events_by_category
     ON eventstore.events (eventstore.category(stream_id), transaction_id, global_position);
 
 -- Snapshots of folded state (see replay/aggregate). Derived data, kept by the API only.
+-- fingerprint: of the reducer that folded the state (src/replay.rs, REDUCER_SQL); replay uses a
+-- snapshot only under a reducer with the same fingerprint. NULL: saved by an administrator
+-- with save_snapshot, trusted under its name.
 CREATE TABLE eventstore.snapshots (
     stream_id       text NOT NULL,
     snapshot_name   text NOT NULL CHECK (snapshot_name <> ''),
     stream_version  bigint NOT NULL CHECK (stream_version > 0),
     state           jsonb NOT NULL,
     created_at      timestamptz NOT NULL DEFAULT now(),
+    fingerprint     text,
     PRIMARY KEY (stream_id, snapshot_name, stream_version)
 );
 CREATE INDEX snapshots_by_name ON eventstore.snapshots (snapshot_name);
@@ -61,7 +78,7 @@ SELECT pg_catalog.pg_extension_config_dump('eventstore.streams', '');
 SELECT pg_catalog.pg_extension_config_dump('eventstore.snapshots', '');
 SELECT pg_catalog.pg_extension_config_dump('eventstore.global_position_seq', '');
 
--- Nothing is readable or writable by default; see the README for the grants an application
--- role and the worker's role need.
+-- Nothing is readable or writable by default: eventstore.grant_reader and grant_writer
+-- (privileges.sql) give roles what they need, and no role but the owner ever writes a table.
 REVOKE ALL ON ALL TABLES IN SCHEMA eventstore FROM PUBLIC;
 REVOKE ALL ON SEQUENCE eventstore.global_position_seq FROM PUBLIC;

@@ -1,5 +1,9 @@
 -- Reads, written in SQL so the planner can inline them into the caller's query, and the
 -- triggers that keep the store append-only. Runs after the Rust functions exist.
+--
+-- Inlined SQL bodies are parsed with the caller's search_path, so every function, operator and
+-- type they name is schema-qualified: an exact-match overload in a schema the caller put first
+-- must never be picked (docs/security.md).
 
 -- PL/pgSQL, not SQL: a SQL function whose body has a subquery is never inlined, and then
 -- PostgreSQL plans its body afresh in every query that calls it (about 50 µs, more than the
@@ -9,7 +13,8 @@ CREATE FUNCTION eventstore.stream_version(stream_id text) RETURNS bigint
     LANGUAGE plpgsql STABLE STRICT PARALLEL SAFE
 AS $$
 BEGIN
-    RETURN coalesce((SELECT s.version FROM eventstore.streams s WHERE s.stream_id = $1), 0);
+    RETURN coalesce((SELECT s.version FROM eventstore.streams s
+                     WHERE s.stream_id OPERATOR(pg_catalog.=) $1), 0);
 END
 $$;
 
@@ -20,7 +25,7 @@ CREATE FUNCTION eventstore.read_stream(stream_id text, from_version bigint DEFAU
 AS $$
     SELECT e.* FROM eventstore.events e
     WHERE eventstore._check_stream_read($1, $2, false, $3)
-      AND e.stream_id = $1 AND e.stream_version >= $2
+      AND e.stream_id OPERATOR(pg_catalog.=) $1 AND e.stream_version OPERATOR(pg_catalog.>=) $2
     ORDER BY e.stream_version
     LIMIT $3
 $$;
@@ -32,7 +37,8 @@ CREATE FUNCTION eventstore.read_stream_backward(stream_id text, from_version big
 AS $$
     SELECT e.* FROM eventstore.events e
     WHERE eventstore._check_stream_read($1, $2, true, $3)
-      AND e.stream_id = $1 AND e.stream_version <= coalesce($2, 9223372036854775807)
+      AND e.stream_id OPERATOR(pg_catalog.=) $1
+      AND e.stream_version OPERATOR(pg_catalog.<=) coalesce($2, 9223372036854775807)
     ORDER BY e.stream_version DESC
     LIMIT $3
 $$;
@@ -42,6 +48,7 @@ $$;
 -- lower position after a reader has passed it; ordering by the appending transaction and
 -- returning only transactions older than every one still running (the snapshot's xmin) means
 -- nothing can later appear before the cursor. Writers are never blocked by readers.
+-- max_count NULL means the default page, 1000: a page is never the whole store.
 CREATE FUNCTION eventstore.read_all(after_transaction_id xid8 DEFAULT '0',
                                     after_global_position bigint DEFAULT 0,
                                     max_count bigint DEFAULT 1000)
@@ -50,10 +57,12 @@ CREATE FUNCTION eventstore.read_all(after_transaction_id xid8 DEFAULT '0',
 AS $$
     SELECT e.* FROM eventstore.events e
     WHERE eventstore._check_page_read($3)
-      AND (e.transaction_id, e.global_position) > (coalesce($1, '0'::xid8), coalesce($2, 0))
-      AND e.transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+      AND (e.transaction_id, e.global_position)
+          OPERATOR(pg_catalog.>) (coalesce($1, '0'::pg_catalog.xid8), coalesce($2, 0))
+      AND e.transaction_id
+          OPERATOR(pg_catalog.<) pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot())
     ORDER BY e.transaction_id, e.global_position
-    LIMIT $3
+    LIMIT coalesce($3, 1000)
 $$;
 
 CREATE FUNCTION eventstore.read_category(category text,
@@ -65,11 +74,13 @@ CREATE FUNCTION eventstore.read_category(category text,
 AS $$
     SELECT e.* FROM eventstore.events e
     WHERE eventstore._check_category_read($1, $4)
-      AND eventstore.category(e.stream_id) = $1
-      AND (e.transaction_id, e.global_position) > (coalesce($2, '0'::xid8), coalesce($3, 0))
-      AND e.transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+      AND eventstore.category(e.stream_id) OPERATOR(pg_catalog.=) $1
+      AND (e.transaction_id, e.global_position)
+          OPERATOR(pg_catalog.>) (coalesce($2, '0'::pg_catalog.xid8), coalesce($3, 0))
+      AND e.transaction_id
+          OPERATOR(pg_catalog.<) pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot())
     ORDER BY e.transaction_id, e.global_position
-    LIMIT $4
+    LIMIT coalesce($4, 1000)
 $$;
 
 -- Append-only for everyone, superusers included. ENABLE ALWAYS keeps the triggers firing
@@ -96,3 +107,117 @@ ALTER TABLE eventstore.streams ENABLE ALWAYS TRIGGER append_only;
 ALTER TABLE eventstore.streams ENABLE ALWAYS TRIGGER append_only_truncate;
 ALTER TABLE eventstore.snapshots ENABLE ALWAYS TRIGGER append_only;
 ALTER TABLE eventstore.snapshots ENABLE ALWAYS TRIGGER append_only_truncate;
+
+-- ---------------------------------------------------------------------------------------------
+-- Who may do what. Application roles never hold a write privilege on a store table: appends go
+-- through eventstore.append/append_event (SECURITY DEFINER), snapshots are saved by aggregate
+-- itself, and the owner alone saves or deletes snapshots by hand. These functions are the
+-- only grants a user needs (docs/security.md).
+
+-- The functions each kind of role may call, in one place for grant_* and revoke_access.
+CREATE FUNCTION eventstore._api_functions(level text) RETURNS regprocedure[]
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE $1
+        WHEN 'reader' THEN ARRAY[
+            'eventstore.category(text)',
+            'eventstore.stream_version(text)',
+            'eventstore.read_stream(text, bigint, bigint)',
+            'eventstore.read_stream_backward(text, bigint, bigint)',
+            'eventstore.read_all(xid8, bigint, bigint)',
+            'eventstore.read_category(text, xid8, bigint, bigint)',
+            'eventstore._check_stream_read(text, bigint, boolean, bigint)',
+            'eventstore._check_page_read(bigint)',
+            'eventstore._check_category_read(text, bigint)',
+            'eventstore.replay(text, regprocedure, jsonb, bigint, timestamptz, text)',
+            'eventstore.load_snapshot(text, text, bigint)',
+            'eventstore.merge(jsonb, eventstore.events)',
+            'eventstore.read_horizon()']::regprocedure[]
+        WHEN 'writer' THEN ARRAY[
+            'eventstore.append(text, jsonb, bigint)',
+            'eventstore.append_event(text, text, jsonb, jsonb, bigint, uuid)',
+            'eventstore.aggregate(text, regprocedure, jsonb, integer)',
+            'eventstore._aggregate(text, regprocedure, jsonb, integer)']::regprocedure[]
+    END
+$$;
+
+-- Read and replay: SELECT on the tables, EXECUTE on the read functions. Appending is 42501.
+CREATE FUNCTION eventstore.grant_reader(role regrole) RETURNS void
+    LANGUAGE plpgsql VOLATILE STRICT
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    f regprocedure;
+BEGIN
+    EXECUTE format('GRANT USAGE ON SCHEMA eventstore TO %s', role);
+    EXECUTE format('GRANT SELECT ON eventstore.events, eventstore.streams, eventstore.snapshots TO %s',
+                   role);
+    FOREACH f IN ARRAY eventstore._api_functions('reader') LOOP
+        EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %s', f, role);
+    END LOOP;
+END
+$$;
+
+-- What a reader may, and append, append_event and aggregate (which saves snapshots itself).
+CREATE FUNCTION eventstore.grant_writer(role regrole) RETURNS void
+    LANGUAGE plpgsql VOLATILE STRICT
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    f regprocedure;
+BEGIN
+    PERFORM eventstore.grant_reader(role);
+    FOREACH f IN ARRAY eventstore._api_functions('writer') LOOP
+        EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %s', f, role);
+    END LOOP;
+END
+$$;
+
+-- Undoes grant_reader and grant_writer.
+CREATE FUNCTION eventstore.revoke_access(role regrole) RETURNS void
+    LANGUAGE plpgsql VOLATILE STRICT
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    f regprocedure;
+BEGIN
+    FOREACH f IN ARRAY eventstore._api_functions('writer')
+                       OPERATOR(pg_catalog.||) eventstore._api_functions('reader') LOOP
+        EXECUTE format('REVOKE EXECUTE ON FUNCTION %s FROM %s', f, role);
+    END LOOP;
+    EXECUTE format('REVOKE ALL ON eventstore.events, eventstore.streams, eventstore.snapshots FROM %s',
+                   role);
+    EXECUTE format('REVOKE ALL ON SCHEMA eventstore FROM %s', role);
+END
+$$;
+
+-- Why read_all and read_category may return nothing yet: they return only events of
+-- transactions older than every transaction still running, in any database of the cluster.
+-- One row per running transaction that has an xid (prepared ones included), oldest first;
+-- holds_horizon marks the one the readers wait for. SECURITY DEFINER so that a reader sees every
+-- session; it shows no query text.
+CREATE FUNCTION eventstore.read_horizon()
+    RETURNS TABLE (xid xid, pid integer, database name, role name, application_name text,
+                   state text, xact_start timestamptz, xact_age interval, prepared boolean,
+                   holds_horizon boolean)
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT t.xid, t.pid, t.database, t.role, t.application_name, t.state, t.xact_start,
+           pg_catalog.now() OPERATOR(pg_catalog.-) t.xact_start, t.prepared,
+           t.xid OPERATOR(pg_catalog.=)
+               pg_catalog.xid(pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot()))
+    FROM (SELECT a.backend_xid, a.pid, a.datname, a.usename, a.application_name, a.state,
+                 a.xact_start, false
+          FROM pg_catalog.pg_stat_activity a WHERE a.backend_xid IS NOT NULL
+          UNION ALL
+          SELECT p.transaction, NULL, p.database, p.owner, p.gid, 'prepared', p.prepared, true
+          FROM pg_catalog.pg_prepared_xacts p)
+         AS t(xid, pid, database, role, application_name, state, xact_start, prepared)
+    ORDER BY pg_catalog.age(t.xid) DESC
+$$;
+
+-- Nothing runs for PUBLIC: least privilege, granted by the functions above. Last in the script,
+-- so it covers every function the extension creates.
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA eventstore FROM PUBLIC;

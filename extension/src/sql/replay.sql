@@ -8,13 +8,15 @@ CREATE FUNCTION eventstore.replay(stream_id text, reducer regprocedure,
                                   as_of timestamptz DEFAULT NULL,
                                   snapshot_name text DEFAULT NULL)
     RETURNS jsonb
-    LANGUAGE c STABLE
+    LANGUAGE c VOLATILE
     AS 'MODULE_PATHNAME', 'eventstore_replay';
 
+-- VOLATILE: the reducer is the caller's and may write.
 COMMENT ON FUNCTION eventstore.replay(text, regprocedure, jsonb, bigint, timestamptz, text) IS
 'Fold a stream''s events, in version order, through reducer(state jsonb, event eventstore.events) '
-'RETURNS jsonb, up to until_version and/or events recorded at or before as_of, starting from the '
-'newest snapshot named snapshot_name (default: the reducer''s schema-qualified name) within that bound.';
+'RETURNS jsonb, up to until_version and/or the longest prefix of the stream recorded at or before '
+'as_of, starting from the newest snapshot named snapshot_name (default: the reducer''s '
+'schema-qualified name) that this reducer''s definition folded within that bound.';
 
 CREATE FUNCTION eventstore.save_snapshot(stream_id text, snapshot_name text,
                                          stream_version bigint, state jsonb)
@@ -28,8 +30,8 @@ CREATE FUNCTION eventstore.load_snapshot(stream_id text, snapshot_name text,
     LANGUAGE sql STABLE
 AS $$
     SELECT s.stream_version, s.state FROM eventstore.snapshots s
-    WHERE s.stream_id = $1 AND s.snapshot_name = $2
-      AND s.stream_version <= coalesce($3, 9223372036854775807)
+    WHERE s.stream_id OPERATOR(pg_catalog.=) $1 AND s.snapshot_name OPERATOR(pg_catalog.=) $2
+      AND s.stream_version OPERATOR(pg_catalog.<=) coalesce($3, 9223372036854775807)
     ORDER BY s.stream_version DESC
     LIMIT 1
 $$;

@@ -1,5 +1,8 @@
 -- The append API as a user sees it: versions, expected-version modes, retries, errors.
-CREATE EXTENSION pg_eventstore;
+-- (IF NOT EXISTS: the suite also runs on a database updated from an earlier release.)
+SET client_min_messages = warning;
+CREATE EXTENSION IF NOT EXISTS pg_eventstore;
+RESET client_min_messages;
 
 -- Prints the SQLSTATE and message of a failing statement (or 'ok').
 CREATE FUNCTION error_of(statement text) RETURNS text LANGUAGE plpgsql AS $$

@@ -114,13 +114,11 @@ SELECT error_of($$DELETE FROM eventstore.snapshots$$);
 
 -- Calling a reducer needs EXECUTE on it, as calling it directly would.
 CREATE ROLE regress_replay_reader;
-GRANT USAGE ON SCHEMA eventstore TO regress_replay_reader;
-GRANT SELECT ON eventstore.events, eventstore.snapshots TO regress_replay_reader;
+SELECT eventstore.grant_reader('regress_replay_reader');
 REVOKE EXECUTE ON FUNCTION picky(jsonb, eventstore.events) FROM PUBLIC;
 SET ROLE regress_replay_reader;
 SELECT eventstore.replay('order-7', 'order_summary'::regproc, until_version => 1);
 SELECT error_of($$SELECT eventstore.replay('order-7', 'picky'::regproc)$$);
 RESET ROLE;
-REVOKE ALL ON eventstore.events, eventstore.snapshots FROM regress_replay_reader;
-REVOKE ALL ON SCHEMA eventstore FROM regress_replay_reader;
+SELECT eventstore.revoke_access('regress_replay_reader');
 DROP ROLE regress_replay_reader;
