@@ -54,7 +54,20 @@ install_extension() {
     say "installing the pg_eventstore extension (release build)"
     (cd "$REPO_ROOT/extension" && cargo pgrx install --release --pg-config "$PG_CONFIG" >/dev/null) \
         || die "cargo pgrx install failed"
+    # cargo-pgrx copies the upgrade scripts (A--B); the install scripts of earlier releases, kept
+    # as released, let a database be created at an earlier version (scripts/upgrade_test.sh).
+    # The current version's script is the one just generated.
+    local script
+    for script in "$REPO_ROOT"/extension/sql/pg_eventstore--*.sql; do
+        case $(basename "$script") in
+            pg_eventstore--*--*.sql | "pg_eventstore--$(extension_version).sql") ;;
+            *) install -m 644 "$script" "$("$PG_CONFIG" --sharedir)/extension/" ;;
+        esac
+    done
 }
+
+# The extension's version: the workspace's.
+extension_version() { awk -F'"' '/^version/ { print $2; exit }' "$REPO_ROOT/Cargo.toml"; }
 
 # bench_cluster NAME [postgres -c settings...]
 # A throwaway cluster for a benchmark: sets DIR and PORT, points libpq's PG* variables at it,
