@@ -18,6 +18,10 @@ SELECT eventstore.append('order-' || i, '[{"type":"OrderPlaced","data":{"total":
 FROM generate_series(1, 50) i;
 INSERT INTO eventstore.snapshots (stream_id, snapshot_name, stream_version, state)
 VALUES ('order-1', 'summary', 2, '{"status":"paid"}');
+-- The deepest event append ever accepts (eventstore.max_json_depth at its ceiling): its text
+-- form must read back on restore.
+SET eventstore.max_json_depth = 1000;
+SELECT eventstore.append_event('deep-1', 'Nested', (repeat('[', 1000) || repeat(']', 1000))::jsonb);
 SQL
 "$PG_BIN/pg_dump" -h "$host" -p "$port" -U postgres -Fc -f "$dump/src.dump" dump_src
 "$PG_BIN/pg_restore" -h "$host" -p "$port" -U postgres -d dump_dst --exit-on-error "$dump/src.dump"
@@ -35,6 +39,7 @@ after=$(psql_ -d dump_dst -c "SELECT stream_version || ' ' || global_position
                               FROM eventstore.append_event('order-1', 'OrderShipped', '{}', expected_version => 2)")
 still_append_only=$(psql_ -d dump_dst -c "DO \$\$ BEGIN DELETE FROM eventstore.events;
     EXCEPTION WHEN SQLSTATE 'ES003' THEN RAISE NOTICE 'ok'; RETURN; END \$\$; SELECT 'checked'" 2>&1)
+deep=$(psql_ -d dump_dst -c "SELECT length(data::text) FROM eventstore.events WHERE stream_id = 'deep-1'")
 psql_ -d postgres -c "DROP DATABASE dump_src" -c "DROP DATABASE dump_dst"
 rm -rf "$dump"
 
@@ -43,11 +48,12 @@ check() {
     if [ "$2" = "$3" ]; then echo "ok - $1"; else echo "not ok - $1: got '$2', want '$3'"; failures=$((failures + 1)); fi
 }
 check "restored store equals the dumped one" "$dst" "$src"
-check "restored store has every row" "${dst%%,*}" "100 events"
+check "restored store has every row" "${dst%%,*}" "101 events"
+check "the deepest accepted event is restored" "$deep" "2000"
 check "append after restore continues the stream" "${after%% *}" "3"
 check "append after restore takes a new global position" \
       "$([ "${after##* }" -gt "$max_before" ] && echo fresh || echo reused)" "fresh"
 check "restored tables stay append-only" "$(grep -c ok <<<"$still_append_only")" "1"
-passed=$((5 - failures))
+passed=$((6 - failures))
 echo "dump/restore: $passed passed, $failures failed"
 [ "$failures" = 0 ]

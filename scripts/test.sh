@@ -2,7 +2,8 @@
 # Runs every test tier against real PostgreSQL servers this script starts itself:
 #   1. Rust unit tests (pure logic: envelope validation, pgoutput decoding, acknowledgement)
 #   2. the extension's #[pg_test]s (cargo pgrx test)
-#   3. pg_regress (SQL surface), pg_isolation_regress (concurrency), dump/restore
+#   3. pg_regress (SQL surface), pg_isolation_regress (concurrency), dump/restore, upgrades from
+#      every earlier release, no backtraces to clients
 #   4. the worker's integration tests (a logical-replication cluster, real processes)
 # Installs what it needs first (scripts/setup.sh). Exits non-zero if any tier fails.
 set -euo pipefail
@@ -44,6 +45,9 @@ tier "pg_isolation_regress" "$regress_bin/isolation/pg_isolation_regress" --host
     --port="$port" --user=postgres --dbname=eventstore_isolation --inputdir=sql/isolation \
     --outputdir="$work/isolation" $(cd sql/isolation/specs && ls *.spec | sed 's/\.spec$//')
 tier "dump and restore" bash scripts/dump_restore_test.sh "$cluster" "$port"
+tier "upgrade from earlier releases" env REGRESS_BIN="$regress_bin/regress/pg_regress" \
+    bash scripts/upgrade_test.sh "$cluster" "$port"
+tier "no Rust backtrace reaches a client" bash scripts/backtrace_test.sh
 for diffs in "$work"/regress/regression.diffs "$work"/isolation/regression.diffs; do
     [ -s "$diffs" ] && cat "$diffs"
 done
