@@ -1,8 +1,12 @@
-//! Validation of what callers hand to `append`: stream ids and the JSON array of events.
-//! The rules are written once against [`JsonView`], which both `serde_json` values and
-//! PostgreSQL's binary jsonb implement: the extension validates the jsonb it is given in place
-//! (the rows are then built from that same jsonb in SQL, never printed and reparsed), and every
-//! rule is unit-tested in plain Rust.
+//! Validation of what callers hand to `append`: stream ids, the JSON array of events, and how
+//! deep an event's `data` and `metadata` may nest. The rules are written once against
+//! [`JsonView`], which both `serde_json` values and PostgreSQL's binary jsonb implement: the
+//! extension validates the jsonb it is given in place (the rows are then built from that same
+//! jsonb in SQL, never printed and reparsed), and every rule is unit-tested in plain Rust.
+//!
+//! Any input gives either the events or an [`EsError`]: `22023` naming the argument for
+//! everything a caller can get wrong; for binary jsonb that does not read as PostgreSQL writes
+//! it (never the case for a real argument), the [`EsError::UnreadableJson`] of [`EsError::json`].
 
 use std::collections::HashMap;
 
@@ -10,7 +14,8 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::error::EsError;
-use crate::jsonb::Entry;
+use crate::json::{value_depth, JsonError, MAX_JSON_DEPTH_SETTING};
+use crate::jsonb::{depth_within, Entry};
 
 /// What `append` needs to know of one event of a batch; `data` and `metadata` stay in the
 /// caller's jsonb.
@@ -23,17 +28,21 @@ pub struct NewEvent {
 
 const EVENT_KEYS: &str = "\"type\", \"data\", \"metadata\" and \"id\"";
 
-/// Read access to a JSON value, as much as validation needs.
-pub trait JsonView<'a>: Sized {
+/// Read access to a JSON value, as much as validation needs. The `Err`s come only from binary
+/// jsonb that cannot be read (never from a `serde_json::Value`).
+pub trait JsonView<'a>: Copy {
     /// The JSON kind, as error messages name it ("an object", "null", ...).
     fn kind(&self) -> &'static str;
-    fn as_str(&self) -> Option<&'a str>;
+    /// The string, if this is one.
+    fn as_str(&self) -> Result<Option<&'a str>, JsonError>;
     fn is_null(&self) -> bool;
     fn is_object(&self) -> bool;
     /// An array's elements; `None` if this is not an array.
-    fn elements(&self) -> Option<Vec<Self>>;
+    fn elements(&self) -> Result<Option<Vec<Self>>, JsonError>;
     /// An object's members; `None` if this is not an object.
-    fn members(&self) -> Option<Vec<(&'a str, Self)>>;
+    fn members(&self) -> Result<Option<Vec<(&'a str, Self)>>, JsonError>;
+    /// The nesting depth (see [`crate::json`]) if at most `limit`, else `TooDeep`.
+    fn depth_within(&self, limit: usize) -> Result<usize, JsonError>;
 }
 
 impl<'a> JsonView<'a> for &'a Value {
@@ -47,8 +56,8 @@ impl<'a> JsonView<'a> for &'a Value {
             Value::Object(_) => "an object",
         }
     }
-    fn as_str(&self) -> Option<&'a str> {
-        Value::as_str(self)
+    fn as_str(&self) -> Result<Option<&'a str>, JsonError> {
+        Ok(Value::as_str(self))
     }
     fn is_null(&self) -> bool {
         Value::is_null(self)
@@ -56,27 +65,25 @@ impl<'a> JsonView<'a> for &'a Value {
     fn is_object(&self) -> bool {
         Value::is_object(self)
     }
-    fn elements(&self) -> Option<Vec<Self>> {
-        self.as_array().map(|a| a.iter().collect())
+    fn elements(&self) -> Result<Option<Vec<Self>>, JsonError> {
+        Ok(self.as_array().map(|a| a.iter().collect()))
     }
-    fn members(&self) -> Option<Vec<(&'a str, Self)>> {
-        self.as_object().map(|o| o.iter().map(|(k, v)| (k.as_str(), v)).collect())
+    fn members(&self) -> Result<Option<Vec<(&'a str, Self)>>, JsonError> {
+        Ok(self.as_object().map(|o| o.iter().map(|(k, v)| (k.as_str(), v)).collect()))
     }
-}
-
-/// Binary jsonb that does not read as PostgreSQL writes it is a bug, not bad input.
-fn readable<T>(v: Option<T>) -> T {
-    v.expect("pg_eventstore: unreadable jsonb")
+    fn depth_within(&self, limit: usize) -> Result<usize, JsonError> {
+        value_depth(self, limit)
+    }
 }
 
 impl<'a> JsonView<'a> for Entry<'a> {
     fn kind(&self) -> &'static str {
         Entry::kind(self)
     }
-    fn as_str(&self) -> Option<&'a str> {
+    fn as_str(&self) -> Result<Option<&'a str>, JsonError> {
         match self {
-            Entry::String(s) => Some(readable(std::str::from_utf8(s).ok())),
-            _ => None,
+            Entry::String(s) => std::str::from_utf8(s).map(Some).map_err(|_| JsonError::NotUtf8),
+            _ => Ok(None),
         }
     }
     fn is_null(&self) -> bool {
@@ -85,17 +92,30 @@ impl<'a> JsonView<'a> for Entry<'a> {
     fn is_object(&self) -> bool {
         matches!(self, Entry::Container(c) if c.is_object())
     }
-    fn elements(&self) -> Option<Vec<Self>> {
+    fn elements(&self) -> Result<Option<Vec<Self>>, JsonError> {
         match self {
-            Entry::Container(c) => c.elements().map(|items| items.map(readable).collect()),
-            _ => None,
+            Entry::Container(c) => match c.elements() {
+                Some(items) => items.map(|e| e.ok_or(JsonError::Malformed)).collect::<Result<_, _>>().map(Some),
+                None => Ok(None),
+            },
+            _ => Ok(None),
         }
     }
-    fn members(&self) -> Option<Vec<(&'a str, Self)>> {
+    fn members(&self) -> Result<Option<Vec<(&'a str, Self)>>, JsonError> {
         match self {
-            Entry::Container(c) if c.is_object() => Some(c.pairs().map(readable).collect()),
-            _ => None,
+            Entry::Container(c) if c.is_object() => {
+                let mut pairs = c.pairs();
+                let mut members = Vec::with_capacity(c.len());
+                while let Some(pair) = pairs.next_pair() {
+                    members.push(pair?);
+                }
+                Ok(Some(members))
+            }
+            _ => Ok(None),
         }
+    }
+    fn depth_within(&self, limit: usize) -> Result<usize, JsonError> {
+        depth_within(*self, limit)
     }
 }
 
@@ -124,12 +144,33 @@ pub fn validate_metadata<'a>(argument: &str, metadata: impl JsonView<'a>) -> Res
     }
 }
 
-/// Validate `events` (the `append` argument): a non-empty array of event objects, in order.
-pub fn parse_events<'a, V: JsonView<'a>>(events: Option<V>) -> Result<Vec<NewEvent>, EsError> {
+/// `value`, the argument or event member named `argument` (`data`, `events[3].metadata`),
+/// must nest at most `max_depth` levels (see [`crate::json`]); else `22023` naming the
+/// argument, the limit and the setting that holds it. Stops reading at `max_depth + 1` levels.
+pub fn check_depth<'a>(argument: &str, value: impl JsonView<'a>, max_depth: usize) -> Result<(), EsError> {
+    match value.depth_within(max_depth) {
+        Ok(_) => Ok(()),
+        Err(JsonError::TooDeep { limit }) => Err(EsError::invalid(
+            argument,
+            format!(
+                "nests more than {limit} levels deep; the limit is {limit} \
+                 ({MAX_JSON_DEPTH_SETTING})"
+            ),
+        )),
+        Err(e) => Err(EsError::json(e, argument)),
+    }
+}
+
+/// Validate `events` (the `append` argument): a non-empty array of event objects, in order,
+/// whose `data` and `metadata` nest at most `max_depth` levels each.
+pub fn parse_events<'a, V: JsonView<'a>>(
+    events: Option<V>,
+    max_depth: usize,
+) -> Result<Vec<NewEvent>, EsError> {
     let Some(events) = events else {
         return Err(EsError::invalid("events", "must not be NULL"));
     };
-    let Some(items) = events.elements() else {
+    let Some(items) = events.elements().map_err(|e| EsError::json(e, "events"))? else {
         return Err(EsError::invalid(
             "events",
             format!("must be a JSON array of event objects, got {}", events.kind()),
@@ -141,7 +182,7 @@ pub fn parse_events<'a, V: JsonView<'a>>(events: Option<V>) -> Result<Vec<NewEve
     let mut parsed = Vec::with_capacity(items.len());
     let mut seen_ids: HashMap<Uuid, usize> = HashMap::new();
     for (i, item) in items.into_iter().enumerate() {
-        let event = parse_event(i, item)?;
+        let event = parse_event(i, item, max_depth)?;
         if let Some(id) = event.id {
             if let Some(first) = seen_ids.insert(id, i) {
                 return Err(EsError::invalid(
@@ -155,25 +196,26 @@ pub fn parse_events<'a, V: JsonView<'a>>(events: Option<V>) -> Result<Vec<NewEve
     Ok(parsed)
 }
 
-fn parse_event<'a, V: JsonView<'a>>(i: usize, item: V) -> Result<NewEvent, EsError> {
-    let Some(members) = item.members() else {
+fn parse_event<'a, V: JsonView<'a>>(i: usize, item: V, max_depth: usize) -> Result<NewEvent, EsError> {
+    let unreadable = |e| EsError::json(e, format!("events[{i}]"));
+    let Some(members) = item.members().map_err(unreadable)? else {
         return Err(EsError::invalid(
             format!("events[{i}]"),
             format!("must be a JSON object with {EVENT_KEYS}, got {}", item.kind()),
         ));
     };
-    let (mut event_type, mut metadata, mut id, mut unknown) = (None, None, None, None);
+    let (mut event_type, mut data, mut metadata, mut id, mut unknown) = (None, None, None, None, None);
     for (key, value) in members {
         match key {
             "type" => event_type = Some(value),
-            "data" => {}
+            "data" => data = Some(value),
             "metadata" => metadata = Some(value),
             "id" => id = Some(value),
             other => unknown = unknown.or(Some(other)),
         }
     }
     let event_type = match event_type {
-        Some(t) if !t.is_null() => match t.as_str() {
+        Some(t) if !t.is_null() => match t.as_str().map_err(unreadable)? {
             Some(s) => validate_event_type(&format!("events[{i}].type"), Some(s))?,
             None => {
                 return Err(EsError::invalid(
@@ -190,7 +232,7 @@ fn parse_event<'a, V: JsonView<'a>>(i: usize, item: V) -> Result<NewEvent, EsErr
     let id = match id {
         None => None,
         Some(v) if v.is_null() => None,
-        Some(v) => match v.as_str() {
+        Some(v) => match v.as_str().map_err(unreadable)? {
             Some(s) => Some(parse_uuid(&format!("events[{i}].id"), s)?),
             None => {
                 return Err(EsError::invalid(
@@ -205,6 +247,13 @@ fn parse_event<'a, V: JsonView<'a>>(i: usize, item: V) -> Result<NewEvent, EsErr
             format!("events[{i}]"),
             format!("unknown key \"{unknown}\" (an event has {EVENT_KEYS})"),
         ));
+    }
+    // Last: the only check that reads the whole payload.
+    if let Some(d) = data {
+        check_depth(&format!("events[{i}].data"), d, max_depth)?;
+    }
+    if let Some(m) = metadata {
+        check_depth(&format!("events[{i}].metadata"), m, max_depth)?;
     }
     Ok(NewEvent { id, event_type })
 }
@@ -226,7 +275,7 @@ mod unit_tests {
     }
 
     fn parse(v: Value) -> Result<Vec<NewEvent>, EsError> {
-        parse_events(Some(&v))
+        parse_events(Some(&v), 100)
     }
 
     #[test]
@@ -251,7 +300,7 @@ mod unit_tests {
 
     #[test]
     fn rejects_what_is_not_an_array_of_events() {
-        assert!(reason(parse_events::<&Value>(None)).contains("invalid events: must not be NULL"));
+        assert!(reason(parse_events::<&Value>(None, 100)).contains("invalid events: must not be NULL"));
         assert!(reason(parse(json!({"type": "A"}))).contains("got an object"));
         assert!(reason(parse(json!([]))).contains("at least one event"));
         assert!(reason(parse(json!([1]))).contains("invalid events[0]"));
@@ -278,6 +327,40 @@ mod unit_tests {
         let id = "5f0c7d52-8d0e-4c43-9a2b-0d6c1e7f3a10";
         let r = reason(parse(json!([{"type": "A", "id": id}, {"type": "B", "id": id}])));
         assert!(r.contains("events[1].id") && r.contains("events[0]"), "{r}");
+    }
+
+    /// `levels` objects nested under "a", then 1.
+    fn nested(levels: usize) -> Value {
+        (0..levels).fold(json!(1), |v, _| json!({"a": v}))
+    }
+
+    #[test]
+    fn data_and_metadata_nest_at_most_max_depth() {
+        let batch = json!([{"type": "A", "data": nested(4)}, {"type": "B", "data": nested(5)}]);
+        let r = parse_events(Some(&batch), 4).unwrap_err();
+        assert_eq!(r.sqlstate(), "22023");
+        assert_eq!(
+            r.to_string(),
+            "invalid events[1].data: nests more than 4 levels deep; the limit is 4 \
+             (eventstore.max_json_depth)"
+        );
+        assert!(parse_events(Some(&batch), 5).is_ok());
+        let batch = json!([{"type": "A", "metadata": {"m": nested(4)}}]);
+        let r = parse_events(Some(&batch), 4).unwrap_err().to_string();
+        assert!(r.starts_with("invalid events[0].metadata: nests more than 4"), "{r}");
+
+        // the same on binary jsonb, and the single-event form
+        let batch = json!([{"type": "A", "data": nested(300)}]);
+        let bytes = crate::encode::encode(&batch);
+        let entry = crate::jsonb::Container::new(&bytes).unwrap().root().unwrap();
+        let r = parse_events(Some(entry), 128).unwrap_err().to_string();
+        assert!(r.starts_with("invalid events[0].data: nests more than 128 levels deep"), "{r}");
+        let deep = crate::encode::nested_objects(100_000);
+        let entry = crate::jsonb::Container::new(&deep).unwrap().root().unwrap();
+        let r = check_depth("data", entry, 128).unwrap_err();
+        assert_eq!(r.sqlstate(), "22023");
+        assert!(r.to_string().starts_with("invalid data: nests more than 128"), "{r}");
+        assert!(check_depth("metadata", &json!({}), 1).is_ok());
     }
 
     #[test]

@@ -3,6 +3,8 @@
 
 use std::fmt;
 
+use crate::json::JsonError;
+
 /// What the caller said about the stream's current version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExpectedVersion {
@@ -93,11 +95,32 @@ pub enum EsError {
 
     #[error("invalid {argument}: {reason}")]
     InvalidArgument { argument: String, reason: String },
+
+    /// Stored JSON (an event's data, a state, a snapshot) nests deeper than the extension reads
+    /// (`limit`, normally [`crate::json::READ_DEPTH_LIMIT`]). `what` names it: "the data of
+    /// event 7 of stream \"order-1\"".
+    #[error("{what} nests more than {limit} levels deep")]
+    JsonTooDeep { what: String, limit: usize },
+
+    /// Binary jsonb the reader does not understand: not UTF-8 (22021) or not as PostgreSQL
+    /// writes it (XX001, data corrupted). `problem` is never `TooDeep`.
+    #[error("{what} {problem}")]
+    UnreadableJson { what: String, problem: JsonError },
 }
 
 impl EsError {
     pub fn invalid(argument: impl Into<String>, reason: impl Into<String>) -> Self {
         Self::InvalidArgument { argument: argument.into(), reason: reason.into() }
+    }
+
+    /// A bounded JSON walk's error about `what`: `TooDeep` is [`Self::JsonTooDeep`] (54001),
+    /// the rest [`Self::UnreadableJson`]. (Appends report too-deep arguments as `22023`
+    /// instead: see [`crate::envelope::check_depth`].)
+    pub fn json(error: JsonError, what: impl Into<String>) -> Self {
+        match error {
+            JsonError::TooDeep { limit } => Self::JsonTooDeep { what: what.into(), limit },
+            problem => Self::UnreadableJson { what: what.into(), problem },
+        }
     }
 
     pub fn sqlstate(&self) -> &'static str {
@@ -106,6 +129,12 @@ impl EsError {
             Self::AppendOnly(_) => "ES003",
             Self::DuplicateEventId { .. } => "ES004",
             Self::InvalidArgument { .. } => "22023",
+            // statement_too_complex, as PostgreSQL's own stack-depth check
+            Self::JsonTooDeep { .. } => "54001",
+            // character_not_in_repertoire
+            Self::UnreadableJson { problem: JsonError::NotUtf8, .. } => "22021",
+            // data_corrupted
+            Self::UnreadableJson { .. } => "XX001",
         }
     }
 
@@ -144,6 +173,9 @@ impl EsError {
                     .into(),
                 _ => "Use the eventstore functions to change the event store.".into(),
             }),
+            Self::UnreadableJson { problem: JsonError::NotUtf8, .. } => Some(
+                "pg_eventstore reads jsonb in place only in a UTF-8 database.".into(),
+            ),
             _ => None,
         }
     }
@@ -183,5 +215,17 @@ mod unit_tests {
             "wrong expected version for stream \"order-42\": expected 3, actual 5"
         );
         assert!(err.detail().unwrap().contains("version 5"));
+    }
+
+    #[test]
+    fn json_errors_map_to_their_sqlstates() {
+        let deep = EsError::json(JsonError::TooDeep { limit: 1000 }, "the data of event 3 of stream \"s\"");
+        assert_eq!(deep.sqlstate(), "54001");
+        assert_eq!(deep.to_string(), "the data of event 3 of stream \"s\" nests more than 1000 levels deep");
+        let bad = EsError::json(JsonError::Malformed, "events");
+        assert_eq!((bad.sqlstate(), bad.to_string().as_str()), ("XX001", "events is not jsonb as PostgreSQL writes it"));
+        let latin1 = EsError::json(JsonError::NotUtf8, "data");
+        assert_eq!(latin1.sqlstate(), "22021");
+        assert!(latin1.hint().is_some());
     }
 }

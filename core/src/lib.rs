@@ -4,8 +4,11 @@
 //! these modules; everything here is unit- and property-tested with `cargo test -p
 //! eventstore-core`, no database needed.
 
+#[cfg(any(test, feature = "encoder"))]
+pub mod encode;
 pub mod envelope;
 pub mod error;
 pub mod idempotency;
+pub mod json;
 pub mod jsonb;
 pub mod merge;

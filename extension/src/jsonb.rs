@@ -3,6 +3,15 @@
 
 pub use eventstore_core::jsonb::*;
 
+use serde_json::Value;
+
+/// Adapter with the signature replay.rs was written against, until it handles the core's
+/// `Result` itself (TooDeep -> 54001 naming the event): [`eventstore_core::jsonb::apply`] at
+/// [`READ_DEPTH_LIMIT`], `None` for any error (replay then takes its slow path).
+pub fn apply(state: &mut Option<Value>, data: Container<'_>) -> Option<()> {
+    eventstore_core::jsonb::apply(state, data, READ_DEPTH_LIMIT).ok()
+}
+
 /// The container of a `jsonb` datum, detoasted if needed (short inline values are read in
 /// place). The bytes live in the current memory context.
 ///
