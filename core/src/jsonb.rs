@@ -570,7 +570,7 @@ pub fn apply(state: &mut Option<Value>, data: Container<'_>, limit: usize) -> Re
 #[cfg(test)]
 mod unit_tests {
     use super::*;
-    use crate::encode::{encode, nested_arrays, nested_objects};
+    use crate::encode::{encode, nested_arrays, nested_objects, numeric_out, numeric_varlena, Header, Numeric};
     use crate::json::{drop_iteratively, value_depth};
     use serde_json::json;
 
@@ -629,6 +629,96 @@ mod unit_tests {
         drop_iteratively(at_limit);
         assert!(root(&nested_arrays(11)).to_value(10).is_err());
         assert!(root(&nested_arrays(10)).to_value(10).is_ok());
+    }
+
+    /// Hand-built: 120.50 as PostgreSQL stores it (short numeric header, dscale 2, weight 0,
+    /// base-10000 digits 120 and 5000) behind a 4-byte varlena header.
+    const NUMERIC_120_50: [u8; 10] = {
+        let size = (10u32 << 2).to_ne_bytes();
+        let header = (0x8000u16 | (2 << 7)).to_ne_bytes();
+        let (d0, d1) = (120i16.to_ne_bytes(), 5000i16.to_ne_bytes());
+        [size[0], size[1], size[2], size[3], header[0], header[1], d0[0], d0[1], d1[0], d1[1]]
+    };
+
+    #[test]
+    fn numeric_text_is_numeric_out() {
+        assert_eq!(numeric_text(&NUMERIC_120_50).as_deref(), Some("120.50"));
+        let n = Numeric::parse("120.50");
+        assert_eq!((n.negative, n.weight, n.dscale, n.digits.as_slice()), (false, 0, 2, &[120, 5000][..]));
+        assert_eq!(n.varlena(Header::Pg), NUMERIC_120_50);
+        let n = Numeric::parse("0.00001234");
+        assert_eq!((n.weight, n.dscale, n.digits.as_slice()), (-2, 8, &[1234][..]));
+
+        let cases = [
+            "123456789012345678901234567890",
+            "0.1234567890123456789",
+            "120.50",
+            "1e400",
+            "-1e400",
+            "-42",
+            "-0.5",
+            "-123456789012345678901234567890.000000000000000000001",
+            "0",
+            "-0",
+            "0.000",
+            "-0.000",
+            "0.00001234",
+            "0.5",
+            "1e-20",
+            "2.5E-3",
+            "9999.9999",
+            "10000",
+            "100000000",
+            "1.5e100",
+            "12345.678901234567890123456789e-40",
+        ];
+        for text in cases {
+            let expected = numeric_out(text);
+            for header in [Header::Pg, Header::Long, Header::OneByteVarlena] {
+                let varlena = numeric_varlena(text, header);
+                if header == Header::OneByteVarlena && varlena.len() > 127 {
+                    continue;
+                }
+                assert_eq!(numeric_text(&varlena), Some(expected.clone()), "{text} {header:?}");
+            }
+        }
+        assert_eq!(numeric_out("1e400"), format!("1{}", "0".repeat(400)));
+        assert_eq!(numeric_out("-0.000"), "0.000");
+        assert_eq!(numeric_out("2.5E-3"), "0.0025");
+
+        // NaN, infinities, truncated or garbled numerics are not numbers
+        for header in [0xC000u16, 0xD000, 0xF000] {
+            let mut nan = NUMERIC_120_50;
+            nan[4..6].copy_from_slice(&header.to_ne_bytes());
+            assert_eq!(numeric_text(&nan[..6]), None);
+        }
+        assert_eq!(numeric_text(&NUMERIC_120_50[..9]), None);
+        let mut bad_digit = NUMERIC_120_50;
+        bad_digit[8..10].copy_from_slice(&10_000i16.to_ne_bytes());
+        assert_eq!(numeric_text(&bad_digit), None);
+    }
+
+    #[test]
+    fn numbers_come_back_exactly_as_numeric_out_prints_them() {
+        let text = r#"{"big": 123456789012345678901234567890, "frac": 0.1234567890123456789,
+                       "price": 120.50, "huge": 1e400, "neg": -0.000, "small": 2.5E-3}"#;
+        let data: Value = serde_json::from_str(text).unwrap();
+        let bytes = encode(&data);
+        let state = merged(Some(json!({"price": 1})), &data, 100).unwrap().unwrap();
+        let printed = serde_json::to_string(&state).unwrap();
+        let huge = format!("1{}", "0".repeat(400));
+        assert_eq!(
+            printed,
+            format!(
+                r#"{{"big":123456789012345678901234567890,"frac":0.1234567890123456789,"huge":{huge},"neg":0.000,"price":120.50,"small":0.0025}}"#
+            )
+        );
+        // and through to_value and the serde merge alike
+        assert_eq!(serde_json::to_string(&root(&bytes).to_value(10).unwrap()).unwrap(), printed);
+        let mut state = Some(json!({"price": 1}));
+        let read = root(&bytes).to_value(10).unwrap();
+        crate::merge::apply(&mut state, read, 10).unwrap();
+        assert_eq!(serde_json::to_string(&state).unwrap(), printed);
     }
 
     fn merged(state: Option<Value>, data: &Value, limit: usize) -> Result<Option<Value>, JsonError> {
