@@ -121,19 +121,37 @@ fn set_jentry(buf: &mut [u8], jentries: usize, i: usize, meta: u32, total: u32) 
     total
 }
 
+/// Containers nested in one another, outermost first: `true` is an object `{"a": ...}`, `false`
+/// an array `[...]`; the innermost holds an empty array. Depth `shape.len() + 1`; built without
+/// recursion or any `Value`, so any depth can be tested.
+pub fn nested(shape: &[bool]) -> Vec<u8> {
+    // size of the container at each level, from the innermost (4 bytes: `[]`) outwards
+    let mut sizes = vec![4usize; shape.len() + 1];
+    for i in (0..shape.len()).rev() {
+        sizes[i] = if shape[i] { 16 } else { 8 } + sizes[i + 1];
+    }
+    let mut out = Vec::with_capacity(sizes[0]);
+    for (i, object) in shape.iter().enumerate() {
+        let child = sizes[i + 1] as u32;
+        if *object {
+            out.extend_from_slice(&(1 | JB_FOBJECT).to_ne_bytes());
+            out.extend_from_slice(&(JENTRY_HAS_OFF | 1).to_ne_bytes()); // key "a" ends at 1
+            out.extend_from_slice(&(JENTRY_ISCONTAINER | (3 + child)).to_ne_bytes());
+            out.extend_from_slice(b"a\0\0\0"); // the key, then padding to the child
+        } else {
+            out.extend_from_slice(&(1 | JB_FARRAY).to_ne_bytes());
+            out.extend_from_slice(&(JENTRY_ISCONTAINER | JENTRY_HAS_OFF | child).to_ne_bytes());
+        }
+    }
+    out.extend_from_slice(&JB_FARRAY.to_ne_bytes());
+    out
+}
+
 /// `levels` arrays nested in one another around `[]`'s innermost (so depth `levels`), built
 /// without recursion or any `Value`.
 pub fn nested_arrays(levels: usize) -> Vec<u8> {
     assert!(levels >= 1);
-    let mut out = Vec::with_capacity(8 * levels);
-    for i in 0..levels - 1 {
-        // the child is the rest: 8 bytes per remaining level, 4 for the innermost `[]`
-        let child = 8 * (levels - 2 - i) + 4;
-        out.extend_from_slice(&(1 | JB_FARRAY).to_ne_bytes());
-        out.extend_from_slice(&(JENTRY_ISCONTAINER | JENTRY_HAS_OFF | child as u32).to_ne_bytes());
-    }
-    out.extend_from_slice(&JB_FARRAY.to_ne_bytes());
-    out
+    nested(&vec![false; levels - 1])
 }
 
 /// `{"a": {"a": ... {}}}`, `levels` deep, built without recursion or any `Value`.

@@ -12,3 +12,5 @@ pub mod idempotency;
 pub mod json;
 pub mod jsonb;
 pub mod merge;
+#[cfg(test)]
+mod properties;
