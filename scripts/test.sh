@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test tier against real PostgreSQL servers this script starts itself:
-#   1. Rust unit tests (pure logic: envelope validation, pgoutput decoding, acknowledgement)
+#   1. Rust unit tests (pure logic: envelope validation, jsonb reading, merge, pgoutput
+#      decoding, acknowledgement)
 #   2. the extension's #[pg_test]s (cargo pgrx test)
 #   3. pg_regress (SQL surface), pg_isolation_regress (concurrency), dump/restore, upgrades from
 #      every earlier release, no backtraces to clients
@@ -26,6 +27,7 @@ tier() {
 }
 
 tier "worker unit tests" cargo test -p eventstore-worker
+tier "core unit and property tests" cargo test -p eventstore-core
 
 pgrx_data=$work/pgrx-data
 install -d -o postgres -g postgres "$pgrx_data"

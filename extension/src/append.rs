@@ -16,7 +16,9 @@ use pgrx::spi::{OwnedPreparedStatement, SpiClient, SpiTupleTable};
 use pgrx::{PgBuiltInOids, PgOid};
 
 use crate::append_only::ApiWrite;
-use crate::envelope::{parse_events, validate_event_type, validate_metadata, validate_stream_id, JsonView, NewEvent};
+use crate::envelope::{
+    check_depth, parse_events, validate_event_type, validate_metadata, validate_stream_id, NewEvent,
+};
 use crate::error::{raise, EsError, ExpectedVersion};
 use crate::idempotency::{classify, IdCheck, StoredEvent};
 use crate::settings;
@@ -53,7 +55,34 @@ unsafe impl<'fcx> ArgAbi<'fcx> for RawJsonb {
 
 impl_sql_translatable!(RawJsonb, arg_only = "jsonb");
 
+// So a composite's jsonb attribute can be read as it is (`PgHeapTuple::get_by_name`).
+// SAFETY: a jsonb datum is a pointer that stays valid as long as its source tuple; RawJsonb
+// only carries it, and readers detoast it before looking inside.
+unsafe impl pgrx::datum::UnboxDatum for RawJsonb {
+    type As<'src> = RawJsonb;
+    unsafe fn unbox<'src>(datum: pgrx::datum::Datum<'src>) -> Self::As<'src>
+    where
+        Self: 'src,
+    {
+        RawJsonb(datum.sans_lifetime())
+    }
+}
+
+impl IntoDatum for RawJsonb {
+    fn into_datum(self) -> Option<pg_sys::Datum> {
+        Some(self.0)
+    }
+    fn type_oid() -> pg_sys::Oid {
+        PgBuiltInOids::JSONBOID.value()
+    }
+}
+
 impl RawJsonb {
+    /// The datum PostgreSQL passed in.
+    pub fn datum(&self) -> pg_sys::Datum {
+        self.0
+    }
+
     /// The value, for validation.
     fn view(&self) -> crate::jsonb::Entry<'_> {
         // SAFETY: a non-null jsonb argument, alive for the whole call.
@@ -99,8 +128,8 @@ fn append(
         let stream_id = validate_stream_id(stream_id)?;
         let expected = ExpectedVersion::from_sql(expected_version)?;
         let events_jsonb = events.as_ref();
-        let heads = parse_events(events_jsonb.map(RawJsonb::view))?;
-        check_batch(&heads, events_jsonb.expect("validated as not NULL").view())?;
+        let heads = parse_events(events_jsonb.map(RawJsonb::view), settings::max_json_depth())?;
+        check_batch_size(&heads)?;
         let payload = Payload::Many(events_jsonb.expect("validated as not NULL"));
         append_to_stream(stream_id, &heads, payload, expected)
     })())
@@ -123,11 +152,12 @@ fn append_event(
         let data = data.as_ref().ok_or_else(|| {
             EsError::invalid("data", "must not be NULL (use '{}' or 'null'::jsonb for none)")
         })?;
-        check_depth("data", data.view())?;
+        let depth = settings::max_json_depth();
+        check_depth("data", data.view(), depth)?;
         if let Some(m) = &metadata {
             // SQL NULL means {}; a JSON null is not an object.
             validate_metadata("metadata", m.view())?;
-            check_depth("metadata", m.view())?;
+            check_depth("metadata", m.view(), depth)?;
         }
         let expected = ExpectedVersion::from_sql(expected_version)?;
         let id = event_id.map(|u| uuid::Uuid::from_bytes(*u.as_bytes()));
@@ -136,36 +166,13 @@ fn append_event(
     })())
 }
 
-/// A batch within the settings' bounds: at most `eventstore.max_append_events` events, and no
-/// event's data or metadata nested deeper than `eventstore.max_json_depth`.
-fn check_batch(heads: &[NewEvent], events: crate::jsonb::Entry<'_>) -> Result<(), EsError> {
+/// At most `eventstore.max_append_events` events: a batch is validated and inserted in memory.
+fn check_batch_size(heads: &[NewEvent]) -> Result<(), EsError> {
     let most = settings::max_append_events();
     if heads.len() > most {
         return Err(EsError::TooManyEvents { count: heads.len(), limit: most });
     }
-    for (i, event) in events.elements().into_iter().flatten().enumerate() {
-        for (key, value) in event.members().into_iter().flatten() {
-            if key == "data" || key == "metadata" {
-                check_depth(&format!("events[{i}].{key}"), value)?;
-            }
-        }
-    }
     Ok(())
-}
-
-/// `value` nests no deeper than `eventstore.max_json_depth`.
-fn check_depth(argument: &str, value: crate::jsonb::Entry<'_>) -> Result<(), EsError> {
-    let limit = settings::max_json_depth();
-    match crate::jsonb::depth_exceeds(value, limit) {
-        None => Ok(()),
-        Some(_) => Err(EsError::invalid(
-            argument,
-            format!(
-                "nests deeper than {limit} levels of arrays and objects, the limit \
-                 (eventstore.max_json_depth)"
-            ),
-        )),
-    }
 }
 
 /// Where the rows' `data` and `metadata` come from.

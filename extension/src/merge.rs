@@ -1,92 +1,57 @@
-//! The logic of `eventstore.merge`, the built-in reducer: fold object-valued event data into a
-//! state, key by key and recursively. Plain Rust, so replay can keep the state as a
-//! `serde_json::Value` between events instead of converting it to and from jsonb each step.
+//! `eventstore.merge`, the built-in reducer: its logic lives in eventstore-core
+//! (`eventstore_core::jsonb::apply`, plain Rust, unit-tested there). `replay` recognises it and
+//! folds in Rust; this is the same step for callers who use it directly.
+//!
+//! Both read jsonb from its binary form with depth bounded by [`READ_DEPTH_LIMIT`] and numbers
+//! kept as `numeric` prints them: never through text and serde's own parser, whose recursion
+//! limit and floats lost digits and failed on deep documents.
 
+use pgrx::pg_sys::Datum;
+use pgrx::prelude::*;
+use pgrx::JsonB;
 use serde_json::Value;
 
-/// Merge `patch` into `target`: where both are objects, each key of `patch` is merged into the
-/// same key of `target` (recursively); anywhere else `patch` replaces `target` (arrays, scalars
-/// and JSON null included).
-pub fn deep_merge(target: &mut Value, patch: Value) {
-    match (target, patch) {
-        (Value::Object(into), Value::Object(from)) => {
-            for (key, value) in from {
-                match into.get_mut(&key) {
-                    Some(slot) => deep_merge(slot, value),
-                    None => {
-                        into.insert(key, value);
-                    }
-                }
-            }
-        }
-        (slot, value) => *slot = value,
-    }
+use crate::append::RawJsonb;
+use crate::error::{raise, EsError};
+use crate::jsonb::{JsonError, READ_DEPTH_LIMIT};
+
+/// A non-null jsonb datum as a `serde_json::Value`; `what` names it in errors.
+///
+/// # Safety
+/// `datum` must be a non-null jsonb datum, alive for the call.
+pub unsafe fn read_jsonb(datum: Datum, what: impl Fn() -> String) -> Result<Value, EsError> {
+    let container = unsafe { crate::jsonb::from_datum(datum) }
+        .ok_or_else(|| EsError::json(JsonError::Malformed, what()))?;
+    container.to_value(READ_DEPTH_LIMIT).map_err(|e| EsError::json(e, what()))
 }
 
-/// One step of the reducer. `state` is `None` for SQL NULL. Event data that is an object is
-/// merged into the state; any other event data (an array, a scalar, JSON null) leaves the state
-/// as it is, so a `"data": null` event does not wipe what was folded before.
-pub fn apply(state: &mut Option<Value>, data: Value) {
-    if !data.is_object() {
-        return;
-    }
-    match state {
-        Some(s) => deep_merge(s, data),
-        None => *state = Some(data),
-    }
-}
-
-#[cfg(test)]
-mod unit_tests {
-    use super::*;
-    use serde_json::json;
-
-    fn merged(state: Option<Value>, data: Value) -> Option<Value> {
-        let mut s = state;
-        apply(&mut s, data);
-        s
-    }
-
-    #[test]
-    fn objects_merge_key_by_key_recursively() {
-        let state = json!({"status": "placed", "customer": {"id": 7, "name": "Ada"}, "n": 1});
-        let data = json!({"status": "paid", "customer": {"name": "Ada L.", "vip": true}});
-        assert_eq!(
-            merged(Some(state), data),
-            Some(json!({"status": "paid", "customer": {"id": 7, "name": "Ada L.", "vip": true}, "n": 1}))
-        );
-    }
-
-    #[test]
-    fn other_values_replace() {
-        let state = json!({"items": [1, 2], "address": {"city": "Oslo"}, "note": "x"});
-        let data = json!({"items": [3], "address": "unknown", "note": null});
-        assert_eq!(
-            merged(Some(state), data),
-            Some(json!({"items": [3], "address": "unknown", "note": null}))
-        );
-        // an object replaces a scalar
-        assert_eq!(merged(Some(json!({"a": 1})), json!({"a": {"b": 2}})), Some(json!({"a": {"b": 2}})));
-    }
-
-    #[test]
-    fn non_object_data_leaves_state_alone() {
-        for data in [json!(null), json!([1, 2]), json!("text"), json!(42)] {
-            assert_eq!(merged(Some(json!({"a": 1})), data.clone()), Some(json!({"a": 1})));
-            assert_eq!(merged(None, data), None);
+/// `eventstore.merge(state, event)`: event data that is an object is merged into the state key
+/// by key, recursively; any other event data leaves the state as it is.
+#[pg_extern(immutable, parallel_safe)]
+fn merge(
+    state: Option<RawJsonb>,
+    event: Option<pgrx::composite_type!("eventstore.events")>,
+) -> Option<JsonB> {
+    let merged = (|| {
+        // SAFETY: both datums are non-null jsonb arguments or attributes, alive for the call.
+        let mut value = match &state {
+            Some(s) => Some(unsafe { read_jsonb(s.datum(), || "the state".into()) }?),
+            None => None,
+        };
+        let data = event.as_ref().and_then(|e| e.get_by_name::<RawJsonb>("data").ok().flatten());
+        if let Some(data) = data {
+            let container = unsafe { crate::jsonb::from_datum(data.datum()) }
+                .ok_or_else(|| EsError::json(JsonError::Malformed, "the event's data"))?;
+            crate::jsonb::apply(&mut value, container, READ_DEPTH_LIMIT)
+                .map_err(|e| EsError::json(e, "the merged state"))?;
         }
-    }
-
-    #[test]
-    fn object_data_replaces_a_non_object_or_null_state() {
-        assert_eq!(merged(None, json!({"a": 1})), Some(json!({"a": 1})));
-        assert_eq!(merged(Some(json!(null)), json!({"a": 1})), Some(json!({"a": 1})));
-        assert_eq!(merged(Some(json!([1])), json!({"a": 1})), Some(json!({"a": 1})));
-    }
-
-    #[test]
-    fn empty_object_changes_nothing() {
-        assert_eq!(merged(Some(json!({"a": {"b": 1}})), json!({})), Some(json!({"a": {"b": 1}})));
-        assert_eq!(merged(Some(json!({"a": {"b": 1}})), json!({"a": {}})), Some(json!({"a": {"b": 1}})));
+        Ok::<_, EsError>(value)
+    })();
+    match merged {
+        Ok(value) => value.map(JsonB),
+        Err(e) => {
+            drop((state, event));
+            raise(e)
+        }
     }
 }

@@ -30,6 +30,7 @@ use serde_json::Value;
 use crate::append_only::ApiWrite;
 use crate::envelope::validate_stream_id;
 use crate::error::{raise, EsError};
+use crate::jsonb::{JsonError, READ_DEPTH_LIMIT};
 use crate::{merge, snapshot};
 
 extension_sql_file!("sql/replay.sql", name = "replay", requires = ["finalize"]);
@@ -515,13 +516,17 @@ unsafe fn fold_with_fmgr(mut f: Fold, fcinfo: pg_sys::FunctionCallInfo) -> Fold 
     }
 }
 
-/// Fold with `eventstore.merge`, keeping the state in Rust between events.
-unsafe fn fold_with_merge(mut f: Fold) -> Fold {
+/// Fold with `eventstore.merge`, keeping the state in Rust between events. The state and each
+/// event's data are read straight from their binary jsonb, with depth bounded by
+/// [`READ_DEPTH_LIMIT`]; a stored document deeper than that (appended before the limit existed)
+/// is an error naming the event, never a crash. Returns the error instead of raising it, so that
+/// the caller raises once the Rust state is dropped.
+unsafe fn fold_with_merge(mut f: Fold) -> Result<Fold, EsError> {
     unsafe {
-        let mut state: Option<Value> =
-            f.state.and_then(|d| JsonB::from_datum(d, false)).map(|j| j.0);
-        // jsonb stores strings in the database encoding; the binary reader wants UTF-8.
-        let utf8 = pg_sys::GetDatabaseEncoding() == pg_sys::pg_enc::PG_UTF8 as i32;
+        let mut state: Option<Value> = match f.state {
+            Some(d) => Some(merge::read_jsonb(d, || "the state to fold from".into())?),
+            None => None,
+        };
         loop {
             pg_sys::SPI_cursor_fetch(f.portal, true, CHUNK);
             let (table, rows) = (pg_sys::SPI_tuptable, pg_sys::SPI_processed);
@@ -532,11 +537,18 @@ unsafe fn fold_with_merge(mut f: Fold) -> Fold {
                 pg_sys::check_for_interrupts!();
                 f.version = spi::get_i64(table, row, 1).expect("NOT NULL");
                 if let Some(data) = spi::get(table, row, 2) {
-                    if !(utf8 && merge_binary(&mut state, data)) {
-                        if let Some(JsonB(data)) = JsonB::from_datum(data, false) {
-                            merge::apply(&mut state, data);
-                        }
-                    }
+                    let event = || {
+                        format!(
+                            "the data of event {} of stream {:?} (global position {})",
+                            f.version,
+                            String::from_datum(f.stream_id, false).unwrap_or_default(),
+                            spi::get_i64(table, row, 3).unwrap_or(0)
+                        )
+                    };
+                    let container = crate::jsonb::from_datum(data)
+                        .ok_or_else(|| EsError::json(JsonError::Malformed, event()))?;
+                    crate::jsonb::apply(&mut state, container, READ_DEPTH_LIMIT)
+                        .map_err(|e| EsError::json(e, event()))?;
                 }
                 f.folded += 1;
             }
@@ -547,16 +559,8 @@ unsafe fn fold_with_merge(mut f: Fold) -> Fold {
             f.state = state.and_then(|s| JsonB(s).into_datum());
             pg_sys::MemoryContextSwitchTo(old);
         }
-        f
+        Ok(f)
     }
-}
-
-/// Merge one event's jsonb `data` into `state` straight from its binary form; false if the
-/// bytes were not understood (the caller then converts through text).
-unsafe fn merge_binary(state: &mut Option<Value>, data: Datum) -> bool {
-    // Short inline values keep their 1-byte header; only compressed or out-of-line ones are
-    // copied.
-    unsafe { crate::jsonb::from_datum(data) }.and_then(|c| crate::jsonb::apply(state, c)).is_some()
 }
 
 /// Replay per `req`: returns (state, version) with the state copied into the caller's memory
@@ -581,7 +585,13 @@ unsafe fn run(req: Request) -> (Option<Datum>, i64) {
         };
         let fold = match fold.fcinfo {
             Some(fcinfo) => fold_with_fmgr(fold, fcinfo),
-            None => fold_with_merge(fold),
+            None => match fold_with_merge(fold) {
+                Ok(fold) => fold,
+                Err(e) => {
+                    pg_sys::SPI_finish();
+                    raise(e)
+                }
+            },
         };
         pg_sys::SPI_cursor_close(fold.portal);
 
@@ -658,18 +668,4 @@ pub unsafe extern "C-unwind" fn eventstore_aggregate(fcinfo: pg_sys::FunctionCal
         let tuple = pg_sys::heap_form_tuple(tupdesc, values.as_mut_ptr(), nulls.as_mut_ptr());
         pg_sys::HeapTupleHeaderGetDatum((*tuple).t_data)
     }
-}
-
-/// `eventstore.merge(state, event)`: the built-in reducer (see [`merge::apply`]). `replay`
-/// recognises it and folds in Rust; this is the same step for callers who use it directly.
-#[pg_extern(immutable, parallel_safe)]
-fn merge(
-    state: Option<JsonB>,
-    event: Option<pgrx::composite_type!("eventstore.events")>,
-) -> Option<JsonB> {
-    let mut state = state.map(|j| j.0);
-    if let Some(Ok(Some(JsonB(data)))) = event.map(|e| e.get_by_name::<JsonB>("data")) {
-        merge::apply(&mut state, data);
-    }
-    state.map(JsonB)
 }

@@ -10,8 +10,10 @@ use pgrx::pg_sys;
 /// Deepest nesting of arrays and objects an appended event's `data` or `metadata` may have.
 /// Deeper documents cannot be re-read from text reliably (pg_dump and restore, the worker), and
 /// every later read of the event would pay for them.
-pub static MAX_JSON_DEPTH: GucSetting<i32> = GucSetting::<i32>::new(64);
-pub const MAX_JSON_DEPTH_CEILING: i32 = 1000;
+pub static MAX_JSON_DEPTH: GucSetting<i32> =
+    GucSetting::<i32>::new(eventstore_core::json::DEFAULT_MAX_JSON_DEPTH as i32);
+/// As deep as stored data is ever read (`READ_DEPTH_LIMIT`): an accepted event always folds.
+pub const MAX_JSON_DEPTH_CEILING: i32 = eventstore_core::json::READ_DEPTH_LIMIT as i32;
 
 /// Most events one `append` call may carry: a batch is validated and inserted in memory.
 pub static MAX_APPEND_EVENTS: GucSetting<i32> = GucSetting::<i32>::new(10_000);

@@ -29,6 +29,34 @@ SELECT stream_version FROM eventstore.append_event('deep-1', 'Nested', nested(99
 SELECT error_of($$SET eventstore.max_json_depth = 1001$$);
 RESET eventstore.max_json_depth;
 
+-- Documents stored deeper than the extension folds (1000 levels; appended before the limit
+-- existed, here written directly): merge fails naming the event, and never crashes the server.
+INSERT INTO eventstore.streams (stream_id, category, version) VALUES ('legacy-deep-1', 'legacy', 1);
+INSERT INTO eventstore.events (stream_id, stream_version, event_id, event_type, data)
+VALUES ('legacy-deep-1', 1, gen_random_uuid(), 'Nested', (repeat('{"a":', 12000) || '1' || repeat('}', 12000))::jsonb);
+SELECT regexp_replace(error_of($$SELECT eventstore.replay('legacy-deep-1', 'eventstore.merge'::regproc)$$),
+                      'position \d+', 'position N') AS merge_fold;
+SELECT error_of($$SELECT eventstore.merge('{}', e) FROM eventstore.events e WHERE stream_id = 'legacy-deep-1'$$) AS merge_step;
+SELECT error_of($$SELECT eventstore.replay('legacy-deep-1', 'eventstore.merge'::regproc, initial_state => nested(1001))$$) AS deep_initial_state;
+-- A merged state deeper than serde's 128 levels, saved as a snapshot, folds on from it.
+SET eventstore.max_json_depth = 300;
+SELECT stream_version FROM eventstore.append_event('deep-state-1', 'Nested', jsonb_build_object('a', nested(200)));
+SELECT stream_version FROM eventstore.append_event('deep-state-1', 'Flat', '{"b": 1}');
+RESET eventstore.max_json_depth;
+SELECT stream_version FROM eventstore.aggregate('deep-state-1', 'eventstore.merge'::regproc, snapshot_every => 1);
+SELECT stream_version FROM eventstore.append_event('deep-state-1', 'Flat', '{"c": 2}');
+SELECT s ->> 'b' AS b, s ->> 'c' AS c, s -> 'a' = nested(200) AS deep_part_intact
+FROM eventstore.replay('deep-state-1', 'eventstore.merge'::regproc) s;
+
+-- merge keeps numbers exactly as numeric does: every digit, the scale, huge exponents.
+SELECT stream_version FROM eventstore.append_event('num-1', 'Priced',
+    '{"big": 123456789012345678901234567890, "frac": 0.1234567890123456789, "money": 120.50, "huge": 1e400, "neg": -0.000}');
+SELECT stream_version FROM eventstore.append_event('num-1', 'Repriced', '{"money": 99.90, "small": 1e-30}');
+SELECT s ->> 'big' AS big, s ->> 'frac' AS frac, s ->> 'money' AS money, s ->> 'neg' AS neg,
+       s ->> 'small' AS small, s -> 'huge' = '1e400'::jsonb AS huge_exact
+FROM eventstore.replay('num-1', 'eventstore.merge'::regproc) s;
+SELECT eventstore.merge('{"n": 0.10}', e) - 'huge' AS merged FROM eventstore.events e WHERE stream_id = 'num-1' AND stream_version = 1;
+
 -- Batch size: eventstore.max_append_events (default 10000).
 SHOW eventstore.max_append_events;
 SET eventstore.max_append_events = 3;
