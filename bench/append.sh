@@ -58,11 +58,12 @@ sql -c "CREATE EXTENSION pg_eventstore" >/dev/null
 sql -f "$SCRIPTS/schema.sql" >/dev/null
 # Sanity: each script runs once and writes what it should.
 for s in single_ours single_raw batch_ours batch_raw single_raw_idx batch_raw_idx single_sql batch_sql \
-         single_plpgsql batch_plpgsql hot_ours hot_plpgsql zipf_ours zipf_plpgsql tiny_ours tiny_raw tiny_plpgsql; do
+         single_plpgsql batch_plpgsql hot_ours hot_plpgsql zipf_ours zipf_plpgsql tiny_ours tiny_raw tiny_plpgsql \
+         single_invoker; do
     "$PGBENCH" -n -M prepared -t 1 -f "$SCRIPTS/$s.sql" >/dev/null 2>"$DIR/check.log" \
         || { cat "$DIR/check.log"; die "bench/append/$s.sql failed"; }
 done
-[ "$(sql -c "SELECT count(*) FROM eventstore.events")" = 104 ] || die "API appends wrote no 104 events"
+[ "$(sql -c "SELECT count(*) FROM eventstore.events")" = 105 ] || die "API appends wrote no 105 events"
 [ "$(sql -c "SELECT count(*) FROM bench.events")" = 102 ] || die "raw inserts wrote no 102 rows"
 [ "$(sql -c "SELECT count(*) FROM bench.events_idx")" = 202 ] || die "breakdown inserts wrote no 202 rows"
 [ "$(sql -c "SELECT count(*) FROM bench.pl_events")" = 104 ] || die "PL/pgSQL appends wrote no 104 events"
@@ -165,7 +166,10 @@ report() {
         "$label" "$o" "$r" "$(ratio_rec "append.$name.ratio" "$o" "$r")" "${RESULT[$name.ratio]}"
 }
 
-extra() { if [ "$BREAKDOWN" = 1 ]; then echo "$1_raw_idx $1_sql"; fi; }
+extra() {
+    if [ "$BREAKDOWN" = 1 ]; then echo "$1_raw_idx $1_sql"; fi
+    if [ "$BREAKDOWN" = 1 ] && [ "$1" = single ]; then echo single_invoker; fi
+}
 
 say "single event, synchronous_commit=on (${ROUNDS}x${SECONDS_PER_RUN}s per side)"
 echo "== single event per transaction (append_event vs INSERT ... VALUES), synchronous_commit=on"
@@ -288,6 +292,24 @@ if [ "$BREAKDOWN" = 1 ] && [ "$ASYNC" = 1 ]; then
             "${RESULT[$n.${w}_sql]}" "$(ratio_rec "append.$n.ratio_sql" "${RESULT[$n.${w}_sql]}" "$r")" \
             "${RESULT[$n.ours]}" "$(ratio "${RESULT[$n.ours]}" "$r")"
     done
+fi
+
+if [ "$BREAKDOWN" = 1 ] && [ "$ASYNC" = 1 ]; then
+    # What hardening costs append_event where its own work shows (synchronous_commit=off):
+    # SECURITY DEFINER with a pinned search_path (A/B: the same C function declared without
+    # them), and the depth check (timed in-process on the same payload, against one append).
+    echo
+    echo "== hardening, single event, synchronous_commit=off"
+    definer=${RESULT[single_async.ours]}; invoker=${RESULT[single_async.single_invoker]}
+    printf 'SECURITY DEFINER + SET search_path   ours %7s ev/s   same code as invoker %7s ev/s   ours/invoker %s\n' \
+        "$definer" "$invoker" "$(ratio_rec append.hardening.definer_ratio "$definer" "$invoker")"
+    depth_ns=$(cd "$REPO_ROOT" && cargo run --release -q -p eventstore-core --features encoder \
+        --example depth_check_cost)
+    record append.hardening.depth_check_ns "$depth_ns" ns
+    # One append's CPU time, CPU-bound on all cores: cores / (events/s).
+    share=$(awk -v ns="$depth_ns" -v evs="$definer" -v cores="$(nproc)" 'BEGIN { printf "%.4f", ns * evs / (1e9 * cores) }')
+    record append.hardening.depth_check_share "$share"
+    printf 'depth check on the same payload      %s ns per event = %s of one append_event\n' "$depth_ns" "$share"
 fi
 
 if [ "$(so_facts)" != "$SO_AT_START" ]; then

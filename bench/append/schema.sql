@@ -154,3 +154,13 @@ BEGIN
 EXCEPTION WHEN SQLSTATE 'ES001' THEN
     RETURN false;
 END $$;
+
+-- For the breakdown only: append_event's own code, declared without SECURITY DEFINER and its
+-- pinned search_path (the benchmark runs as a superuser), to measure what those two cost.
+CREATE FUNCTION bench.append_event_invoker(stream_id text, event_type text, data jsonb,
+                                           metadata jsonb DEFAULT '{}',
+                                           expected_version bigint DEFAULT NULL,
+                                           event_id uuid DEFAULT NULL)
+    RETURNS TABLE (event_id uuid, stream_version bigint, global_position bigint)
+    LANGUAGE c VOLATILE
+    AS '$libdir/pg_eventstore', 'append_event_wrapper';

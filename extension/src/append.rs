@@ -128,8 +128,9 @@ fn append(
         let stream_id = validate_stream_id(stream_id)?;
         let expected = ExpectedVersion::from_sql(expected_version)?;
         let events_jsonb = events.as_ref();
+        // Counted from the array's header before anything is parsed or allocated per event.
+        check_batch_size(events_jsonb.map(RawJsonb::view))?;
         let heads = parse_events(events_jsonb.map(RawJsonb::view), settings::max_json_depth())?;
-        check_batch_size(&heads)?;
         let payload = Payload::Many(events_jsonb.expect("validated as not NULL"));
         append_to_stream(stream_id, &heads, payload, expected)
     })())
@@ -167,12 +168,15 @@ fn append_event(
 }
 
 /// At most `eventstore.max_append_events` events: a batch is validated and inserted in memory.
-fn check_batch_size(heads: &[NewEvent]) -> Result<(), EsError> {
+/// (Anything but an array is left to `parse_events` to refuse.)
+fn check_batch_size(events: Option<crate::jsonb::Entry<'_>>) -> Result<(), EsError> {
     let most = settings::max_append_events();
-    if heads.len() > most {
-        return Err(EsError::TooManyEvents { count: heads.len(), limit: most });
+    match events {
+        Some(crate::jsonb::Entry::Container(c)) if !c.is_object() && c.len() > most => {
+            Err(EsError::TooManyEvents { count: c.len(), limit: most })
+        }
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 /// Where the rows' `data` and `metadata` come from.
