@@ -135,7 +135,7 @@ pub struct Projection {
     /// Changing it makes the worker rebuild the projection from `eventstore.events` (in shadow
     /// tables, swapped in when complete). `None` when not set.
     pub version: Option<String>,
-    /// event type → SQL with exactly one parameter, the envelope.
+    /// event type → SQL run with one parameter, the envelope (which it need not use).
     pub handlers: BTreeMap<String, String>,
 }
 
@@ -206,12 +206,8 @@ impl Config {
                 if sql.trim().is_empty() {
                     return Err(invalid(at(&format!("handlers.{event_type}")), "SQL must not be empty".into()));
                 }
-                if !sql.contains("$1") {
-                    return Err(invalid(
-                        at(&format!("handlers.{event_type}")),
-                        "SQL must use the event envelope as parameter $1".into(),
-                    ));
-                }
+                // A handler need not read the envelope (`UPDATE stats SET n = n + 1`): it is
+                // still run with it bound as $1, prepared as jsonb (see projection::prepare).
             }
             let version = p.version.map(Version::into_text);
             if version.as_deref().is_some_and(|v| v.trim().is_empty()) {
@@ -291,10 +287,16 @@ mod tests {
     }
 
     #[test]
+    fn a_handler_need_not_use_the_envelope() {
+        let c = parse(&GOOD.replace("($1->'data'->>'order_id')", "('x')")).unwrap();
+        assert_eq!(c.projections[0].handlers["OrderPlaced"], "INSERT INTO order_summary VALUES ('x')");
+    }
+
+    #[test]
     fn errors_name_file_projection_and_key() {
         assert_eq!(
-            err(&GOOD.replace("($1->'data'->>'order_id')", "('x')")),
-            "worker.toml: projection \"order_summary\": handlers.OrderPlaced: SQL must use the event envelope as parameter $1"
+            err(&GOOD.replace("($1->'data'->>'order_id')", "").replace("INSERT INTO order_summary VALUES ", " ")),
+            "worker.toml: projection \"order_summary\": handlers.OrderPlaced: SQL must not be empty"
         );
         assert!(err(&GOOD.replace("name = \"order_summary\"", "name = \"\"")).starts_with("worker.toml: projection[0].name"));
         let unknown = err(&GOOD.replace("[projection.handlers]", "on_unknown = \"explode\"\n[projection.handlers]"));
