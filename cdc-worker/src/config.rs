@@ -24,6 +24,8 @@ struct RawConfig {
     target: Option<RawTarget>,
     #[serde(default)]
     batch: Batch,
+    #[serde(default)]
+    stream: Stream,
     #[serde(default, rename = "projection")]
     projections: Vec<RawProjection>,
 }
@@ -115,6 +117,22 @@ impl Batch {
     }
 }
 
+/// The stream reader's side.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Stream {
+    /// Bytes of decoded source transactions (envelopes) held between the stream reader and the
+    /// apply path, the batch being applied included; one transaction larger than this still
+    /// goes through, alone (see `queue.rs`).
+    pub max_queued_bytes: usize,
+}
+
+impl Default for Stream {
+    fn default() -> Self {
+        Stream { max_queued_bytes: 64 << 20 }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub file: PathBuf,
@@ -124,6 +142,7 @@ pub struct Config {
     /// `None`: read models live in the source database.
     pub target: Option<tokio_postgres::Config>,
     pub batch: Batch,
+    pub stream: Stream,
     pub projections: Vec<Projection>,
 }
 
@@ -179,6 +198,9 @@ impl Config {
         if b.max_transactions == 0 || b.max_events == 0 || b.max_bytes == 0 {
             return Err(invalid("batch".into(), "max_transactions, max_events and max_bytes must be positive".into()));
         }
+        if raw.stream.max_queued_bytes == 0 {
+            return Err(invalid("stream.max_queued_bytes".into(), "must be positive".into()));
+        }
         if raw.projections.is_empty() {
             return Err(invalid("projection".into(), "at least one [[projection]] is required".into()));
         }
@@ -229,6 +251,7 @@ impl Config {
             publication: raw.source.publication,
             target,
             batch: raw.batch,
+            stream: raw.stream,
             projections,
         })
     }
@@ -266,6 +289,7 @@ mod tests {
         assert_eq!(c.slot, "eventstore_worker");
         assert_eq!(c.publication, "eventstore_events");
         assert!(c.target.is_none());
+        assert_eq!(c.stream.max_queued_bytes, 64 << 20);
         assert_eq!(c.projections[0].on_unknown, OnUnknown::Skip);
         assert_eq!(c.source.get_dbname(), Some("app"));
     }
@@ -314,6 +338,12 @@ mod tests {
         assert!(err("[source]\ndsn = \"host=x\"").contains("at least one [[projection]]"));
         assert!(err(&GOOD.replace("[source]", "[source]\nslot = \"Bad-Name\"")).contains("source.slot"));
         assert!(err(&GOOD.replace("[projection.handlers]", "version = \" \"\n[projection.handlers]")).contains("version"));
+        assert_eq!(
+            err(&GOOD.replace("[[projection]]", "[stream]\nmax_queued_bytes = 0\n[[projection]]")),
+            "worker.toml: stream.max_queued_bytes: must be positive"
+        );
+        let bound = parse(&GOOD.replace("[[projection]]", "[stream]\nmax_queued_bytes = 1048576\n[[projection]]")).unwrap();
+        assert_eq!(bound.stream.max_queued_bytes, 1 << 20);
     }
 
     #[test]

@@ -14,6 +14,7 @@ mod lifecycle;
 mod lsn;
 mod metrics;
 mod pgoutput;
+mod queue;
 mod projection;
 mod rebuild;
 mod replication;

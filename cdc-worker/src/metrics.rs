@@ -51,6 +51,8 @@ pub struct Metrics {
     session_errors: AtomicU64,
     received: AtomicU64,
     acknowledged: AtomicU64,
+    queued_bytes: AtomicU64,
+    queued_bytes_peak: AtomicU64,
     projection_errors: Mutex<BTreeMap<String, u64>>,
 }
 
@@ -78,6 +80,8 @@ impl Metrics {
             session_errors: AtomicU64::new(0),
             received: AtomicU64::new(0),
             acknowledged: AtomicU64::new(0),
+            queued_bytes: AtomicU64::new(0),
+            queued_bytes_peak: AtomicU64::new(0),
             projection_errors: Mutex::new(BTreeMap::new()),
         }
     }
@@ -126,6 +130,13 @@ impl Metrics {
     pub fn acknowledged(&self, write: Lsn, flush: Lsn) {
         self.received.store(write.0, Ordering::Relaxed);
         self.acknowledged.store(flush.0, Ordering::Relaxed);
+    }
+
+    /// Bytes of source transactions held between the stream reader and the apply path now,
+    /// and the most held at once since the worker started (see `queue.rs`).
+    pub fn queued_bytes(&self, now: usize, peak: usize) {
+        self.queued_bytes.store(now as u64, Ordering::Relaxed);
+        self.queued_bytes_peak.fetch_max(peak as u64, Ordering::Relaxed);
     }
 
     /// Liveness: `true` while streaming, connecting, or waiting to reconnect; `false` when
@@ -191,6 +202,9 @@ impl Metrics {
         counter(&mut out, "eventstore_worker_session_errors_total", "Replication sessions ended by an error (each followed by a reconnect).", load(&self.session_errors));
         gauge(&mut out, "eventstore_worker_received_lsn", "WAL position received from the server (write position reported), as a number.", load(&self.received));
         gauge(&mut out, "eventstore_worker_acknowledged_lsn", "Last flush position acknowledged to the replication slot, as a number.", load(&self.acknowledged));
+        gauge(&mut out, "eventstore_worker_queued_bytes", "Bytes of decoded source transactions between the stream reader and the apply path.", load(&self.queued_bytes));
+        gauge(&mut out, "eventstore_worker_queued_bytes_peak", "Most bytes ever held between the stream reader and the apply path at once.", load(&self.queued_bytes_peak));
+        gauge(&mut out, "eventstore_worker_queued_bytes_bound", "[stream] max_queued_bytes: the queue holds at most this much, or one larger transaction alone.", config.stream.max_queued_bytes.to_string());
 
         let errors = lock(&self.projection_errors).clone();
         let _ = write!(
