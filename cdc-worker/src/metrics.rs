@@ -233,6 +233,20 @@ impl Metrics {
                 }
             }
         }
+        let holder = report.horizon.as_ref();
+        gauge(&mut out, "eventstore_worker_horizon_xid_age", "age() of the oldest open transaction with an xid on the source server (any database); 0 when none.", holder.map_or(0, |h| h.xid_age).to_string());
+        gauge(&mut out, "eventstore_worker_horizon_transaction_age_seconds", "How long that transaction has been open; 0 when none.", format!("{:.3}", holder.and_then(|h| h.transaction_age_seconds).unwrap_or(0.0)));
+        let name = "eventstore_worker_horizon_holder";
+        let _ = write!(out, "# HELP {name} 1 for the oldest open transaction with an xid: while it is open, reads in commit order stop before it.\n# TYPE {name} gauge\n");
+        if let Some(h) = holder {
+            let _ = writeln!(
+                out,
+                "{name}{{pid=\"{}\",database=\"{}\",state=\"{}\"}} 1",
+                h.pid.map_or_else(String::new, |p| p.to_string()),
+                label(h.database.as_deref().unwrap_or("")),
+                label(h.state.as_deref().unwrap_or(""))
+            );
+        }
         // One series per lifecycle status, 1 for the current one (a state set).
         let name = "eventstore_worker_projection_state";
         let _ = write!(
@@ -405,6 +419,13 @@ mod tests {
                 p("odd \"name\"", "pending", None),
                 p("customer_revenue", "rebuilding", None),
             ],
+            horizon: Some(crate::status::HorizonHolder {
+                pid: Some(77),
+                database: Some("billing".into()),
+                xid_age: 5,
+                transaction_age_seconds: Some(12.5),
+                state: Some("idle in transaction".into()),
+            }),
         };
         let s = samples(&m.render(&config(), Some(&report)));
         assert_eq!(s["eventstore_worker_up"], "0");
@@ -418,6 +439,9 @@ mod tests {
         assert_eq!(s["eventstore_worker_projection_state{projection=\"order_summary\",state=\"running\"}"], "0");
         assert_eq!(s["eventstore_worker_projection_state{projection=\"customer_revenue\",state=\"rebuilding\"}"], "1");
         assert_eq!(s["eventstore_worker_projection_failed{projection=\"customer_revenue\"}"], "0");
+        assert_eq!(s["eventstore_worker_horizon_xid_age"], "5");
+        assert_eq!(s["eventstore_worker_horizon_transaction_age_seconds"], "12.500");
+        assert_eq!(s["eventstore_worker_horizon_holder{pid=\"77\",database=\"billing\",state=\"idle in transaction\"}"], "1");
         assert!(!s.contains_key("eventstore_worker_projection_lag_bytes{projection=\"customer_revenue\"}"), "no checkpoint yet");
         assert!(!s.keys().any(|k| k.contains("odd") && !k.starts_with("eventstore_worker_projection_errors_total")), "pending projections have no row to report");
     }
