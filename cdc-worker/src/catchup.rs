@@ -18,7 +18,7 @@ use crate::coordination;
 use crate::lsn::Lsn;
 use crate::projection::{Role, Target};
 use crate::source_map;
-use crate::worker::connect_sql;
+use crate::connect::connect_sql;
 
 /// Source transactions read from the map per target transaction.
 pub const CHUNK: i64 = 2000;
@@ -34,7 +34,7 @@ pub async fn run(config: &Config, name: &str, stop: &CancellationToken) -> anyho
 }
 
 async fn catch_up(config: &Config, name: &str) -> anyhow::Result<()> {
-    let control = connect_sql(config.target_config(), "target", "catch-up").await?;
+    let control = connect_sql(config.target_internal(), "target", "catch-up").await?;
     let owned: bool = control
         .query_one("SELECT pg_try_advisory_lock($1)", &[&coordination::owner_lock(name)])
         .await?

@@ -185,7 +185,7 @@ pub async fn manage(config: Config, shutdown: CancellationToken, wake: Arc<Notif
             }
         }
         if client.as_ref().is_none_or(|c| c.is_closed()) {
-            client = match crate::worker::connect_sql(config.target_config(), "target", "lifecycle").await {
+            client = match crate::connect::connect_sql(config.target_internal(), "target", "lifecycle").await {
                 Ok(c) if c.batch_execute("SET client_min_messages TO warning").await.is_ok() => Some(c),
                 Ok(_) => None,
                 Err(e) => {

@@ -6,6 +6,7 @@ mod apply_function;
 mod catchup;
 mod commands;
 mod config;
+mod connect;
 mod coordination;
 mod envelope;
 mod http;
@@ -20,6 +21,7 @@ mod rebuild;
 mod replication;
 mod source_map;
 mod status;
+mod tls;
 mod worker;
 
 use std::path::PathBuf;

@@ -55,7 +55,8 @@ impl ByteBudget {
         }
     }
 
-    pub fn held_now(&self) -> usize {
+    #[cfg(test)]
+    fn held_now(&self) -> usize {
         *self.held()
     }
 

@@ -31,7 +31,7 @@ use crate::lsn::Lsn;
 use crate::projection::{Failure, Role, SourceTxn, Target};
 use crate::replication::{quote_ident, ReplicationConnection};
 use crate::source_map;
-use crate::worker::connect_sql;
+use crate::connect::connect_sql;
 
 /// Events read from the snapshot per target transaction.
 const SNAPSHOT_CHUNK: i64 = 5000;
@@ -107,7 +107,7 @@ async fn build(config: &Config, names: &[String], mode: Mode) -> anyhow::Result<
     // 2. The snapshot.
     let source = connect_sql(&config.source, "source", "build").await?;
     source.batch_execute(source_map::EVENT_SESSION).await?;
-    let mut repl = ReplicationConnection::connect(&crate::worker::named(&config.source, "build")).await?;
+    let mut repl = ReplicationConnection::connect(&config.source.named("build")).await?;
     let slot = temporary_slot_name(&config.slot);
     let (consistent_point, snapshot) = repl.create_exporting_slot(&slot).await.context("creating a temporary slot")?;
     info!(projections = ?names, consistent_point = %consistent_point, "reading eventstore.events as of the consistent point");

@@ -19,9 +19,10 @@ use std::time::Duration;
 use anyhow::Context;
 use serde::{Deserialize, Serialize, Serializer};
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 use crate::config::Config;
+use crate::connect::{connect_sql, Endpoint};
 use crate::lsn::Lsn;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -156,21 +157,17 @@ pub struct Clients {
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-async fn connect_one(config: &tokio_postgres::Config, what: &str) -> anyhow::Result<Client> {
-    let mut config = crate::worker::named(config, "status");
-    if config.get_connect_timeout().is_none() {
-        config.connect_timeout(CONNECT_TIMEOUT);
+async fn connect_one(endpoint: &Endpoint, what: &'static str) -> anyhow::Result<Client> {
+    let mut endpoint = endpoint.clone();
+    if endpoint.pg.get_connect_timeout().is_none() {
+        endpoint.pg.connect_timeout(CONNECT_TIMEOUT);
     }
-    let (client, connection) = config.connect(NoTls).await.with_context(|| format!("connecting to the {what} database"))?;
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    Ok(client)
+    connect_sql(&endpoint, what, "status").await
 }
 
 impl Clients {
     pub async fn connect(config: &Config) -> anyhow::Result<Clients> {
-        let target = connect_one(config.target_config(), "target").await?;
+        let target = connect_one(config.target_internal(), "target").await?;
         let source = match &config.target {
             Some(_) => Some(connect_one(&config.source, "source").await?),
             None => None,

@@ -7,12 +7,12 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{anyhow, Context};
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
-use tokio_postgres::NoTls;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::ack::AckTracker;
 use crate::config::{Batch, Config};
+use crate::connect::connect_sql;
 use crate::envelope;
 use crate::idle::{self, IdlePacer};
 use crate::lifecycle;
@@ -78,30 +78,6 @@ async fn sessions(config: &Config, shutdown: &CancellationToken, wake_lifecycle:
         }
         backoff = (backoff * 2).min(Duration::from_secs(10));
     }
-}
-
-/// `config` with `application_name` set for one of the worker's tasks (see `connect_sql`),
-/// unless it names an application already.
-pub fn named(config: &tokio_postgres::Config, task: &str) -> tokio_postgres::Config {
-    let mut config = config.clone();
-    if config.get_application_name().is_none() {
-        config.application_name(if task.is_empty() { "eventstore-worker".to_owned() } else { format!("eventstore-worker {task}") });
-    }
-    config
-}
-
-/// Connects to the source or target database (`what`) for one of the worker's tasks. Unless the
-/// connection string names an application, the connection shows in `pg_stat_activity` as
-/// `eventstore-worker` (the stream and its apply path, `task` empty) or `eventstore-worker TASK`.
-pub async fn connect_sql(config: &tokio_postgres::Config, what: &'static str, task: &str) -> anyhow::Result<tokio_postgres::Client> {
-    let config = named(config, task);
-    let (client, connection) = config.connect(NoTls).await.with_context(|| format!("connecting to the {what} database"))?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            debug!(error = %e, what, "SQL connection ended");
-        }
-    });
-    Ok(client)
 }
 
 fn failed(error: anyhow::Error, progressed: bool) -> SessionEnd {
