@@ -181,3 +181,110 @@ async fn status_and_metrics_name_the_transaction_holding_the_horizon() -> Result
     assert!(worker.terminate()?.success());
     Ok(())
 }
+
+fn run_cmd(program: &str, args: &[&str]) -> Result<()> {
+    let out = std::process::Command::new(program).args(args).output().with_context(|| format!("running {program}"))?;
+    anyhow::ensure!(out.status.success(), "{program} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    Ok(())
+}
+
+/// A CA, a server certificate it signed for `localhost` only (no IP), and a second CA that
+/// signed nothing, under `dir`; the server's key owned by postgres as the server requires.
+fn make_certs(dir: &std::path::Path) -> Result<()> {
+    let p = |name: &str| dir.join(name).display().to_string();
+    for ca in ["ca", "other_ca"] {
+        run_cmd(
+            "openssl",
+            &["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", &format!("/CN=test {ca}"),
+              "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+              "-keyout", &p(&format!("{ca}.key")), "-out", &p(&format!("{ca}.crt"))],
+        )?;
+    }
+    std::fs::write(dir.join("server.ext"), "subjectAltName=DNS:localhost\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n")?;
+    run_cmd("openssl", &["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-keyout", &p("server.key"), "-out", &p("server.csr")])?;
+    run_cmd(
+        "openssl",
+        &["x509", "-req", "-in", &p("server.csr"), "-CA", &p("ca.crt"), "-CAkey", &p("ca.key"), "-CAcreateserial",
+          "-days", "2", "-extfile", &p("server.ext"), "-out", &p("server.crt")],
+    )?;
+    run_cmd("chown", &["postgres:postgres", &p("server.key"), &p("server.crt")])?;
+    run_cmd("chmod", &["600", &p("server.key")])?;
+    Ok(())
+}
+
+/// `eventstore-worker status` with `dsn`: whether it succeeded, and its stderr.
+fn status_with(cluster: &Cluster, name: &str, dsn: &str) -> Result<(bool, String)> {
+    let config = write_config(&cluster.dir, name, &format!("[source]\ndsn = \"{dsn}\"\n{COUNTER}"))?;
+    let out = worker_command(&["status", "--config", config.to_str().unwrap()])?;
+    Ok((out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned()))
+}
+
+/// Hole 12: a cluster that accepts TCP only over TLS (hostssl lines, a certificate made here).
+/// The worker converges with verify-full, both its SQL connections and its replication
+/// connection use TLS, and the checks libpq makes are made: wrong host name or CA fails with
+/// a clear error, verify-ca ignores the name, disable is refused by the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_verify_full_on_both_connections_and_clear_refusals() -> Result<()> {
+    let cluster = Cluster::start()?;
+    make_certs(&cluster.dir)?;
+    let file = |name: &str| cluster.dir.join(name).display().to_string();
+    // TCP over TLS only (read at the reload below).
+    std::fs::write(
+        cluster.dir.join("data/pg_hba.conf"),
+        "local all all trust\nhostssl all all 127.0.0.1/32 scram-sha-256\nhostssl all all ::1/128 scram-sha-256\n",
+    )?;
+    cluster.alter_system("ssl_cert_file", &file("server.crt")).await?;
+    cluster.alter_system("ssl_key_file", &file("server.key")).await?;
+    cluster.alter_system("ssl", "on").await?;
+    let db = cluster.create_store("app").await?;
+    db.batch_execute(&format!(
+        "CREATE ROLE worker LOGIN REPLICATION PASSWORD '{WORKER_PASSWORD}';
+         GRANT USAGE ON SCHEMA eventstore TO worker;
+         GRANT SELECT ON eventstore.events TO worker;
+         GRANT CREATE ON DATABASE app TO worker;
+         GRANT CREATE, USAGE ON SCHEMA public TO worker;
+         CREATE PUBLICATION eventstore_events FOR TABLE eventstore.events;"
+    ))
+    .await?;
+    let kv = |host: &str, tls: &str| {
+        format!("host={host} port={} dbname=app user=worker password='{WORKER_PASSWORD}' {tls}", cluster.port)
+    };
+    let ca = file("ca.crt");
+
+    // What fails, and says why.
+    let (ok, err) = status_with(&cluster, "wrong_name", &kv("127.0.0.1", &format!("sslmode=verify-full sslrootcert={ca}")))?;
+    assert!(!ok && err.contains("sslmode=verify-full") && err.contains("certificate not valid for name \"127.0.0.1\""), "{err}");
+    let (ok, err) = status_with(&cluster, "wrong_ca", &kv("localhost", &format!("sslmode=verify-full sslrootcert={}", file("other_ca.crt"))))?;
+    assert!(!ok && err.contains("invalid peer certificate") && err.contains("UnknownIssuer"), "{err}");
+    let (ok, err) = status_with(&cluster, "plain", &kv("localhost", "sslmode=disable"))?;
+    assert!(!ok && err.contains("no encryption"), "hostssl lines refuse a plain connection: {err}");
+    // verify-ca checks the chain only; require (no root) encrypts without checking.
+    let (ok, err) = status_with(&cluster, "ca_only", &kv("127.0.0.1", &format!("sslmode=verify-ca sslrootcert={ca}")))?;
+    assert!(ok, "{err}");
+    let (ok, err) = status_with(&cluster, "require", &kv("127.0.0.1", "sslmode=require"))?;
+    assert!(ok, "{err}");
+
+    // verify-full in a URL, the root certificate beside it.
+    let url = format!("postgres://worker:{}@localhost:{}/app?sslmode=verify-full", WORKER_PASSWORD.replace(' ', "%20"), cluster.port);
+    let config = orders_config(&cluster.dir, "tls", &format!("[source]\ndsn = \"{url}\"\nsslrootcert = \"{ca}\"\n"))?;
+    let worker = Worker::start(&config)?;
+    wait_for_streaming(&db, &worker).await?;
+    append_orders(&cluster.socket_dsn("app"), 0, 100, 2, 9).await?;
+    assert_converges(&db, &db, &worker).await;
+    let walsenders = rows(
+        &db,
+        "SELECT s.ssl::text FROM pg_stat_replication r JOIN pg_stat_ssl s USING (pid) WHERE r.usename = 'worker'",
+    )
+    .await?;
+    assert_eq!(walsenders, ["true"], "the replication connection uses TLS");
+    let backends = rows(
+        &db,
+        "SELECT a.backend_type || ':' || s.ssl::text FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid)
+          WHERE a.usename = 'worker' ORDER BY 1",
+    )
+    .await?;
+    assert!(backends.len() >= 2 && backends.iter().all(|b| b.ends_with(":true")), "every connection of the worker uses TLS: {backends:?}");
+    assert!(backends.iter().any(|b| b.starts_with("client backend:")) && backends.iter().any(|b| b.starts_with("walsender:")), "{backends:?}");
+    assert!(worker.terminate()?.success());
+    Ok(())
+}
