@@ -61,7 +61,7 @@ pub async fn start_session(client: &Client, config: &Config, first: bool) -> Res
     let names: Vec<&str> = config.projections.iter().map(|p| p.name.as_str()).collect();
     client
         .execute(
-            "INSERT INTO eventstore_worker.projections (name) SELECT unnest($1::text[]) ON CONFLICT (name) DO NOTHING",
+            "INSERT INTO eventstore_worker.projections (name) SELECT pg_catalog.unnest($1::pg_catalog.text[]) ON CONFLICT (name) DO NOTHING",
             &[&names],
         )
         .await?;

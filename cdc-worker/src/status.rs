@@ -194,7 +194,7 @@ impl Clients {
         let rows = self
             .target
             .query(
-                "SELECT to_jsonb(p)::text, extract(epoch FROM (to_jsonb(p)->>'checkpoint_time')::timestamptz)::float8
+                "SELECT pg_catalog.to_jsonb(p)::text, extract(epoch FROM (pg_catalog.to_jsonb(p)->>'checkpoint_time')::timestamptz)::float8
                    FROM eventstore_worker.projections p",
                 &[],
             )

@@ -288,3 +288,100 @@ async fn tls_verify_full_on_both_connections_and_clear_refusals() -> Result<()> 
     assert!(worker.terminate()?.success());
     Ok(())
 }
+
+/// Functions and operators an application role plants in `public` to catch whoever resolves
+/// them: better matches than pg_catalog's for what the worker's SQL calls (polymorphic
+/// functions, a cross-type comparison) and exact copies of built-ins. Each records who ran it.
+const TRAPS: &str = r#"
+CREATE TABLE public.trap (who text, what text);
+GRANT INSERT ON public.trap TO PUBLIC;
+CREATE FUNCTION public.unnest(a text[]) RETURNS SETOF text LANGUAGE sql
+    AS $$ INSERT INTO public.trap VALUES (current_user, 'unnest(text[])'); SELECT pg_catalog.unnest(a) $$;
+CREATE FUNCTION public.unnest(a bigint[]) RETURNS SETOF bigint LANGUAGE sql
+    AS $$ INSERT INTO public.trap VALUES (current_user, 'unnest(bigint[])'); SELECT pg_catalog.unnest(a) $$;
+CREATE FUNCTION public.unnest(a pg_lsn[]) RETURNS SETOF pg_lsn LANGUAGE sql
+    AS $$ INSERT INTO public.trap VALUES (current_user, 'unnest(pg_lsn[])'); SELECT pg_catalog.unnest(a) $$;
+CREATE FUNCTION public.unnest(a xid8[]) RETURNS SETOF xid8 LANGUAGE sql
+    AS $$ INSERT INTO public.trap VALUES (current_user, 'unnest(xid8[])'); SELECT pg_catalog.unnest(a) $$;
+CREATE FUNCTION public.cardinality(a jsonb[]) RETURNS int LANGUAGE sql
+    AS $$ INSERT INTO public.trap VALUES (current_user, 'cardinality(jsonb[])'); SELECT pg_catalog.cardinality(a) $$;
+CREATE FUNCTION public.trap_append(s pg_lsn[], v pg_lsn) RETURNS pg_lsn[] LANGUAGE sql
+    AS $$ INSERT INTO public.trap VALUES (current_user, 'array_agg(pg_lsn)'); SELECT pg_catalog.array_append(s, v) $$;
+CREATE AGGREGATE public.array_agg(pg_lsn) (SFUNC = public.trap_append, STYPE = pg_lsn[]);
+CREATE FUNCTION public.pg_try_advisory_lock(k text) RETURNS boolean LANGUAGE sql
+    AS $$ INSERT INTO public.trap VALUES (current_user, 'pg_try_advisory_lock(text)'); SELECT true $$;
+CREATE FUNCTION public.trap_oid_eq(a oid, b regclass) RETURNS boolean LANGUAGE sql
+    AS $$ INSERT INTO public.trap VALUES (current_user, '=(oid, regclass)'); SELECT a OPERATOR(pg_catalog.=) b::oid $$;
+CREATE OPERATOR public.= (LEFTARG = oid, RIGHTARG = regclass, FUNCTION = public.trap_oid_eq);
+CREATE FUNCTION public.trap_text_eq(a text, b text) RETURNS boolean LANGUAGE sql
+    AS $$ INSERT INTO public.trap VALUES (current_user, '=(text, text)'); SELECT a OPERATOR(pg_catalog.=) b $$;
+CREATE OPERATOR public.= (LEFTARG = text, RIGHTARG = text, FUNCTION = public.trap_text_eq);
+CREATE FUNCTION public.now() RETURNS timestamptz LANGUAGE sql
+    AS $$ INSERT INTO public.trap VALUES (current_user, 'now()'); SELECT pg_catalog.now() $$;
+CREATE FUNCTION public.pg_current_wal_lsn() RETURNS pg_lsn LANGUAGE sql
+    AS $$ INSERT INTO public.trap VALUES (current_user, 'pg_current_wal_lsn()'); SELECT pg_catalog.pg_current_wal_lsn() $$;
+"#;
+
+/// Hole 2, the worker's part: with the default search_path and CREATE on public for an
+/// application role (as the docs used to tell operators), nothing that role plants runs as
+/// the worker's role — through a first start (build), live load, a failure and its catch-up,
+/// a rebuild, `status` and `/metrics`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn functions_planted_on_the_search_path_never_run_as_the_worker() -> Result<()> {
+    let cluster = Cluster::start()?;
+    let db = cluster.create_store("app").await?;
+    db.batch_execute(&format!(
+        "CREATE ROLE worker LOGIN REPLICATION PASSWORD '{WORKER_PASSWORD}';
+         SELECT eventstore.grant_reader('worker');
+         GRANT CREATE ON DATABASE app TO worker;
+         GRANT CREATE, USAGE ON SCHEMA public TO worker;
+         CREATE PUBLICATION eventstore_events FOR TABLE eventstore.events;
+         CREATE ROLE app LOGIN;
+         GRANT CREATE, USAGE ON SCHEMA public TO app;
+         CREATE TABLE public.gate (ok int); INSERT INTO public.gate VALUES (1); GRANT SELECT ON public.gate TO worker;
+         SET ROLE app; {TRAPS} RESET ROLE;"
+    ))
+    .await?;
+    // The traps work: they catch a role that resolves names through public.
+    let probe = cluster.connect("app").await?;
+    probe.batch_execute("SET ROLE app; SELECT unnest(ARRAY['x']::text[]); RESET ROLE").await?;
+    assert_eq!(count(&db, "SELECT count(*) FROM public.trap").await?, 1, "the trap is armed");
+    db.batch_execute("TRUNCATE public.trap").await?;
+
+    let dsn = cluster.socket_dsn("app");
+    append_orders(&dsn, 0, 100, 2, 11).await?;
+    let header = format!("[source]\ndsn = \"{}\"\n", cluster.tcp_url("app"));
+    let addr = format!("127.0.0.1:{}", free_local_port()?);
+    let config = orders_config(&cluster.dir, "trapped", &header)?;
+    let text = std::fs::read_to_string(&config)? + COUNTER;
+    std::fs::write(&config, text)?;
+    let worker = Worker::start_with_env(&config, &[("EVENTSTORE_WORKER_METRICS_ADDR", &addr)])?;
+    wait_until_running(&db, &worker, 4).await?;
+    append_orders(&dsn, 100, 100, 2, 12).await?;
+    assert_converges(&db, &db, &worker).await;
+
+    // A failure and its catch-up.
+    db.batch_execute("DELETE FROM public.gate").await?;
+    append_orders(&dsn, 200, 50, 2, 13).await?;
+    eventually("the counter fails", CONVERGE, || async { Ok(projection_status(&db, "status_counts").await? == "failed") }).await?;
+    db.batch_execute("INSERT INTO public.gate VALUES (1)").await?;
+    let out = worker_command(&["retry", "--config", config.to_str().unwrap(), "--projection", "status_counts"])?;
+    assert!(out.status.success(), "retry: {}", String::from_utf8_lossy(&out.stderr));
+    wait_until_running(&db, &worker, 4).await?;
+    wait_counts(&db, &worker, "the catch-up counts").await?;
+    // A rebuild (build, swap) while writers append.
+    let out = worker_command(&["rebuild", "--config", config.to_str().unwrap(), "--projection", "order_summary"])?;
+    assert!(out.status.success(), "rebuild: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    append_orders(&dsn, 250, 50, 2, 14).await?;
+    assert_converges(&db, &db, &worker).await;
+    let status = worker_command(&["status", "--config", config.to_str().unwrap()])?;
+    assert!(status.status.success(), "status: {}", String::from_utf8_lossy(&status.stderr));
+    let (code, _) = http_get(&addr, "/metrics").await?;
+    assert_eq!(code, 200);
+    assert!(worker.terminate()?.success());
+
+    let caught = rows(&db, "SELECT who || ': ' || what FROM public.trap ORDER BY 1").await?;
+    assert!(caught.is_empty(), "planted functions ran: {caught:?}");
+    Ok(())
+}
+
