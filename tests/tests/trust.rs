@@ -385,3 +385,59 @@ async fn functions_planted_on_the_search_path_never_run_as_the_worker() -> Resul
     Ok(())
 }
 
+/// Hole 7: the role and pg_hba.conf lines docs/worker.md gives, and nothing more: a logical
+/// replication connection matches the database's line (no `replication` line), the read
+/// models live in a schema the worker owns, the source grants come from
+/// `eventstore.grant_reader`. The worker builds, streams and rebuilds; the same role cannot take
+/// a physical base backup.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_documented_narrow_role_runs_the_worker_and_cannot_take_a_base_backup() -> Result<()> {
+    let cluster = Cluster::start()?;
+    let db = cluster.create_store("app").await?;
+    db.batch_execute(&format!(
+        "CREATE ROLE eventstore_worker LOGIN REPLICATION PASSWORD '{WORKER_PASSWORD}';
+         SELECT eventstore.grant_reader('eventstore_worker');
+         CREATE PUBLICATION eventstore_events FOR TABLE eventstore.events;
+         GRANT CREATE ON DATABASE app TO eventstore_worker;
+         CREATE SCHEMA readmodels AUTHORIZATION eventstore_worker;"
+    ))
+    .await?;
+    // Exactly the documented lines (the unix socket stays open to the test's superuser).
+    std::fs::write(
+        cluster.dir.join("data/pg_hba.conf"),
+        "local all postgres trust\nhost app eventstore_worker 127.0.0.1/32 scram-sha-256\n",
+    )?;
+    db.batch_execute("SELECT pg_reload_conf()").await?;
+
+    let dsn = cluster.socket_dsn("app");
+    append_orders(&dsn, 0, 100, 2, 21).await?;
+    let url = format!("postgres://eventstore_worker:{}@127.0.0.1:{}/app", WORKER_PASSWORD.replace(' ', "%20"), cluster.port);
+    let header = format!("[source]\ndsn = \"{url}\"\n\n[target]\nsearch_path = \"readmodels\"\n");
+    let config = orders_config(&cluster.dir, "narrow", &header)?;
+    let worker = Worker::start(&config)?;
+    // The test reads the read models where the worker keeps them.
+    let models = connect(&format!("{dsn} options='-c search_path=readmodels'")).await?;
+    wait_until_running(&db, &worker, 3).await?;
+    append_orders(&dsn, 100, 100, 2, 22).await?;
+    assert_converges(&db, &models, &worker).await;
+    let out = worker_command(&["rebuild", "--config", config.to_str().unwrap(), "--projection", "customer_revenue"])?;
+    assert!(out.status.success(), "rebuild: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_converges(&db, &models, &worker).await;
+    let placed = count(&db, "SELECT count(*) FROM pg_tables WHERE tablename = 'order_summary' AND schemaname = 'readmodels'").await?;
+    assert_eq!(placed, 1, "the read models are in the worker's schema");
+    let walsender = count(&db, "SELECT count(*) FROM pg_stat_replication WHERE usename = 'eventstore_worker'").await?;
+    assert_eq!(walsender, 1, "the logical replication connection came in through the database's line");
+
+    // Physical replication: no pg_hba line admits it.
+    let backup = cluster.dir.join("backup");
+    let out = std::process::Command::new(format!("{PG_BIN}/pg_basebackup"))
+        .args(["-h", "127.0.0.1", "-p", &cluster.port.to_string(), "-U", "eventstore_worker", "-X", "none", "-w", "-D"])
+        .arg(&backup)
+        .env("PGPASSWORD", WORKER_PASSWORD)
+        .output()?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("no pg_hba.conf entry for replication connection"), "pg_basebackup: {err}");
+    assert!(!backup.join("PG_VERSION").exists());
+    assert!(worker.terminate()?.success());
+    Ok(())
+}
