@@ -783,6 +783,36 @@ mod tests {
         }
     }
 
+    /// A server that answers an SSLRequest with `N`: `prefer` goes on in plain text, the modes
+    /// that insist on TLS stop with an error naming the host and the mode.
+    #[tokio::test]
+    async fn a_server_without_tls_is_plain_for_prefer_and_an_error_otherwise() {
+        use crate::tls::{SslMode, TlsSettings};
+        for mode in [SslMode::Prefer, SslMode::Require] {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let server = tokio::spawn(async move {
+                let (mut s, _) = listener.accept().await.unwrap();
+                let mut request = [0u8; 8];
+                s.read_exact(&mut request).await.unwrap();
+                s.write_all(b"N").await.unwrap();
+                request
+            });
+            let settings = TlsSettings { mode, root_cert: None };
+            let config = settings.client_config().unwrap().unwrap();
+            let socket = TcpStream::connect(addr).await.unwrap();
+            let result = negotiate_tls(socket, "127.0.0.1", config, &settings).await;
+            assert_eq!(server.await.unwrap(), [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f], "an SSLRequest");
+            match (mode, result) {
+                (SslMode::Prefer, Ok(_)) => {}
+                (SslMode::Require, Err(e)) => {
+                    assert_eq!(e.to_string(), "replication connection: the server at 127.0.0.1 does not support TLS (sslmode=require)")
+                }
+                (mode, r) => panic!("{mode:?}: {:?}", r.err()),
+            }
+        }
+    }
+
     #[tokio::test]
     async fn a_paced_read_takes_in_what_arrived_meanwhile() {
         // Frames written before the read are all in the buffer after one paced read.
