@@ -187,6 +187,17 @@ impl Config {
     pub fn load(file: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read { file: file.into(), source })?;
         let mut config = Config::parse(file, &text)?;
+        // A root certificate that cannot be read is a configuration error, not a reason to
+        // retry connecting forever.
+        for (section, endpoint) in [("source", Some(&config.source)), ("target", config.target.as_ref())] {
+            if let Some(e) = endpoint {
+                e.tls.client_config().map_err(|message| ConfigError::Invalid {
+                    file: file.into(),
+                    key: format!("{section}.sslrootcert"),
+                    message,
+                })?;
+            }
+        }
         // Like libpq: a password not in the connection string may come from PGPASSWORD.
         if let Ok(password) = std::env::var("PGPASSWORD") {
             let endpoints = [&mut config.source, &mut config.target_handlers, &mut config.target_internal];
@@ -389,6 +400,19 @@ mod tests {
         assert_eq!(parse(&target).unwrap().target_config().tls.mode, SslMode::Disable);
         let e = parse(&GOOD.replace("[[projection]]", "[target]\nsslmode = \"require\"\n[[projection]]")).unwrap_err().to_string();
         assert!(e.contains("target: sslmode and sslrootcert need a target dsn"), "{e}");
+    }
+
+    #[test]
+    fn an_unreadable_root_certificate_fails_the_load() {
+        let dir = std::env::temp_dir().join(format!("eventstore-worker-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("worker.toml");
+        std::fs::write(&file, GOOD.replace("user=worker", "user=worker sslmode=verify-full sslrootcert=/nonexistent/ca.pem")).unwrap();
+        let e = Config::load(&file).unwrap_err().to_string();
+        assert!(e.contains("worker.toml: source.sslrootcert: sslrootcert /nonexistent/ca.pem:"), "{e}");
+        std::fs::write(&file, GOOD).unwrap();
+        assert!(Config::load(&file).is_ok(), "prefer reads no file");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
