@@ -219,7 +219,7 @@ pub fn create_function(projection: &str, applier: Applier, handlers: &[&str]) ->
     // several projections' functions in one call).
     let mut body = String::from(
         "\n#variable_conflict use_column\nDECLARE\n    _es_handler integer;\nBEGIN\n    \
-         FOR _es_i IN 1 .. cardinality(_es_envelopes) LOOP\n        \
+         FOR _es_i IN 1 .. pg_catalog.cardinality(_es_envelopes) LOOP\n        \
          _es_handler := _es_handlers[_es_i];\n        \
          CONTINUE WHEN _es_handler IS NULL;\n        \
          _es_envelope := _es_envelopes[_es_i];\n        \

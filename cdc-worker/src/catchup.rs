@@ -18,7 +18,7 @@ use crate::coordination;
 use crate::lsn::Lsn;
 use crate::projection::{Role, Target};
 use crate::source_map;
-use crate::worker::connect_sql;
+use crate::connect::connect_sql;
 
 /// Source transactions read from the map per target transaction.
 pub const CHUNK: i64 = 2000;
@@ -34,9 +34,9 @@ pub async fn run(config: &Config, name: &str, stop: &CancellationToken) -> anyho
 }
 
 async fn catch_up(config: &Config, name: &str) -> anyhow::Result<()> {
-    let control = connect_sql(config.target_config(), "target", "catch-up").await?;
+    let control = connect_sql(config.target_internal(), "target", "catch-up").await?;
     let owned: bool = control
-        .query_one("SELECT pg_try_advisory_lock($1)", &[&coordination::owner_lock(name)])
+        .query_one("SELECT pg_catalog.pg_try_advisory_lock($1::pg_catalog.int8)", &[&coordination::owner_lock(name)])
         .await?
         .get(0);
     if !owned {
@@ -99,7 +99,7 @@ async fn resume(config: &Config, name: &str, control: &tokio_postgres::Client) -
 
     // Join: with the apply lock held, the map is complete up to its head.
     let lock = coordination::apply_lock(name);
-    control.execute("SELECT pg_advisory_lock($1)", &[&lock]).await?;
+    control.execute("SELECT pg_catalog.pg_advisory_lock($1::pg_catalog.int8)", &[&lock]).await?;
     loop {
         let rows = source_map::after(control, at, CHUNK).await?;
         if rows.is_empty() {
@@ -122,7 +122,7 @@ async fn resume(config: &Config, name: &str, control: &tokio_postgres::Client) -
             &[&name, &at.to_string()],
         )
         .await?;
-    control.execute("SELECT pg_advisory_unlock($1)", &[&lock]).await?;
+    control.execute("SELECT pg_catalog.pg_advisory_unlock($1::pg_catalog.int8)", &[&lock]).await?;
     if joined == 1 {
         info!(projection = %name, from = %started, checkpoint = %at, transactions, "caught up; following the stream again");
     } else {

@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::coordination;
 use crate::rebuild::{self, Mode, Outcome};
-use crate::worker::connect_sql;
+use crate::connect::connect_sql;
 
 pub async fn rebuild(config: Config, name: &str) -> anyhow::Result<ExitCode> {
     let stop = CancellationToken::new();

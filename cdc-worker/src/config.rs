@@ -7,6 +7,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::connect::{handler_search_path, Endpoint, INTERNAL_SEARCH_PATH};
+use crate::tls::{SslMode, TlsSettings};
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{file}: cannot read: {source}")]
@@ -24,6 +27,8 @@ struct RawConfig {
     target: Option<RawTarget>,
     #[serde(default)]
     batch: Batch,
+    #[serde(default)]
+    stream: Stream,
     #[serde(default, rename = "projection")]
     projections: Vec<RawProjection>,
 }
@@ -32,6 +37,10 @@ struct RawConfig {
 #[serde(deny_unknown_fields)]
 struct RawSource {
     dsn: String,
+    #[serde(default)]
+    sslmode: Option<String>,
+    #[serde(default)]
+    sslrootcert: Option<PathBuf>,
     #[serde(default = "default_slot")]
     slot: String,
     #[serde(default = "default_publication")]
@@ -41,8 +50,20 @@ struct RawSource {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawTarget {
-    dsn: String,
+    /// Omitted: the source database (with the source's TLS settings).
+    #[serde(default)]
+    dsn: Option<String>,
+    #[serde(default)]
+    sslmode: Option<String>,
+    #[serde(default)]
+    sslrootcert: Option<PathBuf>,
+    /// Where setup and handler SQL resolve unqualified names (see `connect.rs`).
+    #[serde(default)]
+    search_path: Option<String>,
 }
+
+/// `search_path` of handlers when `[target] search_path` is not set: PostgreSQL's default.
+pub const DEFAULT_SEARCH_PATH: &str = "\"$user\", public";
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -115,15 +136,38 @@ impl Batch {
     }
 }
 
+/// The stream reader's side.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Stream {
+    /// Bytes of decoded source transactions (envelopes) held between the stream reader and the
+    /// apply path, the batch being applied included; one transaction larger than this still
+    /// goes through, alone (see `queue.rs`).
+    pub max_queued_bytes: usize,
+}
+
+impl Default for Stream {
+    fn default() -> Self {
+        Stream { max_queued_bytes: 64 << 20 }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub file: PathBuf,
-    pub source: tokio_postgres::Config,
+    /// The source, `search_path` pinned to the internal one (nothing but the worker's SQL runs
+    /// on source connections).
+    pub source: Endpoint,
     pub slot: String,
     pub publication: String,
     /// `None`: read models live in the source database.
-    pub target: Option<tokio_postgres::Config>,
+    pub target: Option<Endpoint>,
+    /// The target for connections that run setup and handlers (the configured search_path).
+    target_handlers: Endpoint,
+    /// The target for connections that run only the worker's own SQL.
+    target_internal: Endpoint,
     pub batch: Batch,
+    pub stream: Stream,
     pub projections: Vec<Projection>,
 }
 
@@ -135,7 +179,7 @@ pub struct Projection {
     /// Changing it makes the worker rebuild the projection from `eventstore.events` (in shadow
     /// tables, swapped in when complete). `None` when not set.
     pub version: Option<String>,
-    /// event type → SQL with exactly one parameter, the envelope.
+    /// event type → SQL run with one parameter, the envelope (which it need not use).
     pub handlers: BTreeMap<String, String>,
 }
 
@@ -143,11 +187,23 @@ impl Config {
     pub fn load(file: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read { file: file.into(), source })?;
         let mut config = Config::parse(file, &text)?;
+        // A root certificate that cannot be read is a configuration error, not a reason to
+        // retry connecting forever.
+        for (section, endpoint) in [("source", Some(&config.source)), ("target", config.target.as_ref())] {
+            if let Some(e) = endpoint {
+                e.tls.client_config().map_err(|message| ConfigError::Invalid {
+                    file: file.into(),
+                    key: format!("{section}.sslrootcert"),
+                    message,
+                })?;
+            }
+        }
         // Like libpq: a password not in the connection string may come from PGPASSWORD.
         if let Ok(password) = std::env::var("PGPASSWORD") {
-            for c in std::iter::once(&mut config.source).chain(config.target.as_mut()) {
-                if c.get_password().is_none() {
-                    c.password(password.as_str());
+            let endpoints = [&mut config.source, &mut config.target_handlers, &mut config.target_internal];
+            for c in endpoints.into_iter().chain(config.target.as_mut()) {
+                if c.pg.get_password().is_none() {
+                    c.pg.password(password.as_str());
                 }
             }
         }
@@ -159,11 +215,38 @@ impl Config {
             toml::from_str(text).map_err(|e| ConfigError::Syntax { file: file.into(), message: e.to_string() })?;
         let invalid = |key: String, message: String| ConfigError::Invalid { file: file.into(), key, message };
 
-        let dsn = |key: &str, dsn: &str| {
-            tokio_postgres::Config::from_str(dsn).map_err(|e| invalid(key.into(), format!("invalid connection string: {e}")))
+        // The DSN's own sslmode/sslrootcert, unless the keys beside it say otherwise.
+        let endpoint = |section: &str, dsn: &str, sslmode: &Option<String>, sslrootcert: &Option<PathBuf>| {
+            let key = format!("{section}.dsn");
+            let split = crate::tls::split_dsn(dsn).map_err(|e| invalid(key.clone(), format!("invalid connection string: {e}")))?;
+            let pg = tokio_postgres::Config::from_str(&split.rest)
+                .map_err(|e| invalid(key.clone(), format!("invalid connection string: {e}")))?;
+            let (mode_key, mode) = match sslmode {
+                Some(m) => (format!("{section}.sslmode"), Some(m.clone())),
+                None => (key.clone(), split.sslmode),
+            };
+            let mode = match mode {
+                Some(m) => m.parse::<SslMode>().map_err(|e| invalid(mode_key, e))?,
+                None => SslMode::default(),
+            };
+            let root_cert = sslrootcert.clone().or(split.sslrootcert.map(PathBuf::from));
+            Ok::<_, ConfigError>(Endpoint { pg, tls: TlsSettings { mode, root_cert } })
         };
-        let source = dsn("source.dsn", &raw.source.dsn)?;
-        let target = raw.target.as_ref().map(|t| dsn("target.dsn", &t.dsn)).transpose()?;
+        let source = endpoint("source", &raw.source.dsn, &raw.source.sslmode, &raw.source.sslrootcert)?;
+        let target = match &raw.target {
+            Some(RawTarget { dsn: Some(dsn), sslmode, sslrootcert, .. }) => Some(endpoint("target", dsn, sslmode, sslrootcert)?),
+            Some(RawTarget { dsn: None, sslmode: Some(_), .. } | RawTarget { dsn: None, sslrootcert: Some(_), .. }) => {
+                return Err(invalid(
+                    "target".into(),
+                    "sslmode and sslrootcert need a target dsn; without one the source's settings apply".into(),
+                ))
+            }
+            _ => None,
+        };
+        let search_path = raw.target.as_ref().and_then(|t| t.search_path.clone()).unwrap_or_else(|| DEFAULT_SEARCH_PATH.into());
+        let target_handlers = target.as_ref().unwrap_or(&source).with_search_path(&handler_search_path(&search_path));
+        let target_internal = target.as_ref().unwrap_or(&source).with_search_path(INTERNAL_SEARCH_PATH);
+        let source = source.with_search_path(INTERNAL_SEARCH_PATH);
         for (key, value) in [("source.slot", &raw.source.slot), ("source.publication", &raw.source.publication)] {
             if value.is_empty() || value.len() > 63 {
                 return Err(invalid(key.into(), "must be 1 to 63 characters".into()));
@@ -178,6 +261,9 @@ impl Config {
         let b = &raw.batch;
         if b.max_transactions == 0 || b.max_events == 0 || b.max_bytes == 0 {
             return Err(invalid("batch".into(), "max_transactions, max_events and max_bytes must be positive".into()));
+        }
+        if raw.stream.max_queued_bytes == 0 {
+            return Err(invalid("stream.max_queued_bytes".into(), "must be positive".into()));
         }
         if raw.projections.is_empty() {
             return Err(invalid("projection".into(), "at least one [[projection]] is required".into()));
@@ -206,12 +292,8 @@ impl Config {
                 if sql.trim().is_empty() {
                     return Err(invalid(at(&format!("handlers.{event_type}")), "SQL must not be empty".into()));
                 }
-                if !sql.contains("$1") {
-                    return Err(invalid(
-                        at(&format!("handlers.{event_type}")),
-                        "SQL must use the event envelope as parameter $1".into(),
-                    ));
-                }
+                // A handler need not read the envelope (`UPDATE stats SET n = n + 1`): it is
+                // still run with it bound as $1, prepared as jsonb (see projection::prepare).
             }
             let version = p.version.map(Version::into_text);
             if version.as_deref().is_some_and(|v| v.trim().is_empty()) {
@@ -232,13 +314,22 @@ impl Config {
             slot: raw.source.slot,
             publication: raw.source.publication,
             target,
+            target_handlers,
+            target_internal,
             batch: raw.batch,
+            stream: raw.stream,
             projections,
         })
     }
 
-    pub fn target_config(&self) -> &tokio_postgres::Config {
-        self.target.as_ref().unwrap_or(&self.source)
+    /// The target, for connections that run projections' setup and handlers.
+    pub fn target_config(&self) -> &Endpoint {
+        &self.target_handlers
+    }
+
+    /// The target, for connections that run only the worker's own SQL.
+    pub fn target_internal(&self) -> &Endpoint {
+        &self.target_internal
     }
 
     pub fn projection(&self, name: &str) -> Option<&Projection> {
@@ -270,8 +361,13 @@ mod tests {
         assert_eq!(c.slot, "eventstore_worker");
         assert_eq!(c.publication, "eventstore_events");
         assert!(c.target.is_none());
+        assert_eq!(c.stream.max_queued_bytes, 64 << 20);
         assert_eq!(c.projections[0].on_unknown, OnUnknown::Skip);
-        assert_eq!(c.source.get_dbname(), Some("app"));
+        assert_eq!(c.source.pg.get_dbname(), Some("app"));
+        assert_eq!(c.source.tls, TlsSettings::default());
+        assert_eq!(c.source.pg.get_options(), Some("-c search_path=pg_catalog,\\ pg_temp"));
+        assert_eq!(c.target_config().pg.get_options(), Some("-c search_path=\"$user\",\\ public,\\ pg_temp"));
+        assert_eq!(c.target_internal().pg.get_options(), c.source.pg.get_options());
     }
 
     #[test]
@@ -282,8 +378,49 @@ mod tests {
         ))
         .unwrap();
         let t = c.target.unwrap();
-        assert_eq!(t.get_dbname(), Some("readmodels"));
-        assert_eq!(t.get_ports(), &[6543]);
+        assert_eq!(t.pg.get_dbname(), Some("readmodels"));
+        assert_eq!(t.pg.get_ports(), &[6543]);
+    }
+
+    #[test]
+    fn tls_settings_come_from_the_dsn_or_beside_it() {
+        let with = |source: &str| parse(&GOOD.replace("[source]\n", &format!("[source]\n{source}\n")).replacen(
+            "dsn = \"host=localhost port=5432 dbname=app user=worker\"\n", "", 1));
+        let c = with("dsn = \"host=db dbname=app sslmode=verify-full sslrootcert=/etc/ca.pem\"").unwrap();
+        assert_eq!(c.source.tls, TlsSettings { mode: SslMode::VerifyFull, root_cert: Some("/etc/ca.pem".into()) });
+        assert_eq!(c.target_config().tls, c.source.tls, "no [target]: the source's settings");
+        let c = with("dsn = \"postgres://w@db/app?sslmode=require\"\nsslmode = \"verify-ca\"\nsslrootcert = \"/ca.pem\"").unwrap();
+        assert_eq!(c.source.tls, TlsSettings { mode: SslMode::VerifyCa, root_cert: Some("/ca.pem".into()) }, "the key beside the dsn wins");
+        assert_eq!(c.source.pg.get_dbname(), Some("app"));
+        let e = with("dsn = \"host=db sslmode=sometimes\"").unwrap_err().to_string();
+        assert!(e.starts_with("worker.toml: source.dsn: unknown sslmode \"sometimes\""), "{e}");
+        let e = with("dsn = \"host=db\"\nsslmode = \"always\"").unwrap_err().to_string();
+        assert!(e.starts_with("worker.toml: source.sslmode: unknown sslmode"), "{e}");
+        let target = GOOD.replace("[[projection]]", "[target]\ndsn = \"host=rm sslmode=disable\"\n[[projection]]");
+        assert_eq!(parse(&target).unwrap().target_config().tls.mode, SslMode::Disable);
+        let e = parse(&GOOD.replace("[[projection]]", "[target]\nsslmode = \"require\"\n[[projection]]")).unwrap_err().to_string();
+        assert!(e.contains("target: sslmode and sslrootcert need a target dsn"), "{e}");
+    }
+
+    #[test]
+    fn an_unreadable_root_certificate_fails_the_load() {
+        let dir = std::env::temp_dir().join(format!("eventstore-worker-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("worker.toml");
+        std::fs::write(&file, GOOD.replace("user=worker", "user=worker sslmode=verify-full sslrootcert=/nonexistent/ca.pem")).unwrap();
+        let e = Config::load(&file).unwrap_err().to_string();
+        assert!(e.contains("worker.toml: source.sslrootcert: sslrootcert /nonexistent/ca.pem:"), "{e}");
+        std::fs::write(&file, GOOD).unwrap();
+        assert!(Config::load(&file).is_ok(), "prefer reads no file");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn handlers_resolve_names_through_the_configured_search_path() {
+        let c = parse(&GOOD.replace("[[projection]]", "[target]\nsearch_path = \"readmodels\"\n[[projection]]")).unwrap();
+        assert!(c.target.is_none(), "a target without dsn is the source database");
+        assert_eq!(c.target_config().pg.get_options(), Some("-c search_path=readmodels,\\ pg_temp"));
+        assert_eq!(c.target_config().pg.get_dbname(), Some("app"));
     }
 
     fn err(text: &str) -> String {
@@ -291,10 +428,16 @@ mod tests {
     }
 
     #[test]
+    fn a_handler_need_not_use_the_envelope() {
+        let c = parse(&GOOD.replace("($1->'data'->>'order_id')", "('x')")).unwrap();
+        assert_eq!(c.projections[0].handlers["OrderPlaced"], "INSERT INTO order_summary VALUES ('x')");
+    }
+
+    #[test]
     fn errors_name_file_projection_and_key() {
         assert_eq!(
-            err(&GOOD.replace("($1->'data'->>'order_id')", "('x')")),
-            "worker.toml: projection \"order_summary\": handlers.OrderPlaced: SQL must use the event envelope as parameter $1"
+            err(&GOOD.replace("($1->'data'->>'order_id')", "").replace("INSERT INTO order_summary VALUES ", " ")),
+            "worker.toml: projection \"order_summary\": handlers.OrderPlaced: SQL must not be empty"
         );
         assert!(err(&GOOD.replace("name = \"order_summary\"", "name = \"\"")).starts_with("worker.toml: projection[0].name"));
         let unknown = err(&GOOD.replace("[projection.handlers]", "on_unknown = \"explode\"\n[projection.handlers]"));
@@ -312,6 +455,12 @@ mod tests {
         assert!(err("[source]\ndsn = \"host=x\"").contains("at least one [[projection]]"));
         assert!(err(&GOOD.replace("[source]", "[source]\nslot = \"Bad-Name\"")).contains("source.slot"));
         assert!(err(&GOOD.replace("[projection.handlers]", "version = \" \"\n[projection.handlers]")).contains("version"));
+        assert_eq!(
+            err(&GOOD.replace("[[projection]]", "[stream]\nmax_queued_bytes = 0\n[[projection]]")),
+            "worker.toml: stream.max_queued_bytes: must be positive"
+        );
+        let bound = parse(&GOOD.replace("[[projection]]", "[stream]\nmax_queued_bytes = 1048576\n[[projection]]")).unwrap();
+        assert_eq!(bound.stream.max_queued_bytes, 1 << 20);
     }
 
     #[test]

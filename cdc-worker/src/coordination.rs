@@ -97,7 +97,7 @@ pub struct LiveBatch {
 impl LiveBatch {
     pub async fn prepare(client: &Client) -> Result<LiveBatch, tokio_postgres::Error> {
         Ok(LiveBatch {
-            lock: client.prepare("SELECT pg_advisory_xact_lock(k) FROM unnest($1::int8[]) AS k").await?,
+            lock: client.prepare("SELECT pg_catalog.pg_advisory_xact_lock(k) FROM pg_catalog.unnest($1::pg_catalog.int8[]) AS k").await?,
             read: client.prepare(PROJECTION_ROWS).await?,
             record: client.prepare(source_map::RECORD).await?,
         })

@@ -61,7 +61,7 @@ pub async fn start_session(client: &Client, config: &Config, first: bool) -> Res
     let names: Vec<&str> = config.projections.iter().map(|p| p.name.as_str()).collect();
     client
         .execute(
-            "INSERT INTO eventstore_worker.projections (name) SELECT unnest($1::text[]) ON CONFLICT (name) DO NOTHING",
+            "INSERT INTO eventstore_worker.projections (name) SELECT pg_catalog.unnest($1::pg_catalog.text[]) ON CONFLICT (name) DO NOTHING",
             &[&names],
         )
         .await?;
@@ -185,7 +185,7 @@ pub async fn manage(config: Config, shutdown: CancellationToken, wake: Arc<Notif
             }
         }
         if client.as_ref().is_none_or(|c| c.is_closed()) {
-            client = match crate::worker::connect_sql(config.target_config(), "target", "lifecycle").await {
+            client = match crate::connect::connect_sql(config.target_internal(), "target", "lifecycle").await {
                 Ok(c) if c.batch_execute("SET client_min_messages TO warning").await.is_ok() => Some(c),
                 Ok(_) => None,
                 Err(e) => {

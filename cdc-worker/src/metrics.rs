@@ -51,6 +51,8 @@ pub struct Metrics {
     session_errors: AtomicU64,
     received: AtomicU64,
     acknowledged: AtomicU64,
+    queued_bytes: AtomicU64,
+    queued_bytes_peak: AtomicU64,
     projection_errors: Mutex<BTreeMap<String, u64>>,
 }
 
@@ -78,6 +80,8 @@ impl Metrics {
             session_errors: AtomicU64::new(0),
             received: AtomicU64::new(0),
             acknowledged: AtomicU64::new(0),
+            queued_bytes: AtomicU64::new(0),
+            queued_bytes_peak: AtomicU64::new(0),
             projection_errors: Mutex::new(BTreeMap::new()),
         }
     }
@@ -126,6 +130,13 @@ impl Metrics {
     pub fn acknowledged(&self, write: Lsn, flush: Lsn) {
         self.received.store(write.0, Ordering::Relaxed);
         self.acknowledged.store(flush.0, Ordering::Relaxed);
+    }
+
+    /// Bytes of source transactions held between the stream reader and the apply path now,
+    /// and the most held at once since the worker started (see `queue.rs`).
+    pub fn queued_bytes(&self, now: usize, peak: usize) {
+        self.queued_bytes.store(now as u64, Ordering::Relaxed);
+        self.queued_bytes_peak.fetch_max(peak as u64, Ordering::Relaxed);
     }
 
     /// Liveness: `true` while streaming, connecting, or waiting to reconnect; `false` when
@@ -191,6 +202,9 @@ impl Metrics {
         counter(&mut out, "eventstore_worker_session_errors_total", "Replication sessions ended by an error (each followed by a reconnect).", load(&self.session_errors));
         gauge(&mut out, "eventstore_worker_received_lsn", "WAL position received from the server (write position reported), as a number.", load(&self.received));
         gauge(&mut out, "eventstore_worker_acknowledged_lsn", "Last flush position acknowledged to the replication slot, as a number.", load(&self.acknowledged));
+        gauge(&mut out, "eventstore_worker_queued_bytes", "Bytes of decoded source transactions between the stream reader and the apply path.", load(&self.queued_bytes));
+        gauge(&mut out, "eventstore_worker_queued_bytes_peak", "Most bytes ever held between the stream reader and the apply path at once.", load(&self.queued_bytes_peak));
+        gauge(&mut out, "eventstore_worker_queued_bytes_bound", "[stream] max_queued_bytes: the queue holds at most this much, or one larger transaction alone.", config.stream.max_queued_bytes.to_string());
 
         let errors = lock(&self.projection_errors).clone();
         let _ = write!(
@@ -218,6 +232,20 @@ impl Metrics {
                     let _ = writeln!(out, "{name}{{projection=\"{}\"}} {value}", label(&p.name));
                 }
             }
+        }
+        let holder = report.horizon.as_ref();
+        gauge(&mut out, "eventstore_worker_horizon_xid_age", "age() of the oldest open transaction with an xid on the source server (any database); 0 when none.", holder.map_or(0, |h| h.xid_age).to_string());
+        gauge(&mut out, "eventstore_worker_horizon_transaction_age_seconds", "How long that transaction has been open; 0 when none.", format!("{:.3}", holder.and_then(|h| h.transaction_age_seconds).unwrap_or(0.0)));
+        let name = "eventstore_worker_horizon_holder";
+        let _ = write!(out, "# HELP {name} 1 for the oldest open transaction with an xid: while it is open, reads in commit order stop before it.\n# TYPE {name} gauge\n");
+        if let Some(h) = holder {
+            let _ = writeln!(
+                out,
+                "{name}{{pid=\"{}\",database=\"{}\",state=\"{}\"}} 1",
+                h.pid.map_or_else(String::new, |p| p.to_string()),
+                label(h.database.as_deref().unwrap_or("")),
+                label(h.state.as_deref().unwrap_or(""))
+            );
         }
         // One series per lifecycle status, 1 for the current one (a state set).
         let name = "eventstore_worker_projection_state";
@@ -391,6 +419,13 @@ mod tests {
                 p("odd \"name\"", "pending", None),
                 p("customer_revenue", "rebuilding", None),
             ],
+            horizon: Some(crate::status::HorizonHolder {
+                pid: Some(77),
+                database: Some("billing".into()),
+                xid_age: 5,
+                transaction_age_seconds: Some(12.5),
+                state: Some("idle in transaction".into()),
+            }),
         };
         let s = samples(&m.render(&config(), Some(&report)));
         assert_eq!(s["eventstore_worker_up"], "0");
@@ -404,6 +439,9 @@ mod tests {
         assert_eq!(s["eventstore_worker_projection_state{projection=\"order_summary\",state=\"running\"}"], "0");
         assert_eq!(s["eventstore_worker_projection_state{projection=\"customer_revenue\",state=\"rebuilding\"}"], "1");
         assert_eq!(s["eventstore_worker_projection_failed{projection=\"customer_revenue\"}"], "0");
+        assert_eq!(s["eventstore_worker_horizon_xid_age"], "5");
+        assert_eq!(s["eventstore_worker_horizon_transaction_age_seconds"], "12.500");
+        assert_eq!(s["eventstore_worker_horizon_holder{pid=\"77\",database=\"billing\",state=\"idle in transaction\"}"], "1");
         assert!(!s.contains_key("eventstore_worker_projection_lag_bytes{projection=\"customer_revenue\"}"), "no checkpoint yet");
         assert!(!s.keys().any(|k| k.contains("odd") && !k.starts_with("eventstore_worker_projection_errors_total")), "pending projections have no row to report");
     }

@@ -249,7 +249,7 @@ impl Target {
         let names: Vec<&str> = defs.iter().map(|p| p.name.as_str()).collect();
         client
             .execute(
-                "INSERT INTO eventstore_worker.projections (name) SELECT unnest($1::text[]) ON CONFLICT (name) DO NOTHING",
+                "INSERT INTO eventstore_worker.projections (name) SELECT pg_catalog.unnest($1::pg_catalog.text[]) ON CONFLICT (name) DO NOTHING",
                 &[&names],
             )
             .await?;

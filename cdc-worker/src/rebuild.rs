@@ -31,7 +31,7 @@ use crate::lsn::Lsn;
 use crate::projection::{Failure, Role, SourceTxn, Target};
 use crate::replication::{quote_ident, ReplicationConnection};
 use crate::source_map;
-use crate::worker::connect_sql;
+use crate::connect::connect_sql;
 
 /// Events read from the snapshot per target transaction.
 const SNAPSHOT_CHUNK: i64 = 5000;
@@ -107,7 +107,7 @@ async fn build(config: &Config, names: &[String], mode: Mode) -> anyhow::Result<
     // 2. The snapshot.
     let source = connect_sql(&config.source, "source", "build").await?;
     source.batch_execute(source_map::EVENT_SESSION).await?;
-    let mut repl = ReplicationConnection::connect(&crate::worker::named(&config.source, "build")).await?;
+    let mut repl = ReplicationConnection::connect(&config.source.named("build")).await?;
     let slot = temporary_slot_name(&config.slot);
     let (consistent_point, snapshot) = repl.create_exporting_slot(&slot).await.context("creating a temporary slot")?;
     info!(projections = ?names, consistent_point = %consistent_point, "reading eventstore.events as of the consistent point");
@@ -197,7 +197,7 @@ async fn build(config: &Config, names: &[String], mode: Mode) -> anyhow::Result<
 /// Takes ownership of the projection for the build and registers it, before the snapshot is
 /// taken (so that pruning keeps the map rows the build will need). `Err` says why not.
 async fn claim(control: &Client, config: &Config, name: &str, mode: Mode) -> anyhow::Result<Result<String, String>> {
-    let owned: bool = control.query_one("SELECT pg_try_advisory_lock($1)", &[&coordination::owner_lock(name)]).await?.get(0);
+    let owned: bool = control.query_one("SELECT pg_catalog.pg_try_advisory_lock($1::pg_catalog.int8)", &[&coordination::owner_lock(name)]).await?.get(0);
     if !owned {
         return Ok(Err("another process is catching up or rebuilding it".into()));
     }
@@ -207,7 +207,7 @@ async fn claim(control: &Client, config: &Config, name: &str, mode: Mode) -> any
     let status: String =
         control.query_one("SELECT status FROM eventstore_worker.projections WHERE name = $1", &[&name]).await?.get(0);
     if mode == Mode::Worker && status != "rebuilding" {
-        control.execute("SELECT pg_advisory_unlock($1)", &[&coordination::owner_lock(name)]).await?;
+        control.execute("SELECT pg_catalog.pg_advisory_unlock($1::pg_catalog.int8)", &[&coordination::owner_lock(name)]).await?;
         return Ok(Err(format!("status is {status} now")));
     }
     let schema = coordination::shadow_schema(name);
@@ -328,7 +328,7 @@ async fn abandon(
             )
             .await?;
     }
-    control.execute("SELECT pg_advisory_unlock($1)", &[&coordination::owner_lock(name)]).await?;
+    control.execute("SELECT pg_catalog.pg_advisory_unlock($1::pg_catalog.int8)", &[&coordination::owner_lock(name)]).await?;
     Ok(())
 }
 
@@ -337,7 +337,7 @@ async fn swap(control: &mut Client, source: &Client, config: &Config, s: &mut Sh
     let lock = coordination::apply_lock(&s.name);
     let version = config.projection(&s.name).and_then(|p| p.version.clone());
     for attempt in 1..=SWAP_ATTEMPTS {
-        control.execute("SELECT pg_advisory_lock($1)", &[&lock]).await?;
+        control.execute("SELECT pg_catalog.pg_advisory_lock($1::pg_catalog.int8)", &[&lock]).await?;
         let result = async {
             loop {
                 let at = s.target.checkpoint(&s.name).unwrap_or_default();
@@ -354,7 +354,7 @@ async fn swap(control: &mut Client, source: &Client, config: &Config, s: &mut Sh
             swap_tables(control, s, mode, version.as_deref()).await.map(Ok)
         }
         .await;
-        control.execute("SELECT pg_advisory_unlock($1)", &[&lock]).await?;
+        control.execute("SELECT pg_catalog.pg_advisory_unlock($1::pg_catalog.int8)", &[&lock]).await?;
         match result {
             Ok(Ok(outcome)) => return Ok(outcome),
             Ok(Err(error)) => {
@@ -430,7 +430,7 @@ async fn swap_tables(control: &mut Client, s: &Shadow, mode: Mode, version: Opti
         let live = tx
             .query_opt(
                 "SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-                  WHERE c.oid = to_regclass(quote_ident($1))",
+                  WHERE c.oid OPERATOR(pg_catalog.=) pg_catalog.to_regclass(pg_catalog.quote_ident($1::pg_catalog.text))::pg_catalog.oid",
                 &[&table],
             )
             .await?;
@@ -440,7 +440,7 @@ async fn swap_tables(control: &mut Client, s: &Shadow, mode: Mode, version: Opti
                 tx.batch_execute(&format!("DROP TABLE {}.{}", quote_ident(&schema), quote_ident(&table))).await?;
                 schema
             }
-            None => match tx.query_one("SELECT current_schema()", &[]).await?.get::<_, Option<String>>(0) {
+            None => match tx.query_one("SELECT pg_catalog.current_schema()", &[]).await?.get::<_, Option<String>>(0) {
                 Some(schema) => schema,
                 None => bail!("no schema in the search_path exists to move table {table:?} into"),
             },
@@ -458,7 +458,7 @@ async fn swap_tables(control: &mut Client, s: &Shadow, mode: Mode, version: Opti
         .await?;
     for t in &partitions {
         let table: String = t.get(0);
-        let Some(dest) = tx.query_one("SELECT current_schema()", &[]).await?.get::<_, Option<String>>(0) else {
+        let Some(dest) = tx.query_one("SELECT pg_catalog.current_schema()", &[]).await?.get::<_, Option<String>>(0) else {
             bail!("no schema in the search_path exists to move partition {table:?} into");
         };
         tx.batch_execute(&format!("DROP TABLE IF EXISTS {}.{}", quote_ident(&dest), quote_ident(&table))).await?;
@@ -494,7 +494,7 @@ async fn swap_tables(control: &mut Client, s: &Shadow, mode: Mode, version: Opti
         .await?;
     tx.execute("DELETE FROM eventstore_worker.rebuilds WHERE name = $1", &[&s.name]).await?;
     tx.commit().await?;
-    control.execute("SELECT pg_advisory_unlock($1)", &[&coordination::owner_lock(&s.name)]).await?;
+    control.execute("SELECT pg_catalog.pg_advisory_unlock($1::pg_catalog.int8)", &[&coordination::owner_lock(&s.name)]).await?;
     let checkpoint = row.get::<_, String>(0).parse().unwrap_or(checkpoint);
     Ok(Outcome::Swapped { checkpoint, events })
 }
@@ -506,7 +506,7 @@ pub async fn clear_abandoned(control: &Client) -> anyhow::Result<()> {
     for row in rows {
         let (name, schema): (String, String) = (row.get(0), row.get(1));
         let lock = coordination::owner_lock(&name);
-        let free: bool = control.query_one("SELECT pg_try_advisory_lock($1)", &[&lock]).await?.get(0);
+        let free: bool = control.query_one("SELECT pg_catalog.pg_try_advisory_lock($1::pg_catalog.int8)", &[&lock]).await?.get(0);
         if !free {
             continue;
         }
@@ -516,7 +516,7 @@ pub async fn clear_abandoned(control: &Client) -> anyhow::Result<()> {
             control.execute("DELETE FROM eventstore_worker.rebuilds WHERE name = $1", &[&name]).await
         }
         .await;
-        control.execute("SELECT pg_advisory_unlock($1)", &[&lock]).await?;
+        control.execute("SELECT pg_catalog.pg_advisory_unlock($1::pg_catalog.int8)", &[&lock]).await?;
         cleared?;
     }
     Ok(())

@@ -1,18 +1,23 @@
 //! A PostgreSQL replication-protocol connection (`replication=database`) spoken directly over
 //! `postgres-protocol` message builders and tokio sockets: startup, authentication (trust,
 //! cleartext, md5, SCRAM-SHA-256), simple queries, and the CopyBoth stream of
-//! `START_REPLICATION`.
+//! `START_REPLICATION`. Over TCP, TLS as configured (see `tls.rs`): an SSLRequest, then rustls.
 
 use std::fmt;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Buf, Bytes, BytesMut};
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256, SCRAM_SHA_256};
 use postgres_protocol::message::frontend;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf, ReadHalf, WriteHalf};
 use tokio::net::{TcpStream, UnixStream};
 use tokio_postgres::config::Host;
+use tokio_rustls::client::TlsStream;
 
+use crate::connect::Endpoint;
 use crate::lsn::Lsn;
 
 pub trait Socket: AsyncRead + AsyncWrite + Unpin + Send {
@@ -32,11 +37,29 @@ impl Socket for UnixStream {
     }
 }
 
-/// A connected socket registered with no runtime.
-#[derive(Debug)]
+impl Socket for TlsStream<Movable> {
+    fn into_std(mut self: Box<Self>) -> std::io::Result<StdSocket> {
+        self.get_mut().0.detach()?;
+        Ok(StdSocket::Tls(self))
+    }
+}
+
+/// A connected socket registered with no runtime. A TLS session keeps its state (and any
+/// bytes it has decrypted but not handed out) and only its TCP socket changes runtime.
 pub enum StdSocket {
     Tcp(std::net::TcpStream),
     Unix(std::os::unix::net::UnixStream),
+    Tls(Box<TlsStream<Movable>>),
+}
+
+impl fmt::Debug for StdSocket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StdSocket::Tcp(s) => f.debug_tuple("Tcp").field(s).finish(),
+            StdSocket::Unix(s) => f.debug_tuple("Unix").field(s).finish(),
+            StdSocket::Tls(_) => f.write_str("Tls"),
+        }
+    }
 }
 
 impl StdSocket {
@@ -45,7 +68,104 @@ impl StdSocket {
         Ok(match self {
             StdSocket::Tcp(s) => Box::new(TcpStream::from_std(s)?),
             StdSocket::Unix(s) => Box::new(UnixStream::from_std(s)?),
+            StdSocket::Tls(mut s) => {
+                s.get_mut().0.attach()?;
+                s
+            }
         })
+    }
+}
+
+/// The TCP socket under a TLS session, which can leave the runtime it is registered with and
+/// join another (tokio-rustls cannot rebuild a session around a new socket).
+#[derive(Debug)]
+pub enum Movable {
+    Attached(TcpStream),
+    Detached(std::net::TcpStream),
+    /// Only while changing between the two.
+    Moving,
+}
+
+impl Movable {
+    fn detach(&mut self) -> std::io::Result<()> {
+        if let Movable::Attached(s) = std::mem::replace(self, Movable::Moving) {
+            *self = Movable::Detached(s.into_std()?);
+        }
+        Ok(())
+    }
+
+    fn attach(&mut self) -> std::io::Result<()> {
+        if let Movable::Detached(s) = std::mem::replace(self, Movable::Moving) {
+            *self = Movable::Attached(TcpStream::from_std(s)?);
+        }
+        Ok(())
+    }
+
+    fn attached(&mut self) -> std::io::Result<Pin<&mut TcpStream>> {
+        match self {
+            Movable::Attached(s) => Ok(Pin::new(s)),
+            _ => Err(std::io::Error::new(std::io::ErrorKind::NotConnected, "socket not registered with a runtime")),
+        }
+    }
+}
+
+impl AsyncRead for Movable {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut().attached() {
+            Ok(s) => s.poll_read(cx, buf),
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+}
+
+impl AsyncWrite for Movable {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        match self.get_mut().attached() {
+            Ok(s) => s.poll_write(cx, buf),
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut().attached() {
+            Ok(s) => s.poll_flush(cx),
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut().attached() {
+            Ok(s) => s.poll_shutdown(cx),
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+}
+
+/// SSLRequest on a fresh TCP connection, then the TLS handshake when the server agrees; plain
+/// when it does not and TLS is only preferred.
+async fn negotiate_tls(
+    mut socket: TcpStream,
+    host: &str,
+    config: Arc<rustls::ClientConfig>,
+    settings: &crate::tls::TlsSettings,
+) -> Result<Box<dyn Socket>> {
+    let mut request = BytesMut::new();
+    frontend::ssl_request(&mut request);
+    socket.write_all(&request).await?;
+    let mut answer = [0u8; 1];
+    socket.read_exact(&mut answer).await?;
+    match answer[0] {
+        b'S' => {
+            let name = crate::tls::server_name(host).map_err(ReplicationError::Tls)?;
+            let tls = tokio_rustls::TlsConnector::from(config)
+                .connect(name, Movable::Attached(socket))
+                .await
+                .map_err(|e| ReplicationError::Tls(format!("TLS handshake with {host} (sslmode={}): {e}", settings.mode.as_str())))?;
+            Ok(Box::new(tls))
+        }
+        b'N' if !settings.required() => Ok(Box::new(socket)),
+        b'N' => Err(ReplicationError::Tls(format!("the server at {host} does not support TLS (sslmode={})", settings.mode.as_str()))),
+        other => Err(ReplicationError::Protocol(format!("unexpected answer {:?} to SSLRequest", other as char))),
     }
 }
 
@@ -82,6 +202,8 @@ pub enum ReplicationError {
     Protocol(String),
     #[error("replication connection: {0}")]
     Auth(String),
+    #[error("replication connection: {0}")]
+    Tls(String),
     #[error("replication connection: server closed the connection")]
     Closed,
 }
@@ -247,7 +369,9 @@ pub struct SystemIdentity {
 }
 
 impl ReplicationConnection {
-    pub async fn connect(config: &tokio_postgres::Config) -> Result<Self> {
+    pub async fn connect(endpoint: &Endpoint) -> Result<Self> {
+        let config = &endpoint.pg;
+        let tls = endpoint.tls.client_config().map_err(ReplicationError::Tls)?;
         let port = config.get_ports().first().copied().unwrap_or(5432);
         let hosts: Vec<Host> = if config.get_hosts().is_empty() {
             vec![Host::Unix("/var/run/postgresql".into())]
@@ -258,20 +382,43 @@ impl ReplicationConnection {
         let mut last_err = None;
         for (i, host) in hosts.iter().enumerate() {
             let port = config.get_ports().get(i).copied().unwrap_or(port);
-            let socket: std::io::Result<Box<dyn Socket>> = match tokio::time::timeout(timeout, async {
-                Ok::<Box<dyn Socket>, std::io::Error>(match host {
+            enum Plain {
+                Tcp(TcpStream, String),
+                Unix(UnixStream),
+            }
+            let socket: std::io::Result<Plain> = match tokio::time::timeout(timeout, async {
+                Ok::<Plain, std::io::Error>(match host {
                     Host::Tcp(h) => {
                         let s = TcpStream::connect((h.as_str(), port)).await?;
                         s.set_nodelay(true)?;
-                        Box::new(s)
+                        Plain::Tcp(s, h.clone())
                     }
-                    Host::Unix(dir) => Box::new(UnixStream::connect(dir.join(format!(".s.PGSQL.{port}"))).await?),
+                    Host::Unix(dir) => Plain::Unix(UnixStream::connect(dir.join(format!(".s.PGSQL.{port}"))).await?),
                 })
             })
             .await
             {
                 Ok(r) => r,
                 Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")),
+            };
+            let socket: std::io::Result<Box<dyn Socket>> = match (socket, &tls) {
+                (Ok(Plain::Tcp(s, h)), Some(c)) => {
+                    let negotiated = tokio::time::timeout(timeout, negotiate_tls(s, &h, c.clone(), &endpoint.tls)).await;
+                    match negotiated {
+                        Ok(r) => Ok(r?),
+                        Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS negotiation timed out")),
+                    }
+                }
+                (Ok(Plain::Tcp(s, _)), None) => Ok(Box::new(s)),
+                // The server never offers TLS on a unix socket.
+                (Ok(Plain::Unix(_)), _) if endpoint.tls.required() => {
+                    return Err(ReplicationError::Tls(format!(
+                        "sslmode={} needs a TCP connection: there is no TLS over a unix socket",
+                        endpoint.tls.mode.as_str()
+                    )))
+                }
+                (Ok(Plain::Unix(s)), _) => Ok(Box::new(s)),
+                (Err(e), _) => Err(e),
             };
             match socket {
                 Ok(socket) => {
@@ -301,7 +448,9 @@ impl ReplicationConnection {
             .ok_or_else(|| ReplicationError::Auth("no user name in the connection string".into()))?;
         let dbname = config.get_dbname().unwrap_or(&user).to_owned();
         let app = config.get_application_name().unwrap_or("eventstore-worker").to_owned();
-        let params = [
+        // The pinned search_path (see connect.rs) and whatever else the DSN's options say.
+        let options = config.get_options().map(str::to_owned);
+        let mut params = vec![
             ("user", user.as_str()),
             ("database", dbname.as_str()),
             ("replication", "database"),
@@ -311,6 +460,9 @@ impl ReplicationConnection {
             ("DateStyle", "ISO"),
             ("TimeZone", "UTC"),
         ];
+        if let Some(o) = options.as_deref() {
+            params.push(("options", o));
+        }
         frontend::startup_message(params.iter().copied(), &mut self.out)?;
         self.send().await?;
 
@@ -628,6 +780,36 @@ mod tests {
             let f = reader.next_paced(pace).await.unwrap();
             assert_eq!((f.tag, &f.body[..]), (b'd', &b"k"[..]), "{pace:?}");
             assert!(matches!(reader.next_paced(pace).await, Err(ReplicationError::Closed)), "{pace:?}");
+        }
+    }
+
+    /// A server that answers an SSLRequest with `N`: `prefer` goes on in plain text, the modes
+    /// that insist on TLS stop with an error naming the host and the mode.
+    #[tokio::test]
+    async fn a_server_without_tls_is_plain_for_prefer_and_an_error_otherwise() {
+        use crate::tls::{SslMode, TlsSettings};
+        for mode in [SslMode::Prefer, SslMode::Require] {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let server = tokio::spawn(async move {
+                let (mut s, _) = listener.accept().await.unwrap();
+                let mut request = [0u8; 8];
+                s.read_exact(&mut request).await.unwrap();
+                s.write_all(b"N").await.unwrap();
+                request
+            });
+            let settings = TlsSettings { mode, root_cert: None };
+            let config = settings.client_config().unwrap().unwrap();
+            let socket = TcpStream::connect(addr).await.unwrap();
+            let result = negotiate_tls(socket, "127.0.0.1", config, &settings).await;
+            assert_eq!(server.await.unwrap(), [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f], "an SSLRequest");
+            match (mode, result) {
+                (SslMode::Prefer, Ok(_)) => {}
+                (SslMode::Require, Err(e)) => {
+                    assert_eq!(e.to_string(), "replication connection: the server at 127.0.0.1 does not support TLS (sslmode=require)")
+                }
+                (mode, r) => panic!("{mode:?}: {:?}", r.err()),
+            }
         }
     }
 

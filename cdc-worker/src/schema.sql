@@ -1,5 +1,8 @@
 -- State eventstore-worker keeps in the target database. Applied at every start (and by the
--- `rebuild` and `retry` commands); idempotent.
+-- `rebuild` and `retry` commands); idempotent. It may run on a connection whose search_path
+-- holds a schema other roles can create in (where handlers resolve read-model tables), so a
+-- function or operator that such a role could overload with a better match (polymorphic ones,
+-- cross-type comparisons) is schema-qualified; pg_catalog is searched first for the rest.
 --
 -- Nothing here may lock eventstore_worker.projections more strongly than readers do when there
 -- is nothing to change: a client inside wait_for holds ACCESS SHARE on it for the whole wait,
@@ -8,7 +11,7 @@
 -- workers and commands starting at once against one target (this file runs as one implicit
 -- transaction), where CREATE ... IF NOT EXISTS or CREATE OR REPLACE FUNCTION would otherwise
 -- fail with a duplicate key or "tuple concurrently updated".
-SELECT pg_advisory_xact_lock(4851733291037460811);
+SELECT pg_catalog.pg_advisory_xact_lock(4851733291037460811);
 
 CREATE SCHEMA IF NOT EXISTS eventstore_worker;
 
@@ -46,7 +49,7 @@ CREATE TABLE IF NOT EXISTS eventstore_worker.source_transaction_runs (
     last_end_lsn     pg_lsn PRIMARY KEY,
     end_lsns         pg_lsn[] NOT NULL,
     transaction_ids  xid8[] NOT NULL,
-    CHECK (cardinality(end_lsns) = cardinality(transaction_ids) AND cardinality(end_lsns) > 0)
+    CHECK (pg_catalog.cardinality(end_lsns) = pg_catalog.cardinality(transaction_ids) AND pg_catalog.cardinality(end_lsns) > 0)
 );
 
 -- Earlier builds kept the map as a table of one row per transaction under the view's name:
@@ -54,17 +57,17 @@ CREATE TABLE IF NOT EXISTS eventstore_worker.source_transaction_runs (
 DO $do$
 BEGIN
     IF EXISTS (SELECT FROM pg_class
-                WHERE oid = to_regclass('eventstore_worker.source_transactions') AND relkind = 'r') THEN
+                WHERE oid = pg_catalog.to_regclass('eventstore_worker.source_transactions')::pg_catalog.oid AND relkind = 'r') THEN
         INSERT INTO eventstore_worker.source_transaction_runs (last_end_lsn, end_lsns, transaction_ids)
         SELECT end_lsn, ARRAY[end_lsn], ARRAY[transaction_id]
           FROM eventstore_worker.source_transactions;
         DROP TABLE eventstore_worker.source_transactions;
     END IF;
-    IF to_regclass('eventstore_worker.source_transactions') IS NULL THEN
+    IF pg_catalog.to_regclass('eventstore_worker.source_transactions') IS NULL THEN
         CREATE VIEW eventstore_worker.source_transactions AS
         SELECT t.end_lsn, t.transaction_id
           FROM eventstore_worker.source_transaction_runs r,
-               unnest(r.end_lsns, r.transaction_ids) AS t(end_lsn, transaction_id);
+               ROWS FROM (pg_catalog.unnest(r.end_lsns), pg_catalog.unnest(r.transaction_ids)) AS t(end_lsn, transaction_id);
         COMMENT ON VIEW eventstore_worker.source_transactions IS
             'The commit-order map of eventstore-worker, one row per source transaction.';
     END IF;
@@ -111,17 +114,17 @@ CREATE TABLE IF NOT EXISTS eventstore_worker.rebuilds (
 DO $do$
 BEGIN
     IF NOT EXISTS (SELECT FROM pg_attribute
-                    WHERE attrelid = 'eventstore_worker.projections'::regclass
+                    WHERE attrelid = 'eventstore_worker.projections'::pg_catalog.regclass::pg_catalog.oid
                       AND attname = 'version' AND NOT attisdropped) THEN
         ALTER TABLE eventstore_worker.projections ADD COLUMN version text;
     END IF;
     IF NOT EXISTS (SELECT FROM pg_attribute
-                    WHERE attrelid = 'eventstore_worker.projections'::regclass
+                    WHERE attrelid = 'eventstore_worker.projections'::pg_catalog.regclass::pg_catalog.oid
                       AND attname = 'checkpoint_time' AND NOT attisdropped) THEN
         ALTER TABLE eventstore_worker.projections ADD COLUMN checkpoint_time timestamptz;
     END IF;
     IF NOT EXISTS (SELECT FROM pg_constraint
-                    WHERE conrelid = 'eventstore_worker.projections'::regclass
+                    WHERE conrelid = 'eventstore_worker.projections'::pg_catalog.regclass::pg_catalog.oid
                       AND conname = 'projections_status_check'
                       AND pg_get_constraintdef(oid) LIKE '%catching_up%') THEN
         ALTER TABLE eventstore_worker.projections DROP CONSTRAINT IF EXISTS projections_status_check;
@@ -129,7 +132,7 @@ BEGIN
             CHECK (status IN ('running', 'catching_up', 'rebuilding', 'failed'));
     END IF;
     IF NOT EXISTS (SELECT FROM pg_attribute
-                    WHERE attrelid = 'eventstore_worker.rebuilds'::regclass
+                    WHERE attrelid = 'eventstore_worker.rebuilds'::pg_catalog.regclass::pg_catalog.oid
                       AND attname = 'checkpoint_time' AND NOT attisdropped) THEN
         ALTER TABLE eventstore_worker.rebuilds ADD COLUMN checkpoint_time timestamptz;
     END IF;
@@ -152,6 +155,8 @@ COMMENT ON COLUMN eventstore_worker.projections.checkpoint_time IS
 CREATE OR REPLACE FUNCTION eventstore_worker.wait_for(projection text, token pg_lsn, timeout interval DEFAULT '5s')
 RETURNS boolean
 LANGUAGE plpgsql VOLATILE STRICT
+-- It runs with its caller's rights: no function another role planted on the caller's path.
+SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
     deadline constant timestamptz := clock_timestamp() + timeout;

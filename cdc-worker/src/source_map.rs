@@ -42,9 +42,9 @@ pub const RUN: i64 = 100;
 /// speculative insertion per row, which `ON CONFLICT DO NOTHING` would take; it also keeps
 /// runs from overlapping.
 pub const RECORD: &str = "INSERT INTO eventstore_worker.source_transaction_runs (last_end_lsn, end_lsns, transaction_ids)
-     SELECT max(l), array_agg(l ORDER BY n), array_agg(x ORDER BY n)
+     SELECT pg_catalog.max(l), pg_catalog.array_agg(l ORDER BY n), pg_catalog.array_agg(x ORDER BY n)
        FROM (SELECT l::pg_lsn AS l, x::xid8 AS x, n
-               FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS t(l, x, n)
+               FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.text[]), pg_catalog.unnest($2::pg_catalog.text[])) WITH ORDINALITY AS t(l, x, n)
               WHERE l::pg_lsn > greatest((SELECT max(last_end_lsn) FROM eventstore_worker.source_transaction_runs),
                                          (SELECT horizon FROM eventstore_worker.source_horizon), '0/0'::pg_lsn)) AS s
       GROUP BY (n - 1) / $3::int8";
@@ -71,7 +71,7 @@ pub async fn start_horizon(client: &Client, confirmed: Lsn) -> Result<Lsn, tokio
 pub async fn any_between(client: &Client, after: Lsn, until: Lsn) -> Result<bool, tokio_postgres::Error> {
     let row = client
         .query_one(
-            "SELECT EXISTS (SELECT 1 FROM eventstore_worker.source_transaction_runs r, unnest(r.end_lsns) AS l
+            "SELECT EXISTS (SELECT 1 FROM eventstore_worker.source_transaction_runs r, pg_catalog.unnest(r.end_lsns) AS l
                              WHERE r.last_end_lsn > $1::text::pg_lsn AND r.end_lsns[1] <= $2::text::pg_lsn
                                AND l > $1::text::pg_lsn AND l <= $2::text::pg_lsn)",
             &[&after.to_string(), &until.to_string()],
@@ -87,7 +87,7 @@ pub async fn after(client: &Client, after: Lsn, limit: i64) -> anyhow::Result<Ve
         .query(
             "SELECT t.l::text, t.x::text
                FROM eventstore_worker.source_transaction_runs r,
-                    unnest(r.end_lsns, r.transaction_ids) WITH ORDINALITY AS t(l, x, n)
+                    ROWS FROM (pg_catalog.unnest(r.end_lsns), pg_catalog.unnest(r.transaction_ids)) WITH ORDINALITY AS t(l, x, n)
               WHERE r.last_end_lsn > $1::text::pg_lsn AND t.l > $1::text::pg_lsn
               ORDER BY r.last_end_lsn, t.n LIMIT $2",
             &[&after.to_string(), &limit],
@@ -160,7 +160,7 @@ pub async fn fetch(source: &Client, rows: &[MapRow]) -> anyhow::Result<Vec<Sourc
         }
         let invisible: Vec<String> = source
             .query(
-                "SELECT x::text FROM unnest($1::text[]::xid8[]) AS x WHERE NOT pg_visible_in_snapshot(x, pg_current_snapshot())",
+                "SELECT x::text FROM pg_catalog.unnest($1::pg_catalog.text[]::pg_catalog.xid8[]) AS x WHERE NOT pg_catalog.pg_visible_in_snapshot(x, pg_catalog.pg_current_snapshot())",
                 &[&missing],
             )
             .await?

@@ -19,9 +19,10 @@ use std::time::Duration;
 use anyhow::Context;
 use serde::{Deserialize, Serialize, Serializer};
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 use crate::config::Config;
+use crate::connect::{connect_sql, Endpoint};
 use crate::lsn::Lsn;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -45,6 +46,73 @@ pub struct Report {
     #[serde(serialize_with = "lsn_text")]
     pub source_lsn: Option<Lsn>,
     pub projections: Vec<ProjectionStatus>,
+    /// The oldest transaction with an xid still open on the source's server, in any database:
+    /// while it is open, reads of `eventstore.events` in commit order (`read_all`, a catch-up,
+    /// a build) stop before everything that committed after it started. `None`: no transaction
+    /// holds an xid.
+    pub horizon: Option<HorizonHolder>,
+}
+
+/// Who holds the xmin horizon (see `Report::horizon`), from `pg_stat_activity.backend_xid`
+/// and `pg_prepared_xacts`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HorizonHolder {
+    /// `None` for a prepared transaction (it has no backend).
+    pub pid: Option<i32>,
+    pub database: Option<String>,
+    /// `age(xid)`: transactions started since.
+    pub xid_age: i32,
+    /// Seconds since the transaction started (or was prepared); `None` when the worker's role
+    /// may not see it (grant `pg_read_all_stats`).
+    pub transaction_age_seconds: Option<f64>,
+    /// `active`, `idle in transaction`, …, or `prepared <gid>`; `None` as above.
+    pub state: Option<String>,
+}
+
+/// The oldest open transaction with an xid. Every name schema-qualified: it runs on a
+/// connection whose role others may plant functions for (see docs/worker.md, search_path).
+const HORIZON_SQL: &str = "
+    SELECT h.pid, h.database, h.xid_age, h.age_seconds, h.state FROM (
+        SELECT a.pid, a.datname::pg_catalog.text AS database, pg_catalog.age(a.backend_xid) AS xid_age,
+               pg_catalog.date_part('epoch', pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) a.xact_start)
+                   AS age_seconds,
+               a.state
+          FROM pg_catalog.pg_stat_activity a
+         WHERE a.backend_xid IS NOT NULL
+        UNION ALL
+        SELECT NULL, p.database::pg_catalog.text, pg_catalog.age(p.transaction),
+               pg_catalog.date_part('epoch', pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) p.prepared),
+               'prepared ' OPERATOR(pg_catalog.||) p.gid
+          FROM pg_catalog.pg_prepared_xacts p) h
+     ORDER BY h.xid_age DESC
+     LIMIT 1";
+
+/// Reads who holds the horizon on `client`'s server (any database of it).
+pub async fn horizon(client: &Client) -> Result<Option<HorizonHolder>, tokio_postgres::Error> {
+    Ok(client.query_opt(HORIZON_SQL, &[]).await?.map(|r| HorizonHolder {
+        pid: r.get(0),
+        database: r.get(1),
+        xid_age: r.get(2),
+        transaction_age_seconds: r.get(3),
+        state: r.get(4),
+    }))
+}
+
+impl HorizonHolder {
+    /// One line for people: who, where, how old.
+    pub fn describe(&self) -> String {
+        let who = match self.pid {
+            Some(pid) => format!("pid {pid}"),
+            None => "a prepared transaction".to_owned(),
+        };
+        let age = self.transaction_age_seconds.map_or_else(|| "?".to_owned(), |s| format!("{s:.1}"));
+        format!(
+            "{who} in database {}, xid age {}, open {age} s, state {}",
+            self.database.as_deref().unwrap_or("?"),
+            self.xid_age,
+            self.state.as_deref().unwrap_or("?"),
+        )
+    }
 }
 
 fn lsn_text<S: Serializer>(lsn: &Option<Lsn>, s: S) -> Result<S::Ok, S::Error> {
@@ -89,21 +157,17 @@ pub struct Clients {
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-async fn connect_one(config: &tokio_postgres::Config, what: &str) -> anyhow::Result<Client> {
-    let mut config = crate::worker::named(config, "status");
-    if config.get_connect_timeout().is_none() {
-        config.connect_timeout(CONNECT_TIMEOUT);
+async fn connect_one(endpoint: &Endpoint, what: &'static str) -> anyhow::Result<Client> {
+    let mut endpoint = endpoint.clone();
+    if endpoint.pg.get_connect_timeout().is_none() {
+        endpoint.pg.connect_timeout(CONNECT_TIMEOUT);
     }
-    let (client, connection) = config.connect(NoTls).await.with_context(|| format!("connecting to the {what} database"))?;
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    Ok(client)
+    connect_sql(&endpoint, what, "status").await
 }
 
 impl Clients {
     pub async fn connect(config: &Config) -> anyhow::Result<Clients> {
-        let target = connect_one(config.target_config(), "target").await?;
+        let target = connect_one(config.target_internal(), "target").await?;
         let source = match &config.target {
             Some(_) => Some(connect_one(&config.source, "source").await?),
             None => None,
@@ -125,11 +189,12 @@ impl Clients {
             .context("reading the source's WAL position")?;
         let source_lsn: Lsn = row.get::<_, String>(0).parse()?;
         let source_now: f64 = row.get(1);
+        let horizon = horizon(self.source()).await.context("reading who holds the xmin horizon")?;
 
         let rows = self
             .target
             .query(
-                "SELECT to_jsonb(p)::text, extract(epoch FROM (to_jsonb(p)->>'checkpoint_time')::timestamptz)::float8
+                "SELECT pg_catalog.to_jsonb(p)::text, extract(epoch FROM (pg_catalog.to_jsonb(p)->>'checkpoint_time')::timestamptz)::float8
                    FROM eventstore_worker.projections p",
                 &[],
             )
@@ -178,7 +243,7 @@ impl Clients {
                 },
             })
             .collect();
-        Ok(Report { source_lsn: Some(source_lsn), projections })
+        Ok(Report { source_lsn: Some(source_lsn), projections, horizon })
     }
 }
 
@@ -238,6 +303,9 @@ pub fn render_table(report: &Report) -> String {
     for row in &rows {
         out.push_str(&line(row.each_ref().map(String::as_str)));
     }
+    if let Some(h) = &report.horizon {
+        out.push_str(&format!("\noldest transaction holding the xmin horizon: {}\n", h.describe()));
+    }
     out
 }
 
@@ -293,7 +361,30 @@ mod tests {
                 p("fragile", "failed", Some(Lsn(0x16B_0000)), Some((4096, 12.25)), 7, Some("ERROR: division by zero\n(SQLSTATE 22012)")),
                 p("new_one", "pending", None, None, 0, None),
             ],
+            horizon: None,
         }
+    }
+
+    #[test]
+    fn the_horizon_holder_is_named_in_the_table_and_the_json() {
+        let holder = HorizonHolder {
+            pid: Some(4242),
+            database: Some("billing".into()),
+            xid_age: 17,
+            transaction_age_seconds: Some(93.25),
+            state: Some("idle in transaction".into()),
+        };
+        let report = Report { horizon: Some(holder.clone()), ..sample() };
+        assert!(render_table(&report).ends_with(
+            "\noldest transaction holding the xmin horizon: pid 4242 in database billing, xid age 17, open 93.2 s, state idle in transaction\n"
+        ));
+        let v: serde_json::Value = serde_json::from_str(&render_json(&report)).unwrap();
+        assert_eq!(v["horizon"]["pid"], 4242);
+        assert_eq!(v["horizon"]["database"], "billing");
+        assert_eq!(v["horizon"]["xid_age"], 17);
+        let prepared = HorizonHolder { pid: None, transaction_age_seconds: None, state: Some("prepared t1".into()), ..holder };
+        assert_eq!(prepared.describe(), "a prepared transaction in database billing, xid age 17, open ? s, state prepared t1");
+        assert!(serde_json::from_str::<serde_json::Value>(&render_json(&sample())).unwrap()["horizon"].is_null());
     }
 
     #[test]

@@ -7,12 +7,12 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{anyhow, Context};
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
-use tokio_postgres::NoTls;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::ack::AckTracker;
 use crate::config::{Batch, Config};
+use crate::connect::connect_sql;
 use crate::envelope;
 use crate::idle::{self, IdlePacer};
 use crate::lifecycle;
@@ -20,6 +20,7 @@ use crate::lsn::Lsn;
 use crate::metrics;
 use crate::pgoutput::{self, Message, RelationCache};
 use crate::projection::{Role, SourceTxn, Target};
+use crate::queue::{ByteBudget, Reservation};
 use crate::replication::{pg_time, quote_ident, Feedback, ReplicationConnection, ReplicationStream, StreamMessage, Streaming};
 
 /// How often a standby status update is sent even when nothing changed. Well below the
@@ -27,7 +28,8 @@ use crate::replication::{pg_time, quote_ident, Feedback, ReplicationConnection, 
 const STATUS_INTERVAL: Duration = Duration::from_secs(1);
 /// How long a shutdown waits for an in-flight batch before abandoning it.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
-/// Source transactions buffered between the socket reader and the apply path.
+/// Source transactions buffered between the socket reader and the apply path, at most; their
+/// bytes are bounded too, by `[stream] max_queued_bytes` (see `queue.rs`).
 const CHANNEL_TRANSACTIONS: usize = 4096;
 /// With at least this many source transactions waiting for the apply path, the reader paces
 /// its reads (see `ReplicationStream::next`): the queue takes far longer to apply than a pause.
@@ -76,30 +78,6 @@ async fn sessions(config: &Config, shutdown: &CancellationToken, wake_lifecycle:
         }
         backoff = (backoff * 2).min(Duration::from_secs(10));
     }
-}
-
-/// `config` with `application_name` set for one of the worker's tasks (see `connect_sql`),
-/// unless it names an application already.
-pub fn named(config: &tokio_postgres::Config, task: &str) -> tokio_postgres::Config {
-    let mut config = config.clone();
-    if config.get_application_name().is_none() {
-        config.application_name(if task.is_empty() { "eventstore-worker".to_owned() } else { format!("eventstore-worker {task}") });
-    }
-    config
-}
-
-/// Connects to the source or target database (`what`) for one of the worker's tasks. Unless the
-/// connection string names an application, the connection shows in `pg_stat_activity` as
-/// `eventstore-worker` (the stream and its apply path, `task` empty) or `eventstore-worker TASK`.
-pub async fn connect_sql(config: &tokio_postgres::Config, what: &'static str, task: &str) -> anyhow::Result<tokio_postgres::Client> {
-    let config = named(config, task);
-    let (client, connection) = config.connect(NoTls).await.with_context(|| format!("connecting to the {what} database"))?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            debug!(error = %e, what, "SQL connection ended");
-        }
-    });
-    Ok(client)
 }
 
 fn failed(error: anyhow::Error, progressed: bool) -> SessionEnd {
@@ -156,10 +134,11 @@ async fn stream_session(config: &Config, target: &mut Target, shutdown: &Cancell
     let tracker = Arc::new(Mutex::new(AckTracker::new(start)));
     let wake_feedback = Arc::new(Notify::new());
     let stop_feedback = CancellationToken::new();
-    let (tx, mut rx) = mpsc::channel::<SourceTxn>(CHANNEL_TRANSACTIONS);
+    let (tx, mut rx) = mpsc::channel::<Queued>(CHANNEL_TRANSACTIONS);
+    let budget = ByteBudget::new(config.stream.max_queued_bytes);
 
     let stop_reader = CancellationToken::new();
-    let (reader, feedback) = match spawn_reader(stream, tx, tracker.clone(), wake_feedback.clone(), stop_reader.clone()).await {
+    let (reader, feedback) = match spawn_reader(stream, tx, budget, tracker.clone(), wake_feedback.clone(), stop_reader.clone()).await {
         Ok(r) => r,
         Err(e) => return failed(e, false),
     };
@@ -168,7 +147,7 @@ async fn stream_session(config: &Config, target: &mut Target, shutdown: &Cancell
 
     let mut progressed = false;
     let end = loop {
-        let Some(batch) = (tokio::select! {
+        let Some(queued) = (tokio::select! {
             _ = shutdown.cancelled() => None,
             b = next_batch(&mut rx, &config.batch) => b,
         }) else {
@@ -177,6 +156,8 @@ async fn stream_session(config: &Config, target: &mut Target, shutdown: &Cancell
             }
             break failed(reader_error(reader).await, progressed);
         };
+        // The reservations are given back once the batch is done with (end of this iteration).
+        let (batch, _held): (Vec<SourceTxn>, Vec<Reservation>) = queued.into_iter().map(|q| (q.txn, q.held)).unzip();
 
         let events: usize = batch.iter().map(|t| t.events.len()).sum();
         let last = batch.last().map(|t| t.end_lsn).unwrap_or_default();
@@ -238,7 +219,8 @@ async fn reader_error(reader: oneshot::Receiver<anyhow::Error>) -> anyhow::Error
 /// connection (usable from any runtime).
 async fn spawn_reader(
     streaming: Streaming,
-    tx: mpsc::Sender<SourceTxn>,
+    tx: mpsc::Sender<Queued>,
+    budget: Arc<ByteBudget>,
     tracker: Arc<Mutex<AckTracker>>,
     wake_feedback: Arc<Notify>,
     stop: CancellationToken,
@@ -253,7 +235,7 @@ async fn spawn_reader(
                 match streaming.split() {
                     Ok((stream, feedback)) => {
                         if started.send(Ok(feedback)).is_ok() {
-                            let _ = ended.send(read_stream(stream, tx, tracker, wake_feedback, stop).await);
+                            let _ = ended.send(read_stream(stream, tx, budget, tracker, wake_feedback, stop).await);
                         }
                     }
                     Err(e) => {
@@ -315,7 +297,8 @@ async fn start_stream(config: &Config) -> anyhow::Result<(Streaming, Lsn, bool)>
 /// Returns the error that ended it.
 async fn read_stream(
     mut stream: ReplicationStream,
-    tx: mpsc::Sender<SourceTxn>,
+    tx: mpsc::Sender<Queued>,
+    budget: Arc<ByteBudget>,
     tracker: Arc<Mutex<AckTracker>>,
     wake_feedback: Arc<Notify>,
     stop: CancellationToken,
@@ -342,7 +325,7 @@ async fn read_stream(
                 if let Some((end_lsn, source_time)) = idle.take_due(Instant::now()) {
                     debug!(lsn = %end_lsn, "idle position");
                     let position = SourceTxn { end_lsn, source_time, transaction_id: None, events: Vec::new(), bytes: 0 };
-                    if tx.send(position).await.is_err() {
+                    if tx.send(Queued { txn: position, held: Reservation::none() }).await.is_err() {
                         return anyhow!("apply path stopped");
                     }
                 }
@@ -391,7 +374,13 @@ async fn read_stream(
                 txn.end_lsn = c.end_lsn;
                 txn.source_time = pg_time(c.commit_time);
                 lock(&tracker).commit_received(c.end_lsn);
-                if tx.send(txn).await.is_err() {
+                // Waits while the queue holds too many bytes: the socket then fills and the
+                // walsender waits; status updates go on from the feedback task meanwhile.
+                let held = tokio::select! {
+                    () = stop.cancelled() => return anyhow!("stream reader stopped"),
+                    held = budget.reserve(txn.bytes) => held,
+                };
+                if tx.send(Queued { txn, held }).await.is_err() {
                     return anyhow!("apply path stopped");
                 }
                 idle.transaction_sent(c.end_lsn);
@@ -473,11 +462,17 @@ async fn send_feedback(
     }
 }
 
+/// A source transaction on its way to the apply path, with the queue bytes it holds.
+struct Queued {
+    txn: SourceTxn,
+    held: Reservation,
+}
+
 /// Waits for one source transaction, then gathers more while the batch bounds allow.
-async fn next_batch(rx: &mut mpsc::Receiver<SourceTxn>, limits: &Batch) -> Option<Vec<SourceTxn>> {
+async fn next_batch(rx: &mut mpsc::Receiver<Queued>, limits: &Batch) -> Option<Vec<Queued>> {
     let first = rx.recv().await?;
-    let mut events = first.events.len();
-    let mut bytes = first.bytes;
+    let mut events = first.txn.events.len();
+    let mut bytes = first.txn.bytes;
     let mut batch = vec![first];
     let deadline = tokio::time::Instant::now() + limits.linger();
     while batch.len() < limits.max_transactions && events < limits.max_events && bytes < limits.max_bytes {
@@ -489,8 +484,8 @@ async fn next_batch(rx: &mut mpsc::Receiver<SourceTxn>, limits: &Batch) -> Optio
             },
             Err(mpsc::error::TryRecvError::Disconnected) => break,
         };
-        events += next.events.len();
-        bytes += next.bytes;
+        events += next.txn.events.len();
+        bytes += next.txn.bytes;
         batch.push(next);
     }
     Some(batch)
@@ -510,6 +505,10 @@ mod tests {
         SourceTxn { end_lsn: Lsn(n), source_time: SystemTime::UNIX_EPOCH, transaction_id: Some(n), events, bytes }
     }
 
+    fn q(txn: SourceTxn) -> Queued {
+        Queued { txn, held: Reservation::none() }
+    }
+
     const UNBOUNDED: Batch = Batch { max_transactions: usize::MAX, max_events: usize::MAX, max_bytes: usize::MAX, linger_ms: 2 };
 
     /// Queues `txns`, then takes batches until the queue is empty: each batch as the ends of
@@ -517,12 +516,12 @@ mod tests {
     async fn batches(limits: &Batch, txns: Vec<SourceTxn>) -> Vec<Vec<(u64, usize)>> {
         let (tx, mut rx) = mpsc::channel(txns.len() + 1);
         for t in txns {
-            tx.send(t).await.unwrap();
+            tx.send(q(t)).await.unwrap();
         }
         drop(tx);
         let mut out = Vec::new();
         while let Some(batch) = next_batch(&mut rx, limits).await {
-            out.push(batch.iter().map(|t| (t.end_lsn.0, t.events.len())).collect());
+            out.push(batch.iter().map(|q| (q.txn.end_lsn.0, q.txn.events.len())).collect());
         }
         out
     }
@@ -555,18 +554,18 @@ mod tests {
         let limits = Batch { linger_ms: 50, ..UNBOUNDED };
         let (tx, mut rx) = mpsc::channel(8);
         let sender = tokio::spawn(async move {
-            tx.send(txn(1, 1, 10)).await.unwrap();
+            tx.send(q(txn(1, 1, 10))).await.unwrap();
             // Within the linger of the first: same batch.
             tokio::time::sleep(Duration::from_millis(30)).await;
-            tx.send(txn(2, 1, 10)).await.unwrap();
+            tx.send(q(txn(2, 1, 10))).await.unwrap();
             // After it (50 ms from the first): the next batch.
             tokio::time::sleep(Duration::from_millis(40)).await;
-            tx.send(txn(3, 1, 10)).await.unwrap();
+            tx.send(q(txn(3, 1, 10))).await.unwrap();
         });
         let first = next_batch(&mut rx, &limits).await.unwrap();
-        assert_eq!(first.iter().map(|t| t.end_lsn.0).collect::<Vec<_>>(), vec![1, 2]);
+        assert_eq!(first.iter().map(|q| q.txn.end_lsn.0).collect::<Vec<_>>(), vec![1, 2]);
         let second = next_batch(&mut rx, &limits).await.unwrap();
-        assert_eq!(second.iter().map(|t| t.end_lsn.0).collect::<Vec<_>>(), vec![3]);
+        assert_eq!(second.iter().map(|q| q.txn.end_lsn.0).collect::<Vec<_>>(), vec![3]);
         sender.await.unwrap();
         assert!(next_batch(&mut rx, &limits).await.is_none(), "no batch once the reader is gone");
     }
