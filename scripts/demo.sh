@@ -50,6 +50,12 @@ psql_() { "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$host" -p "$port" -U "$use
 psql_ -d postgres -c "DROP DATABASE IF EXISTS $db" 2>/dev/null
 psql_ -d postgres -c "CREATE DATABASE $db"
 psql_ -d $db -c "CREATE EXTENSION pg_eventstore"
+# The order service appends with nothing but grant_writer; an auditor only reads. (With --host,
+# the roles are the server's, so they are created only when missing.)
+psql_ -d $db -c "DO \$\$ BEGIN
+        IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'orders_app') THEN CREATE ROLE orders_app; END IF;
+        IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'orders_auditor') THEN CREATE ROLE orders_auditor; END IF;
+    END \$\$" -c "SELECT eventstore.grant_writer('orders_app')" -c "SELECT eventstore.grant_reader('orders_auditor')" >/dev/null
 
 say "starting eventstore-worker (read models: order_summary, customer_revenue, fulfillment_queue)"
 sed "s|^dsn = \"host=/var/run/postgresql dbname=app user=eventstore_worker\"|dsn = \"host=$host port=$port dbname=$db user=$user\"|" \
@@ -67,18 +73,30 @@ for _ in $(seq 1 300); do
 done
 [ "$slot" = 1 ] || die "the worker did not start streaming"
 
-psql_ -d $db -f examples/orders.sql
+echo
+echo "--- The order service runs as role orders_app, granted with eventstore.grant_writer('orders_app') alone"
+PGOPTIONS="-c role=orders_app" psql_ -d $db -f examples/orders.sql
+
+echo
+echo "--- Writes go only through the API: the service cannot forge history, the auditor cannot append"
+PGOPTIONS="-c role=orders_app" psql_ -d $db -c "INSERT INTO eventstore.events
+    (stream_id, stream_version, event_id, event_type, recorded_at)
+    VALUES ('order-1001', 9, gen_random_uuid(), 'RefundIssued', '2020-01-01')" 2>&1 | sed 's/^psql:[^ ]* //' || true
+PGOPTIONS="-c role=orders_auditor" psql_ -d $db -c "SELECT eventstore.append_event('order-1001',
+    'RefundIssued', '{}')" 2>&1 | sed 's/^psql:[^ ]* //' || true
+PGOPTIONS="-c role=orders_auditor" psql_ -d $db -At -c "SELECT 'the auditor reads order-1001: '
+    || string_agg(event_type, ', ' ORDER BY stream_version) FROM eventstore.read_stream('order-1001')"
 
 echo
 echo "--- Two clerks act on order-1004 at once, both having read version 2"
-psql_ -d $db -At -c "BEGIN;
+PGOPTIONS="-c role=orders_app" psql_ -d $db -At -c "BEGIN;
     SELECT 'clerk A appended version ' || stream_version FROM eventstore.append_event('order-1004',
         'OrderShipped', '{\"order_id\": \"1004\", \"customer_id\": \"linus\", \"carrier\": \"FedEx\"}',
         expected_version => 2);
     SELECT pg_sleep(1); COMMIT;" &
 clerk_a=$!
 sleep 0.3
-psql_ -d $db -At -c "DO \$\$ BEGIN
+PGOPTIONS="-c role=orders_app" psql_ -d $db -At -c "DO \$\$ BEGIN
     PERFORM eventstore.append_event('order-1004', 'OrderCancelled',
         '{\"order_id\": \"1004\", \"customer_id\": \"linus\", \"reason\": \"too slow\"}', expected_version => 2);
   EXCEPTION WHEN SQLSTATE 'ES001' THEN
