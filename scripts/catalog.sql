@@ -42,6 +42,17 @@ SELECT line FROM (
                        'none')
     FROM acl a
     UNION ALL
+    -- pg_dump dumps the difference between these and the objects' privileges.
+    SELECT 'initial privileges of ' || pg_describe_object(i.classoid, i.objoid, i.objsubid) || ': '
+           || coalesce((SELECT string_agg(CASE WHEN x.grantee = 0 THEN 'PUBLIC'
+                                               ELSE x.grantee::regrole::text END
+                                          || ' ' || x.privilege_type, ', ' ORDER BY 1)
+                        FROM aclexplode(i.initprivs) x), 'none')
+    FROM pg_init_privs i, ext
+    WHERE EXISTS (SELECT FROM pg_depend d
+                  WHERE d.refclassid = 'pg_extension'::regclass AND d.refobjid = ext.oid
+                    AND d.deptype = 'e' AND d.classid = i.classoid AND d.objid = i.objoid)
+    UNION ALL
     SELECT 'relation ' || c.oid::regclass::text || ' kind ' || c.relkind::text
            || ' persistence ' || c.relpersistence::text
     FROM pg_class c WHERE c.relnamespace = 'eventstore'::regnamespace

@@ -16,6 +16,10 @@ work=$(mktemp -d)
 chmod 777 "$work"
 current=$(extension_version)
 
+# An install script's SQL without its comments (cargo-pgrx annotates each function with the
+# Rust source it came from) and blank lines: what must not change once released.
+sql_text() { perl -0pe 's{/\*.*?\*/}{}gs; s{^\s*--.*$}{}mg; s{[ \t]+$}{}mg; s{\n\s*\n}{\n}g' "$1"; }
+
 failures=0 checks=0
 check() {
     checks=$((checks + 1))
@@ -49,7 +53,7 @@ for script in "$REPO_ROOT"/extension/sql/pg_eventstore--*.sql; do
         # Released: the build must still generate exactly what was released.
         installed=$("$PG_CONFIG" --sharedir)/extension/pg_eventstore--$current.sql
         check "the $current install script is the one released" \
-              "$(grep -v '^--' "$installed" | md5sum)" "$(grep -v '^--' "$script" | md5sum)"
+              "$(sql_text "$installed" | md5sum)" "$(sql_text "$script" | md5sum)"
         continue
     fi
     released=$((released + 1))
@@ -104,6 +108,18 @@ SQL
           "ERROR:  permission denied for function append_event"
     check "$from: appends continue the sequence without reusing a position" \
           "$(psql_ -d "$db" -c "SELECT count(DISTINCT global_position) = count(*) FROM eventstore.events")" "t"
+    # A dump of the updated database keeps the roles' grants (they are not the extension's
+    # initial privileges).
+    psql_ -d postgres -c "DROP DATABASE IF EXISTS ${db}_restored" -c "CREATE DATABASE ${db}_restored"
+    "$PG_BIN/pg_dump" -h "$host" -p "$port" -U postgres -Fc -f "$work/$db.dump" "$db"
+    "$PG_BIN/pg_restore" -h "$host" -p "$port" -U postgres -d "${db}_restored" --exit-on-error "$work/$db.dump"
+    check "$from: after a dump and restore of the updated database, the application role still appends" \
+          "$(psql_ -d "${db}_restored" -c "SET ROLE upgrade_app" \
+                -c "SELECT stream_version FROM eventstore.append_event('order-1', 'OrderReturned', '{}')")" "5"
+    check "$from: ... and the read-only role still reads" \
+          "$(psql_ -d "${db}_restored" -c "SET ROLE upgrade_auditor" \
+                -c "SELECT count(*) FROM eventstore.read_stream('order-1')")" "5"
+    psql_ -d postgres -c "DROP DATABASE ${db}_restored"
     psql_ -d "$db" -c "SELECT eventstore.revoke_access('upgrade_app')" \
           -c "SELECT eventstore.revoke_access('upgrade_auditor')" -c "DROP ROLE upgrade_app, upgrade_auditor" >/dev/null
     psql_ -d "$db" -f "$REPO_ROOT/scripts/catalog.sql" >"$work/upgraded.txt"

@@ -237,3 +237,20 @@ END
 $$;
 
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA eventstore FROM PUBLIC;
+
+-- GRANTs and REVOKEs run by an extension script are recorded as the objects' initial privileges
+-- (pg_init_privs), which pg_dump leaves out of a dump. The grants above are the users' roles',
+-- not the extension's: keep as initial only the owner's privileges, as a fresh install records
+-- them (and none for the schema), so that a dump of this database keeps the users' grants.
+UPDATE pg_catalog.pg_init_privs i
+SET initprivs = ARRAY(SELECT a FROM pg_catalog.unnest(i.initprivs) AS a
+                      WHERE (SELECT pg_catalog.bool_and(e.grantee OPERATOR(pg_catalog.=) x.extowner)
+                             FROM pg_catalog.aclexplode(ARRAY[a]) AS e))
+FROM pg_catalog.pg_extension x, pg_catalog.pg_depend d
+WHERE x.extname OPERATOR(pg_catalog.=) 'pg_eventstore'
+  AND d.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_extension'::pg_catalog.regclass
+  AND d.refobjid OPERATOR(pg_catalog.=) x.oid AND d.deptype OPERATOR(pg_catalog.=) 'e'
+  AND d.classid OPERATOR(pg_catalog.=) i.classoid AND d.objid OPERATOR(pg_catalog.=) i.objoid;
+DELETE FROM pg_catalog.pg_init_privs i
+WHERE i.classoid OPERATOR(pg_catalog.=) 'pg_catalog.pg_namespace'::pg_catalog.regclass
+  AND i.objoid OPERATOR(pg_catalog.=) 'eventstore'::pg_catalog.regnamespace;
