@@ -167,7 +167,8 @@ mod tests {
         let slow = json("SELECT eventstore.replay('replay-binary', 'tests.merge_via_sql(jsonb, eventstore.events)')");
         assert_eq!(fast, slow);
         assert_eq!(fast["nested"], json!({"a": {"b": {"c": [1, 2, {"d": -0.000123}]}, "z": 1, "y": 2}, "b": 5.5}));
-        assert_eq!(fast["k70"], json!(87.5));
+        // 70 * 1.25 as numeric keeps its scale: merge's numbers are numeric's own text.
+        assert_eq!(fast["k70"].to_string(), "87.50");
         // Every prefix agrees too (each starts from the text of the previous state).
         for v in 1..=7 {
             let fast = json(&format!("SELECT eventstore.replay('replay-binary', 'eventstore.merge(jsonb, eventstore.events)', until_version => {v})"));
