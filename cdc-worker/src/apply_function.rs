@@ -49,7 +49,9 @@ impl Applier {
 
 /// 64-bit FNV-1a: stable across builds and platforms (the name must not change between runs).
 fn fnv1a64(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+    bytes
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 
 /// The function's schema-qualified, quoted name for a projection and path: a readable part made
@@ -61,7 +63,11 @@ pub fn function_name(projection: &str, applier: Applier) -> String {
         .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
         .take(32)
         .collect();
-    format!("{SCHEMA}.\"{}_{readable}_{:012x}\"", applier.prefix(), fnv1a64(projection.as_bytes()) >> 16)
+    format!(
+        "{SCHEMA}.\"{}_{readable}_{:012x}\"",
+        applier.prefix(),
+        fnv1a64(projection.as_bytes()) >> 16
+    )
 }
 
 /// One piece of SQL text between top-level semicolons.
@@ -118,7 +124,10 @@ fn split(sql: &str, standard_conforming_strings: bool) -> Option<Vec<Piece>> {
             b';' => {
                 piece.range.end = i;
                 i += 1;
-                pieces.push(std::mem::replace(&mut piece, Piece { range: i..i, first_word: None, significant: false }));
+                pieces.push(std::mem::replace(
+                    &mut piece,
+                    Piece { range: i..i, first_word: None, significant: false },
+                ));
                 continue;
             }
             c if c.is_ascii_whitespace() => {
@@ -155,7 +164,8 @@ fn split(sql: &str, standard_conforming_strings: bool) -> Option<Vec<Piece>> {
             b'"' => i = skip_quoted(b, i, b'"', false)?,
             b'$' => {
                 // $tag$...$tag$ (tag empty or an identifier without '$'), otherwise a parameter.
-                let tag_len = b[i + 1..].iter().take_while(|&&c| is_ident_cont(c) && c != b'$').count();
+                let tag_len =
+                    b[i + 1..].iter().take_while(|&&c| is_ident_cont(c) && c != b'$').count();
                 let tag_ok = tag_len == 0 || is_ident_start(b[i + 1]);
                 if tag_ok && b.get(i + 1 + tag_len) == Some(&b'$') {
                     let tag = &b[i..i + tag_len + 2];
@@ -190,7 +200,11 @@ fn split(sql: &str, standard_conforming_strings: bool) -> Option<Vec<Piece>> {
 /// The statement a handler's SQL holds, without trailing semicolons and comments after them,
 /// when it is one data-modifying statement the apply function can run; `None` otherwise.
 /// `returns_rows` comes from the prepared statement (a SELECT, or DML with RETURNING).
-pub fn compilable(sql: &str, returns_rows: bool, standard_conforming_strings: bool) -> Option<&str> {
+pub fn compilable(
+    sql: &str,
+    returns_rows: bool,
+    standard_conforming_strings: bool,
+) -> Option<&str> {
     if returns_rows {
         return None;
     }
@@ -294,12 +308,22 @@ mod tests {
     fn takes_plain_dml_and_strips_trailing_semicolons() {
         let c = |sql| compilable(sql, false, true);
         assert_eq!(c("INSERT INTO t VALUES ($1)"), Some("INSERT INTO t VALUES ($1)"));
-        assert_eq!(c("  update t set a = $1->>'a';  ; -- done\n"), Some("  update t set a = $1->>'a'"));
-        assert_eq!(c("-- lead\n/* block /* nested */ ; */ DELETE FROM t WHERE k = $1->>'k' -- tail"),
-            Some("-- lead\n/* block /* nested */ ; */ DELETE FROM t WHERE k = $1->>'k' -- tail"));
-        assert_eq!(c("WITH x AS (SELECT 1) INSERT INTO t SELECT $1 FROM x;"), Some("WITH x AS (SELECT 1) INSERT INTO t SELECT $1 FROM x"));
-        assert_eq!(c("MERGE INTO t USING (SELECT $1 AS e) s ON false WHEN NOT MATCHED THEN DO NOTHING"),
-            Some("MERGE INTO t USING (SELECT $1 AS e) s ON false WHEN NOT MATCHED THEN DO NOTHING"));
+        assert_eq!(
+            c("  update t set a = $1->>'a';  ; -- done\n"),
+            Some("  update t set a = $1->>'a'")
+        );
+        assert_eq!(
+            c("-- lead\n/* block /* nested */ ; */ DELETE FROM t WHERE k = $1->>'k' -- tail"),
+            Some("-- lead\n/* block /* nested */ ; */ DELETE FROM t WHERE k = $1->>'k' -- tail")
+        );
+        assert_eq!(
+            c("WITH x AS (SELECT 1) INSERT INTO t SELECT $1 FROM x;"),
+            Some("WITH x AS (SELECT 1) INSERT INTO t SELECT $1 FROM x")
+        );
+        assert_eq!(
+            c("MERGE INTO t USING (SELECT $1 AS e) s ON false WHEN NOT MATCHED THEN DO NOTHING"),
+            Some("MERGE INTO t USING (SELECT $1 AS e) s ON false WHEN NOT MATCHED THEN DO NOTHING")
+        );
     }
 
     #[test]
@@ -334,17 +358,28 @@ mod tests {
 
     #[test]
     fn function_text_keeps_handlers_verbatim_under_a_fresh_tag() {
-        let h = ["INSERT INTO t VALUES ($1) -- c", "UPDATE t SET s = $es_apply$x$es_apply$ WHERE k = $1->>'k'"];
+        let h = [
+            "INSERT INTO t VALUES ($1) -- c",
+            "UPDATE t SET s = $es_apply$x$es_apply$ WHERE k = $1->>'k'",
+        ];
         let name = function_name("p", Applier::Build);
         let sql = create_function("p", Applier::Build, &h);
         assert!(sql.starts_with(&format!("CREATE OR REPLACE FUNCTION {name}(_es_envelope jsonb,")));
         assert!(sql.contains("AS $es_apply1$\n"), "{sql}");
         assert!(sql.contains("END\n$es_apply1$;\n"), "{sql}");
-        assert!(sql.ends_with(&format!("REVOKE ALL ON FUNCTION {name}(jsonb, integer[], jsonb[]) FROM PUBLIC")), "{sql}");
+        assert!(
+            sql.ends_with(&format!(
+                "REVOKE ALL ON FUNCTION {name}(jsonb, integer[], jsonb[]) FROM PUBLIC"
+            )),
+            "{sql}"
+        );
         assert!(sql.contains("WHEN 0 THEN\nINSERT INTO t VALUES ($1) -- c\n;\n"), "{sql}");
         assert!(sql.contains(&format!("WHEN 1 THEN\n{}\n;\n", h[1])), "{sql}");
         assert_eq!(call("p", Applier::Build), format!("SELECT {name}(NULL, $1, $2)"));
-        assert_eq!(drop_function("p", Applier::Build), format!("DROP FUNCTION IF EXISTS {name}(jsonb, integer[], jsonb[])"));
+        assert_eq!(
+            drop_function("p", Applier::Build),
+            format!("DROP FUNCTION IF EXISTS {name}(jsonb, integer[], jsonb[])")
+        );
         let live = |p| function_name(p, Applier::Live);
         assert_eq!(
             call_together(&["p", "q"], Applier::Live),

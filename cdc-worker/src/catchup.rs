@@ -14,11 +14,11 @@ use tracing::{debug, info, warn};
 
 use crate::apply_function::{self, Applier};
 use crate::config::Config;
+use crate::connect::connect_sql;
 use crate::coordination;
 use crate::lsn::Lsn;
 use crate::projection::{Role, Target};
 use crate::source_map;
-use crate::connect::connect_sql;
 
 /// Source transactions read from the map per target transaction.
 pub const CHUNK: i64 = 2000;
@@ -36,7 +36,10 @@ pub async fn run(config: &Config, name: &str, stop: &CancellationToken) -> anyho
 async fn catch_up(config: &Config, name: &str) -> anyhow::Result<()> {
     let control = connect_sql(config.target_internal(), "target", "catch-up").await?;
     let owned: bool = control
-        .query_one("SELECT pg_catalog.pg_try_advisory_lock($1::pg_catalog.int8)", &[&coordination::owner_lock(name)])
+        .query_one(
+            "SELECT pg_catalog.pg_try_advisory_lock($1::pg_catalog.int8)",
+            &[&coordination::owner_lock(name)],
+        )
         .await?
         .get(0);
     if !owned {
@@ -51,10 +54,19 @@ async fn catch_up(config: &Config, name: &str) -> anyhow::Result<()> {
     result
 }
 
-async fn resume(config: &Config, name: &str, control: &tokio_postgres::Client) -> anyhow::Result<()> {
+async fn resume(
+    config: &Config,
+    name: &str,
+    control: &tokio_postgres::Client,
+) -> anyhow::Result<()> {
     let source = connect_sql(&config.source, "source", "catch-up").await?;
     source.batch_execute(source_map::EVENT_SESSION).await?;
-    let opened = Target::open(connect_sql(config.target_config(), "target", "catch-up").await?, config, Role::CatchUp(name.into())).await;
+    let opened = Target::open(
+        connect_sql(config.target_config(), "target", "catch-up").await?,
+        config,
+        Role::CatchUp(name.into()),
+    )
+    .await;
     let mut target = match opened {
         Ok(t) => t,
         Err(e) if e.is_fatal() => {
@@ -80,7 +92,10 @@ async fn resume(config: &Config, name: &str, control: &tokio_postgres::Client) -
         anyhow::bail!("projection {name:?} has no checkpoint to resume from");
     };
     let horizon = source_map::horizon(control).await?.unwrap_or_default();
-    anyhow::ensure!(at >= horizon, "projection {name:?} is at {at}, before the commit-order map starts ({horizon})");
+    anyhow::ensure!(
+        at >= horizon,
+        "projection {name:?} is at {at}, before the commit-order map starts ({horizon})"
+    );
 
     let started = at;
     let mut transactions = 0usize;

@@ -6,9 +6,9 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::connect::connect_sql;
 use crate::coordination;
 use crate::rebuild::{self, Mode, Outcome};
-use crate::connect::connect_sql;
 
 pub async fn rebuild(config: Config, name: &str) -> anyhow::Result<ExitCode> {
     let stop = CancellationToken::new();
@@ -41,7 +41,8 @@ pub async fn retry(config: Config, name: &str) -> anyhow::Result<ExitCode> {
         .query_one("SELECT to_regclass('eventstore_worker.projections') IS NOT NULL", &[])
         .await?
         .get(0);
-    let rows = if known { coordination::projection_rows(&client, &[name]).await? } else { Vec::new() };
+    let rows =
+        if known { coordination::projection_rows(&client, &[name]).await? } else { Vec::new() };
     let Some(row) = rows.into_iter().next() else {
         eprintln!("{name}: the worker has not started this projection yet; nothing to retry");
         return Ok(ExitCode::FAILURE);
@@ -68,7 +69,8 @@ pub async fn retry(config: Config, name: &str) -> anyhow::Result<ExitCode> {
         println!("{name}: no longer failed; nothing to retry");
         return Ok(ExitCode::SUCCESS);
     }
-    let at = row.checkpoint.map(|c| format!("checkpoint {c}")).unwrap_or_else(|| "the beginning".into());
+    let at =
+        row.checkpoint.map(|c| format!("checkpoint {c}")).unwrap_or_else(|| "the beginning".into());
     println!(
         "{name}: resuming from {at} through eventstore.events; a running worker picks it up within seconds, \
          otherwise its next start does"

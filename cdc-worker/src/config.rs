@@ -185,11 +185,14 @@ pub struct Projection {
 
 impl Config {
     pub fn load(file: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read { file: file.into(), source })?;
+        let text = std::fs::read_to_string(file)
+            .map_err(|source| ConfigError::Read { file: file.into(), source })?;
         let mut config = Config::parse(file, &text)?;
         // A root certificate that cannot be read is a configuration error, not a reason to
         // retry connecting forever.
-        for (section, endpoint) in [("source", Some(&config.source)), ("target", config.target.as_ref())] {
+        for (section, endpoint) in
+            [("source", Some(&config.source)), ("target", config.target.as_ref())]
+        {
             if let Some(e) = endpoint {
                 e.tls.client_config().map_err(|message| ConfigError::Invalid {
                     file: file.into(),
@@ -200,7 +203,8 @@ impl Config {
         }
         // Like libpq: a password not in the connection string may come from PGPASSWORD.
         if let Ok(password) = std::env::var("PGPASSWORD") {
-            let endpoints = [&mut config.source, &mut config.target_handlers, &mut config.target_internal];
+            let endpoints =
+                [&mut config.source, &mut config.target_handlers, &mut config.target_internal];
             for c in endpoints.into_iter().chain(config.target.as_mut()) {
                 if c.pg.get_password().is_none() {
                     c.pg.password(password.as_str());
@@ -211,28 +215,32 @@ impl Config {
     }
 
     pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
-        let raw: RawConfig =
-            toml::from_str(text).map_err(|e| ConfigError::Syntax { file: file.into(), message: e.to_string() })?;
-        let invalid = |key: String, message: String| ConfigError::Invalid { file: file.into(), key, message };
+        let raw: RawConfig = toml::from_str(text)
+            .map_err(|e| ConfigError::Syntax { file: file.into(), message: e.to_string() })?;
+        let invalid =
+            |key: String, message: String| ConfigError::Invalid { file: file.into(), key, message };
 
         // The DSN's own sslmode/sslrootcert, unless the keys beside it say otherwise.
-        let endpoint = |section: &str, dsn: &str, sslmode: &Option<String>, sslrootcert: &Option<PathBuf>| {
-            let key = format!("{section}.dsn");
-            let split = crate::tls::split_dsn(dsn).map_err(|e| invalid(key.clone(), format!("invalid connection string: {e}")))?;
-            let pg = tokio_postgres::Config::from_str(&split.rest)
-                .map_err(|e| invalid(key.clone(), format!("invalid connection string: {e}")))?;
-            let (mode_key, mode) = match sslmode {
-                Some(m) => (format!("{section}.sslmode"), Some(m.clone())),
-                None => (key.clone(), split.sslmode),
+        let endpoint =
+            |section: &str, dsn: &str, sslmode: &Option<String>, sslrootcert: &Option<PathBuf>| {
+                let key = format!("{section}.dsn");
+                let split = crate::tls::split_dsn(dsn)
+                    .map_err(|e| invalid(key.clone(), format!("invalid connection string: {e}")))?;
+                let pg = tokio_postgres::Config::from_str(&split.rest)
+                    .map_err(|e| invalid(key.clone(), format!("invalid connection string: {e}")))?;
+                let (mode_key, mode) = match sslmode {
+                    Some(m) => (format!("{section}.sslmode"), Some(m.clone())),
+                    None => (key.clone(), split.sslmode),
+                };
+                let mode = match mode {
+                    Some(m) => m.parse::<SslMode>().map_err(|e| invalid(mode_key, e))?,
+                    None => SslMode::default(),
+                };
+                let root_cert = sslrootcert.clone().or(split.sslrootcert.map(PathBuf::from));
+                Ok::<_, ConfigError>(Endpoint { pg, tls: TlsSettings { mode, root_cert } })
             };
-            let mode = match mode {
-                Some(m) => m.parse::<SslMode>().map_err(|e| invalid(mode_key, e))?,
-                None => SslMode::default(),
-            };
-            let root_cert = sslrootcert.clone().or(split.sslrootcert.map(PathBuf::from));
-            Ok::<_, ConfigError>(Endpoint { pg, tls: TlsSettings { mode, root_cert } })
-        };
-        let source = endpoint("source", &raw.source.dsn, &raw.source.sslmode, &raw.source.sslrootcert)?;
+        let source =
+            endpoint("source", &raw.source.dsn, &raw.source.sslmode, &raw.source.sslrootcert)?;
         let target = match &raw.target {
             Some(RawTarget { dsn: Some(dsn), sslmode, sslrootcert, .. }) => Some(endpoint("target", dsn, sslmode, sslrootcert)?),
             Some(RawTarget { dsn: None, sslmode: Some(_), .. } | RawTarget { dsn: None, sslrootcert: Some(_), .. }) => {
@@ -243,16 +251,29 @@ impl Config {
             }
             _ => None,
         };
-        let search_path = raw.target.as_ref().and_then(|t| t.search_path.clone()).unwrap_or_else(|| DEFAULT_SEARCH_PATH.into());
-        let target_handlers = target.as_ref().unwrap_or(&source).with_search_path(&handler_search_path(&search_path));
-        let target_internal = target.as_ref().unwrap_or(&source).with_search_path(INTERNAL_SEARCH_PATH);
+        let search_path = raw
+            .target
+            .as_ref()
+            .and_then(|t| t.search_path.clone())
+            .unwrap_or_else(|| DEFAULT_SEARCH_PATH.into());
+        let target_handlers =
+            target.as_ref().unwrap_or(&source).with_search_path(&handler_search_path(&search_path));
+        let target_internal =
+            target.as_ref().unwrap_or(&source).with_search_path(INTERNAL_SEARCH_PATH);
         let source = source.with_search_path(INTERNAL_SEARCH_PATH);
-        for (key, value) in [("source.slot", &raw.source.slot), ("source.publication", &raw.source.publication)] {
+        for (key, value) in
+            [("source.slot", &raw.source.slot), ("source.publication", &raw.source.publication)]
+        {
             if value.is_empty() || value.len() > 63 {
                 return Err(invalid(key.into(), "must be 1 to 63 characters".into()));
             }
         }
-        if !raw.source.slot.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') {
+        if !raw
+            .source
+            .slot
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        {
             return Err(invalid(
                 "source.slot".into(),
                 "replication slot names may contain only lower case letters, digits and underscores".into(),
@@ -260,13 +281,19 @@ impl Config {
         }
         let b = &raw.batch;
         if b.max_transactions == 0 || b.max_events == 0 || b.max_bytes == 0 {
-            return Err(invalid("batch".into(), "max_transactions, max_events and max_bytes must be positive".into()));
+            return Err(invalid(
+                "batch".into(),
+                "max_transactions, max_events and max_bytes must be positive".into(),
+            ));
         }
         if raw.stream.max_queued_bytes == 0 {
             return Err(invalid("stream.max_queued_bytes".into(), "must be positive".into()));
         }
         if raw.projections.is_empty() {
-            return Err(invalid("projection".into(), "at least one [[projection]] is required".into()));
+            return Err(invalid(
+                "projection".into(),
+                "at least one [[projection]] is required".into(),
+            ));
         }
 
         let mut seen = HashSet::new();
@@ -286,11 +313,17 @@ impl Config {
                 return Err(invalid(at("name"), "is used by more than one projection".into()));
             }
             if p.handlers.is_empty() {
-                return Err(invalid(at("handlers"), "at least one handler (event_type = \"SQL\") is required".into()));
+                return Err(invalid(
+                    at("handlers"),
+                    "at least one handler (event_type = \"SQL\") is required".into(),
+                ));
             }
             for (event_type, sql) in &p.handlers {
                 if sql.trim().is_empty() {
-                    return Err(invalid(at(&format!("handlers.{event_type}")), "SQL must not be empty".into()));
+                    return Err(invalid(
+                        at(&format!("handlers.{event_type}")),
+                        "SQL must not be empty".into(),
+                    ));
                 }
                 // A handler need not read the envelope (`UPDATE stats SET n = n + 1`): it is
                 // still run with it bound as $1, prepared as jsonb (see projection::prepare).
@@ -366,7 +399,10 @@ mod tests {
         assert_eq!(c.source.pg.get_dbname(), Some("app"));
         assert_eq!(c.source.tls, TlsSettings::default());
         assert_eq!(c.source.pg.get_options(), Some("-c search_path=pg_catalog,\\ pg_temp"));
-        assert_eq!(c.target_config().pg.get_options(), Some("-c search_path=\"$user\",\\ public,\\ pg_temp"));
+        assert_eq!(
+            c.target_config().pg.get_options(),
+            Some("-c search_path=\"$user\",\\ public,\\ pg_temp")
+        );
         assert_eq!(c.target_internal().pg.get_options(), c.source.pg.get_options());
     }
 
@@ -384,32 +420,63 @@ mod tests {
 
     #[test]
     fn tls_settings_come_from_the_dsn_or_beside_it() {
-        let with = |source: &str| parse(&GOOD.replace("[source]\n", &format!("[source]\n{source}\n")).replacen(
-            "dsn = \"host=localhost port=5432 dbname=app user=worker\"\n", "", 1));
-        let c = with("dsn = \"host=db dbname=app sslmode=verify-full sslrootcert=/etc/ca.pem\"").unwrap();
-        assert_eq!(c.source.tls, TlsSettings { mode: SslMode::VerifyFull, root_cert: Some("/etc/ca.pem".into()) });
+        let with = |source: &str| {
+            parse(&GOOD.replace("[source]\n", &format!("[source]\n{source}\n")).replacen(
+                "dsn = \"host=localhost port=5432 dbname=app user=worker\"\n",
+                "",
+                1,
+            ))
+        };
+        let c = with("dsn = \"host=db dbname=app sslmode=verify-full sslrootcert=/etc/ca.pem\"")
+            .unwrap();
+        assert_eq!(
+            c.source.tls,
+            TlsSettings { mode: SslMode::VerifyFull, root_cert: Some("/etc/ca.pem".into()) }
+        );
         assert_eq!(c.target_config().tls, c.source.tls, "no [target]: the source's settings");
         let c = with("dsn = \"postgres://w@db/app?sslmode=require\"\nsslmode = \"verify-ca\"\nsslrootcert = \"/ca.pem\"").unwrap();
-        assert_eq!(c.source.tls, TlsSettings { mode: SslMode::VerifyCa, root_cert: Some("/ca.pem".into()) }, "the key beside the dsn wins");
+        assert_eq!(
+            c.source.tls,
+            TlsSettings { mode: SslMode::VerifyCa, root_cert: Some("/ca.pem".into()) },
+            "the key beside the dsn wins"
+        );
         assert_eq!(c.source.pg.get_dbname(), Some("app"));
         let e = with("dsn = \"host=db sslmode=sometimes\"").unwrap_err().to_string();
         assert!(e.starts_with("worker.toml: source.dsn: unknown sslmode \"sometimes\""), "{e}");
         let e = with("dsn = \"host=db\"\nsslmode = \"always\"").unwrap_err().to_string();
         assert!(e.starts_with("worker.toml: source.sslmode: unknown sslmode"), "{e}");
-        let target = GOOD.replace("[[projection]]", "[target]\ndsn = \"host=rm sslmode=disable\"\n[[projection]]");
+        let target = GOOD.replace(
+            "[[projection]]",
+            "[target]\ndsn = \"host=rm sslmode=disable\"\n[[projection]]",
+        );
         assert_eq!(parse(&target).unwrap().target_config().tls.mode, SslMode::Disable);
-        let e = parse(&GOOD.replace("[[projection]]", "[target]\nsslmode = \"require\"\n[[projection]]")).unwrap_err().to_string();
+        let e = parse(
+            &GOOD.replace("[[projection]]", "[target]\nsslmode = \"require\"\n[[projection]]"),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("target: sslmode and sslrootcert need a target dsn"), "{e}");
     }
 
     #[test]
     fn an_unreadable_root_certificate_fails_the_load() {
-        let dir = std::env::temp_dir().join(format!("eventstore-worker-config-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("eventstore-worker-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("worker.toml");
-        std::fs::write(&file, GOOD.replace("user=worker", "user=worker sslmode=verify-full sslrootcert=/nonexistent/ca.pem")).unwrap();
+        std::fs::write(
+            &file,
+            GOOD.replace(
+                "user=worker",
+                "user=worker sslmode=verify-full sslrootcert=/nonexistent/ca.pem",
+            ),
+        )
+        .unwrap();
         let e = Config::load(&file).unwrap_err().to_string();
-        assert!(e.contains("worker.toml: source.sslrootcert: sslrootcert /nonexistent/ca.pem:"), "{e}");
+        assert!(
+            e.contains("worker.toml: source.sslrootcert: sslrootcert /nonexistent/ca.pem:"),
+            "{e}"
+        );
         std::fs::write(&file, GOOD).unwrap();
         assert!(Config::load(&file).is_ok(), "prefer reads no file");
         let _ = std::fs::remove_dir_all(&dir);
@@ -417,9 +484,17 @@ mod tests {
 
     #[test]
     fn handlers_resolve_names_through_the_configured_search_path() {
-        let c = parse(&GOOD.replace("[[projection]]", "[target]\nsearch_path = \"readmodels\"\n[[projection]]")).unwrap();
+        let c =
+            parse(&GOOD.replace(
+                "[[projection]]",
+                "[target]\nsearch_path = \"readmodels\"\n[[projection]]",
+            ))
+            .unwrap();
         assert!(c.target.is_none(), "a target without dsn is the source database");
-        assert_eq!(c.target_config().pg.get_options(), Some("-c search_path=readmodels,\\ pg_temp"));
+        assert_eq!(
+            c.target_config().pg.get_options(),
+            Some("-c search_path=readmodels,\\ pg_temp")
+        );
         assert_eq!(c.target_config().pg.get_dbname(), Some("app"));
     }
 
@@ -430,7 +505,10 @@ mod tests {
     #[test]
     fn a_handler_need_not_use_the_envelope() {
         let c = parse(&GOOD.replace("($1->'data'->>'order_id')", "('x')")).unwrap();
-        assert_eq!(c.projections[0].handlers["OrderPlaced"], "INSERT INTO order_summary VALUES ('x')");
+        assert_eq!(
+            c.projections[0].handlers["OrderPlaced"],
+            "INSERT INTO order_summary VALUES ('x')"
+        );
     }
 
     #[test]
@@ -439,9 +517,15 @@ mod tests {
             err(&GOOD.replace("($1->'data'->>'order_id')", "").replace("INSERT INTO order_summary VALUES ", " ")),
             "worker.toml: projection \"order_summary\": handlers.OrderPlaced: SQL must not be empty"
         );
-        assert!(err(&GOOD.replace("name = \"order_summary\"", "name = \"\"")).starts_with("worker.toml: projection[0].name"));
-        let unknown = err(&GOOD.replace("[projection.handlers]", "on_unknown = \"explode\"\n[projection.handlers]"));
-        assert!(unknown.starts_with("worker.toml:") && unknown.contains("on_unknown") || unknown.contains("explode"), "{unknown}");
+        assert!(err(&GOOD.replace("name = \"order_summary\"", "name = \"\""))
+            .starts_with("worker.toml: projection[0].name"));
+        let unknown = err(&GOOD
+            .replace("[projection.handlers]", "on_unknown = \"explode\"\n[projection.handlers]"));
+        assert!(
+            unknown.starts_with("worker.toml:") && unknown.contains("on_unknown")
+                || unknown.contains("explode"),
+            "{unknown}"
+        );
         let typo = err(&GOOD.replace("setup =", "setpu ="));
         assert!(typo.contains("setpu"), "{typo}");
         assert_eq!(
@@ -451,24 +535,43 @@ mod tests {
                 .replace("invalid configuration: unknown option `bogus`", &tokio_postgres::Config::from_str("bogus=1").unwrap_err().to_string())
         );
         let dup = format!("{GOOD}\n[[projection]]\nname = \"order_summary\"\n[projection.handlers]\nX = \"SELECT $1\"");
-        assert_eq!(err(&dup), "worker.toml: projection \"order_summary\": name: is used by more than one projection");
+        assert_eq!(
+            err(&dup),
+            "worker.toml: projection \"order_summary\": name: is used by more than one projection"
+        );
         assert!(err("[source]\ndsn = \"host=x\"").contains("at least one [[projection]]"));
-        assert!(err(&GOOD.replace("[source]", "[source]\nslot = \"Bad-Name\"")).contains("source.slot"));
-        assert!(err(&GOOD.replace("[projection.handlers]", "version = \" \"\n[projection.handlers]")).contains("version"));
+        assert!(
+            err(&GOOD.replace("[source]", "[source]\nslot = \"Bad-Name\"")).contains("source.slot")
+        );
+        assert!(err(
+            &GOOD.replace("[projection.handlers]", "version = \" \"\n[projection.handlers]")
+        )
+        .contains("version"));
         assert_eq!(
             err(&GOOD.replace("[[projection]]", "[stream]\nmax_queued_bytes = 0\n[[projection]]")),
             "worker.toml: stream.max_queued_bytes: must be positive"
         );
-        let bound = parse(&GOOD.replace("[[projection]]", "[stream]\nmax_queued_bytes = 1048576\n[[projection]]")).unwrap();
+        let bound = parse(
+            &GOOD.replace("[[projection]]", "[stream]\nmax_queued_bytes = 1048576\n[[projection]]"),
+        )
+        .unwrap();
         assert_eq!(bound.stream.max_queued_bytes, 1 << 20);
     }
 
     #[test]
     fn version_is_a_string_or_an_integer() {
         assert_eq!(parse(GOOD).unwrap().projections[0].version, None);
-        let v = |text: &str| parse(&GOOD.replace("[projection.handlers]", &format!("version = {text}\n[projection.handlers]")));
+        let v = |text: &str| {
+            parse(&GOOD.replace(
+                "[projection.handlers]",
+                &format!("version = {text}\n[projection.handlers]"),
+            ))
+        };
         assert_eq!(v("3").unwrap().projections[0].version.as_deref(), Some("3"));
-        assert_eq!(v("\"2024-05-01\"").unwrap().projections[0].version.as_deref(), Some("2024-05-01"));
+        assert_eq!(
+            v("\"2024-05-01\"").unwrap().projections[0].version.as_deref(),
+            Some("2024-05-01")
+        );
         assert!(v("1.5").is_err());
     }
 }

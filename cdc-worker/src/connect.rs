@@ -67,7 +67,11 @@ impl Endpoint {
     pub fn named(&self, task: &str) -> Endpoint {
         let mut e = self.clone();
         if e.pg.get_application_name().is_none() {
-            e.pg.application_name(if task.is_empty() { "eventstore-worker".to_owned() } else { format!("eventstore-worker {task}") });
+            e.pg.application_name(if task.is_empty() {
+                "eventstore-worker".to_owned()
+            } else {
+                format!("eventstore-worker {task}")
+            });
         }
         e
     }
@@ -75,14 +79,20 @@ impl Endpoint {
 
 /// Connects to the source or target database (`what`) for one of the worker's tasks (see
 /// [`Endpoint::named`]), with TLS as configured.
-pub async fn connect_sql(endpoint: &Endpoint, what: &'static str, task: &str) -> anyhow::Result<Client> {
+pub async fn connect_sql(
+    endpoint: &Endpoint,
+    what: &'static str,
+    task: &str,
+) -> anyhow::Result<Client> {
     let Endpoint { mut pg, tls } = endpoint.named(task);
     let context = || format!("connecting to the {what} database (sslmode={})", tls.mode.as_str());
     let client_config = tls.client_config().map_err(anyhow::Error::msg).with_context(context)?;
     pg.ssl_mode(match tls.mode {
         SslMode::Disable => tokio_postgres::config::SslMode::Disable,
         SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
-        SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => tokio_postgres::config::SslMode::Require,
+        SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => {
+            tokio_postgres::config::SslMode::Require
+        }
     });
     let client = match client_config {
         None => {
@@ -117,7 +127,10 @@ mod tests {
 
     #[test]
     fn search_path_is_pinned_in_startup_options() {
-        assert_eq!(pinned_options(None, INTERNAL_SEARCH_PATH), "-c search_path=pg_catalog,\\ pg_temp");
+        assert_eq!(
+            pinned_options(None, INTERNAL_SEARCH_PATH),
+            "-c search_path=pg_catalog,\\ pg_temp"
+        );
         assert_eq!(
             pinned_options(Some("-c statement_timeout=5s"), "pg_catalog, \"my schema\""),
             "-c statement_timeout=5s -c search_path=pg_catalog,\\ \"my\\ schema\""
@@ -131,8 +144,14 @@ mod tests {
         let e = Endpoint { pg: "host=x".parse().unwrap(), tls: TlsSettings::default() };
         assert_eq!(e.named("").pg.get_application_name(), Some("eventstore-worker"));
         assert_eq!(e.named("build").pg.get_application_name(), Some("eventstore-worker build"));
-        let mine = Endpoint { pg: "host=x application_name=mine".parse().unwrap(), tls: TlsSettings::default() };
+        let mine = Endpoint {
+            pg: "host=x application_name=mine".parse().unwrap(),
+            tls: TlsSettings::default(),
+        };
         assert_eq!(mine.named("build").pg.get_application_name(), Some("mine"));
-        assert_eq!(e.with_search_path("pg_catalog").pg.get_options(), Some("-c search_path=pg_catalog"));
+        assert_eq!(
+            e.with_search_path("pg_catalog").pg.get_options(),
+            Some("-c search_path=pg_catalog")
+        );
     }
 }

@@ -73,11 +73,17 @@ fn projection_row(r: &Row) -> ProjectionRow {
     ProjectionRow { name: r.get(0), status: r.get(1), checkpoint: lsn(r.get(2)), version: r.get(3) }
 }
 
-pub async fn projection_rows(client: &Client, names: &[&str]) -> Result<Vec<ProjectionRow>, tokio_postgres::Error> {
+pub async fn projection_rows(
+    client: &Client,
+    names: &[&str],
+) -> Result<Vec<ProjectionRow>, tokio_postgres::Error> {
     Ok(client.query(PROJECTION_ROWS, &[&names]).await?.iter().map(projection_row).collect())
 }
 
-pub async fn rebuild_rows(client: &Client, name: &str) -> Result<Vec<ProjectionRow>, tokio_postgres::Error> {
+pub async fn rebuild_rows(
+    client: &Client,
+    name: &str,
+) -> Result<Vec<ProjectionRow>, tokio_postgres::Error> {
     let rows = client
         .query(
             "SELECT name, status, checkpoint_lsn::text, version FROM eventstore_worker.rebuilds WHERE name = $1",
@@ -150,12 +156,20 @@ pub fn current_definition(file: &Path, name: &str) -> Option<Projection> {
 /// Runs a projection's setup and prepares its handlers in a scratch schema (first in the
 /// `search_path`), then rolls everything back: the configuration is checked without touching
 /// the projection's tables, which may be about to be rebuilt with a different shape.
-pub async fn check_in_scratch_schema(client: &Client, p: &Projection, file: &str) -> Result<(), SetupError> {
+pub async fn check_in_scratch_schema(
+    client: &Client,
+    p: &Projection,
+    file: &str,
+) -> Result<(), SetupError> {
     let path: String = client.query_one("SHOW search_path", &[]).await?.get(0);
     let scratch = scratch_schema(&p.name);
     client.batch_execute("BEGIN").await?;
     let result = async {
-        client.batch_execute(&format!("CREATE SCHEMA {scratch}; SET LOCAL search_path TO {scratch}, {path}")).await?;
+        client
+            .batch_execute(&format!(
+                "CREATE SCHEMA {scratch}; SET LOCAL search_path TO {scratch}, {path}"
+            ))
+            .await?;
         if let Some(setup) = &p.setup {
             client.batch_execute(setup).await.map_err(|e| setup_error(file, p, "setup", e))?;
         }

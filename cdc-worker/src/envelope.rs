@@ -28,24 +28,34 @@ pub enum EnvelopeError {
     Arity { values: usize, columns: usize },
 }
 
-fn text<'a>(rel: &Relation, values: &'a [Column], name: &'static str) -> Result<Option<&'a str>, EnvelopeError> {
-    let idx = rel
-        .columns
-        .iter()
-        .position(|c| c.name == name)
-        .ok_or_else(|| EnvelopeError::MissingColumn(name, rel.columns.iter().map(|c| c.name.clone()).collect()))?;
+fn text<'a>(
+    rel: &Relation,
+    values: &'a [Column],
+    name: &'static str,
+) -> Result<Option<&'a str>, EnvelopeError> {
+    let idx = rel.columns.iter().position(|c| c.name == name).ok_or_else(|| {
+        EnvelopeError::MissingColumn(name, rel.columns.iter().map(|c| c.name.clone()).collect())
+    })?;
     match values.get(idx) {
         Some(Column::Null) => Ok(None),
         Some(Column::Text(bytes)) => std::str::from_utf8(bytes)
             .map(Some)
             .map_err(|_| EnvelopeError::BadValue { column: name, problem: "not valid UTF-8" }),
-        Some(Column::Binary(_)) => Err(EnvelopeError::BadValue { column: name, problem: "in binary format" }),
-        Some(Column::UnchangedToast) => Err(EnvelopeError::BadValue { column: name, problem: "an unchanged TOAST value" }),
+        Some(Column::Binary(_)) => {
+            Err(EnvelopeError::BadValue { column: name, problem: "in binary format" })
+        }
+        Some(Column::UnchangedToast) => {
+            Err(EnvelopeError::BadValue { column: name, problem: "an unchanged TOAST value" })
+        }
         None => Err(EnvelopeError::Arity { values: values.len(), columns: rel.columns.len() }),
     }
 }
 
-fn required<'a>(rel: &Relation, values: &'a [Column], name: &'static str) -> Result<&'a str, EnvelopeError> {
+fn required<'a>(
+    rel: &Relation,
+    values: &'a [Column],
+    name: &'static str,
+) -> Result<&'a str, EnvelopeError> {
     text(rel, values, name)?.ok_or(EnvelopeError::BadValue { column: name, problem: "NULL" })
 }
 
@@ -118,7 +128,11 @@ pub fn build(c: &Columns<'_>) -> Event {
         None => e.push_str("null"),
     }
     // Writing to a String cannot fail.
-    let _ = write!(e, ",\"stream_version\":{},\"global_position\":{}", c.stream_version, c.global_position);
+    let _ = write!(
+        e,
+        ",\"stream_version\":{},\"global_position\":{}",
+        c.stream_version, c.global_position
+    );
     e.push('}');
     Event { event_type: c.event_type.to_owned(), global_position: c.global_position, envelope: e }
 }
@@ -144,8 +158,15 @@ mod tests {
     fn builds_envelope_by_column_name() {
         // Deliberately not in table order.
         let rel = events_relation(&[
-            "event_type", "global_position", "stream_id", "stream_version", "event_id", "data", "metadata",
-            "recorded_at", "transaction_id",
+            "event_type",
+            "global_position",
+            "stream_id",
+            "stream_version",
+            "event_id",
+            "data",
+            "metadata",
+            "recorded_at",
+            "transaction_id",
         ]);
         let values = vec![
             t("OrderPlaced"),
@@ -186,9 +207,20 @@ mod tests {
             metadata: Some("{}"),
             recorded_at: None,
         });
-        let keys = ["stream_id", "stream_version", "global_position", "event_id", "type", "data", "metadata", "recorded_at"];
-        let mut found: Vec<(usize, &str)> =
-            keys.iter().map(|k| (ev.envelope.find(&format!("\"{k}\":")).expect("every key is there"), *k)).collect();
+        let keys = [
+            "stream_id",
+            "stream_version",
+            "global_position",
+            "event_id",
+            "type",
+            "data",
+            "metadata",
+            "recorded_at",
+        ];
+        let mut found: Vec<(usize, &str)> = keys
+            .iter()
+            .map(|k| (ev.envelope.find(&format!("\"{k}\":")).expect("every key is there"), *k))
+            .collect();
         found.sort();
         let in_text: Vec<&str> = found.iter().map(|(_, k)| *k).collect();
         let mut jsonb_order = keys.to_vec();
@@ -199,12 +231,23 @@ mod tests {
     #[test]
     fn reports_missing_columns_and_bad_values() {
         let rel = events_relation(&["stream_id"]);
-        assert!(matches!(from_insert(&rel, &[t("s")]), Err(EnvelopeError::MissingColumn("stream_version", _))));
+        assert!(matches!(
+            from_insert(&rel, &[t("s")]),
+            Err(EnvelopeError::MissingColumn("stream_version", _))
+        ));
 
         let rel = events_relation(&[
-            "global_position", "stream_id", "stream_version", "event_id", "event_type", "data", "metadata", "recorded_at",
+            "global_position",
+            "stream_id",
+            "stream_version",
+            "event_id",
+            "event_type",
+            "data",
+            "metadata",
+            "recorded_at",
         ]);
-        let mut values = vec![t("x"), t("s"), t("1"), t("id"), t("T"), t("{}"), t("{}"), Column::Null];
+        let mut values =
+            vec![t("x"), t("s"), t("1"), t("id"), t("T"), t("{}"), t("{}"), Column::Null];
         assert_eq!(
             from_insert(&rel, &values),
             Err(EnvelopeError::BadValue { column: "global_position", problem: "not an integer" })

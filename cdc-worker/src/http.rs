@@ -41,7 +41,11 @@ pub fn parse_head(head: &[u8]) -> Option<Request> {
     let line = std::str::from_utf8(line).ok()?.trim_end_matches('\r');
     let mut parts = line.split(' ');
     let (method, target, version) = (parts.next()?, parts.next()?, parts.next()?);
-    if parts.next().is_some() || !version.starts_with("HTTP/1.") || method.is_empty() || !target.starts_with('/') {
+    if parts.next().is_some()
+        || !version.starts_with("HTTP/1.")
+        || method.is_empty()
+        || !target.starts_with('/')
+    {
         return None;
     }
     let path = target.split('?').next().unwrap_or(target);
@@ -124,7 +128,9 @@ where
             };
             let (response, head_only) = match parse_head(&head) {
                 None => (Response::text(400, "bad request\n"), false),
-                Some(r) if r.method != "GET" && r.method != "HEAD" => (Response::text(405, "only GET and HEAD\n"), false),
+                Some(r) if r.method != "GET" && r.method != "HEAD" => {
+                    (Response::text(405, "only GET and HEAD\n"), false)
+                }
                 Some(r) => {
                     let head_only = r.method == "HEAD";
                     (handler(r).await, head_only)
@@ -147,7 +153,13 @@ mod tests {
         let r = parse_head(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
         assert_eq!((r.method.as_str(), r.path.as_str()), ("GET", "/metrics"));
         assert_eq!(parse_head(b"HEAD /healthz?verbose=1 HTTP/1.0\n\n").unwrap().path, "/healthz");
-        for bad in [&b""[..], b"GET\r\n\r\n", b"GET metrics HTTP/1.1\r\n\r\n", b"GET / SPDY/3\r\n\r\n", b"GET / HTTP/1.1 x\r\n\r\n"] {
+        for bad in [
+            &b""[..],
+            b"GET\r\n\r\n",
+            b"GET metrics HTTP/1.1\r\n\r\n",
+            b"GET / SPDY/3\r\n\r\n",
+            b"GET / HTTP/1.1 x\r\n\r\n",
+        ] {
             assert_eq!(parse_head(bad), None, "{:?}", String::from_utf8_lossy(bad));
         }
     }
@@ -158,7 +170,10 @@ mod tests {
         assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
         assert!(ok.contains("\r\nContent-Length: 3\r\n") && ok.ends_with("\r\n\r\nup\n"), "{ok}");
         let head = String::from_utf8(encode(&Response::text(503, "stopping\n"), true)).unwrap();
-        assert!(head.starts_with("HTTP/1.1 503 Service Unavailable\r\n") && head.ends_with("\r\n\r\n"), "{head}");
+        assert!(
+            head.starts_with("HTTP/1.1 503 Service Unavailable\r\n") && head.ends_with("\r\n\r\n"),
+            "{head}"
+        );
         assert!(head.contains("Content-Length: 9"), "HEAD reports the length of the body it omits");
         let not_allowed = String::from_utf8(encode(&Response::text(405, ""), false)).unwrap();
         assert!(not_allowed.contains("Allow: GET, HEAD\r\n"));
@@ -169,7 +184,9 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let stop = CancellationToken::new();
-        tokio::spawn(serve(listener, stop.clone(), |r: Request| async move { Response::text(200, format!("you asked for {}\n", r.path)) }));
+        tokio::spawn(serve(listener, stop.clone(), |r: Request| async move {
+            Response::text(200, format!("you asked for {}\n", r.path))
+        }));
         let ask = |request: &'static str| async move {
             let mut s = TcpStream::connect(addr).await.unwrap();
             s.write_all(request.as_bytes()).await.unwrap();
@@ -178,7 +195,10 @@ mod tests {
             out
         };
         let got = ask("GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n").await;
-        assert!(got.starts_with("HTTP/1.1 200 OK") && got.ends_with("you asked for /metrics\n"), "{got}");
+        assert!(
+            got.starts_with("HTTP/1.1 200 OK") && got.ends_with("you asked for /metrics\n"),
+            "{got}"
+        );
         assert!(ask("POST /metrics HTTP/1.1\r\n\r\n").await.starts_with("HTTP/1.1 405"));
         assert!(ask("nonsense\r\n\r\n").await.starts_with("HTTP/1.1 400"));
         stop.cancel();

@@ -55,7 +55,13 @@ pub struct IdlePacer {
 impl IdlePacer {
     /// `start` is where streaming starts: nothing at or below it needs recording.
     pub fn new(start: Lsn) -> Self {
-        IdlePacer { sent: start, pending: None, pending_activity: false, last_idle: None, streak: 0 }
+        IdlePacer {
+            sent: start,
+            pending: None,
+            pending_activity: false,
+            last_idle: None,
+            streak: 0,
+        }
     }
 
     /// A source transaction ending at `end_lsn` was handed to the apply path.
@@ -73,7 +79,8 @@ impl IdlePacer {
     pub fn keepalive(&mut self, wal_end: Lsn, server_time: SystemTime, now: Instant) {
         if wal_end > self.sent && self.pending.is_none_or(|(w, _)| wal_end > w) {
             self.pending = Some((wal_end, server_time));
-            self.pending_activity |= self.last_idle.is_none_or(|t| now.saturating_duration_since(t) >= ECHO_WINDOW);
+            self.pending_activity |=
+                self.last_idle.is_none_or(|t| now.saturating_duration_since(t) >= ECHO_WINDOW);
         }
     }
 

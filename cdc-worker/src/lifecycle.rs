@@ -46,7 +46,12 @@ pub fn needs_rebuild(row: &ProjectionRow, version: Option<&str>, horizon: Option
 
 /// The status a projection gets at a session start, if it changes. `first` is the first
 /// session of this process: a start is how an operator retries failed projections.
-pub fn at_start(row: &ProjectionRow, version: Option<&str>, horizon: Option<Lsn>, first: bool) -> Option<&'static str> {
+pub fn at_start(
+    row: &ProjectionRow,
+    version: Option<&str>,
+    horizon: Option<Lsn>,
+    first: bool,
+) -> Option<&'static str> {
     match row.status.as_str() {
         "running" if needs_rebuild(row, version, horizon) => Some("rebuilding"),
         "failed" if first => Some("catching_up"),
@@ -56,7 +61,11 @@ pub fn at_start(row: &ProjectionRow, version: Option<&str>, horizon: Option<Lsn>
 
 /// Session start, before the live target opens: records which projections will not follow
 /// the stream from the start.
-pub async fn start_session(client: &Client, config: &Config, first: bool) -> Result<(), tokio_postgres::Error> {
+pub async fn start_session(
+    client: &Client,
+    config: &Config,
+    first: bool,
+) -> Result<(), tokio_postgres::Error> {
     crate::projection::ensure_schema(client).await?;
     let names: Vec<&str> = config.projections.iter().map(|p| p.name.as_str()).collect();
     client
@@ -111,7 +120,10 @@ pub async fn streaming_started(
     source_map::start_horizon(client, confirmed).await?;
     let mut behind = Vec::new();
     for row in coordination::projection_rows(client, &names).await? {
-        let Some(checkpoint) = row.checkpoint.filter(|c| *c < confirmed && row.status == "running") else { continue };
+        let Some(checkpoint) = row.checkpoint.filter(|c| *c < confirmed && row.status == "running")
+        else {
+            continue;
+        };
         // Behind the slot's position only matters if events committed in between (an idle
         // stream moves the slot along too).
         if source_map::any_between(client, checkpoint, confirmed).await? {
@@ -123,7 +135,12 @@ pub async fn streaming_started(
     Ok(behind)
 }
 
-async fn set_status(client: &Client, name: &str, from: &str, to: &str) -> Result<u64, tokio_postgres::Error> {
+async fn set_status(
+    client: &Client,
+    name: &str,
+    from: &str,
+    to: &str,
+) -> Result<u64, tokio_postgres::Error> {
     client
         .execute(
             "UPDATE eventstore_worker.projections SET status = $3, updated_at = now() WHERE name = $1 AND status = $2",
@@ -144,7 +161,9 @@ fn current(config: &Config) -> Config {
                 }
             }
         }
-        Err(e) => warn!(error = %e, "cannot reload the configuration; using the definitions loaded at start"),
+        Err(e) => {
+            warn!(error = %e, "cannot reload the configuration; using the definitions loaded at start")
+        }
     }
     now
 }
@@ -185,14 +204,21 @@ pub async fn manage(config: Config, shutdown: CancellationToken, wake: Arc<Notif
             }
         }
         if client.as_ref().is_none_or(|c| c.is_closed()) {
-            client = match crate::connect::connect_sql(config.target_internal(), "target", "lifecycle").await {
-                Ok(c) if c.batch_execute("SET client_min_messages TO warning").await.is_ok() => Some(c),
-                Ok(_) => None,
-                Err(e) => {
-                    debug!(error = format!("{e:#}"), "lifecycle manager cannot connect yet");
-                    continue;
-                }
-            };
+            client =
+                match crate::connect::connect_sql(config.target_internal(), "target", "lifecycle")
+                    .await
+                {
+                    Ok(c)
+                        if c.batch_execute("SET client_min_messages TO warning").await.is_ok() =>
+                    {
+                        Some(c)
+                    }
+                    Ok(_) => None,
+                    Err(e) => {
+                        debug!(error = format!("{e:#}"), "lifecycle manager cannot connect yet");
+                        continue;
+                    }
+                };
         }
         let Some(c) = client.as_mut() else { continue };
         let started = start_work(c, &config, &shutdown, &mut tasks, &not_before).await;
@@ -234,7 +260,9 @@ async fn start_work(
         Ok(Some(h)) => h,
         Ok(None) => return Ok(()),
         // The first session has not created the worker's tables yet.
-        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => return Ok(()),
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => {
+            return Ok(())
+        }
         Err(e) => return Err(e.into()),
     };
     let names: Vec<&str> = config.projections.iter().map(|p| p.name.as_str()).collect();
@@ -258,7 +286,9 @@ async fn start_work(
             to_build.push(row.name.clone());
         } else if needs_rebuild(row, version, Some(horizon)) {
             info!(projection = %row.name, "projection cannot resume from its checkpoint; rebuilding it");
-            set_status(client, &row.name, "catching_up", "rebuilding").await.context("marking a projection for rebuild")?;
+            set_status(client, &row.name, "catching_up", "rebuilding")
+                .await
+                .context("marking a projection for rebuild")?;
         } else {
             info!(projection = %row.name, checkpoint = %row.checkpoint.unwrap_or_default(), "resuming through eventstore.events");
             let (config, name, stop) = (config.clone(), row.name.clone(), shutdown.clone());
@@ -269,7 +299,9 @@ async fn start_work(
     if !to_build.is_empty() {
         info!(projections = ?to_build, "building from eventstore.events");
         let (names, stop) = (to_build.clone(), shutdown.clone());
-        let handle = tokio::spawn(async move { rebuild::run(&config, &names, rebuild::Mode::Worker, &stop).await.map(drop) });
+        let handle = tokio::spawn(async move {
+            rebuild::run(&config, &names, rebuild::Mode::Worker, &stop).await.map(drop)
+        });
         tasks.push(Task { names: to_build, handle });
     }
     Ok(())
@@ -291,14 +323,26 @@ mod tests {
     #[test]
     fn new_projections_and_changed_versions_are_rebuilt() {
         assert_eq!(at_start(&row("running", None, None), None, None, true), Some("rebuilding"));
-        assert_eq!(at_start(&row("running", Some(50), Some("1")), Some("2"), None, false), Some("rebuilding"));
-        assert_eq!(at_start(&row("running", Some(50), None), Some("1"), None, false), Some("rebuilding"));
-        assert_eq!(at_start(&row("running", Some(50), Some("2")), Some("2"), Some(Lsn(10)), true), None);
+        assert_eq!(
+            at_start(&row("running", Some(50), Some("1")), Some("2"), None, false),
+            Some("rebuilding")
+        );
+        assert_eq!(
+            at_start(&row("running", Some(50), None), Some("1"), None, false),
+            Some("rebuilding")
+        );
+        assert_eq!(
+            at_start(&row("running", Some(50), Some("2")), Some("2"), Some(Lsn(10)), true),
+            None
+        );
     }
 
     #[test]
     fn a_checkpoint_the_map_no_longer_reaches_means_rebuild() {
-        assert_eq!(at_start(&row("running", Some(50), None), None, Some(Lsn(60)), false), Some("rebuilding"));
+        assert_eq!(
+            at_start(&row("running", Some(50), None), None, Some(Lsn(60)), false),
+            Some("rebuilding")
+        );
         assert_eq!(at_start(&row("running", Some(60), None), None, Some(Lsn(60)), false), None);
         assert!(needs_rebuild(&row("catching_up", Some(5), None), None, Some(Lsn(6))));
         assert!(!needs_rebuild(&row("catching_up", Some(6), None), None, Some(Lsn(6))));

@@ -15,8 +15,8 @@ mod lifecycle;
 mod lsn;
 mod metrics;
 mod pgoutput;
-mod queue;
 mod projection;
+mod queue;
 mod rebuild;
 mod replication;
 mod source_map;
@@ -149,9 +149,15 @@ fn main() -> ExitCode {
         }
     };
     let outcome = match cli.command {
-        Command::Run { metrics_addr, .. } => runtime.block_on(async_main(config, metrics_addr)).map(|()| ExitCode::SUCCESS),
-        Command::Status { json, .. } => runtime.block_on(status::run(&config, json)).map(|()| ExitCode::SUCCESS),
-        Command::Rebuild { projection, .. } => runtime.block_on(commands::rebuild(config, &projection)),
+        Command::Run { metrics_addr, .. } => {
+            runtime.block_on(async_main(config, metrics_addr)).map(|()| ExitCode::SUCCESS)
+        }
+        Command::Status { json, .. } => {
+            runtime.block_on(status::run(&config, json)).map(|()| ExitCode::SUCCESS)
+        }
+        Command::Rebuild { projection, .. } => {
+            runtime.block_on(commands::rebuild(config, &projection))
+        }
         Command::Retry { projection, .. } => runtime.block_on(commands::retry(config, &projection)),
         Command::Check { .. } => Ok(ExitCode::SUCCESS),
     };
@@ -170,16 +176,24 @@ async fn async_main(config: config::Config, metrics_addr: Option<String>) -> any
     tokio::spawn(watch_signals(shutdown.clone()));
     info!(config = %config.file.display(), projections = config.projections.len(), "starting");
     if let Some(addr) = metrics_addr {
-        let listener = tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+        let listener = tokio::net::TcpListener::bind(&addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
         info!(addr = %listener.local_addr()?, "serving /metrics and /healthz");
-        tokio::spawn(metrics::serve(listener, std::sync::Arc::new(config.clone()), shutdown.clone()));
+        tokio::spawn(metrics::serve(
+            listener,
+            std::sync::Arc::new(config.clone()),
+            shutdown.clone(),
+        ));
     }
     worker::run(config, shutdown).await
 }
 
 pub(crate) async fn watch_signals(shutdown: CancellationToken) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) =
+        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
         error!("cannot install signal handlers");
         return;
     };

@@ -98,7 +98,8 @@ impl Metrics {
     pub fn reconnecting(&self, retry_in: Duration, error: &anyhow::Error) {
         self.session_errors.fetch_add(1, Ordering::Relaxed);
         *lock(&self.applying_since) = None;
-        *lock(&self.phase) = Phase::Reconnecting { at: Instant::now() + retry_in, error: format!("{error:#}") };
+        *lock(&self.phase) =
+            Phase::Reconnecting { at: Instant::now() + retry_in, error: format!("{error:#}") };
     }
 
     pub fn stopping(&self) {
@@ -155,16 +156,26 @@ impl Metrics {
                     (true, format!("connecting for {:.1} s", waited.as_secs_f64()))
                 }
             }
-            Phase::Streaming { since } => match applying.map(|a| now.saturating_duration_since(a)) {
-                Some(busy) if busy > APPLY_STALL => (false, format!("stuck: one batch applying for {} s", busy.as_secs())),
-                _ => (
-                    true,
-                    format!("streaming for {:.1} s; acknowledged {acked}", now.saturating_duration_since(since).as_secs_f64()),
-                ),
-            },
+            Phase::Streaming { since } => {
+                match applying.map(|a| now.saturating_duration_since(a)) {
+                    Some(busy) if busy > APPLY_STALL => {
+                        (false, format!("stuck: one batch applying for {} s", busy.as_secs()))
+                    }
+                    _ => (
+                        true,
+                        format!(
+                            "streaming for {:.1} s; acknowledged {acked}",
+                            now.saturating_duration_since(since).as_secs_f64()
+                        ),
+                    ),
+                }
+            }
             Phase::Reconnecting { at, error } => (
                 true,
-                format!("reconnecting in {:.1} s after: {error}", at.saturating_duration_since(now).as_secs_f64()),
+                format!(
+                    "reconnecting in {:.1} s after: {error}",
+                    at.saturating_duration_since(now).as_secs_f64()
+                ),
             ),
             Phase::Stopping => (false, "stopping".into()),
         }
@@ -183,15 +194,35 @@ impl Metrics {
         };
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed).to_string();
 
-        gauge(&mut out, "eventstore_worker_up", "1 while a replication session is streaming, 0 while connecting or reconnecting.", u8::from(streaming).to_string());
+        gauge(
+            &mut out,
+            "eventstore_worker_up",
+            "1 while a replication session is streaming, 0 while connecting or reconnecting.",
+            u8::from(streaming).to_string(),
+        );
         let _ = write!(
             out,
             "# HELP eventstore_worker_build_info The worker's version.\n# TYPE eventstore_worker_build_info gauge\neventstore_worker_build_info{{version=\"{}\"}} 1\n",
             env!("CARGO_PKG_VERSION")
         );
-        counter(&mut out, "eventstore_worker_batches_total", "Target transactions committed (batches of source transactions).", load(&self.batches));
-        counter(&mut out, "eventstore_worker_source_transactions_total", "Source transactions with events applied.", load(&self.transactions));
-        counter(&mut out, "eventstore_worker_source_events_total", "Events in the source transactions applied (before handler selection).", load(&self.events));
+        counter(
+            &mut out,
+            "eventstore_worker_batches_total",
+            "Target transactions committed (batches of source transactions).",
+            load(&self.batches),
+        );
+        counter(
+            &mut out,
+            "eventstore_worker_source_transactions_total",
+            "Source transactions with events applied.",
+            load(&self.transactions),
+        );
+        counter(
+            &mut out,
+            "eventstore_worker_source_events_total",
+            "Events in the source transactions applied (before handler selection).",
+            load(&self.events),
+        );
         counter(&mut out, "eventstore_worker_idle_positions_total", "Idle positions recorded as checkpoints (read-your-writes while the event table is quiet).", load(&self.idle_positions));
         counter(
             &mut out,
@@ -199,11 +230,36 @@ impl Metrics {
             "Time spent applying batches to the target.",
             format!("{:.6}", self.apply_micros.load(Ordering::Relaxed) as f64 / 1e6),
         );
-        counter(&mut out, "eventstore_worker_session_errors_total", "Replication sessions ended by an error (each followed by a reconnect).", load(&self.session_errors));
-        gauge(&mut out, "eventstore_worker_received_lsn", "WAL position received from the server (write position reported), as a number.", load(&self.received));
-        gauge(&mut out, "eventstore_worker_acknowledged_lsn", "Last flush position acknowledged to the replication slot, as a number.", load(&self.acknowledged));
-        gauge(&mut out, "eventstore_worker_queued_bytes", "Bytes of decoded source transactions between the stream reader and the apply path.", load(&self.queued_bytes));
-        gauge(&mut out, "eventstore_worker_queued_bytes_peak", "Most bytes ever held between the stream reader and the apply path at once.", load(&self.queued_bytes_peak));
+        counter(
+            &mut out,
+            "eventstore_worker_session_errors_total",
+            "Replication sessions ended by an error (each followed by a reconnect).",
+            load(&self.session_errors),
+        );
+        gauge(
+            &mut out,
+            "eventstore_worker_received_lsn",
+            "WAL position received from the server (write position reported), as a number.",
+            load(&self.received),
+        );
+        gauge(
+            &mut out,
+            "eventstore_worker_acknowledged_lsn",
+            "Last flush position acknowledged to the replication slot, as a number.",
+            load(&self.acknowledged),
+        );
+        gauge(
+            &mut out,
+            "eventstore_worker_queued_bytes",
+            "Bytes of decoded source transactions between the stream reader and the apply path.",
+            load(&self.queued_bytes),
+        );
+        gauge(
+            &mut out,
+            "eventstore_worker_queued_bytes_peak",
+            "Most bytes ever held between the stream reader and the apply path at once.",
+            load(&self.queued_bytes_peak),
+        );
         gauge(&mut out, "eventstore_worker_queued_bytes_bound", "[stream] max_queued_bytes: the queue holds at most this much, or one larger transaction alone.", config.stream.max_queued_bytes.to_string());
 
         let errors = lock(&self.projection_errors).clone();
@@ -212,10 +268,20 @@ impl Metrics {
             "# HELP eventstore_worker_projection_errors_total Handler failures that stopped the projection, since the worker started.\n# TYPE eventstore_worker_projection_errors_total counter\n"
         );
         for p in &config.projections {
-            let _ = writeln!(out, "eventstore_worker_projection_errors_total{{projection=\"{}\"}} {}", label(&p.name), errors.get(&p.name).copied().unwrap_or(0));
+            let _ = writeln!(
+                out,
+                "eventstore_worker_projection_errors_total{{projection=\"{}\"}} {}",
+                label(&p.name),
+                errors.get(&p.name).copied().unwrap_or(0)
+            );
         }
 
-        gauge(&mut out, "eventstore_worker_status_query_success", "1 when this scrape read the per-projection figures from the databases.", u8::from(report.is_some()).to_string());
+        gauge(
+            &mut out,
+            "eventstore_worker_status_query_success",
+            "1 when this scrape read the per-projection figures from the databases.",
+            u8::from(report.is_some()).to_string(),
+        );
         let Some(report) = report else { return out };
         type Pick = fn(&status::ProjectionStatus) -> Option<String>;
         let series: [(&str, &str, &str, Pick); 5] = [
@@ -235,7 +301,12 @@ impl Metrics {
         }
         let holder = report.horizon.as_ref();
         gauge(&mut out, "eventstore_worker_horizon_xid_age", "age() of the oldest open transaction with an xid on the source server (any database); 0 when none.", holder.map_or(0, |h| h.xid_age).to_string());
-        gauge(&mut out, "eventstore_worker_horizon_transaction_age_seconds", "How long that transaction has been open; 0 when none.", format!("{:.3}", holder.and_then(|h| h.transaction_age_seconds).unwrap_or(0.0)));
+        gauge(
+            &mut out,
+            "eventstore_worker_horizon_transaction_age_seconds",
+            "How long that transaction has been open; 0 when none.",
+            format!("{:.3}", holder.and_then(|h| h.transaction_age_seconds).unwrap_or(0.0)),
+        );
         let name = "eventstore_worker_horizon_holder";
         let _ = write!(out, "# HELP {name} 1 for the oldest open transaction with an xid: while it is open, reads in commit order stop before it.\n# TYPE {name} gauge\n");
         if let Some(h) = holder {
@@ -255,7 +326,12 @@ impl Metrics {
         );
         for p in report.projections.iter().filter(|p| p.state != "pending") {
             for state in PROJECTION_STATES {
-                let _ = writeln!(out, "{name}{{projection=\"{}\",state=\"{state}\"}} {}", label(&p.name), u8::from(p.state == state));
+                let _ = writeln!(
+                    out,
+                    "{name}{{projection=\"{}\",state=\"{state}\"}} {}",
+                    label(&p.name),
+                    u8::from(p.state == state)
+                );
             }
         }
         out
@@ -286,7 +362,8 @@ pub async fn serve(listener: TcpListener, config: Arc<Config>, shutdown: Cancell
         async move {
             match request.path.as_str() {
                 "/metrics" => {
-                    let report = tokio::time::timeout(SCRAPE_TIMEOUT, scrape(&config, &clients)).await;
+                    let report =
+                        tokio::time::timeout(SCRAPE_TIMEOUT, scrape(&config, &clients)).await;
                     let report = match report {
                         Ok(Ok(r)) => Some(r),
                         Ok(Err(e)) => {
@@ -314,7 +391,10 @@ pub async fn serve(listener: TcpListener, config: Arc<Config>, shutdown: Cancell
     .await
 }
 
-async fn scrape(config: &Config, clients: &tokio::sync::Mutex<Option<status::Clients>>) -> anyhow::Result<Report> {
+async fn scrape(
+    config: &Config,
+    clients: &tokio::sync::Mutex<Option<status::Clients>>,
+) -> anyhow::Result<Report> {
     let mut guard = clients.lock().await;
     if guard.is_none() {
         *guard = Some(status::Clients::connect(config).await?);
@@ -358,8 +438,15 @@ mod tests {
     }
 
     fn txn(end: u64, events: usize) -> SourceTxn {
-        let ev = Event { event_type: "OrderPlaced".into(), global_position: 1, envelope: "{}".into() };
-        SourceTxn { end_lsn: Lsn(end), source_time: SystemTime::UNIX_EPOCH, transaction_id: None, events: vec![ev; events], bytes: 2 * events }
+        let ev =
+            Event { event_type: "OrderPlaced".into(), global_position: 1, envelope: "{}".into() };
+        SourceTxn {
+            end_lsn: Lsn(end),
+            source_time: SystemTime::UNIX_EPOCH,
+            transaction_id: None,
+            events: vec![ev; events],
+            bytes: 2 * events,
+        }
     }
 
     /// `name{labels} value` lines as a map, for assertions.
@@ -375,7 +462,11 @@ mod tests {
         let m = Metrics::new();
         m.streaming();
         m.batch_applied(&[txn(10, 2), txn(20, 0), txn(30, 1)], Duration::from_millis(1500), &[]);
-        let failure = Failure { projection: "order_summary".into(), checkpoint: Some(Lsn(10)), error: "boom".into() };
+        let failure = Failure {
+            projection: "order_summary".into(),
+            checkpoint: Some(Lsn(10)),
+            error: "boom".into(),
+        };
         m.batch_applied(&[txn(40, 1)], Duration::from_millis(500), &[failure]);
         m.acknowledged(Lsn(50), Lsn(40));
         let text = m.render(&config(), None);
@@ -388,8 +479,14 @@ mod tests {
         assert_eq!(s["eventstore_worker_apply_seconds_total"], "2.000000");
         assert_eq!(s["eventstore_worker_acknowledged_lsn"], "40");
         assert_eq!(s["eventstore_worker_received_lsn"], "50");
-        assert_eq!(s["eventstore_worker_projection_errors_total{projection=\"order_summary\"}"], "1");
-        assert_eq!(s["eventstore_worker_projection_errors_total{projection=\"odd \\\"name\\\"\"}"], "0");
+        assert_eq!(
+            s["eventstore_worker_projection_errors_total{projection=\"order_summary\"}"],
+            "1"
+        );
+        assert_eq!(
+            s["eventstore_worker_projection_errors_total{projection=\"odd \\\"name\\\"\"}"],
+            "0"
+        );
         assert_eq!(s["eventstore_worker_status_query_success"], "0");
         assert!(!text.contains("lag_bytes{"), "no per-projection figures without a report");
         // Every series has HELP and TYPE.
@@ -430,20 +527,47 @@ mod tests {
         let s = samples(&m.render(&config(), Some(&report)));
         assert_eq!(s["eventstore_worker_up"], "0");
         assert_eq!(s["eventstore_worker_status_query_success"], "1");
-        assert_eq!(s["eventstore_worker_projection_events_applied_total{projection=\"order_summary\"}"], "42");
-        assert_eq!(s["eventstore_worker_projection_checkpoint_lsn{projection=\"order_summary\"}"], "4096");
-        assert_eq!(s["eventstore_worker_projection_lag_bytes{projection=\"order_summary\"}"], "904");
-        assert_eq!(s["eventstore_worker_projection_lag_seconds{projection=\"order_summary\"}"], "0.904");
+        assert_eq!(
+            s["eventstore_worker_projection_events_applied_total{projection=\"order_summary\"}"],
+            "42"
+        );
+        assert_eq!(
+            s["eventstore_worker_projection_checkpoint_lsn{projection=\"order_summary\"}"],
+            "4096"
+        );
+        assert_eq!(
+            s["eventstore_worker_projection_lag_bytes{projection=\"order_summary\"}"],
+            "904"
+        );
+        assert_eq!(
+            s["eventstore_worker_projection_lag_seconds{projection=\"order_summary\"}"],
+            "0.904"
+        );
         assert_eq!(s["eventstore_worker_projection_failed{projection=\"order_summary\"}"], "1");
-        assert_eq!(s["eventstore_worker_projection_state{projection=\"order_summary\",state=\"failed\"}"], "1");
-        assert_eq!(s["eventstore_worker_projection_state{projection=\"order_summary\",state=\"running\"}"], "0");
+        assert_eq!(
+            s["eventstore_worker_projection_state{projection=\"order_summary\",state=\"failed\"}"],
+            "1"
+        );
+        assert_eq!(
+            s["eventstore_worker_projection_state{projection=\"order_summary\",state=\"running\"}"],
+            "0"
+        );
         assert_eq!(s["eventstore_worker_projection_state{projection=\"customer_revenue\",state=\"rebuilding\"}"], "1");
         assert_eq!(s["eventstore_worker_projection_failed{projection=\"customer_revenue\"}"], "0");
         assert_eq!(s["eventstore_worker_horizon_xid_age"], "5");
         assert_eq!(s["eventstore_worker_horizon_transaction_age_seconds"], "12.500");
         assert_eq!(s["eventstore_worker_horizon_holder{pid=\"77\",database=\"billing\",state=\"idle in transaction\"}"], "1");
-        assert!(!s.contains_key("eventstore_worker_projection_lag_bytes{projection=\"customer_revenue\"}"), "no checkpoint yet");
-        assert!(!s.keys().any(|k| k.contains("odd") && !k.starts_with("eventstore_worker_projection_errors_total")), "pending projections have no row to report");
+        assert!(
+            !s.contains_key(
+                "eventstore_worker_projection_lag_bytes{projection=\"customer_revenue\"}"
+            ),
+            "no checkpoint yet"
+        );
+        assert!(
+            !s.keys().any(|k| k.contains("odd")
+                && !k.starts_with("eventstore_worker_projection_errors_total")),
+            "pending projections have no row to report"
+        );
     }
 
     #[test]
@@ -453,17 +577,27 @@ mod tests {
         assert!(m.health(now).0);
         m.connecting();
         assert!(m.health(Instant::now()).0);
-        assert!(!m.health(Instant::now() + CONNECT_STALL + Duration::from_secs(1)).0, "stuck connecting");
+        assert!(
+            !m.health(Instant::now() + CONNECT_STALL + Duration::from_secs(1)).0,
+            "stuck connecting"
+        );
         m.streaming();
         let (ok, text) = m.health(Instant::now());
         assert!(ok && text.starts_with("streaming"), "{text}");
         m.apply_started();
-        assert!(!m.health(Instant::now() + APPLY_STALL + Duration::from_secs(1)).0, "stuck applying");
+        assert!(
+            !m.health(Instant::now() + APPLY_STALL + Duration::from_secs(1)).0,
+            "stuck applying"
+        );
         m.batch_applied(&[txn(1, 1)], Duration::ZERO, &[]);
         assert!(m.health(Instant::now() + APPLY_STALL + Duration::from_secs(1)).0);
         m.reconnecting(Duration::from_secs(2), &anyhow::anyhow!("connection refused"));
         let (ok, text) = m.health(Instant::now());
-        assert!(ok && text.starts_with("reconnecting in ") && text.ends_with("after: connection refused"), "{text}");
+        assert!(
+            ok && text.starts_with("reconnecting in ")
+                && text.ends_with("after: connection refused"),
+            "{text}"
+        );
         m.stopping();
         assert_eq!(m.health(Instant::now()), (false, "stopping".into()));
     }

@@ -135,10 +135,8 @@ impl<'a> Reader<'a> {
 
     fn cstr(&mut self, what: &'static str) -> Result<String, DecodeError> {
         let rest = &self.buf[self.pos..];
-        let nul = rest
-            .iter()
-            .position(|&b| b == 0)
-            .ok_or(DecodeError::UnterminatedString { what })?;
+        let nul =
+            rest.iter().position(|&b| b == 0).ok_or(DecodeError::UnterminatedString { what })?;
         let s = std::str::from_utf8(&rest[..nul]).map_err(|_| DecodeError::InvalidUtf8 { what })?;
         self.pos += nul + 1;
         Ok(s.to_owned())
@@ -166,7 +164,10 @@ impl<'a> Reader<'a> {
                 b't' | b'b' => {
                     let len = self.i32("column length")?;
                     if len < 0 {
-                        return Err(DecodeError::Negative { what: "column length", value: len.into() });
+                        return Err(DecodeError::Negative {
+                            what: "column length",
+                            value: len.into(),
+                        });
                     }
                     let bytes = self.take(len as usize, "column value")?.to_vec();
                     if kind == b't' {
@@ -208,7 +209,8 @@ pub fn decode(buf: &[u8]) -> Result<Message, DecodeError> {
             m
         }
         b'O' => {
-            let m = Message::Origin { commit_lsn: r.lsn("Origin LSN")?, name: r.cstr("Origin name")? };
+            let m =
+                Message::Origin { commit_lsn: r.lsn("Origin LSN")?, name: r.cstr("Origin name")? };
             r.finish("Origin")?;
             m
         }
@@ -219,7 +221,10 @@ pub fn decode(buf: &[u8]) -> Result<Message, DecodeError> {
             let replica_identity = r.u8("Relation replica identity")?;
             let n = r.i16("Relation column count")?;
             if n < 0 {
-                return Err(DecodeError::Negative { what: "Relation column count", value: n.into() });
+                return Err(DecodeError::Negative {
+                    what: "Relation column count",
+                    value: n.into(),
+                });
             }
             let mut columns = Vec::with_capacity(usize::from(n as u16).min(buf.len()));
             for _ in 0..n {
@@ -247,7 +252,11 @@ pub fn decode(buf: &[u8]) -> Result<Message, DecodeError> {
             match r.u8("Insert marker")? {
                 b'N' => {}
                 found => {
-                    return Err(DecodeError::UnexpectedMarker { message: "Insert", found: found as char, expected: "'N'" })
+                    return Err(DecodeError::UnexpectedMarker {
+                        message: "Insert",
+                        found: found as char,
+                        expected: "'N'",
+                    })
                 }
             }
             let new = r.tuple()?;
@@ -278,7 +287,11 @@ pub fn decode(buf: &[u8]) -> Result<Message, DecodeError> {
             match r.u8("Delete marker")? {
                 b'K' | b'O' => {}
                 found => {
-                    return Err(DecodeError::UnexpectedMarker { message: "Delete", found: found as char, expected: "'K' or 'O'" })
+                    return Err(DecodeError::UnexpectedMarker {
+                        message: "Delete",
+                        found: found as char,
+                        expected: "'K' or 'O'",
+                    })
                 }
             }
             let old = r.tuple()?;
@@ -405,13 +418,24 @@ mod tests {
         );
         assert_eq!(
             decode(&commit(0x20, 0x48)).unwrap(),
-            Message::Commit(Commit { flags: 0, commit_lsn: Lsn(0x20), end_lsn: Lsn(0x48), commit_time: 777 })
+            Message::Commit(Commit {
+                flags: 0,
+                commit_lsn: Lsn(0x20),
+                end_lsn: Lsn(0x48),
+                commit_time: 777
+            })
         );
     }
 
     #[test]
     fn relation_and_insert() {
-        let rel = decode(&relation(16384, "eventstore", "events", &[("global_position", 20), ("data", 3802)])).unwrap();
+        let rel = decode(&relation(
+            16384,
+            "eventstore",
+            "events",
+            &[("global_position", 20), ("data", 3802)],
+        ))
+        .unwrap();
         let Message::Relation(rel) = rel else { panic!("not a relation: {rel:?}") };
         assert_eq!(rel.namespace, "eventstore");
         assert_eq!(rel.name, "events");
@@ -420,7 +444,13 @@ mod tests {
         assert_eq!(rel.columns[1].type_oid, 3802);
 
         let ins = decode(&insert(16384, &[Some("7"), None])).unwrap();
-        assert_eq!(ins, Message::Insert { relation: 16384, new: vec![Column::Text(b"7".to_vec()), Column::Null] });
+        assert_eq!(
+            ins,
+            Message::Insert {
+                relation: 16384,
+                new: vec![Column::Text(b"7".to_vec()), Column::Null]
+            }
+        );
     }
 
     #[test]
@@ -447,20 +477,32 @@ mod tests {
 
         let mut del = vec![b'D', 0, 0, 0, 9, b'K'];
         tuple(&mut del, &[Some("1")]);
-        assert_eq!(decode(&del).unwrap(), Message::Delete { relation: 9, old: vec![Column::Text(b"1".to_vec())] });
+        assert_eq!(
+            decode(&del).unwrap(),
+            Message::Delete { relation: 9, old: vec![Column::Text(b"1".to_vec())] }
+        );
 
         let trunc = [b'T', 0, 0, 0, 2, 1, 0, 0, 0, 5, 0, 0, 0, 6];
-        assert_eq!(decode(&trunc).unwrap(), Message::Truncate { options: 1, relations: vec![5, 6] });
+        assert_eq!(
+            decode(&trunc).unwrap(),
+            Message::Truncate { options: 1, relations: vec![5, 6] }
+        );
 
         let mut origin = vec![b'O'];
         origin.extend_from_slice(&5u64.to_be_bytes());
         cstr(&mut origin, "node_a");
-        assert_eq!(decode(&origin).unwrap(), Message::Origin { commit_lsn: Lsn(5), name: "node_a".into() });
+        assert_eq!(
+            decode(&origin).unwrap(),
+            Message::Origin { commit_lsn: Lsn(5), name: "node_a".into() }
+        );
 
         let mut ty = vec![b'Y', 0, 0, 0, 99];
         cstr(&mut ty, "public");
         cstr(&mut ty, "mood");
-        assert_eq!(decode(&ty).unwrap(), Message::Type { oid: 99, namespace: "public".into(), name: "mood".into() });
+        assert_eq!(
+            decode(&ty).unwrap(),
+            Message::Type { oid: 99, namespace: "public".into(), name: "mood".into() }
+        );
 
         let mut msg = vec![b'M', 1];
         msg.extend_from_slice(&8u64.to_be_bytes());
@@ -469,7 +511,12 @@ mod tests {
         msg.extend_from_slice(b"hey");
         assert_eq!(
             decode(&msg).unwrap(),
-            Message::Message { transactional: true, lsn: Lsn(8), prefix: "app".into(), content: b"hey".to_vec() }
+            Message::Message {
+                transactional: true,
+                lsn: Lsn(8),
+                prefix: "app".into(),
+                content: b"hey".to_vec()
+            }
         );
     }
 
@@ -477,14 +524,28 @@ mod tests {
     fn clear_errors_on_bad_input() {
         assert_eq!(decode(&[]), Err(DecodeError::Empty));
         assert_eq!(decode(b"Z"), Err(DecodeError::UnknownMessage('Z')));
-        assert!(matches!(decode(&[b'B', 0, 0]), Err(DecodeError::Truncated { what: "Begin final LSN", .. })));
+        assert!(matches!(
+            decode(&[b'B', 0, 0]),
+            Err(DecodeError::Truncated { what: "Begin final LSN", .. })
+        ));
         let mut trailing = commit(1, 2);
         trailing.push(0);
-        assert_eq!(decode(&trailing), Err(DecodeError::TrailingBytes { message: "Commit", count: 1 }));
-        assert_eq!(decode(&[b'O', 0, 0, 0, 0, 0, 0, 0, 0, b'x']), Err(DecodeError::UnterminatedString { what: "Origin name" }));
-        assert_eq!(decode(&[b'I', 0, 0, 0, 1, b'X']).unwrap_err().to_string(),
-            "pgoutput: unexpected tuple marker 'X' in Insert, expected 'N'");
-        assert_eq!(decode(&[b'I', 0, 0, 0, 1, b'N', 0, 1, b'q']), Err(DecodeError::UnknownColumnKind('q')));
+        assert_eq!(
+            decode(&trailing),
+            Err(DecodeError::TrailingBytes { message: "Commit", count: 1 })
+        );
+        assert_eq!(
+            decode(&[b'O', 0, 0, 0, 0, 0, 0, 0, 0, b'x']),
+            Err(DecodeError::UnterminatedString { what: "Origin name" })
+        );
+        assert_eq!(
+            decode(&[b'I', 0, 0, 0, 1, b'X']).unwrap_err().to_string(),
+            "pgoutput: unexpected tuple marker 'X' in Insert, expected 'N'"
+        );
+        assert_eq!(
+            decode(&[b'I', 0, 0, 0, 1, b'N', 0, 1, b'q']),
+            Err(DecodeError::UnknownColumnKind('q'))
+        );
         assert_eq!(
             decode(&[b'I', 0, 0, 0, 1, b'N', 0xff, 0xff]),
             Err(DecodeError::Negative { what: "tuple column count", value: -1 })
@@ -494,8 +555,13 @@ mod tests {
     #[test]
     fn relation_cache_replaces_by_oid() {
         let mut cache = RelationCache::default();
-        let Message::Relation(a) = decode(&relation(1, "s", "t", &[("a", 23)])).unwrap() else { unreachable!() };
-        let Message::Relation(b) = decode(&relation(1, "s", "t", &[("a", 23), ("b", 25)])).unwrap() else { unreachable!() };
+        let Message::Relation(a) = decode(&relation(1, "s", "t", &[("a", 23)])).unwrap() else {
+            unreachable!()
+        };
+        let Message::Relation(b) = decode(&relation(1, "s", "t", &[("a", 23), ("b", 25)])).unwrap()
+        else {
+            unreachable!()
+        };
         cache.update(a);
         assert_eq!(cache.get(1).unwrap().columns.len(), 1);
         cache.update(b);

@@ -73,7 +73,11 @@ pub struct SourceTxn {
 struct JsonText<'a>(&'a str);
 
 impl ToSql for JsonText<'_> {
-    fn to_sql(&self, ty: &Type, out: &mut bytes::BytesMut) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
         if *ty == Type::JSONB {
             out.extend_from_slice(&[1]); // jsonb binary format version
         }
@@ -95,14 +99,16 @@ pub fn is_transient(e: &tokio_postgres::Error) -> bool {
         return true;
     }
     let code = db.code().code();
-    ["08", "40", "53", "57", "58"].iter().any(|class| code.starts_with(class)) || *db.code() == SqlState::IN_FAILED_SQL_TRANSACTION
+    ["08", "40", "53", "57", "58"].iter().any(|class| code.starts_with(class))
+        || *db.code() == SqlState::IN_FAILED_SQL_TRANSACTION
 }
 
 /// The PostgreSQL error text recorded in `last_error`.
 pub fn error_text(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => {
-            let mut s = format!("{}: {} (SQLSTATE {})", db.severity(), db.message(), db.code().code());
+            let mut s =
+                format!("{}: {} (SQLSTATE {})", db.severity(), db.message(), db.code().code());
             if let Some(d) = db.detail() {
                 s.push_str(&format!("; DETAIL: {d}"));
             }
@@ -236,7 +242,9 @@ impl Target {
         let file = config.file.display().to_string();
         let defs: Vec<&Projection> = match &role {
             Role::Live => config.projections.iter().collect(),
-            Role::CatchUp(name) | Role::Shadow(name) => config.projection(name).into_iter().collect(),
+            Role::CatchUp(name) | Role::Shadow(name) => {
+                config.projection(name).into_iter().collect()
+            }
         };
         let defs_owned: Vec<Projection> = defs.iter().map(|p| (*p).clone()).collect();
         let apply_functions = ApplyFunctions::On {
@@ -267,7 +275,10 @@ impl Target {
             });
             let mut state = if active {
                 if let Some(setup) = &p.setup {
-                    client.batch_execute(setup).await.map_err(|e| setup_error(&file, p, "setup", e))?;
+                    client
+                        .batch_execute(setup)
+                        .await
+                        .map_err(|e| setup_error(&file, p, "setup", e))?;
                 }
                 // In a transaction: installing the apply function tries handlers in savepoints.
                 client.batch_execute("BEGIN").await?;
@@ -380,13 +391,18 @@ impl Target {
     /// Live role, inside the batch transaction: takes the apply locks, brings the in-memory
     /// state in line with what other transactions committed (a projection that joined the
     /// stream, a swap that moved a checkpoint) and records the batch in the commit-order map.
-    async fn begin_batch(&mut self, batch: &[SourceTxn]) -> Result<Vec<Failure>, tokio_postgres::Error> {
+    async fn begin_batch(
+        &mut self,
+        batch: &[SourceTxn],
+    ) -> Result<Vec<Failure>, tokio_postgres::Error> {
         let Some(live_batch) = &self.live_batch else { return Ok(Vec::new()) };
         let names: Vec<&str> = self.projections.iter().map(|p| p.name.as_str()).collect();
         let rows = live_batch.begin(&self.client, &self.apply_locks, &names, batch).await?;
         let mut failures = Vec::new();
         for row in rows {
-            let Some(i) = self.projections.iter().position(|p| p.name == row.name) else { continue };
+            let Some(i) = self.projections.iter().position(|p| p.name == row.name) else {
+                continue;
+            };
             let running = row.status == "running";
             let p = &mut self.projections[i];
             match (p.failed, running) {
@@ -413,7 +429,11 @@ impl Target {
 
     /// A projection that caught up or was rebuilt elsewhere joins the stream at `checkpoint`,
     /// with its definition as the configuration file has it now.
-    async fn join(&mut self, i: usize, checkpoint: Option<Lsn>) -> Result<Option<Failure>, tokio_postgres::Error> {
+    async fn join(
+        &mut self,
+        i: usize,
+        checkpoint: Option<Lsn>,
+    ) -> Result<Option<Failure>, tokio_postgres::Error> {
         let name = self.projections[i].name.clone();
         let Some(def) = coordination::current_definition(&self.file, &name)
             .or_else(|| self.definitions.iter().find(|d| d.name == name).cloned())
@@ -448,7 +468,10 @@ impl Target {
     /// Applies a batch in one target transaction. On return `Ok`, the transaction committed:
     /// every running projection's changes and checkpoints, and any new failures, are durable.
     /// `Err` means nothing of the batch may be assumed applied (the caller reconnects).
-    pub async fn apply(&mut self, batch: &[SourceTxn]) -> Result<Vec<Failure>, tokio_postgres::Error> {
+    pub async fn apply(
+        &mut self,
+        batch: &[SourceTxn],
+    ) -> Result<Vec<Failure>, tokio_postgres::Error> {
         let Some(last) = batch.last().map(|t| t.end_lsn) else { return Ok(Vec::new()) };
         self.client.batch_execute("BEGIN").await?;
         let result = match self.begin_batch(batch).await {
@@ -462,7 +485,10 @@ impl Target {
             Ok(failures) => {
                 let commit = std::time::Instant::now();
                 self.client.batch_execute("COMMIT").await?;
-                debug!(commit_ms = commit.elapsed().as_millis() as u64, "target transaction committed");
+                debug!(
+                    commit_ms = commit.elapsed().as_millis() as u64,
+                    "target transaction committed"
+                );
                 for p in &mut self.projections {
                     if !p.failed && p.checkpoint.is_none_or(|c| c < last) {
                         p.checkpoint = Some(last);
@@ -479,7 +505,11 @@ impl Target {
         }
     }
 
-    async fn apply_in_transaction(&mut self, batch: &[SourceTxn], last: Lsn) -> Result<Vec<Failure>, tokio_postgres::Error> {
+    async fn apply_in_transaction(
+        &mut self,
+        batch: &[SourceTxn],
+        last: Lsn,
+    ) -> Result<Vec<Failure>, tokio_postgres::Error> {
         let done = self.apply_together(batch, last).await?;
         let mut failures = Vec::new();
         let mut start = 0;
@@ -512,23 +542,40 @@ impl Target {
                 }
                 let function = if by_statement[i] { None } else { p.function.as_ref() };
                 let to = (last, source_time(batch, last));
-                queue(client, p, function, &work, to, &self.checkpoint, &mut futures, &mut owners, i);
+                queue(
+                    client,
+                    p,
+                    function,
+                    &work,
+                    to,
+                    &self.checkpoint,
+                    &mut futures,
+                    &mut owners,
+                    i,
+                );
             }
 
             let results = join_all(futures).await;
-            let first_error =
-                results.into_iter().zip(owners.iter()).find_map(|(r, (i, owner))| r.err().map(|e| (*i, *owner, e)));
+            let first_error = results
+                .into_iter()
+                .zip(owners.iter())
+                .find_map(|(r, (i, owner))| r.err().map(|e| (*i, *owner, e)));
             match first_error {
                 None => match unknown_failure {
                     Some((i, lsn, ev)) => {
-                        let error = format!("no handler for event type {:?} and on_unknown = \"fail\"", ev.event_type);
+                        let error = format!(
+                            "no handler for event type {:?} and on_unknown = \"fail\"",
+                            ev.event_type
+                        );
                         failures.push(self.fail(i, batch, lsn, error, &ev.envelope).await?);
                         start = i + 1;
                     }
                     None => start = self.projections.len(),
                 },
                 Some((i, Owner::Function, e)) if connection_alive(&e) => {
-                    self.client.batch_execute("ROLLBACK TO SAVEPOINT eventstore_projection").await?;
+                    self.client
+                        .batch_execute("ROLLBACK TO SAVEPOINT eventstore_projection")
+                        .await?;
                     if !is_transient(&e) {
                         function_errors.push((i, error_text(&e)));
                     }
@@ -536,7 +583,9 @@ impl Target {
                     start = i;
                 }
                 Some((i, Owner::Event(lsn, ev), e)) if !is_transient(&e) => {
-                    self.client.batch_execute("ROLLBACK TO SAVEPOINT eventstore_projection").await?;
+                    self.client
+                        .batch_execute("ROLLBACK TO SAVEPOINT eventstore_projection")
+                        .await?;
                     failures.push(self.fail(i, batch, lsn, error_text(&e), &ev.envelope).await?);
                     start = i + 1;
                 }
@@ -562,26 +611,41 @@ impl Target {
     /// checkpoints. Returns which projections it applied. When it fails (any error that leaves
     /// the session usable), everything it did is rolled back and those projections take the
     /// per-projection path, which finds out which one failed and where.
-    async fn apply_together(&mut self, batch: &[SourceTxn], last: Lsn) -> Result<Vec<bool>, tokio_postgres::Error> {
+    async fn apply_together(
+        &mut self,
+        batch: &[SourceTxn],
+        last: Lsn,
+    ) -> Result<Vec<bool>, tokio_postgres::Error> {
         let mut done = vec![false; self.projections.len()];
         let (members, works): (Vec<usize>, Vec<_>) = self
             .projections
             .iter()
             .enumerate()
-            .filter(|(_, p)| !p.failed && p.checkpoint.is_none_or(|c| c < last) && p.function.is_some())
+            .filter(|(_, p)| {
+                !p.failed && p.checkpoint.is_none_or(|c| c < last) && p.function.is_some()
+            })
             .map(|(i, p)| (i, p.work(batch, None)))
-            .filter(|(_, (work, unknown))| unknown.is_none() && work.iter().all(|(h, _, _)| h.number.is_some()))
+            .filter(|(_, (work, unknown))| {
+                unknown.is_none() && work.iter().all(|(h, _, _)| h.number.is_some())
+            })
             .map(|(i, (work, _))| (i, work))
             .unzip();
         if members.is_empty() {
             return Ok(done);
         }
         if !self.together.contains_key(&members) {
-            let names: Vec<&str> = members.iter().map(|&i| self.projections[i].name.as_str()).collect();
+            let names: Vec<&str> =
+                members.iter().map(|&i| self.projections[i].name.as_str()).collect();
             let mut types = vec![Type::INT4_ARRAY; members.len()];
             types.push(Type::JSONB_ARRAY);
-            let applier = self.apply_functions.applier().expect("a projection has a function only when functions are on");
-            let statement = self.client.prepare_typed(&apply_function::call_together(&names, applier), &types).await?;
+            let applier = self
+                .apply_functions
+                .applier()
+                .expect("a projection has a function only when functions are on");
+            let statement = self
+                .client
+                .prepare_typed(&apply_function::call_together(&names, applier), &types)
+                .await?;
             self.together.insert(members.clone(), statement);
         }
 
@@ -613,11 +677,18 @@ impl Target {
         }
         let ranges = call_ranges(&envelopes);
         // Per call: each member's handler numbers and the envelopes, as slices to bind.
-        let slices: Vec<CallSlices<'_>> =
-            ranges.iter().map(|r| (numbers.iter().map(|n| &n[r.clone()]).collect(), &envelopes[r.clone()])).collect();
+        let slices: Vec<CallSlices<'_>> = ranges
+            .iter()
+            .map(|r| (numbers.iter().map(|n| &n[r.clone()]).collect(), &envelopes[r.clone()]))
+            .collect();
         let params: Vec<Vec<&(dyn ToSql + Sync)>> = slices
             .iter()
-            .map(|(n, e)| n.iter().map(|n| n as &(dyn ToSql + Sync)).chain(std::iter::once(e as &(dyn ToSql + Sync))).collect())
+            .map(|(n, e)| {
+                n.iter()
+                    .map(|n| n as &(dyn ToSql + Sync))
+                    .chain(std::iter::once(e as &(dyn ToSql + Sync)))
+                    .collect()
+            })
             .collect();
 
         let lsn = last.to_string();
@@ -625,16 +696,23 @@ impl Target {
         let client = &self.client;
         let statement = &self.together[&members];
         let mut futures: Pipeline<'_> = Vec::new();
-        futures.push(Box::pin(async move { client.batch_execute("SAVEPOINT eventstore_batch").await.map(|_| 0) }));
+        futures.push(Box::pin(async move {
+            client.batch_execute("SAVEPOINT eventstore_batch").await.map(|_| 0)
+        }));
         for params in &params {
             futures.push(Box::pin(client.execute(statement, params)));
         }
         for (&i, work) in members.iter().zip(&works) {
-            let (name, lsn, count) = (self.projections[i].name.as_str(), lsn.as_str(), work.len() as i64);
+            let (name, lsn, count) =
+                (self.projections[i].name.as_str(), lsn.as_str(), work.len() as i64);
             let checkpoint = &self.checkpoint;
-            futures.push(Box::pin(async move { client.execute(checkpoint, &[&name, &lsn, &count, &time]).await }));
+            futures.push(Box::pin(async move {
+                client.execute(checkpoint, &[&name, &lsn, &count, &time]).await
+            }));
         }
-        futures.push(Box::pin(async move { client.batch_execute("RELEASE SAVEPOINT eventstore_batch").await.map(|_| 0) }));
+        futures.push(Box::pin(async move {
+            client.batch_execute("RELEASE SAVEPOINT eventstore_batch").await.map(|_| 0)
+        }));
         match join_all(futures).await.into_iter().find_map(Result::err) {
             None => {
                 for i in members {
@@ -662,7 +740,11 @@ impl Target {
         envelope: &str,
     ) -> Result<Failure, tokio_postgres::Error> {
         let p = &self.projections[i];
-        let prefix_end = batch.iter().map(|t| t.end_lsn).filter(|l| *l < failed_txn && p.checkpoint.is_none_or(|c| *l > c)).max();
+        let prefix_end = batch
+            .iter()
+            .map(|t| t.end_lsn)
+            .filter(|l| *l < failed_txn && p.checkpoint.is_none_or(|c| *l > c))
+            .max();
         let mut checkpoint = p.checkpoint;
         if let Some(prefix_end) = prefix_end {
             let (work, _) = p.work(batch, Some(prefix_end));
@@ -675,7 +757,9 @@ impl Target {
                 None => checkpoint = Some(prefix_end),
                 Some(e) if is_transient(&e) => return Err(e),
                 // Failed differently the second time: keep the old checkpoint.
-                Some(_) => self.client.batch_execute("ROLLBACK TO SAVEPOINT eventstore_projection").await?,
+                Some(_) => {
+                    self.client.batch_execute("ROLLBACK TO SAVEPOINT eventstore_projection").await?
+                }
             }
         }
         let p = &mut self.projections[i];
@@ -697,14 +781,16 @@ impl ProjectionState {
         until: Option<Lsn>,
     ) -> (Vec<(&'s Handler, Lsn, &'b Event)>, Option<(Lsn, &'b Event)>) {
         let mut work = Vec::new();
-        let txns = batch
-            .iter()
-            .filter(|t| self.checkpoint.is_none_or(|c| t.end_lsn > c) && until.is_none_or(|u| t.end_lsn <= u));
+        let txns = batch.iter().filter(|t| {
+            self.checkpoint.is_none_or(|c| t.end_lsn > c) && until.is_none_or(|u| t.end_lsn <= u)
+        });
         for txn in txns {
             for ev in &txn.events {
                 match self.handlers.get(&ev.event_type) {
                     Some(handler) => work.push((handler, txn.end_lsn, ev)),
-                    None if self.on_unknown == OnUnknown::Fail => return (work, Some((txn.end_lsn, ev))),
+                    None if self.on_unknown == OnUnknown::Fail => {
+                        return (work, Some((txn.end_lsn, ev)))
+                    }
                     None => {}
                 }
             }
@@ -718,7 +804,8 @@ fn source_time(batch: &[SourceTxn], lsn: Lsn) -> SystemTime {
     batch.iter().find(|t| t.end_lsn == lsn).map_or(SystemTime::UNIX_EPOCH, |t| t.source_time)
 }
 
-type Pipeline<'a> = Vec<Pin<Box<dyn Future<Output = Result<u64, tokio_postgres::Error>> + Send + 'a>>>;
+type Pipeline<'a> =
+    Vec<Pin<Box<dyn Future<Output = Result<u64, tokio_postgres::Error>> + Send + 'a>>>;
 
 /// What an entry of the pipeline is, to tell what its error means.
 #[derive(Debug, Clone, Copy)]
@@ -751,13 +838,17 @@ fn queue<'a, 'b: 'a>(
     owners: &mut Vec<(usize, Owner<'b>)>,
     i: usize,
 ) {
-    futures.push(Box::pin(async move { client.batch_execute("SAVEPOINT eventstore_projection").await.map(|_| 0) }));
+    futures.push(Box::pin(async move {
+        client.batch_execute("SAVEPOINT eventstore_projection").await.map(|_| 0)
+    }));
     owners.push((i, Owner::Control));
     let mut run = FunctionRun::default();
     for &(handler, lsn, ev) in work {
         match (function, handler.number) {
             (Some(f), Some(number)) => {
-                if run.numbers.len() == CALL_MAX_EVENTS || run.bytes + ev.envelope.len() > CALL_MAX_BYTES {
+                if run.numbers.len() == CALL_MAX_EVENTS
+                    || run.bytes + ev.envelope.len() > CALL_MAX_BYTES
+                {
                     run.flush(client, f, futures, owners, i);
                 }
                 run.numbers.push(number);
@@ -769,7 +860,9 @@ fn queue<'a, 'b: 'a>(
                     run.flush(client, f, futures, owners, i);
                 }
                 let statement = &handler.statement;
-                futures.push(Box::pin(async move { client.execute(statement, &[&JsonText(&ev.envelope)]).await }));
+                futures.push(Box::pin(async move {
+                    client.execute(statement, &[&JsonText(&ev.envelope)]).await
+                }));
                 owners.push((i, Owner::Event(lsn, ev)));
             }
         }
@@ -780,17 +873,31 @@ fn queue<'a, 'b: 'a>(
     let name = p.name.as_str();
     let lsn = checkpoint_to.to_string();
     let count = work.len() as i64;
-    futures.push(Box::pin(async move { client.execute(checkpoint, &[&name, &lsn, &count, &checkpoint_time]).await }));
+    futures.push(Box::pin(async move {
+        client.execute(checkpoint, &[&name, &lsn, &count, &checkpoint_time]).await
+    }));
     owners.push((i, Owner::Control));
-    futures.push(Box::pin(async move { client.batch_execute("RELEASE SAVEPOINT eventstore_projection").await.map(|_| 0) }));
+    futures.push(Box::pin(async move {
+        client.batch_execute("RELEASE SAVEPOINT eventstore_projection").await.map(|_| 0)
+    }));
     owners.push((i, Owner::Control));
 }
 
-pub(crate) fn setup_error(file: &str, p: &Projection, key: &str, e: tokio_postgres::Error) -> SetupError {
+pub(crate) fn setup_error(
+    file: &str,
+    p: &Projection,
+    key: &str,
+    e: tokio_postgres::Error,
+) -> SetupError {
     if is_transient(&e) {
         SetupError::Database(e)
     } else {
-        SetupError::Projection { file: file.into(), projection: p.name.clone(), key: key.into(), message: error_text(&e) }
+        SetupError::Projection {
+            file: file.into(),
+            projection: p.name.clone(),
+            key: key.into(),
+            message: error_text(&e),
+        }
     }
 }
 
@@ -820,7 +927,8 @@ impl<'b> FunctionRun<'b> {
             return;
         }
         let FunctionRun { numbers, envelopes, .. } = std::mem::take(self);
-        futures.push(Box::pin(async move { client.execute(function, &[&numbers, &envelopes]).await }));
+        futures
+            .push(Box::pin(async move { client.execute(function, &[&numbers, &envelopes]).await }));
         owners.push((i, Owner::Function));
     }
 }
@@ -839,7 +947,12 @@ pub(crate) async fn prepare(
             if is_transient(&e) {
                 SetupError::Database(e)
             } else {
-                SetupError::Projection { file: file.into(), projection: p.name.clone(), key: key.clone(), message: error_text(&e) }
+                SetupError::Projection {
+                    file: file.into(),
+                    projection: p.name.clone(),
+                    key: key.clone(),
+                    message: error_text(&e),
+                }
             }
         })?;
         if stmt.params().len() != 1 {
@@ -847,14 +960,19 @@ pub(crate) async fn prepare(
                 file: file.into(),
                 projection: p.name.clone(),
                 key,
-                message: format!("must have exactly one parameter ($1, the event envelope); it has {}", stmt.params().len()),
+                message: format!(
+                    "must have exactly one parameter ($1, the event envelope); it has {}",
+                    stmt.params().len()
+                ),
             });
         }
         if let ApplyFunctions::On { standard_conforming_strings, .. } = apply_functions {
             let returns_rows = !stmt.columns().is_empty();
             match apply_function::compilable(sql, returns_rows, standard_conforming_strings) {
                 Some(statement) => compilable.push((event_type.as_str(), statement)),
-                None => debug!(projection = %p.name, event_type = %event_type, "handler runs as a statement per event (not a plain INSERT/UPDATE/DELETE/MERGE/WITH without RETURNING)"),
+                None => {
+                    debug!(projection = %p.name, event_type = %event_type, "handler runs as a statement per event (not a plain INSERT/UPDATE/DELETE/MERGE/WITH without RETURNING)")
+                }
             }
         }
         handlers.insert(event_type.clone(), Handler { statement: stmt, number: None });
@@ -866,7 +984,12 @@ pub(crate) async fn prepare(
             let function = match compiled.is_empty() {
                 true => None,
                 false => Some(
-                    client.prepare_typed(&apply_function::call(&p.name, applier), &[Type::INT4_ARRAY, Type::JSONB_ARRAY]).await?,
+                    client
+                        .prepare_typed(
+                            &apply_function::call(&p.name, applier),
+                            &[Type::INT4_ARRAY, Type::JSONB_ARRAY],
+                        )
+                        .await?,
                 ),
             };
             (compiled, function)
@@ -878,7 +1001,14 @@ pub(crate) async fn prepare(
             h.number = Some(number as i32);
         }
     }
-    Ok(ProjectionState { name: p.name.clone(), on_unknown: p.on_unknown, handlers, function, checkpoint: None, failed: false })
+    Ok(ProjectionState {
+        name: p.name.clone(),
+        on_unknown: p.on_unknown,
+        handlers,
+        function,
+        checkpoint: None,
+        failed: false,
+    })
 }
 
 /// Creates (or replaces) the projection's apply function with the handlers that compile, and
@@ -895,7 +1025,11 @@ async fn install_function<'h>(
     compilable: &[(&'h str, &str)],
 ) -> Result<Vec<&'h str>, SetupError> {
     let create = |handlers: &[(&str, &str)]| {
-        apply_function::create_function(projection, applier, &handlers.iter().map(|(_, sql)| *sql).collect::<Vec<_>>())
+        apply_function::create_function(
+            projection,
+            applier,
+            &handlers.iter().map(|(_, sql)| *sql).collect::<Vec<_>>(),
+        )
     };
     let mut handlers = compilable.to_vec();
     if !handlers.is_empty() {
@@ -906,7 +1040,9 @@ async fn install_function<'h>(
             for h in handlers {
                 match try_create(client, &create(&[h]), false).await? {
                     Ok(()) => alone.push(h),
-                    Err(e) => info!(projection, event_type = h.0, error = %error_text(&e), "handler does not compile into the apply function; it runs as a statement per event"),
+                    Err(e) => {
+                        info!(projection, event_type = h.0, error = %error_text(&e), "handler does not compile into the apply function; it runs as a statement per event")
+                    }
                 }
             }
             handlers = alone;
@@ -962,6 +1098,10 @@ mod tests {
         let envelopes = [JsonText(&big), JsonText(&small), JsonText(&big), JsonText(&big)];
         assert_eq!(call_ranges(&envelopes), [0..2, 2..3, 3..4]);
         let huge = "x".repeat(CALL_MAX_BYTES * 2);
-        assert_eq!(call_ranges(&[JsonText(&huge), JsonText(&small)]), [0..1, 1..2], "an oversized event goes alone");
+        assert_eq!(
+            call_ranges(&[JsonText(&huge), JsonText(&small)]),
+            [0..1, 1..2],
+            "an oversized event goes alone"
+        );
     }
 }

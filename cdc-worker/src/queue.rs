@@ -28,7 +28,12 @@ pub struct ByteBudget {
 
 impl ByteBudget {
     pub fn new(bound: usize) -> Arc<ByteBudget> {
-        Arc::new(ByteBudget { bound, held: Mutex::new(0), peak: AtomicUsize::new(0), released: Notify::new() })
+        Arc::new(ByteBudget {
+            bound,
+            held: Mutex::new(0),
+            peak: AtomicUsize::new(0),
+            released: Notify::new(),
+        })
     }
 
     fn held(&self) -> std::sync::MutexGuard<'_, usize> {

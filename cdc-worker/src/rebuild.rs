@@ -26,12 +26,12 @@ use tracing::{debug, info, warn};
 use crate::apply_function::{self, Applier};
 use crate::catchup::{CHUNK, JOIN_BELOW};
 use crate::config::Config;
+use crate::connect::connect_sql;
 use crate::coordination;
 use crate::lsn::Lsn;
 use crate::projection::{Failure, Role, SourceTxn, Target};
 use crate::replication::{quote_ident, ReplicationConnection};
 use crate::source_map;
-use crate::connect::connect_sql;
 
 /// Events read from the snapshot per target transaction.
 const SNAPSHOT_CHUNK: i64 = 5000;
@@ -49,7 +49,10 @@ pub enum Mode {
 /// What became of one projection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    Swapped { checkpoint: Lsn, events: i64 },
+    Swapped {
+        checkpoint: Lsn,
+        events: i64,
+    },
     Failed(String),
     /// Another process owns it, or its status changed meanwhile.
     Skipped(String),
@@ -68,20 +71,32 @@ impl Shadow {
     }
 }
 
-pub async fn run(config: &Config, names: &[String], mode: Mode, stop: &CancellationToken) -> anyhow::Result<Vec<(String, Outcome)>> {
+pub async fn run(
+    config: &Config,
+    names: &[String],
+    mode: Mode,
+    stop: &CancellationToken,
+) -> anyhow::Result<Vec<(String, Outcome)>> {
     tokio::select! {
         r = build(config, names, mode) => r,
         _ = stop.cancelled() => Ok(Vec::new()),
     }
 }
 
-async fn build(config: &Config, names: &[String], mode: Mode) -> anyhow::Result<Vec<(String, Outcome)>> {
+async fn build(
+    config: &Config,
+    names: &[String],
+    mode: Mode,
+) -> anyhow::Result<Vec<(String, Outcome)>> {
     let started = Instant::now();
     let mut control = connect_sql(config.target_config(), "target", "build").await?;
     control.batch_execute("SET client_min_messages TO warning").await?;
     crate::projection::ensure_schema(&control).await?;
     let Some(horizon) = source_map::horizon(&control).await? else {
-        bail!("the worker has not streamed from slot {:?} yet: start it once, then rebuild", config.slot);
+        bail!(
+            "the worker has not streamed from slot {:?} yet: start it once, then rebuild",
+            config.slot
+        );
     };
     debug!(horizon = %horizon, "commit-order map available");
     let mut outcomes = Vec::new();
@@ -89,7 +104,9 @@ async fn build(config: &Config, names: &[String], mode: Mode) -> anyhow::Result<
     for name in names {
         match claim(&control, config, name, mode).await? {
             Ok(schema) => match open_shadow(config, name, &schema).await {
-                Ok(target) => shadows.push(Shadow { name: name.clone(), schema, target, outcome: None }),
+                Ok(target) => {
+                    shadows.push(Shadow { name: name.clone(), schema, target, outcome: None })
+                }
                 Err(e) if is_definitive(&e) => {
                     let error = format!("{e:#}");
                     abandon(&control, name, &schema, mode, Some(&error), None).await?;
@@ -109,7 +126,8 @@ async fn build(config: &Config, names: &[String], mode: Mode) -> anyhow::Result<
     source.batch_execute(source_map::EVENT_SESSION).await?;
     let mut repl = ReplicationConnection::connect(&config.source.named("build")).await?;
     let slot = temporary_slot_name(&config.slot);
-    let (consistent_point, snapshot) = repl.create_exporting_slot(&slot).await.context("creating a temporary slot")?;
+    let (consistent_point, snapshot) =
+        repl.create_exporting_slot(&slot).await.context("creating a temporary slot")?;
     info!(projections = ?names, consistent_point = %consistent_point, "reading eventstore.events as of the consistent point");
     let reading = Instant::now();
     source
@@ -132,7 +150,10 @@ async fn build(config: &Config, names: &[String], mode: Mode) -> anyhow::Result<
         let chunk = next;
         events += chunk.events.len();
         // Read the next chunk while this one is applied.
-        let (applied, fetched) = tokio::join!(apply_all(&mut shadows, std::slice::from_ref(&chunk)), fetch(&source, &fetch_sql, chunk_no));
+        let (applied, fetched) = tokio::join!(
+            apply_all(&mut shadows, std::slice::from_ref(&chunk)),
+            fetch(&source, &fetch_sql, chunk_no)
+        );
         applied?;
         next = fetched?;
         record_failures(&control, &mut shadows, mode, true).await?;
@@ -160,7 +181,9 @@ async fn build(config: &Config, names: &[String], mode: Mode) -> anyhow::Result<
     }
 
     // 3. Catch up through the map until little is left.
-    while let Some(at) = shadows.iter().filter(|s| s.building()).filter_map(|s| s.target.checkpoint(&s.name)).min() {
+    while let Some(at) =
+        shadows.iter().filter(|s| s.building()).filter_map(|s| s.target.checkpoint(&s.name)).min()
+    {
         let rows = source_map::after(&control, at, CHUNK).await?;
         if rows.len() < JOIN_BELOW {
             break;
@@ -196,18 +219,36 @@ async fn build(config: &Config, names: &[String], mode: Mode) -> anyhow::Result<
 
 /// Takes ownership of the projection for the build and registers it, before the snapshot is
 /// taken (so that pruning keeps the map rows the build will need). `Err` says why not.
-async fn claim(control: &Client, config: &Config, name: &str, mode: Mode) -> anyhow::Result<Result<String, String>> {
-    let owned: bool = control.query_one("SELECT pg_catalog.pg_try_advisory_lock($1::pg_catalog.int8)", &[&coordination::owner_lock(name)]).await?.get(0);
+async fn claim(
+    control: &Client,
+    config: &Config,
+    name: &str,
+    mode: Mode,
+) -> anyhow::Result<Result<String, String>> {
+    let owned: bool = control
+        .query_one(
+            "SELECT pg_catalog.pg_try_advisory_lock($1::pg_catalog.int8)",
+            &[&coordination::owner_lock(name)],
+        )
+        .await?
+        .get(0);
     if !owned {
         return Ok(Err("another process is catching up or rebuilding it".into()));
     }
     control
         .execute("INSERT INTO eventstore_worker.projections (name) VALUES ($1) ON CONFLICT (name) DO NOTHING", &[&name])
         .await?;
-    let status: String =
-        control.query_one("SELECT status FROM eventstore_worker.projections WHERE name = $1", &[&name]).await?.get(0);
+    let status: String = control
+        .query_one("SELECT status FROM eventstore_worker.projections WHERE name = $1", &[&name])
+        .await?
+        .get(0);
     if mode == Mode::Worker && status != "rebuilding" {
-        control.execute("SELECT pg_catalog.pg_advisory_unlock($1::pg_catalog.int8)", &[&coordination::owner_lock(name)]).await?;
+        control
+            .execute(
+                "SELECT pg_catalog.pg_advisory_unlock($1::pg_catalog.int8)",
+                &[&coordination::owner_lock(name)],
+            )
+            .await?;
         return Ok(Err(format!("status is {status} now")));
     }
     let schema = coordination::shadow_schema(name);
@@ -254,7 +295,10 @@ async fn open_shadow(config: &Config, name: &str, schema: &str) -> anyhow::Resul
 }
 
 fn temporary_slot_name(slot: &str) -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_nanos();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .subsec_nanos();
     let prefix: String = slot.chars().take(40).collect();
     format!("{prefix}_build_{}_{nanos:x}", std::process::id())
 }
@@ -267,7 +311,11 @@ async fn fetch(source: &Client, sql: &str, chunk_no: u64) -> anyhow::Result<Sour
     let rows = source.query(sql, &[]).await.context("reading eventstore.events")?;
     let events: Vec<_> = rows.iter().map(|r| source_map::event_from_row(r, 0)).collect();
     let recorded = rows.iter().map(|r| r.get::<_, f64>(8)).fold(f64::MIN, f64::max);
-    let source_time = if rows.is_empty() { std::time::SystemTime::now() } else { source_map::epoch_time(recorded) };
+    let source_time = if rows.is_empty() {
+        std::time::SystemTime::now()
+    } else {
+        source_map::epoch_time(recorded)
+    };
     let bytes = events.iter().map(|e| e.envelope.len()).sum();
     Ok(SourceTxn { end_lsn: Lsn(chunk_no + 1), source_time, transaction_id: None, events, bytes })
 }
@@ -281,7 +329,8 @@ async fn apply_all(shadows: &mut [Shadow], txns: &[SourceTxn]) -> anyhow::Result
     }))
     .await;
     for (s, r) in results {
-        let failures: Vec<Failure> = r.with_context(|| format!("building projection {:?}", s.name))?;
+        let failures: Vec<Failure> =
+            r.with_context(|| format!("building projection {:?}", s.name))?;
         if let Some(f) = failures.into_iter().next() {
             s.outcome = Some(Outcome::Failed(f.error));
         }
@@ -289,7 +338,12 @@ async fn apply_all(shadows: &mut [Shadow], txns: &[SourceTxn]) -> anyhow::Result
     Ok(())
 }
 
-async fn record_failures(control: &Client, shadows: &mut [Shadow], mode: Mode, in_snapshot: bool) -> anyhow::Result<()> {
+async fn record_failures(
+    control: &Client,
+    shadows: &mut [Shadow],
+    mode: Mode,
+    in_snapshot: bool,
+) -> anyhow::Result<()> {
     for s in shadows.iter_mut() {
         let Some(Outcome::Failed(error)) = &s.outcome else { continue };
         if s.schema.is_empty() {
@@ -297,7 +351,10 @@ async fn record_failures(control: &Client, shadows: &mut [Shadow], mode: Mode, i
         }
         warn!(projection = %s.name, error = %error, in_snapshot, "build failed; the tables in use are left as they are");
         let failed_event: Option<String> = control
-            .query_one("SELECT failed_event::text FROM eventstore_worker.rebuilds WHERE name = $1", &[&s.name])
+            .query_one(
+                "SELECT failed_event::text FROM eventstore_worker.rebuilds WHERE name = $1",
+                &[&s.name],
+            )
             .await?
             .get(0);
         abandon(control, &s.name, &s.schema, mode, Some(error), failed_event.as_deref()).await?;
@@ -328,16 +385,29 @@ async fn abandon(
             )
             .await?;
     }
-    control.execute("SELECT pg_catalog.pg_advisory_unlock($1::pg_catalog.int8)", &[&coordination::owner_lock(name)]).await?;
+    control
+        .execute(
+            "SELECT pg_catalog.pg_advisory_unlock($1::pg_catalog.int8)",
+            &[&coordination::owner_lock(name)],
+        )
+        .await?;
     Ok(())
 }
 
 /// Step 4: last map transactions and the swap, with the apply lock held.
-async fn swap(control: &mut Client, source: &Client, config: &Config, s: &mut Shadow, mode: Mode) -> anyhow::Result<Outcome> {
+async fn swap(
+    control: &mut Client,
+    source: &Client,
+    config: &Config,
+    s: &mut Shadow,
+    mode: Mode,
+) -> anyhow::Result<Outcome> {
     let lock = coordination::apply_lock(&s.name);
     let version = config.projection(&s.name).and_then(|p| p.version.clone());
     for attempt in 1..=SWAP_ATTEMPTS {
-        control.execute("SELECT pg_catalog.pg_advisory_lock($1::pg_catalog.int8)", &[&lock]).await?;
+        control
+            .execute("SELECT pg_catalog.pg_advisory_lock($1::pg_catalog.int8)", &[&lock])
+            .await?;
         let result = async {
             loop {
                 let at = s.target.checkpoint(&s.name).unwrap_or_default();
@@ -354,16 +424,22 @@ async fn swap(control: &mut Client, source: &Client, config: &Config, s: &mut Sh
             swap_tables(control, s, mode, version.as_deref()).await.map(Ok)
         }
         .await;
-        control.execute("SELECT pg_catalog.pg_advisory_unlock($1::pg_catalog.int8)", &[&lock]).await?;
+        control
+            .execute("SELECT pg_catalog.pg_advisory_unlock($1::pg_catalog.int8)", &[&lock])
+            .await?;
         match result {
             Ok(Ok(outcome)) => return Ok(outcome),
             Ok(Err(error)) => {
                 s.outcome = Some(Outcome::Failed(error.clone()));
                 let failed_event: Option<String> = control
-                    .query_one("SELECT failed_event::text FROM eventstore_worker.rebuilds WHERE name = $1", &[&s.name])
+                    .query_one(
+                        "SELECT failed_event::text FROM eventstore_worker.rebuilds WHERE name = $1",
+                        &[&s.name],
+                    )
                     .await?
                     .get(0);
-                abandon(control, &s.name, &s.schema, mode, Some(&error), failed_event.as_deref()).await?;
+                abandon(control, &s.name, &s.schema, mode, Some(&error), failed_event.as_deref())
+                    .await?;
                 return Ok(Outcome::Failed(error));
             }
             Err(e) if is_lock_timeout(&e) && attempt < SWAP_ATTEMPTS => {
@@ -401,7 +477,12 @@ fn is_lock_timeout(e: &anyhow::Error) -> bool {
 /// One transaction: the shadow tables replace the ones in use (same names, found through the
 /// normal `search_path`), the shadow schema goes, the projection is `running` at the shadow's
 /// checkpoint or the live one, whichever is later.
-async fn swap_tables(control: &mut Client, s: &Shadow, mode: Mode, version: Option<&str>) -> anyhow::Result<Outcome> {
+async fn swap_tables(
+    control: &mut Client,
+    s: &Shadow,
+    mode: Mode,
+    version: Option<&str>,
+) -> anyhow::Result<Outcome> {
     let checkpoint = s.target.checkpoint(&s.name).unwrap_or_default();
     let tx = control.transaction().await?;
     tx.batch_execute("SET LOCAL lock_timeout = '5s'").await?;
@@ -416,7 +497,9 @@ async fn swap_tables(control: &mut Client, s: &Shadow, mode: Mode, version: Opti
     // shadow may lack transactions. The projection stays as it is; the worker builds it again.
     let horizon = source_map::horizon(&tx).await?.unwrap_or_default();
     if checkpoint < horizon {
-        return Ok(Outcome::Skipped(format!("the commit-order map restarted at {horizon}, after the build's {checkpoint}")));
+        return Ok(Outcome::Skipped(format!(
+            "the commit-order map restarted at {horizon}, after the build's {checkpoint}"
+        )));
     }
     let tables = tx
         .query(
@@ -437,16 +520,30 @@ async fn swap_tables(control: &mut Client, s: &Shadow, mode: Mode, version: Opti
         let dest: String = match live {
             Some(row) => {
                 let schema: String = row.get(0);
-                tx.batch_execute(&format!("DROP TABLE {}.{}", quote_ident(&schema), quote_ident(&table))).await?;
+                tx.batch_execute(&format!(
+                    "DROP TABLE {}.{}",
+                    quote_ident(&schema),
+                    quote_ident(&table)
+                ))
+                .await?;
                 schema
             }
-            None => match tx.query_one("SELECT pg_catalog.current_schema()", &[]).await?.get::<_, Option<String>>(0) {
+            None => match tx
+                .query_one("SELECT pg_catalog.current_schema()", &[])
+                .await?
+                .get::<_, Option<String>>(0)
+            {
                 Some(schema) => schema,
                 None => bail!("no schema in the search_path exists to move table {table:?} into"),
             },
         };
-        tx.batch_execute(&format!("ALTER TABLE {}.{} SET SCHEMA {}", s.schema, quote_ident(&table), quote_ident(&dest)))
-            .await?;
+        tx.batch_execute(&format!(
+            "ALTER TABLE {}.{} SET SCHEMA {}",
+            s.schema,
+            quote_ident(&table),
+            quote_ident(&dest)
+        ))
+        .await?;
     }
     // Partitions move with nothing: move them too (their parent is in place now).
     let partitions = tx
@@ -458,12 +555,26 @@ async fn swap_tables(control: &mut Client, s: &Shadow, mode: Mode, version: Opti
         .await?;
     for t in &partitions {
         let table: String = t.get(0);
-        let Some(dest) = tx.query_one("SELECT pg_catalog.current_schema()", &[]).await?.get::<_, Option<String>>(0) else {
+        let Some(dest) = tx
+            .query_one("SELECT pg_catalog.current_schema()", &[])
+            .await?
+            .get::<_, Option<String>>(0)
+        else {
             bail!("no schema in the search_path exists to move partition {table:?} into");
         };
-        tx.batch_execute(&format!("DROP TABLE IF EXISTS {}.{}", quote_ident(&dest), quote_ident(&table))).await?;
-        tx.batch_execute(&format!("ALTER TABLE {}.{} SET SCHEMA {}", s.schema, quote_ident(&table), quote_ident(&dest)))
-            .await?;
+        tx.batch_execute(&format!(
+            "DROP TABLE IF EXISTS {}.{}",
+            quote_ident(&dest),
+            quote_ident(&table)
+        ))
+        .await?;
+        tx.batch_execute(&format!(
+            "ALTER TABLE {}.{} SET SCHEMA {}",
+            s.schema,
+            quote_ident(&table),
+            quote_ident(&dest)
+        ))
+        .await?;
     }
     // Anything else setup created there (types, views, functions) is not moved: say so.
     if let Err(e) = tx.batch_execute(&format!("DROP SCHEMA {}", s.schema)).await {
@@ -475,7 +586,10 @@ async fn swap_tables(control: &mut Client, s: &Shadow, mode: Mode, version: Opti
         );
     }
     let events: i64 = tx
-        .query_one("SELECT events_applied FROM eventstore_worker.rebuilds WHERE name = $1", &[&s.name])
+        .query_one(
+            "SELECT events_applied FROM eventstore_worker.rebuilds WHERE name = $1",
+            &[&s.name],
+        )
         .await?
         .get(0);
     // The checkpoint time goes with whichever checkpoint is kept.
@@ -494,7 +608,12 @@ async fn swap_tables(control: &mut Client, s: &Shadow, mode: Mode, version: Opti
         .await?;
     tx.execute("DELETE FROM eventstore_worker.rebuilds WHERE name = $1", &[&s.name]).await?;
     tx.commit().await?;
-    control.execute("SELECT pg_catalog.pg_advisory_unlock($1::pg_catalog.int8)", &[&coordination::owner_lock(&s.name)]).await?;
+    control
+        .execute(
+            "SELECT pg_catalog.pg_advisory_unlock($1::pg_catalog.int8)",
+            &[&coordination::owner_lock(&s.name)],
+        )
+        .await?;
     let checkpoint = row.get::<_, String>(0).parse().unwrap_or(checkpoint);
     Ok(Outcome::Swapped { checkpoint, events })
 }
@@ -502,21 +621,31 @@ async fn swap_tables(control: &mut Client, s: &Shadow, mode: Mode, version: Opti
 /// Clears builds whose process is gone (nobody holds their owner lock): their shadow schema
 /// and row. Called now and then by the worker.
 pub async fn clear_abandoned(control: &Client) -> anyhow::Result<()> {
-    let rows = control.query("SELECT name, shadow_schema FROM eventstore_worker.rebuilds", &[]).await?;
+    let rows =
+        control.query("SELECT name, shadow_schema FROM eventstore_worker.rebuilds", &[]).await?;
     for row in rows {
         let (name, schema): (String, String) = (row.get(0), row.get(1));
         let lock = coordination::owner_lock(&name);
-        let free: bool = control.query_one("SELECT pg_catalog.pg_try_advisory_lock($1::pg_catalog.int8)", &[&lock]).await?.get(0);
+        let free: bool = control
+            .query_one("SELECT pg_catalog.pg_try_advisory_lock($1::pg_catalog.int8)", &[&lock])
+            .await?
+            .get(0);
         if !free {
             continue;
         }
         info!(projection = %name, schema = %schema, "clearing a build whose process is gone");
         let cleared = async {
-            control.batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", quote_ident(&schema))).await?;
-            control.execute("DELETE FROM eventstore_worker.rebuilds WHERE name = $1", &[&name]).await
+            control
+                .batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", quote_ident(&schema)))
+                .await?;
+            control
+                .execute("DELETE FROM eventstore_worker.rebuilds WHERE name = $1", &[&name])
+                .await
         }
         .await;
-        control.execute("SELECT pg_catalog.pg_advisory_unlock($1::pg_catalog.int8)", &[&lock]).await?;
+        control
+            .execute("SELECT pg_catalog.pg_advisory_unlock($1::pg_catalog.int8)", &[&lock])
+            .await?;
         cleared?;
     }
     Ok(())

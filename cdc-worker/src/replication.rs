@@ -104,13 +104,20 @@ impl Movable {
     fn attached(&mut self) -> std::io::Result<Pin<&mut TcpStream>> {
         match self {
             Movable::Attached(s) => Ok(Pin::new(s)),
-            _ => Err(std::io::Error::new(std::io::ErrorKind::NotConnected, "socket not registered with a runtime")),
+            _ => Err(std::io::Error::new(
+                std::io::ErrorKind::NotConnected,
+                "socket not registered with a runtime",
+            )),
         }
     }
 }
 
 impl AsyncRead for Movable {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
         match self.get_mut().attached() {
             Ok(s) => s.poll_read(cx, buf),
             Err(e) => Poll::Ready(Err(e)),
@@ -119,7 +126,11 @@ impl AsyncRead for Movable {
 }
 
 impl AsyncWrite for Movable {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         match self.get_mut().attached() {
             Ok(s) => s.poll_write(cx, buf),
             Err(e) => Poll::Ready(Err(e)),
@@ -160,12 +171,23 @@ async fn negotiate_tls(
             let tls = tokio_rustls::TlsConnector::from(config)
                 .connect(name, Movable::Attached(socket))
                 .await
-                .map_err(|e| ReplicationError::Tls(format!("TLS handshake with {host} (sslmode={}): {e}", settings.mode.as_str())))?;
+                .map_err(|e| {
+                    ReplicationError::Tls(format!(
+                        "TLS handshake with {host} (sslmode={}): {e}",
+                        settings.mode.as_str()
+                    ))
+                })?;
             Ok(Box::new(tls))
         }
         b'N' if !settings.required() => Ok(Box::new(socket)),
-        b'N' => Err(ReplicationError::Tls(format!("the server at {host} does not support TLS (sslmode={})", settings.mode.as_str()))),
-        other => Err(ReplicationError::Protocol(format!("unexpected answer {:?} to SSLRequest", other as char))),
+        b'N' => Err(ReplicationError::Tls(format!(
+            "the server at {host} does not support TLS (sslmode={})",
+            settings.mode.as_str()
+        ))),
+        other => Err(ReplicationError::Protocol(format!(
+            "unexpected answer {:?} to SSLRequest",
+            other as char
+        ))),
     }
 }
 
@@ -245,7 +267,9 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             if self.buf.len() >= 5 {
                 let len = i32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]);
                 if len < 4 || len as usize > MAX_MESSAGE {
-                    return Err(ReplicationError::Protocol(format!("invalid message length {len}")));
+                    return Err(ReplicationError::Protocol(format!(
+                        "invalid message length {len}"
+                    )));
                 }
                 let total = 1 + len as usize;
                 if self.buf.len() >= total {
@@ -280,7 +304,12 @@ fn cstrings(mut body: &[u8]) -> impl Iterator<Item = &[u8]> {
 }
 
 fn parse_error(body: &[u8]) -> ServerError {
-    let mut e = ServerError { severity: "ERROR".into(), code: "XX000".into(), message: String::new(), detail: None };
+    let mut e = ServerError {
+        severity: "ERROR".into(),
+        code: "XX000".into(),
+        message: String::new(),
+        detail: None,
+    };
     let mut rest = body;
     while let Some((&kind, tail)) = rest.split_first() {
         if kind == 0 {
@@ -393,20 +422,31 @@ impl ReplicationConnection {
                         s.set_nodelay(true)?;
                         Plain::Tcp(s, h.clone())
                     }
-                    Host::Unix(dir) => Plain::Unix(UnixStream::connect(dir.join(format!(".s.PGSQL.{port}"))).await?),
+                    Host::Unix(dir) => Plain::Unix(
+                        UnixStream::connect(dir.join(format!(".s.PGSQL.{port}"))).await?,
+                    ),
                 })
             })
             .await
             {
                 Ok(r) => r,
-                Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")),
+                Err(_) => {
+                    Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))
+                }
             };
             let socket: std::io::Result<Box<dyn Socket>> = match (socket, &tls) {
                 (Ok(Plain::Tcp(s, h)), Some(c)) => {
-                    let negotiated = tokio::time::timeout(timeout, negotiate_tls(s, &h, c.clone(), &endpoint.tls)).await;
+                    let negotiated = tokio::time::timeout(
+                        timeout,
+                        negotiate_tls(s, &h, c.clone(), &endpoint.tls),
+                    )
+                    .await;
                     match negotiated {
                         Ok(r) => Ok(r?),
-                        Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS negotiation timed out")),
+                        Err(_) => Err(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            "TLS negotiation timed out",
+                        )),
                     }
                 }
                 (Ok(Plain::Tcp(s, _)), None) => Ok(Box::new(s)),
@@ -422,8 +462,10 @@ impl ReplicationConnection {
             };
             match socket {
                 Ok(socket) => {
-                    let mut conn =
-                        ReplicationConnection { reader: FrameReader { io: socket, buf: BytesMut::with_capacity(64 << 10) }, out: BytesMut::new() };
+                    let mut conn = ReplicationConnection {
+                        reader: FrameReader { io: socket, buf: BytesMut::with_capacity(64 << 10) },
+                        out: BytesMut::new(),
+                    };
                     conn.startup(config).await?;
                     return Ok(conn);
                 }
@@ -445,7 +487,9 @@ impl ReplicationConnection {
             .get_user()
             .map(str::to_owned)
             .or_else(|| std::env::var("USER").ok())
-            .ok_or_else(|| ReplicationError::Auth("no user name in the connection string".into()))?;
+            .ok_or_else(|| {
+                ReplicationError::Auth("no user name in the connection string".into())
+            })?;
         let dbname = config.get_dbname().unwrap_or(&user).to_owned();
         let app = config.get_application_name().unwrap_or("eventstore-worker").to_owned();
         // The pinned search_path (see connect.rs) and whatever else the DSN's options say.
@@ -467,10 +511,9 @@ impl ReplicationConnection {
         self.send().await?;
 
         let password = || {
-            config
-                .get_password()
-                .map(<[u8]>::to_vec)
-                .ok_or_else(|| ReplicationError::Auth("the server asked for a password and none was given".into()))
+            config.get_password().map(<[u8]>::to_vec).ok_or_else(|| {
+                ReplicationError::Auth("the server asked for a password and none was given".into())
+            })
         };
         let mut scram: Option<ScramSha256> = None;
         loop {
@@ -479,7 +522,9 @@ impl ReplicationConnection {
             match frame.tag {
                 b'R' => {
                     if body.len() < 4 {
-                        return Err(ReplicationError::Protocol("short authentication message".into()));
+                        return Err(ReplicationError::Protocol(
+                            "short authentication message".into(),
+                        ));
                     }
                     match body.get_i32() {
                         0 => {}
@@ -492,36 +537,61 @@ impl ReplicationConnection {
                                 return Err(ReplicationError::Protocol("short md5 salt".into()));
                             }
                             let salt = [body[0], body[1], body[2], body[3]];
-                            let hash = postgres_protocol::authentication::md5_hash(user.as_bytes(), &password()?, salt);
+                            let hash = postgres_protocol::authentication::md5_hash(
+                                user.as_bytes(),
+                                &password()?,
+                                salt,
+                            );
                             frontend::password_message(hash.as_bytes(), &mut self.out)?;
                             self.send().await?;
                         }
                         10 => {
                             if !cstrings(&body).any(|m| m == SCRAM_SHA_256.as_bytes()) {
-                                return Err(ReplicationError::Auth("server offers no supported SASL mechanism".into()));
+                                return Err(ReplicationError::Auth(
+                                    "server offers no supported SASL mechanism".into(),
+                                ));
                             }
                             let s = ScramSha256::new(&password()?, ChannelBinding::unsupported());
-                            frontend::sasl_initial_response(SCRAM_SHA_256, s.message(), &mut self.out)?;
+                            frontend::sasl_initial_response(
+                                SCRAM_SHA_256,
+                                s.message(),
+                                &mut self.out,
+                            )?;
                             self.send().await?;
                             scram = Some(s);
                         }
                         11 => {
-                            let s = scram.as_mut().ok_or_else(|| ReplicationError::Protocol("unexpected SASLContinue".into()))?;
-                            s.update(&body).map_err(|e| ReplicationError::Auth(format!("SCRAM: {e}")))?;
+                            let s = scram.as_mut().ok_or_else(|| {
+                                ReplicationError::Protocol("unexpected SASLContinue".into())
+                            })?;
+                            s.update(&body)
+                                .map_err(|e| ReplicationError::Auth(format!("SCRAM: {e}")))?;
                             frontend::sasl_response(s.message(), &mut self.out)?;
                             self.send().await?;
                         }
                         12 => {
-                            let s = scram.as_mut().ok_or_else(|| ReplicationError::Protocol("unexpected SASLFinal".into()))?;
-                            s.finish(&body).map_err(|e| ReplicationError::Auth(format!("SCRAM: {e}")))?;
+                            let s = scram.as_mut().ok_or_else(|| {
+                                ReplicationError::Protocol("unexpected SASLFinal".into())
+                            })?;
+                            s.finish(&body)
+                                .map_err(|e| ReplicationError::Auth(format!("SCRAM: {e}")))?;
                         }
-                        other => return Err(ReplicationError::Auth(format!("unsupported authentication method {other}"))),
+                        other => {
+                            return Err(ReplicationError::Auth(format!(
+                                "unsupported authentication method {other}"
+                            )))
+                        }
                     }
                 }
                 b'E' => return Err(ReplicationError::Server(parse_error(&frame.body))),
                 b'Z' => return Ok(()),
                 b'S' | b'K' | b'N' => {}
-                other => return Err(ReplicationError::Protocol(format!("unexpected message {:?} during startup", other as char))),
+                other => {
+                    return Err(ReplicationError::Protocol(format!(
+                        "unexpected message {:?} during startup",
+                        other as char
+                    )))
+                }
             }
         }
     }
@@ -544,14 +614,22 @@ impl ReplicationConnection {
                     }
                 }
                 b'T' | b'C' | b'I' | b'N' | b'S' => {}
-                other => return Err(ReplicationError::Protocol(format!("unexpected message {:?} after a query", other as char))),
+                other => {
+                    return Err(ReplicationError::Protocol(format!(
+                        "unexpected message {:?} after a query",
+                        other as char
+                    )))
+                }
             }
         }
     }
 
     pub async fn identify_system(&mut self) -> Result<SystemIdentity> {
         let rows = self.simple_query("IDENTIFY_SYSTEM").await?;
-        let row = rows.first().filter(|r| r.len() >= 4).ok_or_else(|| ReplicationError::Protocol("IDENTIFY_SYSTEM returned no row".into()))?;
+        let row = rows
+            .first()
+            .filter(|r| r.len() >= 4)
+            .ok_or_else(|| ReplicationError::Protocol("IDENTIFY_SYSTEM returned no row".into()))?;
         let xlogpos = row[2]
             .as_deref()
             .unwrap_or("0/0")
@@ -567,7 +645,10 @@ impl ReplicationConnection {
 
     /// Creates a pgoutput slot; returns false when it already existed.
     pub async fn create_slot_if_missing(&mut self, slot: &str) -> Result<bool> {
-        let sql = format!("CREATE_REPLICATION_SLOT {} LOGICAL pgoutput NOEXPORT_SNAPSHOT", quote_ident(slot));
+        let sql = format!(
+            "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput NOEXPORT_SNAPSHOT",
+            quote_ident(slot)
+        );
         match self.simple_query(&sql).await {
             Ok(_) => Ok(true),
             Err(e) if e.code() == Some("42710") => Ok(false),
@@ -580,9 +661,16 @@ impl ReplicationConnection {
     /// transactions that committed before C. The snapshot stays importable while this
     /// connection is open and runs no other command; the slot goes away with the connection.
     pub async fn create_exporting_slot(&mut self, slot: &str) -> Result<(Lsn, String)> {
-        let sql = format!("CREATE_REPLICATION_SLOT {} TEMPORARY LOGICAL pgoutput (SNAPSHOT 'export')", quote_ident(slot));
+        let sql = format!(
+            "CREATE_REPLICATION_SLOT {} TEMPORARY LOGICAL pgoutput (SNAPSHOT 'export')",
+            quote_ident(slot)
+        );
         let rows = self.simple_query(&sql).await?;
-        let bad = || ReplicationError::Protocol("CREATE_REPLICATION_SLOT returned no consistent point and snapshot".into());
+        let bad = || {
+            ReplicationError::Protocol(
+                "CREATE_REPLICATION_SLOT returned no consistent point and snapshot".into(),
+            )
+        };
         let row = rows.first().filter(|r| r.len() >= 3).ok_or_else(bad)?;
         let point = row[1]
             .as_deref()
@@ -594,7 +682,12 @@ impl ReplicationConnection {
     }
 
     /// Starts streaming; `start` = 0/0 resumes at the slot's confirmed flush position.
-    pub async fn start_replication(mut self, slot: &str, start: Lsn, publication: &str) -> Result<Streaming> {
+    pub async fn start_replication(
+        mut self,
+        slot: &str,
+        start: Lsn,
+        publication: &str,
+    ) -> Result<Streaming> {
         let sql = format!(
             "START_REPLICATION SLOT {} LOGICAL {} (proto_version '1', publication_names {})",
             quote_ident(slot),
@@ -615,7 +708,12 @@ impl ReplicationConnection {
                     return Err(ReplicationError::Server(e));
                 }
                 b'N' | b'S' => {}
-                other => return Err(ReplicationError::Protocol(format!("unexpected message {:?} after START_REPLICATION", other as char))),
+                other => {
+                    return Err(ReplicationError::Protocol(format!(
+                        "unexpected message {:?} after START_REPLICATION",
+                        other as char
+                    )))
+                }
             }
         }
         let FrameReader { io, buf } = self.reader;
@@ -636,7 +734,10 @@ impl Streaming {
     /// The stream and its sending half, registered with the calling task's runtime.
     pub fn split(self) -> Result<(ReplicationStream, Feedback)> {
         let (read, write) = tokio::io::split(self.socket.register()?);
-        Ok((ReplicationStream { reader: FrameReader { io: read, buf: self.buf } }, Feedback { io: write, out: BytesMut::new() }))
+        Ok((
+            ReplicationStream { reader: FrameReader { io: read, buf: self.buf } },
+            Feedback { io: write, out: BytesMut::new() },
+        ))
     }
 }
 
@@ -679,7 +780,11 @@ impl ReplicationStream {
                         b'k' if b.len() >= 17 => {
                             let wal_end = Lsn(b.get_u64());
                             let server_time = pg_time(b.get_i64());
-                            Ok(StreamMessage::Keepalive { wal_end, server_time, reply_requested: b.get_u8() == 1 })
+                            Ok(StreamMessage::Keepalive {
+                                wal_end,
+                                server_time,
+                                reply_requested: b.get_u8() == 1,
+                            })
                         }
                         other => Err(ReplicationError::Protocol(format!(
                             "unexpected CopyData message {:?} of {} bytes",
@@ -691,7 +796,12 @@ impl ReplicationStream {
                 b'E' => return Err(ReplicationError::Server(parse_error(&frame.body))),
                 b'c' | b'C' | b'Z' => return Err(ReplicationError::Closed),
                 b'N' | b'S' => {}
-                other => return Err(ReplicationError::Protocol(format!("unexpected message {:?} while streaming", other as char))),
+                other => {
+                    return Err(ReplicationError::Protocol(format!(
+                        "unexpected message {:?} while streaming",
+                        other as char
+                    )))
+                }
             }
         }
     }
@@ -704,7 +814,12 @@ pub struct Feedback {
 }
 
 impl Feedback {
-    pub async fn send_status(&mut self, write: Lsn, flush: Lsn, reply_requested: bool) -> Result<()> {
+    pub async fn send_status(
+        &mut self,
+        write: Lsn,
+        flush: Lsn,
+        reply_requested: bool,
+    ) -> Result<()> {
         let mut msg = Vec::with_capacity(34);
         msg.push(b'r');
         msg.extend_from_slice(&write.0.to_be_bytes());
@@ -758,7 +873,10 @@ mod tests {
     #[test]
     fn protocol_clock_round_trips() {
         assert_eq!(pg_time(0), UNIX_EPOCH + Duration::from_secs(PG_EPOCH));
-        assert_eq!(pg_time(-1_500_000), UNIX_EPOCH + Duration::from_secs(PG_EPOCH) - Duration::from_micros(1_500_000));
+        assert_eq!(
+            pg_time(-1_500_000),
+            UNIX_EPOCH + Duration::from_secs(PG_EPOCH) - Duration::from_micros(1_500_000)
+        );
         let now = pg_now();
         let back = pg_time(now).duration_since(UNIX_EPOCH).unwrap().as_micros() as i64;
         assert_eq!(back - PG_EPOCH as i64 * 1_000_000, now);
@@ -779,7 +897,10 @@ mod tests {
             assert_eq!((f.tag, &f.body[..]), (b'Z', &b"I"[..]), "{pace:?}");
             let f = reader.next_paced(pace).await.unwrap();
             assert_eq!((f.tag, &f.body[..]), (b'd', &b"k"[..]), "{pace:?}");
-            assert!(matches!(reader.next_paced(pace).await, Err(ReplicationError::Closed)), "{pace:?}");
+            assert!(
+                matches!(reader.next_paced(pace).await, Err(ReplicationError::Closed)),
+                "{pace:?}"
+            );
         }
     }
 
@@ -802,7 +923,11 @@ mod tests {
             let config = settings.client_config().unwrap().unwrap();
             let socket = TcpStream::connect(addr).await.unwrap();
             let result = negotiate_tls(socket, "127.0.0.1", config, &settings).await;
-            assert_eq!(server.await.unwrap(), [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f], "an SSLRequest");
+            assert_eq!(
+                server.await.unwrap(),
+                [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f],
+                "an SSLRequest"
+            );
             match (mode, result) {
                 (SslMode::Prefer, Ok(_)) => {}
                 (SslMode::Require, Err(e)) => {

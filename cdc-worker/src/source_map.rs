@@ -27,7 +27,10 @@ pub struct MapRow {
 /// The batch's map rows as text arrays (pg_lsn, xid8); transactions without events have no
 /// transaction id and nothing to replay, and are left out.
 pub fn rows_of(batch: &[SourceTxn]) -> (Vec<String>, Vec<String>) {
-    batch.iter().filter_map(|t| t.transaction_id.map(|x| (t.end_lsn.to_string(), x.to_string()))).unzip()
+    batch
+        .iter()
+        .filter_map(|t| t.transaction_id.map(|x| (t.end_lsn.to_string(), x.to_string())))
+        .unzip()
 }
 
 /// Source transactions per row of the map: the arrays of a full run take about 1.6 kB, below
@@ -51,7 +54,8 @@ pub const RECORD: &str = "INSERT INTO eventstore_worker.source_transaction_runs 
 
 /// The position above which the map is complete; `None` until the stream was first started.
 pub async fn horizon(client: &impl GenericClient) -> Result<Option<Lsn>, tokio_postgres::Error> {
-    let row = client.query_opt("SELECT horizon::text FROM eventstore_worker.source_horizon", &[]).await?;
+    let row =
+        client.query_opt("SELECT horizon::text FROM eventstore_worker.source_horizon", &[]).await?;
     Ok(row.and_then(|r| r.get::<_, String>(0).parse().ok()))
 }
 
@@ -68,7 +72,11 @@ pub async fn start_horizon(client: &Client, confirmed: Lsn) -> Result<Lsn, tokio
 }
 
 /// Whether any source transaction ended in (after, until].
-pub async fn any_between(client: &Client, after: Lsn, until: Lsn) -> Result<bool, tokio_postgres::Error> {
+pub async fn any_between(
+    client: &Client,
+    after: Lsn,
+    until: Lsn,
+) -> Result<bool, tokio_postgres::Error> {
     let row = client
         .query_one(
             "SELECT EXISTS (SELECT 1 FROM eventstore_worker.source_transaction_runs r, pg_catalog.unnest(r.end_lsns) AS l
@@ -94,7 +102,12 @@ pub async fn after(client: &Client, after: Lsn, limit: i64) -> anyhow::Result<Ve
         )
         .await?;
     rows.iter()
-        .map(|r| Ok(MapRow { end_lsn: r.get::<_, String>(0).parse()?, transaction_id: r.get::<_, String>(1).parse()? }))
+        .map(|r| {
+            Ok(MapRow {
+                end_lsn: r.get::<_, String>(0).parse()?,
+                transaction_id: r.get::<_, String>(1).parse()?,
+            })
+        })
         .collect()
 }
 
@@ -103,7 +116,8 @@ pub async fn after(client: &Client, after: Lsn, limit: i64) -> anyhow::Result<Ve
 pub const EVENT_SESSION: &str = "SET DateStyle = ISO; SET TimeZone = 'UTC'";
 
 /// The select list every reader of `eventstore.events` uses; `event_from_row` reads it.
-pub const EVENT_COLUMNS: &str = "stream_id, stream_version, global_position, event_id::text, event_type, \
+pub const EVENT_COLUMNS: &str =
+    "stream_id, stream_version, global_position, event_id::text, event_type, \
      data::text, metadata::text, recorded_at::text";
 
 /// Builds an event from the `EVENT_COLUMNS` of `row`, starting at column `at`.
@@ -153,8 +167,11 @@ pub async fn fetch(source: &Client, rows: &[MapRow]) -> anyhow::Result<Vec<Sourc
     let started = std::time::Instant::now();
     let mut pause = Duration::from_millis(1);
     loop {
-        let missing: Vec<String> =
-            rows.iter().filter(|r| !by_xid.contains_key(&r.transaction_id)).map(|r| r.transaction_id.to_string()).collect();
+        let missing: Vec<String> = rows
+            .iter()
+            .filter(|r| !by_xid.contains_key(&r.transaction_id))
+            .map(|r| r.transaction_id.to_string())
+            .collect();
         if missing.is_empty() {
             break;
         }
@@ -195,7 +212,10 @@ pub async fn fetch(source: &Client, rows: &[MapRow]) -> anyhow::Result<Vec<Sourc
 }
 
 /// The events of the given transactions, by transaction, with the latest `recorded_at`.
-async fn read_events(source: &Client, xids: &[String]) -> anyhow::Result<HashMap<u64, (Vec<Event>, f64)>> {
+async fn read_events(
+    source: &Client,
+    xids: &[String],
+) -> anyhow::Result<HashMap<u64, (Vec<Event>, f64)>> {
     let events = source
         .query(
             &format!(
@@ -223,7 +243,13 @@ fn group(rows: &[MapRow], mut by_xid: HashMap<u64, (Vec<Event>, f64)>) -> Vec<So
                 None => (Vec::new(), SystemTime::now()),
             };
             let bytes = events.iter().map(|e| e.envelope.len()).sum();
-            SourceTxn { end_lsn: r.end_lsn, source_time, transaction_id: Some(r.transaction_id), events, bytes }
+            SourceTxn {
+                end_lsn: r.end_lsn,
+                source_time,
+                transaction_id: Some(r.transaction_id),
+                events,
+                bytes,
+            }
         })
         .collect()
 }
@@ -240,7 +266,10 @@ const PRUNE_CHUNK: i64 = 5000;
 /// delete of a long drain's worth of rows would hold every event behind it for as long as that
 /// takes. Rows a pruning left behind (the worker stopped midway) go at the next one.
 /// Returns the new horizon when it moved, and the number of rows deleted.
-pub async fn prune(client: &mut Client, names: &[&str]) -> Result<(Option<Lsn>, u64), tokio_postgres::Error> {
+pub async fn prune(
+    client: &mut Client,
+    names: &[&str],
+) -> Result<(Option<Lsn>, u64), tokio_postgres::Error> {
     let tx = client.transaction().await?;
     let floor: Option<String> = tx
         .query_one(
@@ -297,8 +326,10 @@ mod tests {
         ];
         let by_xid = HashMap::from([(7, (vec![ev(1), ev(2)], 20.5)), (9, (vec![ev(5)], 10.0))]);
         let txns = group(&rows, by_xid);
-        let shape: Vec<(u64, Vec<i64>)> =
-            txns.iter().map(|t| (t.end_lsn.0, t.events.iter().map(|e| e.global_position).collect())).collect();
+        let shape: Vec<(u64, Vec<i64>)> = txns
+            .iter()
+            .map(|t| (t.end_lsn.0, t.events.iter().map(|e| e.global_position).collect()))
+            .collect();
         assert_eq!(shape, [(30, vec![5]), (40, vec![1, 2]), (50, vec![])]);
         assert_eq!(txns[1].bytes, 14);
         assert_eq!(txns[1].source_time, UNIX_EPOCH + Duration::from_millis(20_500));
@@ -307,9 +338,21 @@ mod tests {
     #[test]
     fn map_rows_of_a_batch_skip_transactions_without_events() {
         let batch = [
-            SourceTxn { end_lsn: Lsn(0x10), source_time: UNIX_EPOCH, transaction_id: Some(742), events: vec![ev(1)], bytes: 7 },
+            SourceTxn {
+                end_lsn: Lsn(0x10),
+                source_time: UNIX_EPOCH,
+                transaction_id: Some(742),
+                events: vec![ev(1)],
+                bytes: 7,
+            },
             // An idle position: nothing to replay, so nothing to record.
-            SourceTxn { end_lsn: Lsn(0x20), source_time: UNIX_EPOCH, transaction_id: None, events: vec![], bytes: 0 },
+            SourceTxn {
+                end_lsn: Lsn(0x20),
+                source_time: UNIX_EPOCH,
+                transaction_id: None,
+                events: vec![],
+                bytes: 0,
+            },
         ];
         assert_eq!(rows_of(&batch), (vec!["0/10".to_owned()], vec!["742".to_owned()]));
     }

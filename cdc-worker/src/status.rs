@@ -105,7 +105,8 @@ impl HorizonHolder {
             Some(pid) => format!("pid {pid}"),
             None => "a prepared transaction".to_owned(),
         };
-        let age = self.transaction_age_seconds.map_or_else(|| "?".to_owned(), |s| format!("{s:.1}"));
+        let age =
+            self.transaction_age_seconds.map_or_else(|| "?".to_owned(), |s| format!("{s:.1}"));
         format!(
             "{who} in database {}, xid age {}, open {age} s, state {}",
             self.database.as_deref().unwrap_or("?"),
@@ -124,10 +125,16 @@ fn lsn_text<S: Serializer>(lsn: &Option<Lsn>, s: S) -> Result<S::Ok, S::Error> {
 
 /// Lag of a projection whose checkpoint is `checkpoint` (reached by the source at
 /// `checkpoint_time`, Unix seconds) when the source is at `source_lsn` at `source_now`.
-pub fn lag(source_lsn: Lsn, source_now: f64, checkpoint: Option<Lsn>, checkpoint_time: Option<f64>) -> (Option<u64>, Option<f64>) {
+pub fn lag(
+    source_lsn: Lsn,
+    source_now: f64,
+    checkpoint: Option<Lsn>,
+    checkpoint_time: Option<f64>,
+) -> (Option<u64>, Option<f64>) {
     let Some(checkpoint) = checkpoint else { return (None, None) };
     let bytes = source_lsn.0.saturating_sub(checkpoint.0);
-    let seconds = if bytes == 0 { Some(0.0) } else { checkpoint_time.map(|t| (source_now - t).max(0.0)) };
+    let seconds =
+        if bytes == 0 { Some(0.0) } else { checkpoint_time.map(|t| (source_now - t).max(0.0)) };
     (Some(bytes), seconds)
 }
 
@@ -184,7 +191,10 @@ impl Clients {
         // Source position first: a checkpoint read after it can only be closer to it.
         let row = self
             .source()
-            .query_one("SELECT pg_current_wal_lsn()::text, extract(epoch FROM clock_timestamp())::float8", &[])
+            .query_one(
+                "SELECT pg_current_wal_lsn()::text, extract(epoch FROM clock_timestamp())::float8",
+                &[],
+            )
             .await
             .context("reading the source's WAL position")?;
         let source_lsn: Lsn = row.get::<_, String>(0).parse()?;
@@ -203,11 +213,14 @@ impl Clients {
             Ok(rows) => rows,
             // The worker has never run against this database: every projection is pending.
             Err(e) if e.code() == Some(&SqlState::UNDEFINED_TABLE) => Vec::new(),
-            Err(e) => return Err(anyhow::Error::new(e).context("reading eventstore_worker.projections")),
+            Err(e) => {
+                return Err(anyhow::Error::new(e).context("reading eventstore_worker.projections"))
+            }
         };
         let mut found = Vec::new();
         for r in rows {
-            let row: Row = serde_json::from_str(&r.get::<_, String>(0)).context("decoding a projections row")?;
+            let row: Row = serde_json::from_str(&r.get::<_, String>(0))
+                .context("decoding a projections row")?;
             found.push((row, r.get::<_, Option<f64>>(1)));
         }
 
@@ -217,7 +230,8 @@ impl Clients {
             .map(|p| match found.iter().find(|(row, _)| row.name == p.name) {
                 Some((row, checkpoint_epoch)) => {
                     let checkpoint = row.checkpoint_lsn.as_deref().and_then(|s| s.parse().ok());
-                    let (lag_bytes, lag_seconds) = lag(source_lsn, source_now, checkpoint, *checkpoint_epoch);
+                    let (lag_bytes, lag_seconds) =
+                        lag(source_lsn, source_now, checkpoint, *checkpoint_epoch);
                     ProjectionStatus {
                         name: p.name.clone(),
                         state: row.status.clone(),
@@ -254,7 +268,15 @@ pub fn render_json(report: &Report) -> String {
 
 /// An aligned table: text columns left-aligned, numbers right-aligned, `-` for unknown.
 pub fn render_table(report: &Report) -> String {
-    const HEADERS: [&str; 7] = ["projection", "state", "checkpoint", "lag_bytes", "lag_seconds", "events_applied", "last_error"];
+    const HEADERS: [&str; 7] = [
+        "projection",
+        "state",
+        "checkpoint",
+        "lag_bytes",
+        "lag_seconds",
+        "events_applied",
+        "last_error",
+    ];
     const NUMERIC: [bool; 7] = [false, false, false, true, true, true, false];
     let dash = || "-".to_owned();
     let rows: Vec<[String; 7]> = report
@@ -268,7 +290,9 @@ pub fn render_table(report: &Report) -> String {
                 p.lag_bytes.map_or_else(dash, |b| b.to_string()),
                 p.lag_seconds.map_or_else(dash, |s| format!("{s:.3}")),
                 p.events_applied.to_string(),
-                p.last_error.as_deref().map_or_else(dash, |e| e.split_whitespace().collect::<Vec<_>>().join(" ")),
+                p.last_error
+                    .as_deref()
+                    .map_or_else(dash, |e| e.split_whitespace().collect::<Vec<_>>().join(" ")),
             ]
         })
         .collect();
@@ -341,7 +365,12 @@ mod tests {
     }
 
     fn sample() -> Report {
-        let p = |name: &str, state: &str, checkpoint: Option<Lsn>, lag: Option<(u64, f64)>, events: i64, error: Option<&str>| {
+        let p = |name: &str,
+                 state: &str,
+                 checkpoint: Option<Lsn>,
+                 lag: Option<(u64, f64)>,
+                 events: i64,
+                 error: Option<&str>| {
             ProjectionStatus {
                 name: name.into(),
                 state: state.into(),
@@ -357,8 +386,22 @@ mod tests {
         Report {
             source_lsn: Some(Lsn(0x1_6B37_4800)),
             projections: vec![
-                p("order_summary", "running", Some(Lsn(0x1_6B37_4800)), Some((0, 0.0)), 123_456, None),
-                p("fragile", "failed", Some(Lsn(0x16B_0000)), Some((4096, 12.25)), 7, Some("ERROR: division by zero\n(SQLSTATE 22012)")),
+                p(
+                    "order_summary",
+                    "running",
+                    Some(Lsn(0x1_6B37_4800)),
+                    Some((0, 0.0)),
+                    123_456,
+                    None,
+                ),
+                p(
+                    "fragile",
+                    "failed",
+                    Some(Lsn(0x16B_0000)),
+                    Some((4096, 12.25)),
+                    7,
+                    Some("ERROR: division by zero\n(SQLSTATE 22012)"),
+                ),
                 p("new_one", "pending", None, None, 0, None),
             ],
             horizon: None,
@@ -382,9 +425,19 @@ mod tests {
         assert_eq!(v["horizon"]["pid"], 4242);
         assert_eq!(v["horizon"]["database"], "billing");
         assert_eq!(v["horizon"]["xid_age"], 17);
-        let prepared = HorizonHolder { pid: None, transaction_age_seconds: None, state: Some("prepared t1".into()), ..holder };
-        assert_eq!(prepared.describe(), "a prepared transaction in database billing, xid age 17, open ? s, state prepared t1");
-        assert!(serde_json::from_str::<serde_json::Value>(&render_json(&sample())).unwrap()["horizon"].is_null());
+        let prepared = HorizonHolder {
+            pid: None,
+            transaction_age_seconds: None,
+            state: Some("prepared t1".into()),
+            ..holder
+        };
+        assert_eq!(
+            prepared.describe(),
+            "a prepared transaction in database billing, xid age 17, open ? s, state prepared t1"
+        );
+        assert!(serde_json::from_str::<serde_json::Value>(&render_json(&sample())).unwrap()
+            ["horizon"]
+            .is_null());
     }
 
     #[test]
@@ -413,7 +466,12 @@ new_one        pending  -                   -            -               0  -
 
     #[test]
     fn rows_of_an_older_schema_still_decode() {
-        let row: Row = serde_json::from_str(r#"{"name": "x", "status": "running", "checkpoint_lsn": "0/10"}"#).unwrap();
-        assert_eq!((row.checkpoint_lsn.as_deref(), row.checkpoint_time, row.events_applied), (Some("0/10"), None, 0));
+        let row: Row =
+            serde_json::from_str(r#"{"name": "x", "status": "running", "checkpoint_lsn": "0/10"}"#)
+                .unwrap();
+        assert_eq!(
+            (row.checkpoint_lsn.as_deref(), row.checkpoint_time, row.events_applied),
+            (Some("0/10"), None, 0)
+        );
     }
 }

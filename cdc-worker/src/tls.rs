@@ -20,7 +20,9 @@ use std::sync::Arc;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
-use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
@@ -44,7 +46,9 @@ impl FromStr for SslMode {
             "verify-ca" => SslMode::VerifyCa,
             "verify-full" => SslMode::VerifyFull,
             // libpq's "allow" tries plain first; the worker has no reason to prefer plain.
-            other => return Err(format!("unknown sslmode {other:?} (disable, prefer, require, verify-ca or verify-full)")),
+            other => return Err(format!(
+                "unknown sslmode {other:?} (disable, prefer, require, verify-ca or verify-full)"
+            )),
         })
     }
 }
@@ -91,9 +95,10 @@ impl TlsSettings {
             .map_err(|e| format!("TLS: {e}"))?;
         let config = match self.effective_mode() {
             SslMode::Disable => return Ok(None),
-            SslMode::Prefer | SslMode::Require => {
-                builder.dangerous().with_custom_certificate_verifier(Arc::new(NoVerification(provider))).with_no_client_auth()
-            }
+            SslMode::Prefer | SslMode::Require => builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(NoVerification(provider)))
+                .with_no_client_auth(),
             mode @ (SslMode::VerifyCa | SslMode::VerifyFull) => {
                 let roots = Arc::new(self.roots()?);
                 let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider)
@@ -102,7 +107,10 @@ impl TlsSettings {
                 if mode == SslMode::VerifyFull {
                     builder.with_webpki_verifier(webpki).with_no_client_auth()
                 } else {
-                    builder.dangerous().with_custom_certificate_verifier(Arc::new(ChainOnly(webpki))).with_no_client_auth()
+                    builder
+                        .dangerous()
+                        .with_custom_certificate_verifier(Arc::new(ChainOnly(webpki)))
+                        .with_no_client_auth()
                 }
             }
         };
@@ -132,7 +140,8 @@ impl TlsSettings {
 
 /// The name to verify the server's certificate against (and to send as SNI).
 pub fn server_name(host: &str) -> Result<ServerName<'static>, String> {
-    ServerName::try_from(host.to_owned()).map_err(|e| format!("TLS: host {host:?} is not a valid server name: {e}"))
+    ServerName::try_from(host.to_owned())
+        .map_err(|e| format!("TLS: host {host:?} is not a valid server name: {e}"))
 }
 
 /// `prefer` and `require` without a root certificate: encrypted, but any certificate will do
@@ -189,11 +198,12 @@ impl ServerCertVerifier for ChainOnly {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        match self.0.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
+        match self.0.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+        {
             Err(rustls::Error::InvalidCertificate(CertificateError::NotValidForName))
-            | Err(rustls::Error::InvalidCertificate(CertificateError::NotValidForNameContext { .. })) => {
-                Ok(ServerCertVerified::assertion())
-            }
+            | Err(rustls::Error::InvalidCertificate(CertificateError::NotValidForNameContext {
+                ..
+            })) => Ok(ServerCertVerified::assertion()),
             other => other,
         }
     }
@@ -264,8 +274,12 @@ fn percent_decode(s: &str) -> Result<String, String> {
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%' {
-            let hex = s.get(i + 1..i + 3).ok_or_else(|| format!("invalid percent-encoding in {s:?}"))?;
-            out.push(u8::from_str_radix(hex, 16).map_err(|_| format!("invalid percent-encoding in {s:?}"))?);
+            let hex =
+                s.get(i + 1..i + 3).ok_or_else(|| format!("invalid percent-encoding in {s:?}"))?;
+            out.push(
+                u8::from_str_radix(hex, 16)
+                    .map_err(|_| format!("invalid percent-encoding in {s:?}"))?,
+            );
             i += 3;
         } else {
             out.push(b[i]);
@@ -362,7 +376,10 @@ mod tests {
 
     #[test]
     fn tls_keys_come_out_of_keyword_value_dsns() {
-        let d = split_dsn("host=db port=5432 sslmode=verify-full  sslrootcert = '/etc/my ca\\'s.pem' dbname=app").unwrap();
+        let d = split_dsn(
+            "host=db port=5432 sslmode=verify-full  sslrootcert = '/etc/my ca\\'s.pem' dbname=app",
+        )
+        .unwrap();
         assert_eq!(d.sslmode.as_deref(), Some("verify-full"));
         assert_eq!(d.sslrootcert.as_deref(), Some("/etc/my ca's.pem"));
         assert_eq!(d.rest, "host=db port=5432 dbname=app");
@@ -380,16 +397,28 @@ mod tests {
         assert_eq!(d.sslrootcert.as_deref(), Some("/etc/ca.pem"));
         assert_eq!(d.rest, "postgres://u:p@db:5432/app?application_name=x");
         let d = split_dsn("postgresql://db/app?sslmode=disable").unwrap();
-        assert_eq!((d.sslmode.as_deref(), d.rest.as_str()), (Some("disable"), "postgresql://db/app"));
+        assert_eq!(
+            (d.sslmode.as_deref(), d.rest.as_str()),
+            (Some("disable"), "postgresql://db/app")
+        );
         assert_eq!(split_dsn("postgres://db/app").unwrap().rest, "postgres://db/app");
         assert!(split_dsn("postgres://db/app?sslrootcert=%zz").is_err());
     }
 
     #[test]
     fn client_configs_follow_the_mode() {
-        assert!(TlsSettings { mode: SslMode::Disable, root_cert: None }.client_config().unwrap().is_none());
-        assert!(TlsSettings { mode: SslMode::Require, root_cert: None }.client_config().unwrap().is_some());
-        let missing = TlsSettings { mode: SslMode::VerifyFull, root_cert: Some("/nonexistent/ca.pem".into()) };
+        assert!(TlsSettings { mode: SslMode::Disable, root_cert: None }
+            .client_config()
+            .unwrap()
+            .is_none());
+        assert!(TlsSettings { mode: SslMode::Require, root_cert: None }
+            .client_config()
+            .unwrap()
+            .is_some());
+        let missing = TlsSettings {
+            mode: SslMode::VerifyFull,
+            root_cert: Some("/nonexistent/ca.pem".into()),
+        };
         assert!(missing.client_config().unwrap_err().contains("sslrootcert /nonexistent/ca.pem"));
         assert!(server_name("127.0.0.1").is_ok() && server_name("db.example").is_ok());
     }

@@ -21,7 +21,10 @@ use crate::metrics;
 use crate::pgoutput::{self, Message, RelationCache};
 use crate::projection::{Role, SourceTxn, Target};
 use crate::queue::{ByteBudget, Reservation};
-use crate::replication::{pg_time, quote_ident, Feedback, ReplicationConnection, ReplicationStream, StreamMessage, Streaming};
+use crate::replication::{
+    pg_time, quote_ident, Feedback, ReplicationConnection, ReplicationStream, StreamMessage,
+    Streaming,
+};
 
 /// How often a standby status update is sent even when nothing changed. Well below the
 /// server's default wal_sender_timeout (60 s).
@@ -45,14 +48,22 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     // Catch-ups and rebuilds run beside the sessions, against the database state only.
     let stop_lifecycle = shutdown.child_token();
     let wake_lifecycle = Arc::new(Notify::new());
-    let lifecycle = tokio::spawn(lifecycle::manage(config.clone(), stop_lifecycle.clone(), wake_lifecycle.clone()));
+    let lifecycle = tokio::spawn(lifecycle::manage(
+        config.clone(),
+        stop_lifecycle.clone(),
+        wake_lifecycle.clone(),
+    ));
     let result = sessions(&config, &shutdown, &wake_lifecycle).await;
     stop_lifecycle.cancel();
     let _ = lifecycle.await;
     result
 }
 
-async fn sessions(config: &Config, shutdown: &CancellationToken, wake_lifecycle: &Notify) -> anyhow::Result<()> {
+async fn sessions(
+    config: &Config,
+    shutdown: &CancellationToken,
+    wake_lifecycle: &Notify,
+) -> anyhow::Result<()> {
     let mut backoff = Duration::from_millis(200);
     let mut first = true;
     // Definitions as the projections follow the stream now: one that joined after a retry or
@@ -67,7 +78,11 @@ async fn sessions(config: &Config, shutdown: &CancellationToken, wake_lifecycle:
                 if progressed {
                     backoff = Duration::from_millis(200);
                 }
-                warn!(error = format!("{error:#}"), retry_in_ms = backoff.as_millis() as u64, "session ended; reconnecting");
+                warn!(
+                    error = format!("{error:#}"),
+                    retry_in_ms = backoff.as_millis() as u64,
+                    "session ended; reconnecting"
+                );
                 metrics::get().reconnecting(backoff, &error);
             }
         }
@@ -84,7 +99,12 @@ fn failed(error: anyhow::Error, progressed: bool) -> SessionEnd {
     SessionEnd::Failed { error, fatal: false, progressed }
 }
 
-async fn session(config: &mut Config, shutdown: &CancellationToken, first: bool, wake_lifecycle: &Notify) -> SessionEnd {
+async fn session(
+    config: &mut Config,
+    shutdown: &CancellationToken,
+    first: bool,
+    wake_lifecycle: &Notify,
+) -> SessionEnd {
     // Target first: setup errors in the configuration should surface before streaming starts.
     let target_client = match connect_sql(config.target_config(), "target", "").await {
         Ok(c) => c,
@@ -92,7 +112,11 @@ async fn session(config: &mut Config, shutdown: &CancellationToken, first: bool,
     };
     if let Err(e) = lifecycle::start_session(&target_client, config, first).await {
         let fatal = first && !crate::projection::is_transient(&e);
-        return SessionEnd::Failed { error: anyhow!(e).context("preparing the target database"), fatal, progressed: false };
+        return SessionEnd::Failed {
+            error: anyhow!(e).context("preparing the target database"),
+            fatal,
+            progressed: false,
+        };
     }
     let mut target = match Target::open(target_client, config, Role::Live).await {
         Ok(t) => t,
@@ -111,7 +135,12 @@ async fn session(config: &mut Config, shutdown: &CancellationToken, first: bool,
 }
 
 /// Streams into an open live target until shutdown or a failure.
-async fn stream_session(config: &Config, target: &mut Target, shutdown: &CancellationToken, wake_lifecycle: &Notify) -> SessionEnd {
+async fn stream_session(
+    config: &Config,
+    target: &mut Target,
+    shutdown: &CancellationToken,
+    wake_lifecycle: &Notify,
+) -> SessionEnd {
     let (stream, start, slot_created) = match start_stream(config).await {
         Ok(s) => s,
         Err(e) => return failed(e, false),
@@ -138,12 +167,25 @@ async fn stream_session(config: &Config, target: &mut Target, shutdown: &Cancell
     let budget = ByteBudget::new(config.stream.max_queued_bytes);
 
     let stop_reader = CancellationToken::new();
-    let (reader, feedback) = match spawn_reader(stream, tx, budget, tracker.clone(), wake_feedback.clone(), stop_reader.clone()).await {
+    let (reader, feedback) = match spawn_reader(
+        stream,
+        tx,
+        budget,
+        tracker.clone(),
+        wake_feedback.clone(),
+        stop_reader.clone(),
+    )
+    .await
+    {
         Ok(r) => r,
         Err(e) => return failed(e, false),
     };
-    let feedback: JoinHandle<anyhow::Result<()>> =
-        tokio::spawn(send_feedback(feedback, tracker.clone(), wake_feedback.clone(), stop_feedback.clone()));
+    let feedback: JoinHandle<anyhow::Result<()>> = tokio::spawn(send_feedback(
+        feedback,
+        tracker.clone(),
+        wake_feedback.clone(),
+        stop_feedback.clone(),
+    ));
 
     let mut progressed = false;
     let end = loop {
@@ -157,7 +199,8 @@ async fn stream_session(config: &Config, target: &mut Target, shutdown: &Cancell
             break failed(reader_error(reader).await, progressed);
         };
         // The reservations are given back once the batch is done with (end of this iteration).
-        let (batch, _held): (Vec<SourceTxn>, Vec<Reservation>) = queued.into_iter().map(|q| (q.txn, q.held)).unzip();
+        let (batch, _held): (Vec<SourceTxn>, Vec<Reservation>) =
+            queued.into_iter().map(|q| (q.txn, q.held)).unzip();
 
         let events: usize = batch.iter().map(|t| t.events.len()).sum();
         let last = batch.last().map(|t| t.end_lsn).unwrap_or_default();
@@ -184,7 +227,12 @@ async fn stream_session(config: &Config, target: &mut Target, shutdown: &Cancell
                 progressed = true;
                 debug!(lsn = %last, transactions = batch.len(), events, elapsed_ms = started.elapsed().as_millis() as u64, "batch applied");
             }
-            Err(e) => break failed(anyhow!(e).context("applying a batch to the target database"), progressed),
+            Err(e) => {
+                break failed(
+                    anyhow!(e).context("applying a batch to the target database"),
+                    progressed,
+                )
+            }
         }
     };
 
@@ -225,7 +273,10 @@ async fn spawn_reader(
     wake_feedback: Arc<Notify>,
     stop: CancellationToken,
 ) -> anyhow::Result<(oneshot::Receiver<anyhow::Error>, Feedback)> {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the stream reader's runtime")?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the stream reader's runtime")?;
     let (started, feedback) = oneshot::channel();
     let (ended, error) = oneshot::channel();
     std::thread::Builder::new()
@@ -235,7 +286,9 @@ async fn spawn_reader(
                 match streaming.split() {
                     Ok((stream, feedback)) => {
                         if started.send(Ok(feedback)).is_ok() {
-                            let _ = ended.send(read_stream(stream, tx, budget, tracker, wake_feedback, stop).await);
+                            let _ = ended.send(
+                                read_stream(stream, tx, budget, tracker, wake_feedback, stop).await,
+                            );
                         }
                     }
                     Err(e) => {
@@ -261,11 +314,18 @@ async fn start_stream(config: &Config) -> anyhow::Result<(Streaming, Lsn, bool)>
         .context("checking the publication")?
         .is_some();
     if !exists {
-        let sql = format!("CREATE PUBLICATION {} FOR TABLE eventstore.events", quote_ident(&config.publication));
+        let sql = format!(
+            "CREATE PUBLICATION {} FOR TABLE eventstore.events",
+            quote_ident(&config.publication)
+        );
         match source.batch_execute(&sql).await {
             Ok(()) => info!(publication = %config.publication, "created publication"),
             Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::DUPLICATE_OBJECT) => {}
-            Err(e) => return Err(anyhow!(e).context(format!("creating publication {:?}", config.publication))),
+            Err(e) => {
+                return Err(
+                    anyhow!(e).context(format!("creating publication {:?}", config.publication))
+                )
+            }
         }
     }
 
@@ -286,7 +346,10 @@ async fn start_stream(config: &Config) -> anyhow::Result<(Streaming, Lsn, bool)>
         .context("reading the replication slot")?;
     let plugin: Option<String> = row.get(1);
     if plugin.as_deref() != Some("pgoutput") || !row.get::<_, bool>(2) {
-        anyhow::bail!("replication slot {:?} exists but is not a pgoutput slot of this database", config.slot);
+        anyhow::bail!(
+            "replication slot {:?} exists but is not a pgoutput slot of this database",
+            config.slot
+        );
     }
     let confirmed: Lsn = row.get::<_, Option<String>>(0).as_deref().unwrap_or("0/0").parse()?;
     let stream = repl.start_replication(&config.slot, Lsn::ZERO, &config.publication).await?;
@@ -399,7 +462,9 @@ async fn read_stream(
                     continue; // another table in the publication: not ours
                 }
                 let Some(rel) = relations.get(relation) else {
-                    return anyhow!("pgoutput: Insert for relation {relation} before its Relation message");
+                    return anyhow!(
+                        "pgoutput: Insert for relation {relation} before its Relation message"
+                    );
                 };
                 if txn.transaction_id.is_none() {
                     match envelope::transaction_id(rel, &new) {
@@ -415,11 +480,15 @@ async fn read_stream(
                     Err(e) => return e.into(),
                 }
             }
-            Message::Update { relation, .. } | Message::Delete { relation, .. } if Some(relation) == events_relation => {
+            Message::Update { relation, .. } | Message::Delete { relation, .. }
+                if Some(relation) == events_relation =>
+            {
                 // The event log is append-only; a change here means someone bypassed its triggers.
                 error!("eventstore.events row updated or deleted; read models cannot follow and ignore it");
             }
-            Message::Truncate { relations: truncated, .. } if truncated.iter().any(|r| Some(*r) == events_relation) => {
+            Message::Truncate { relations: truncated, .. }
+                if truncated.iter().any(|r| Some(*r) == events_relation) =>
+            {
                 error!("eventstore.events truncated; read models cannot follow and ignore it");
             }
             Message::Update { .. } | Message::Delete { .. } | Message::Truncate { .. } => {}
@@ -475,13 +544,18 @@ async fn next_batch(rx: &mut mpsc::Receiver<Queued>, limits: &Batch) -> Option<V
     let mut bytes = first.txn.bytes;
     let mut batch = vec![first];
     let deadline = tokio::time::Instant::now() + limits.linger();
-    while batch.len() < limits.max_transactions && events < limits.max_events && bytes < limits.max_bytes {
+    while batch.len() < limits.max_transactions
+        && events < limits.max_events
+        && bytes < limits.max_bytes
+    {
         let next = match rx.try_recv() {
             Ok(t) => t,
-            Err(mpsc::error::TryRecvError::Empty) => match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(t)) => t,
-                _ => break,
-            },
+            Err(mpsc::error::TryRecvError::Empty) => {
+                match tokio::time::timeout_at(deadline, rx.recv()).await {
+                    Ok(Some(t)) => t,
+                    _ => break,
+                }
+            }
             Err(mpsc::error::TryRecvError::Disconnected) => break,
         };
         events += next.txn.events.len();
@@ -499,17 +573,32 @@ mod tests {
     /// Source transaction `n` with `events` events of `bytes_each` bytes of envelope.
     fn txn(n: u64, events: usize, bytes_each: usize) -> SourceTxn {
         let events: Vec<Event> = (0..events)
-            .map(|i| Event { event_type: "T".into(), global_position: (n * 100 + i as u64) as i64, envelope: "x".repeat(bytes_each) })
+            .map(|i| Event {
+                event_type: "T".into(),
+                global_position: (n * 100 + i as u64) as i64,
+                envelope: "x".repeat(bytes_each),
+            })
             .collect();
         let bytes = events.iter().map(|e| e.envelope.len()).sum();
-        SourceTxn { end_lsn: Lsn(n), source_time: SystemTime::UNIX_EPOCH, transaction_id: Some(n), events, bytes }
+        SourceTxn {
+            end_lsn: Lsn(n),
+            source_time: SystemTime::UNIX_EPOCH,
+            transaction_id: Some(n),
+            events,
+            bytes,
+        }
     }
 
     fn q(txn: SourceTxn) -> Queued {
         Queued { txn, held: Reservation::none() }
     }
 
-    const UNBOUNDED: Batch = Batch { max_transactions: usize::MAX, max_events: usize::MAX, max_bytes: usize::MAX, linger_ms: 2 };
+    const UNBOUNDED: Batch = Batch {
+        max_transactions: usize::MAX,
+        max_events: usize::MAX,
+        max_bytes: usize::MAX,
+        linger_ms: 2,
+    };
 
     /// Queues `txns`, then takes batches until the queue is empty: each batch as the ends of
     /// its source transactions, and the events of each transaction, to show none was split.

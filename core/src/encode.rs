@@ -115,8 +115,11 @@ fn convert_array<'v>(
 /// Store entry `i`'s JEntry (an end offset every JB_OFFSET_STRIDE entries); the new total.
 fn set_jentry(buf: &mut [u8], jentries: usize, i: usize, meta: u32, total: u32) -> u32 {
     let total = total + (meta & JENTRY_OFFLENMASK);
-    let meta =
-        if i.is_multiple_of(JB_OFFSET_STRIDE) { (meta & JENTRY_TYPEMASK) | total | JENTRY_HAS_OFF } else { meta };
+    let meta = if i.is_multiple_of(JB_OFFSET_STRIDE) {
+        (meta & JENTRY_TYPEMASK) | total | JENTRY_HAS_OFF
+    } else {
+        meta
+    };
     buf[jentries + 4 * i..jentries + 4 * i + 4].copy_from_slice(&meta.to_ne_bytes());
     total
 }
@@ -230,9 +233,8 @@ impl Numeric {
 
     /// The varlena (header included) PostgreSQL stores.
     pub fn varlena(&self, header: Header) -> Vec<u8> {
-        let short = header != Header::Long
-            && self.dscale <= 63
-            && (-64..=63).contains(&self.weight);
+        let short =
+            header != Header::Long && self.dscale <= 63 && (-64..=63).contains(&self.weight);
         let mut body = Vec::new();
         if short {
             let sign = if self.negative { 0x2000 } else { 0 };

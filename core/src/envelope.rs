@@ -95,7 +95,9 @@ impl<'a> JsonView<'a> for Entry<'a> {
     fn elements(&self) -> Result<Option<Vec<Self>>, JsonError> {
         match self {
             Entry::Container(c) => match c.elements() {
-                Some(items) => items.map(|e| e.ok_or(JsonError::Malformed)).collect::<Result<_, _>>().map(Some),
+                Some(items) => {
+                    items.map(|e| e.ok_or(JsonError::Malformed)).collect::<Result<_, _>>().map(Some)
+                }
                 None => Ok(None),
             },
             _ => Ok(None),
@@ -147,7 +149,11 @@ pub fn validate_metadata<'a>(argument: &str, metadata: impl JsonView<'a>) -> Res
 /// `value`, the argument or event member named `argument` (`data`, `events[3].metadata`),
 /// must nest at most `max_depth` levels (see [`crate::json`]); else `22023` naming the
 /// argument, the limit and the setting that holds it. Stops reading at `max_depth + 1` levels.
-pub fn check_depth<'a>(argument: &str, value: impl JsonView<'a>, max_depth: usize) -> Result<(), EsError> {
+pub fn check_depth<'a>(
+    argument: &str,
+    value: impl JsonView<'a>,
+    max_depth: usize,
+) -> Result<(), EsError> {
     match value.depth_within(max_depth) {
         Ok(_) => Ok(()),
         Err(JsonError::TooDeep { limit }) => Err(EsError::invalid(
@@ -196,7 +202,11 @@ pub fn parse_events<'a, V: JsonView<'a>>(
     Ok(parsed)
 }
 
-fn parse_event<'a, V: JsonView<'a>>(i: usize, item: V, max_depth: usize) -> Result<NewEvent, EsError> {
+fn parse_event<'a, V: JsonView<'a>>(
+    i: usize,
+    item: V,
+    max_depth: usize,
+) -> Result<NewEvent, EsError> {
     let unreadable = |e| EsError::json(e, format!("events[{i}]"));
     let Some(members) = item.members().map_err(unreadable)? else {
         return Err(EsError::invalid(
@@ -204,7 +214,8 @@ fn parse_event<'a, V: JsonView<'a>>(i: usize, item: V, max_depth: usize) -> Resu
             format!("must be a JSON object with {EVENT_KEYS}, got {}", item.kind()),
         ));
     };
-    let (mut event_type, mut data, mut metadata, mut id, mut unknown) = (None, None, None, None, None);
+    let (mut event_type, mut data, mut metadata, mut id, mut unknown) =
+        (None, None, None, None, None);
     for (key, value) in members {
         match key {
             "type" => event_type = Some(value),
@@ -300,7 +311,9 @@ mod unit_tests {
 
     #[test]
     fn rejects_what_is_not_an_array_of_events() {
-        assert!(reason(parse_events::<&Value>(None, 100)).contains("invalid events: must not be NULL"));
+        assert!(
+            reason(parse_events::<&Value>(None, 100)).contains("invalid events: must not be NULL")
+        );
         assert!(reason(parse(json!({"type": "A"}))).contains("got an object"));
         assert!(reason(parse(json!([]))).contains("at least one event"));
         assert!(reason(parse(json!([1]))).contains("invalid events[0]"));

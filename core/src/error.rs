@@ -84,7 +84,9 @@ pub struct RejectedChange {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EsError {
-    #[error("wrong expected version for stream \"{stream}\": expected {expected}, actual {actual}")]
+    #[error(
+        "wrong expected version for stream \"{stream}\": expected {expected}, actual {actual}"
+    )]
     WrongExpectedVersion { stream: String, expected: ExpectedVersion, actual: i64 },
 
     #[error("{} on {} is not allowed: the event store is append-only", .0.operation, .0.table)]
@@ -185,9 +187,9 @@ impl EsError {
                     .into(),
                 _ => "Use the eventstore functions to change the event store.".into(),
             }),
-            Self::UnreadableJson { problem: JsonError::NotUtf8, .. } => Some(
-                "pg_eventstore reads jsonb in place only in a UTF-8 database.".into(),
-            ),
+            Self::UnreadableJson { problem: JsonError::NotUtf8, .. } => {
+                Some("pg_eventstore reads jsonb in place only in a UTF-8 database.".into())
+            }
             Self::JsonTooDeep { .. } => Some(
                 "Fold this stream with a reducer written in SQL or PL/pgSQL, which PostgreSQL \
                  evaluates with its own stack checks."
@@ -244,11 +246,20 @@ mod unit_tests {
 
     #[test]
     fn json_errors_map_to_their_sqlstates() {
-        let deep = EsError::json(JsonError::TooDeep { limit: 1000 }, "the data of event 3 of stream \"s\"");
+        let deep = EsError::json(
+            JsonError::TooDeep { limit: 1000 },
+            "the data of event 3 of stream \"s\"",
+        );
         assert_eq!(deep.sqlstate(), "54001");
-        assert_eq!(deep.to_string(), "the data of event 3 of stream \"s\" nests more than 1000 levels deep");
+        assert_eq!(
+            deep.to_string(),
+            "the data of event 3 of stream \"s\" nests more than 1000 levels deep"
+        );
         let bad = EsError::json(JsonError::Malformed, "events");
-        assert_eq!((bad.sqlstate(), bad.to_string().as_str()), ("XX001", "events is not jsonb as PostgreSQL writes it"));
+        assert_eq!(
+            (bad.sqlstate(), bad.to_string().as_str()),
+            ("XX001", "events is not jsonb as PostgreSQL writes it")
+        );
         let latin1 = EsError::json(JsonError::NotUtf8, "data");
         assert_eq!(latin1.sqlstate(), "22021");
         assert!(latin1.hint().is_some());

@@ -109,10 +109,7 @@ mod unit_tests {
             // only part of the batch stored
             (vec![new(1, "A"), new(2, "A")], vec![stored(2, "s", 4, "A")]),
             // an event without id in the batch cannot be a retry
-            (
-                vec![new(1, "A"), NewEvent { id: None, ..new(9, "B") }],
-                vec![stored(1, "s", 1, "A")],
-            ),
+            (vec![new(1, "A"), NewEvent { id: None, ..new(9, "B") }], vec![stored(1, "s", 1, "A")]),
         ];
         for (batch, found) in cases {
             let err = classify("s", &batch, found).unwrap_err();

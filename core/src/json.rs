@@ -144,7 +144,10 @@ mod unit_tests {
             assert_eq!(value_depth(&v, 100), Ok(depth), "{v}");
             assert_eq!(value_depth(&v, depth), Ok(depth), "{v}: the limit is inclusive");
             if depth > 0 {
-                assert_eq!(value_depth(&v, depth - 1), Err(JsonError::TooDeep { limit: depth - 1 }));
+                assert_eq!(
+                    value_depth(&v, depth - 1),
+                    Err(JsonError::TooDeep { limit: depth - 1 })
+                );
             }
         }
     }

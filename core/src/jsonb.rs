@@ -482,13 +482,22 @@ pub fn numeric_text(varlena: &[u8]) -> Option<String> {
 ///
 /// Recursive, one frame per level where both sides are objects, never more than `limit + 1`
 /// frames (see [`READ_DEPTH_LIMIT`] for their size).
-pub fn merge_object(target: &mut Value, patch: Container<'_>, limit: usize) -> Result<(), JsonError> {
+pub fn merge_object(
+    target: &mut Value,
+    patch: Container<'_>,
+    limit: usize,
+) -> Result<(), JsonError> {
     merge_at(target, patch, 0, limit)
 }
 
 /// [`merge_object`] for a `target` that sits inside `level` containers of the whole value.
 /// Only the descent is here, so each level's frame stays small; the rest is in [`merge_member`].
-fn merge_at(target: &mut Value, patch: Container<'_>, level: usize, limit: usize) -> Result<(), JsonError> {
+fn merge_at(
+    target: &mut Value,
+    patch: Container<'_>,
+    level: usize,
+    limit: usize,
+) -> Result<(), JsonError> {
     let Some(into) = merge_into(target, patch, level, limit)? else { return Ok(()) };
     let mut pairs = patch.pairs();
     while let Some(pair) = pairs.next_pair() {
@@ -554,7 +563,11 @@ fn merge_member<'t, 'p>(
 
 /// [`crate::merge::apply`] on binary event data: object data is merged into the state (which
 /// it becomes if there is none yet); any other data leaves the state as it is.
-pub fn apply(state: &mut Option<Value>, data: Container<'_>, limit: usize) -> Result<(), JsonError> {
+pub fn apply(
+    state: &mut Option<Value>,
+    data: Container<'_>,
+    limit: usize,
+) -> Result<(), JsonError> {
     if !data.is_object() {
         return Ok(());
     }
@@ -570,7 +583,9 @@ pub fn apply(state: &mut Option<Value>, data: Container<'_>, limit: usize) -> Re
 #[cfg(test)]
 mod unit_tests {
     use super::*;
-    use crate::encode::{encode, nested_arrays, nested_objects, numeric_out, numeric_varlena, Header, Numeric};
+    use crate::encode::{
+        encode, nested_arrays, nested_objects, numeric_out, numeric_varlena, Header, Numeric,
+    };
     use crate::json::{drop_iteratively, value_depth};
     use serde_json::json;
 
@@ -610,7 +625,10 @@ mod unit_tests {
         assert_eq!(depth_within(root(&encode(&json!(5))), 0), Ok(0));
         assert_eq!(depth_within(root(&encode(&json!({}))), 1), Ok(1));
         assert_eq!(depth_within(root(&encode(&json!({"a": {}}))), 2), Ok(2));
-        assert_eq!(depth_within(root(&encode(&json!({"a": {}}))), 1), Err(JsonError::TooDeep { limit: 1 }));
+        assert_eq!(
+            depth_within(root(&encode(&json!({"a": {}}))), 1),
+            Err(JsonError::TooDeep { limit: 1 })
+        );
         // 200,000 levels: a recursive walk would need tens of MB of stack
         for bytes in [nested_arrays(200_000), nested_objects(200_000)] {
             assert_eq!(depth_within(root(&bytes), 128), Err(JsonError::TooDeep { limit: 128 }));
@@ -644,7 +662,10 @@ mod unit_tests {
     fn numeric_text_is_numeric_out() {
         assert_eq!(numeric_text(&NUMERIC_120_50).as_deref(), Some("120.50"));
         let n = Numeric::parse("120.50");
-        assert_eq!((n.negative, n.weight, n.dscale, n.digits.as_slice()), (false, 0, 2, &[120, 5000][..]));
+        assert_eq!(
+            (n.negative, n.weight, n.dscale, n.digits.as_slice()),
+            (false, 0, 2, &[120, 5000][..])
+        );
         assert_eq!(n.varlena(Header::Pg), NUMERIC_120_50);
         let n = Numeric::parse("0.00001234");
         assert_eq!((n.weight, n.dscale, n.digits.as_slice()), (-2, 8, &[1234][..]));
@@ -721,7 +742,11 @@ mod unit_tests {
         assert_eq!(serde_json::to_string(&state).unwrap(), printed);
     }
 
-    fn merged(state: Option<Value>, data: &Value, limit: usize) -> Result<Option<Value>, JsonError> {
+    fn merged(
+        state: Option<Value>,
+        data: &Value,
+        limit: usize,
+    ) -> Result<Option<Value>, JsonError> {
         let mut state = state;
         let bytes = encode(data);
         apply(&mut state, Container::new(&bytes).unwrap(), limit)?;
@@ -732,7 +757,8 @@ mod unit_tests {
     fn binary_merge_is_the_reducer() {
         let state = json!({"status": "placed", "customer": {"id": 7, "name": "Ada"}, "n": 1});
         let data = json!({"status": "paid", "customer": {"name": "Ada L.", "vip": true}});
-        let expected = json!({"status": "paid", "customer": {"id": 7, "name": "Ada L.", "vip": true}, "n": 1});
+        let expected =
+            json!({"status": "paid", "customer": {"id": 7, "name": "Ada L.", "vip": true}, "n": 1});
         assert_eq!(merged(Some(state), &data, 100), Ok(Some(expected)));
         assert_eq!(merged(None, &json!({"a": 1}), 100), Ok(Some(json!({"a": 1}))));
         for not_object in [json!(null), json!([1]), json!("s"), json!(3)] {
@@ -777,7 +803,10 @@ mod unit_tests {
         let stack = if cfg!(debug_assertions) { 1024 } else { 512 } * 1024;
         let t = std::thread::Builder::new().stack_size(stack + 64 * 1024).spawn(|| {
             assert_eq!(deepest_merge(READ_DEPTH_LIMIT), Ok(()));
-            assert_eq!(deepest_merge(READ_DEPTH_LIMIT + 1), Err(JsonError::TooDeep { limit: READ_DEPTH_LIMIT }));
+            assert_eq!(
+                deepest_merge(READ_DEPTH_LIMIT + 1),
+                Err(JsonError::TooDeep { limit: READ_DEPTH_LIMIT })
+            );
         });
         t.unwrap().join().unwrap();
     }
@@ -788,7 +817,9 @@ mod unit_tests {
     #[ignore]
     fn measure_merge_stack() {
         let kb: usize = std::env::var("STACK_KB").map_or(1024, |s| s.parse().unwrap());
-        let t = std::thread::Builder::new().stack_size(kb * 1024).spawn(|| deepest_merge(READ_DEPTH_LIMIT));
+        let t = std::thread::Builder::new()
+            .stack_size(kb * 1024)
+            .spawn(|| deepest_merge(READ_DEPTH_LIMIT));
         assert_eq!(t.unwrap().join().unwrap(), Ok(()));
     }
 }

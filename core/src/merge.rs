@@ -133,7 +133,9 @@ mod unit_tests {
         let data = json!({"status": "paid", "customer": {"name": "Ada L.", "vip": true}});
         assert_eq!(
             merged(Some(state), data),
-            Some(json!({"status": "paid", "customer": {"id": 7, "name": "Ada L.", "vip": true}, "n": 1}))
+            Some(
+                json!({"status": "paid", "customer": {"id": 7, "name": "Ada L.", "vip": true}, "n": 1})
+            )
         );
     }
 
@@ -146,7 +148,10 @@ mod unit_tests {
             Some(json!({"items": [3], "address": "unknown", "note": null}))
         );
         // an object replaces a scalar
-        assert_eq!(merged(Some(json!({"a": 1})), json!({"a": {"b": 2}})), Some(json!({"a": {"b": 2}})));
+        assert_eq!(
+            merged(Some(json!({"a": 1})), json!({"a": {"b": 2}})),
+            Some(json!({"a": {"b": 2}}))
+        );
     }
 
     #[test]
@@ -167,6 +172,9 @@ mod unit_tests {
     #[test]
     fn empty_object_changes_nothing() {
         assert_eq!(merged(Some(json!({"a": {"b": 1}})), json!({})), Some(json!({"a": {"b": 1}})));
-        assert_eq!(merged(Some(json!({"a": {"b": 1}})), json!({"a": {}})), Some(json!({"a": {"b": 1}})));
+        assert_eq!(
+            merged(Some(json!({"a": {"b": 1}})), json!({"a": {}})),
+            Some(json!({"a": {"b": 1}}))
+        );
     }
 }

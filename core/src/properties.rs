@@ -56,7 +56,9 @@ fn normalized(v: &Value) -> Value {
     match v {
         Value::Number(n) => Value::Number(numeric_out(&n.to_string()).parse::<Number>().unwrap()),
         Value::Array(items) => Value::Array(items.iter().map(normalized).collect()),
-        Value::Object(m) => Value::Object(m.iter().map(|(k, v)| (k.clone(), normalized(v))).collect()),
+        Value::Object(m) => {
+            Value::Object(m.iter().map(|(k, v)| (k.clone(), normalized(v))).collect())
+        }
         other => other.clone(),
     }
 }

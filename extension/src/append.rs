@@ -37,7 +37,11 @@ pub struct Appended {
 pub struct RawJsonb(pg_sys::Datum);
 
 impl FromDatum for RawJsonb {
-    unsafe fn from_polymorphic_datum(datum: pg_sys::Datum, is_null: bool, _: pg_sys::Oid) -> Option<Self> {
+    unsafe fn from_polymorphic_datum(
+        datum: pg_sys::Datum,
+        is_null: bool,
+        _: pg_sys::Oid,
+    ) -> Option<Self> {
         (!is_null).then_some(RawJsonb(datum))
     }
 }
@@ -45,7 +49,8 @@ impl FromDatum for RawJsonb {
 unsafe impl<'fcx> ArgAbi<'fcx> for RawJsonb {
     unsafe fn unbox_arg_unchecked(arg: Arg<'_, 'fcx>) -> Self {
         let index = arg.index();
-        unsafe { arg.unbox_arg_using_from_datum() }.unwrap_or_else(|| panic!("argument {index} must not be null"))
+        unsafe { arg.unbox_arg_using_from_datum() }
+            .unwrap_or_else(|| panic!("argument {index} must not be null"))
     }
 
     unsafe fn unbox_nullable_arg(arg: Arg<'_, 'fcx>) -> Nullable<Self> {
@@ -123,7 +128,10 @@ fn append(
     stream_id: Option<&str>,
     events: Option<RawJsonb>,
     expected_version: default!(Option<i64>, "NULL"),
-) -> TableIterator<'static, (name!(event_id, pgrx::Uuid), name!(stream_version, i64), name!(global_position, i64))> {
+) -> TableIterator<
+    'static,
+    (name!(event_id, pgrx::Uuid), name!(stream_version, i64), name!(global_position, i64)),
+> {
     to_rows((|| {
         let stream_id = validate_stream_id(stream_id)?;
         let expected = ExpectedVersion::from_sql(expected_version)?;
@@ -146,7 +154,10 @@ fn append_event(
     metadata: default!(Option<RawJsonb>, "'{}'"),
     expected_version: default!(Option<i64>, "NULL"),
     event_id: default!(Option<pgrx::Uuid>, "NULL"),
-) -> TableIterator<'static, (name!(event_id, pgrx::Uuid), name!(stream_version, i64), name!(global_position, i64))> {
+) -> TableIterator<
+    'static,
+    (name!(event_id, pgrx::Uuid), name!(stream_version, i64), name!(global_position, i64)),
+> {
     to_rows((|| {
         let stream_id = validate_stream_id(stream_id)?;
         let event_type = validate_event_type("event_type", event_type)?;
@@ -372,7 +383,8 @@ pub fn append_to_stream(
                     // again does not wait), and the version before the append is the row's less
                     // our count.
                     let row = spi(client.update(&plans.lock, None, &[stream_id.into()]));
-                    let after: i64 = spi(row.first().get_one()).expect("the statement moved the stream row");
+                    let after: i64 =
+                        spi(row.first().get_one()).expect("the statement moved the stream row");
                     check_expected(stream_id, expected, after - count)?;
                     unreachable!("an admitted append inserts its events");
                 }
@@ -380,14 +392,18 @@ pub fn append_to_stream(
             }
 
             // A retry of a batch that is already stored returns it and writes nothing.
-            if let IdCheck::Retry(rows) = classify(stream_id, events, find_ids(client, plans, &given_ids))? {
+            if let IdCheck::Retry(rows) =
+                classify(stream_id, events, find_ids(client, plans, &given_ids))?
+            {
                 return Ok(retry_rows(rows));
             }
             let _api = ApiWrite::begin();
             let actual = lock_stream(client, plans, stream_id);
             // Look again under the lock: a concurrent identical retry may have committed while
             // we waited for it.
-            if let IdCheck::Retry(rows) = classify(stream_id, events, find_ids(client, plans, &given_ids))? {
+            if let IdCheck::Retry(rows) =
+                classify(stream_id, events, find_ids(client, plans, &given_ids))?
+            {
                 return Ok(retry_rows(rows));
             }
             check_expected(stream_id, expected, actual)?;

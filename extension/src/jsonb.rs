@@ -18,4 +18,3 @@ pub unsafe fn from_datum<'a>(datum: pgrx::pg_sys::Datum) -> Option<Container<'a>
         Container::new(bytes)
     }
 }
-

@@ -22,7 +22,10 @@ pub fn check_stream_read(
     validate_stream_id(stream_id)?;
     match from_version {
         None if !backward => {
-            return Err(EsError::invalid("from_version", "must not be NULL (the first version is 1)"))
+            return Err(EsError::invalid(
+                "from_version",
+                "must not be NULL (the first version is 1)",
+            ))
         }
         Some(v) if v < 1 => {
             return Err(EsError::invalid(

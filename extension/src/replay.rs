@@ -184,7 +184,13 @@ pub(crate) mod spi {
         let mut values = values(args);
         let nulls = nulls(args);
         unsafe {
-            let rc = pg_sys::SPI_execute_plan(plan, values.as_mut_ptr(), nulls.as_ptr(), read_only, limit);
+            let rc = pg_sys::SPI_execute_plan(
+                plan,
+                values.as_mut_ptr(),
+                nulls.as_ptr(),
+                read_only,
+                limit,
+            );
             assert!(rc >= 0, "pg_eventstore: SPI_execute_plan failed ({rc})");
             (pg_sys::SPI_tuptable, pg_sys::SPI_processed)
         }
@@ -210,9 +216,7 @@ pub(crate) mod spi {
 
     pub unsafe fn get_string(table: *mut pg_sys::SPITupleTable, row: u64, col: i32) -> String {
         unsafe {
-            get(table, row, col)
-                .and_then(|d| String::from_datum(d, false))
-                .unwrap_or_default()
+            get(table, row, col).and_then(|d| String::from_datum(d, false)).unwrap_or_default()
         }
     }
 }

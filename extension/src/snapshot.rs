@@ -42,7 +42,11 @@ pub(crate) unsafe fn catalog_current() -> Result<(), EsError> {
     let installed = unsafe {
         let plan = spi::plan(&VERSION_CHECK_PLAN, EXTVERSION_SQL, &[]);
         let (t, n) = spi::execute(plan, &[], true, 1);
-        if n == 0 { String::new() } else { spi::get_string(t, 0, 1) }
+        if n == 0 {
+            String::new()
+        } else {
+            spi::get_string(t, 0, 1)
+        }
     };
     if installed == library {
         CATALOG_CURRENT.with(|c| c.set(true));
@@ -86,7 +90,8 @@ pub(crate) unsafe fn save(
             UPSERT_SQL,
             &[oid(O::TEXTOID), oid(O::TEXTOID), oid(O::INT8OID), oid(O::JSONBOID), oid(O::TEXTOID)],
         );
-        let args = [Some(stream_id), Some(name), Some(Datum::from(version)), Some(state), fingerprint];
+        let args =
+            [Some(stream_id), Some(name), Some(Datum::from(version)), Some(state), fingerprint];
         spi::execute(plan, &args, false, 0);
     }
 }
@@ -112,7 +117,8 @@ impl AsOwner {
             let (mut user, mut context) = (pg_sys::InvalidOid, 0);
             pg_sys::GetUserIdAndSecContext(&mut user, &mut context);
             let restricted = (pg_sys::SECURITY_LOCAL_USERID_CHANGE
-                | pg_sys::SECURITY_RESTRICTED_OPERATION) as std::ffi::c_int;
+                | pg_sys::SECURITY_RESTRICTED_OPERATION)
+                as std::ffi::c_int;
             pg_sys::SetUserIdAndSecContext(owner, context | restricted);
             AsOwner { user, context }
         }
@@ -131,7 +137,11 @@ unsafe fn current_version(stream_id: Datum) -> i64 {
     unsafe {
         let plan = spi::plan(&VERSION_PLAN, VERSION_SQL, &[oid(PgBuiltInOids::TEXTOID)]);
         let (t, n) = spi::execute(plan, &[Some(stream_id)], false, 1);
-        if n == 0 { 0 } else { spi::get_i64(t, 0, 1).unwrap_or(0) }
+        if n == 0 {
+            0
+        } else {
+            spi::get_i64(t, 0, 1).unwrap_or(0)
+        }
     }
 }
 
@@ -174,8 +184,7 @@ unsafe fn save_request(fcinfo: pg_sys::FunctionCallInfo) -> Result<SaveRequest, 
         let version = arg(fcinfo, 2)
             .map(|d| d.value() as i64)
             .ok_or_else(|| EsError::invalid("stream_version", "must not be NULL"))?;
-        let state =
-            arg(fcinfo, 3).ok_or_else(|| EsError::invalid("state", "must not be NULL"))?;
+        let state = arg(fcinfo, 3).ok_or_else(|| EsError::invalid("state", "must not be NULL"))?;
         let req = SaveRequest {
             stream_id: arg(fcinfo, 0).expect("checked"),
             name: arg(fcinfo, 1).expect("checked"),

@@ -56,8 +56,10 @@ mod tests {
     fn data_and_metadata_are_stored_exactly_as_given() {
         // Numbers keep their written precision, strings their escapes, large values survive
         // compression: the jsonb goes into the table as the caller passed it.
-        run(r#"CREATE TEMP TABLE given AS SELECT '{"total": 120.50, "note": "caf\u00e9 \"x\"", "n": 1e3}'::jsonb AS d,
-                     jsonb_build_object('blob', repeat('abc', 50000)) AS big"#);
+        run(
+            r#"CREATE TEMP TABLE given AS SELECT '{"total": 120.50, "note": "caf\u00e9 \"x\"", "n": 1e3}'::jsonb AS d,
+                     jsonb_build_object('blob', repeat('abc', 50000)) AS big"#,
+        );
         run(r#"SELECT eventstore.append('exact-1', jsonb_build_array(
                    jsonb_build_object('type', 'A', 'data', d, 'metadata', jsonb_build_object('m', 1.0)),
                    jsonb_build_object('type', 'B', 'data', big),
@@ -74,10 +76,9 @@ mod tests {
             stored,
             r#"exact-1/1 {"n": 1000, "note": "café \"x\"", "total": 120.50} {"m": 1.0} | exact-1/2 {"blob": "abcabcabcabcabcabcabcabcabcabcabcabcabcabcabcabcab {} | exact-1/3 null {} | exact-1/4 [1.10, "x"] {} | exact-2/1 {"n": 1000, "note": "café \"x\"", "total": 120.50} {"m": 2.50} | exact-2/2 {"blob": "abcabcabcabcabcabcabcabcabcabcabcabcabcabcabcabcab {}"#
         );
-        let big_equal: bool = one(
-            "SELECT bool_and(e.data = g.big) FROM eventstore.events e, given g
-             WHERE e.event_type IN ('B', 'F')",
-        );
+        let big_equal: bool =
+            one("SELECT bool_and(e.data = g.big) FROM eventstore.events e, given g
+             WHERE e.event_type IN ('B', 'F')");
         assert!(big_equal);
     }
 
@@ -102,38 +103,32 @@ mod tests {
 
     #[pg_test]
     fn append_returns_the_rows_it_wrote() {
-        let returned: String = one(
-            r#"SELECT string_agg(stream_version::text, ',' ORDER BY stream_version)
-               FROM eventstore.append('s-1', '[{"type":"A"},{"type":"B"},{"type":"C"}]')"#,
-        );
+        let returned: String =
+            one(r#"SELECT string_agg(stream_version::text, ',' ORDER BY stream_version)
+               FROM eventstore.append('s-1', '[{"type":"A"},{"type":"B"},{"type":"C"}]')"#);
         assert_eq!(returned, "1,2,3");
         run(r#"CREATE TEMP TABLE returned AS
                SELECT * FROM eventstore.append('s-2', '[{"type":"A"},{"type":"B"}]')"#);
-        let matches: i64 = one(
-            "SELECT count(*) FROM returned r JOIN eventstore.events e
+        let matches: i64 = one("SELECT count(*) FROM returned r JOIN eventstore.events e
                ON e.stream_id = 's-2' AND e.stream_version = r.stream_version
-              AND e.event_id = r.event_id AND e.global_position = r.global_position",
-        );
+              AND e.event_id = r.event_id AND e.global_position = r.global_position");
         assert_eq!(matches, 2);
     }
 
     #[pg_test]
     fn append_event_fills_defaults_and_records_the_transaction() {
         run("SELECT eventstore.append_event('order-7', 'OrderPlaced', '{\"total\": 5}')");
-        let row: bool = one(
-            "SELECT metadata = '{}'::jsonb AND data = '{\"total\": 5}'::jsonb
+        let row: bool = one("SELECT metadata = '{}'::jsonb AND data = '{\"total\": 5}'::jsonb
                     AND recorded_at = now() AND transaction_id = pg_current_xact_id()
                     AND event_id IS NOT NULL
-             FROM eventstore.events WHERE stream_id = 'order-7'",
-        );
+             FROM eventstore.events WHERE stream_id = 'order-7'");
         assert!(row);
         run("SELECT eventstore.append_event('order-7', 'Tagged', 'null', '{\"by\": \"me\"}',
                                              expected_version => 1,
                                              event_id => '00000000-0000-4000-8000-000000000001')");
-        let tagged: String = one(
-            "SELECT event_id::text || ' ' || (metadata->>'by') || ' ' || jsonb_typeof(data)
-             FROM eventstore.events WHERE stream_id = 'order-7' AND stream_version = 2",
-        );
+        let tagged: String =
+            one("SELECT event_id::text || ' ' || (metadata->>'by') || ' ' || jsonb_typeof(data)
+             FROM eventstore.events WHERE stream_id = 'order-7' AND stream_version = 2");
         assert_eq!(tagged, "00000000-0000-4000-8000-000000000001 me null");
     }
 
@@ -199,8 +194,7 @@ mod tests {
     #[pg_test]
     fn conflict_detail_and_hint_are_reported() {
         run("SELECT eventstore.append_event('order-1', 'A', '{}')");
-        let detail: String = one(
-            r#"DO $$ BEGIN
+        let detail: String = one(r#"DO $$ BEGIN
                  PERFORM eventstore.append_event('order-1', 'B', '{}', expected_version => 7);
                EXCEPTION WHEN SQLSTATE 'ES001' THEN
                  DECLARE d text; BEGIN
@@ -208,8 +202,7 @@ mod tests {
                    PERFORM set_config('tests.detail', d, true);
                  END;
                END $$;
-               SELECT current_setting('tests.detail')"#,
-        );
+               SELECT current_setting('tests.detail')"#);
         assert!(detail.contains("is at version 1"), "{detail}");
     }
 
@@ -235,10 +228,9 @@ mod tests {
         assert_eq!(count_events(), before);
         assert_eq!(one::<i64>("SELECT eventstore.stream_version('order-1')"), 3);
         // append_event with an explicit id retries the same way
-        let id: String = one(
-            "SELECT event_id::text FROM eventstore.append_event('order-2', 'A', '{}',
-                 event_id => '33333333-3333-4333-8333-333333333333')",
-        );
+        let id: String =
+            one("SELECT event_id::text FROM eventstore.append_event('order-2', 'A', '{}',
+                 event_id => '33333333-3333-4333-8333-333333333333')");
         let again: String = one(
             "SELECT event_id::text || stream_version FROM eventstore.append_event('order-2', 'A',
                  '{}', expected_version => 0, event_id => '33333333-3333-4333-8333-333333333333')",
@@ -293,7 +285,10 @@ mod tests {
             (r#"SELECT eventstore.append('order-1', '[]')"#, &["events", "at least one"]),
             (r#"SELECT eventstore.append('order-1', NULL)"#, &["events", "NULL"]),
             (r#"SELECT eventstore.append('order-1', '[{"data":{}}]')"#, &["events[0].type"]),
-            (r#"SELECT eventstore.append('order-1', '[{"type":""}]')"#, &["events[0].type", "empty"]),
+            (
+                r#"SELECT eventstore.append('order-1', '[{"type":""}]')"#,
+                &["events[0].type", "empty"],
+            ),
             (
                 r#"SELECT eventstore.append('order-1', '[{"type":"A"},{"type":"B","id":"xyz"}]')"#,
                 &["events[1].id", "xyz"],
@@ -305,13 +300,22 @@ mod tests {
             (r#"SELECT eventstore.append('order-1', '[{"type":"A","payload":1}]')"#, &["payload"]),
             (r#"SELECT eventstore.append('', '[{"type":"A"}]')"#, &["stream_id", "empty"]),
             (r#"SELECT eventstore.append(NULL, '[{"type":"A"}]')"#, &["stream_id", "NULL"]),
-            (r#"SELECT eventstore.append('order-1', '[{"type":"A"}]', -2)"#, &["expected_version", "-2"]),
+            (
+                r#"SELECT eventstore.append('order-1', '[{"type":"A"}]', -2)"#,
+                &["expected_version", "-2"],
+            ),
             ("SELECT eventstore.append_event('order-1', '', '{}')", &["event_type", "empty"]),
             ("SELECT eventstore.append_event('order-1', NULL, '{}')", &["event_type"]),
             ("SELECT eventstore.append_event('order-1', 'A', NULL)", &["data", "NULL"]),
-            ("SELECT eventstore.append_event('order-1', 'A', '{}', '[1]')", &["metadata", "object"]),
+            (
+                "SELECT eventstore.append_event('order-1', 'A', '{}', '[1]')",
+                &["metadata", "object"],
+            ),
             ("SELECT eventstore.append_event('', 'A', '{}')", &["stream_id"]),
-            ("SELECT eventstore.append_event('order-1', 'A', '{}', '{}', -5)", &["expected_version"]),
+            (
+                "SELECT eventstore.append_event('order-1', 'A', '{}', '{}', -5)",
+                &["expected_version"],
+            ),
         ];
         for (statement, fragments) in cases {
             assert_error(statement, "22023", fragments);
@@ -347,10 +351,14 @@ mod tests {
 
     #[pg_test]
     fn read_stream_forward_and_backward() {
-        run(r#"SELECT eventstore.append('order-1', '[{"type":"A"},{"type":"B"},{"type":"C"},{"type":"D"}]')"#);
+        run(
+            r#"SELECT eventstore.append('order-1', '[{"type":"A"},{"type":"B"},{"type":"C"},{"type":"D"}]')"#,
+        );
         run(r#"SELECT eventstore.append('order-2', '[{"type":"X"}]')"#);
         let types = |sql: &str| -> String {
-            one(&format!("SELECT string_agg(event_type, '' ORDER BY ordinality) FROM {sql} WITH ORDINALITY"))
+            one(&format!(
+                "SELECT string_agg(event_type, '' ORDER BY ordinality) FROM {sql} WITH ORDINALITY"
+            ))
         };
         assert_eq!(types("eventstore.read_stream('order-1')"), "ABCD");
         assert_eq!(types("eventstore.read_stream('order-1', 2)"), "BCD");
@@ -359,8 +367,16 @@ mod tests {
         assert_eq!(types("eventstore.read_stream_backward('order-1', 3, 2)"), "CB");
         assert_eq!(one::<i64>("SELECT count(*) FROM eventstore.read_stream('nope')"), 0);
         assert_eq!(one::<i64>("SELECT eventstore.stream_version('nope')"), 0);
-        assert_error("SELECT * FROM eventstore.read_stream('order-1', 0)", "22023", &["from_version"]);
-        assert_error("SELECT * FROM eventstore.read_stream('order-1', 1, -1)", "22023", &["max_count"]);
+        assert_error(
+            "SELECT * FROM eventstore.read_stream('order-1', 0)",
+            "22023",
+            &["from_version"],
+        );
+        assert_error(
+            "SELECT * FROM eventstore.read_stream('order-1', 1, -1)",
+            "22023",
+            &["max_count"],
+        );
         assert_error("SELECT * FROM eventstore.read_stream('')", "22023", &["stream_id"]);
         assert_error(
             "SELECT * FROM eventstore.read_stream_backward('order-1', -3)",
@@ -390,10 +406,9 @@ mod tests {
 
     #[pg_test]
     fn tables_and_sequence_are_dumped_with_the_database() {
-        let dumped: String = one(
-            "SELECT string_agg(c::regclass::text, ',' ORDER BY c::regclass::text)
-             FROM pg_extension, unnest(extconfig) c WHERE extname = 'pg_eventstore'",
-        );
+        let dumped: String =
+            one("SELECT string_agg(c::regclass::text, ',' ORDER BY c::regclass::text)
+             FROM pg_extension, unnest(extconfig) c WHERE extname = 'pg_eventstore'");
         assert_eq!(
             dumped,
             "eventstore.events,eventstore.global_position_seq,eventstore.snapshots,eventstore.streams"

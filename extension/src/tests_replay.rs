@@ -79,9 +79,10 @@ mod tests {
     }
 
     fn assert_error(statement: &str, sqlstate: &str, fragments: &[&str]) {
-        let error = Spi::get_one_with_args::<String>("SELECT tests.error_of($1)", &[statement.into()])
-            .expect("error_of runs")
-            .unwrap_or_else(|| panic!("expected an error from: {statement}"));
+        let error =
+            Spi::get_one_with_args::<String>("SELECT tests.error_of($1)", &[statement.into()])
+                .expect("error_of runs")
+                .unwrap_or_else(|| panic!("expected an error from: {statement}"));
         assert!(error.starts_with(&format!("{sqlstate}: ")), "wanted {sqlstate}, got {error}");
         for f in fragments {
             assert!(error.contains(f), "error {error:?} should mention {f:?}");
@@ -91,13 +92,16 @@ mod tests {
     /// `stream`: five events with amounts 10..50. Each test uses its own streams: tests run
     /// concurrently, and appends to one stream wait for each other.
     fn order_stream(stream: &str) {
-        Spi::run_with_args(r#"SELECT eventstore.append($1, '[
+        Spi::run_with_args(
+            r#"SELECT eventstore.append($1, '[
             {"type": "OrderPlaced",     "data": {"amount": 10, "customer": {"id": 7}}},
             {"type": "ItemAdded",       "data": {"amount": 20, "items": ["a"]}},
             {"type": "ItemAdded",       "data": {"amount": 30, "items": ["a", "b"]}},
             {"type": "PaymentCaptured", "data": {"amount": 40, "customer": {"vip": true}}},
-            {"type": "OrderShipped",    "data": {"amount": 50, "status": "shipped"}}]')"#, &[stream.into()])
-            .expect("append runs");
+            {"type": "OrderShipped",    "data": {"amount": 50, "status": "shipped"}}]')"#,
+            &[stream.into()],
+        )
+        .expect("append runs");
     }
 
     // ---------- replay ----------
@@ -116,7 +120,9 @@ mod tests {
     #[pg_test]
     fn replay_folds_with_a_sql_reducer() {
         order_stream("replay-rfwasr");
-        let state = json("SELECT eventstore.replay('replay-rfwasr', 'tests.total(jsonb, eventstore.events)')");
+        let state = json(
+            "SELECT eventstore.replay('replay-rfwasr', 'tests.total(jsonb, eventstore.events)')",
+        );
         assert_eq!(state, json!({"total": 150}));
         let state = json(
             "SELECT eventstore.replay('replay-rfwasr', 'tests.total(jsonb, eventstore.events)',
@@ -143,7 +149,10 @@ mod tests {
             "SELECT eventstore.replay('replay-rwmdmtd', 'eventstore.merge(jsonb, eventstore.events)',
                                       '{\"note\": \"start\"}', until_version => 2)",
         );
-        assert_eq!(partial, json!({"note": "start", "amount": 20, "customer": {"id": 7}, "items": ["a"]}));
+        assert_eq!(
+            partial,
+            json!({"note": "start", "amount": 20, "customer": {"id": 7}, "items": ["a"]})
+        );
     }
 
     #[pg_test]
@@ -166,7 +175,10 @@ mod tests {
         let fast = json("SELECT eventstore.replay('replay-binary', 'eventstore.merge(jsonb, eventstore.events)')");
         let slow = json("SELECT eventstore.replay('replay-binary', 'tests.merge_via_sql(jsonb, eventstore.events)')");
         assert_eq!(fast, slow);
-        assert_eq!(fast["nested"], json!({"a": {"b": {"c": [1, 2, {"d": -0.000123}]}, "z": 1, "y": 2}, "b": 5.5}));
+        assert_eq!(
+            fast["nested"],
+            json!({"a": {"b": {"c": [1, 2, {"d": -0.000123}]}, "z": 1, "y": 2}, "b": 5.5})
+        );
         // 70 * 1.25 as numeric keeps its scale: merge's numbers are numeric's own text.
         assert_eq!(fast["k70"].to_string(), "87.50");
         // Every prefix agrees too (each starts from the text of the previous state).
@@ -189,7 +201,9 @@ mod tests {
              FROM eventstore.events e WHERE stream_version = 1",
         );
         assert_eq!(merged, json!({"customer": {"id": 7, "name": "Ada"}, "x": 1, "amount": 10}));
-        let from_null = json("SELECT eventstore.merge(NULL, e) FROM eventstore.events e WHERE stream_version = 5");
+        let from_null = json(
+            "SELECT eventstore.merge(NULL, e) FROM eventstore.events e WHERE stream_version = 5",
+        );
         assert_eq!(from_null, json!({"amount": 50, "status": "shipped"}));
         let unchanged = json("SELECT eventstore.merge('{\"a\": 1}', NULL)");
         assert_eq!(unchanged, json!({"a": 1}));
@@ -199,13 +213,18 @@ mod tests {
     fn replay_of_nothing_is_the_initial_state() {
         order_stream("replay-ronitis");
         let reducer = "'tests.count_types(jsonb, eventstore.events)'";
-        assert_eq!(json(&format!("SELECT eventstore.replay('replay-ronitis-404', {reducer})")), json!({}));
+        assert_eq!(
+            json(&format!("SELECT eventstore.replay('replay-ronitis-404', {reducer})")),
+            json!({})
+        );
         assert_eq!(
             json(&format!("SELECT eventstore.replay('replay-ronitis-404', {reducer}, '[1]')")),
             json!([1])
         );
         assert_eq!(
-            json(&format!("SELECT eventstore.replay('replay-ronitis', {reducer}, until_version => 0)")),
+            json(&format!(
+                "SELECT eventstore.replay('replay-ronitis', {reducer}, until_version => 0)"
+            )),
             json!({})
         );
         let null: Option<JsonB> = Spi::get_one(&format!(
@@ -217,12 +236,20 @@ mod tests {
 
     #[pg_test]
     fn strict_reducers_are_skipped_on_a_null_state_and_may_return_null() {
-        run(r#"SELECT eventstore.append('replay-srasoansamrn-s', '[{"type":"A"},{"type":"Reset"},{"type":"B"}]')"#);
+        run(
+            r#"SELECT eventstore.append('replay-srasoansamrn-s', '[{"type":"A"},{"type":"Reset"},{"type":"B"}]')"#,
+        );
         let r = "'tests.nullify(jsonb, eventstore.events)'";
         let state: Option<JsonB> =
-            Spi::get_one(&format!("SELECT eventstore.replay('replay-srasoansamrn-s', {r})")).unwrap();
+            Spi::get_one(&format!("SELECT eventstore.replay('replay-srasoansamrn-s', {r})"))
+                .unwrap();
         assert!(state.is_none(), "Reset returns NULL and the strict reducer stays skipped");
-        assert_eq!(json(&format!("SELECT eventstore.replay('replay-srasoansamrn-s', {r}, until_version => 1)")), json!({"seen": 1}));
+        assert_eq!(
+            json(&format!(
+                "SELECT eventstore.replay('replay-srasoansamrn-s', {r}, until_version => 1)"
+            )),
+            json!({"seen": 1})
+        );
     }
 
     #[pg_test]
@@ -230,7 +257,10 @@ mod tests {
         order_stream("replay-rhao");
         let r = "'tests.total(jsonb, eventstore.events)'";
         // All events of this transaction are recorded at now().
-        assert_eq!(json(&format!("SELECT eventstore.replay('replay-rhao', {r}, as_of => now())")), json!({"total": 150}));
+        assert_eq!(
+            json(&format!("SELECT eventstore.replay('replay-rhao', {r}, as_of => now())")),
+            json!({"total": 150})
+        );
         assert_eq!(
             json(&format!("SELECT eventstore.replay('replay-rhao', {r}, as_of => now() - interval '1 second')")),
             json!({})
@@ -241,7 +271,10 @@ mod tests {
             json(&format!("SELECT eventstore.replay('replay-rhao', {r}, as_of => now() - interval '1 second')")),
             json!({})
         );
-        assert_eq!(json(&format!("SELECT eventstore.replay('replay-rhao', {r}, as_of => now())")), json!({"total": 89}));
+        assert_eq!(
+            json(&format!("SELECT eventstore.replay('replay-rhao', {r}, as_of => now())")),
+            json!({"total": 89})
+        );
     }
 
     // ---------- snapshots ----------
@@ -253,7 +286,10 @@ mod tests {
         // Deliberately wrong states, so the result shows which snapshot was used.
         run("SELECT eventstore.save_snapshot('replay-rsftnswb', 'tests.total', 2, '{\"total\": 1000}')");
         run("SELECT eventstore.save_snapshot('replay-rsftnswb', 'tests.total', 4, '{\"total\": 5000}')");
-        assert_eq!(json(&format!("SELECT eventstore.replay('replay-rsftnswb', {r})")), json!({"total": 5050}));
+        assert_eq!(
+            json(&format!("SELECT eventstore.replay('replay-rsftnswb', {r})")),
+            json!({"total": 5050})
+        );
         // until_version 3: the snapshot at 4 lies beyond it and must not be used.
         assert_eq!(
             json(&format!("SELECT eventstore.replay('replay-rsftnswb', {r}, until_version => 3)")),
@@ -282,7 +318,9 @@ mod tests {
     #[pg_test]
     fn merge_replay_uses_snapshots_too() {
         order_stream("replay-mrust");
-        run(r#"SELECT eventstore.save_snapshot('replay-mrust', 'eventstore.merge', 4, '{"from": "snapshot"}')"#);
+        run(
+            r#"SELECT eventstore.save_snapshot('replay-mrust', 'eventstore.merge', 4, '{"from": "snapshot"}')"#,
+        );
         let state = json("SELECT eventstore.replay('replay-mrust', 'eventstore.merge(jsonb, eventstore.events)')");
         assert_eq!(state, json!({"from": "snapshot", "amount": 50, "status": "shipped"}));
         let state = json("SELECT eventstore.replay('replay-mrust', 'eventstore.merge(jsonb, eventstore.events)', until_version => 4)");
@@ -299,16 +337,16 @@ mod tests {
             "SELECT stream_version || ' ' || state::text FROM eventstore.load_snapshot('replay-sslrad', 'v1')",
         );
         assert_eq!(loaded, "4 {\"at\": 4}");
-        let loaded: String = one(
-            "SELECT stream_version || ' ' || state::text
-             FROM eventstore.load_snapshot('replay-sslrad', 'v1', max_version => 3)",
-        );
+        let loaded: String = one("SELECT stream_version || ' ' || state::text
+             FROM eventstore.load_snapshot('replay-sslrad', 'v1', max_version => 3)");
         assert_eq!(loaded, "2 {\"at\": 2}");
-        let none: i64 = one("SELECT count(*) FROM eventstore.load_snapshot('replay-sslrad', 'v1', 1)");
+        let none: i64 =
+            one("SELECT count(*) FROM eventstore.load_snapshot('replay-sslrad', 'v1', 1)");
         assert_eq!(none, 0);
         // Saving the same snapshot again replaces its state.
         run("SELECT eventstore.save_snapshot('replay-sslrad', 'v1', 4, '{\"at\": \"4 again\"}')");
-        let replaced: Value = json("SELECT state FROM eventstore.load_snapshot('replay-sslrad', 'v1')");
+        let replaced: Value =
+            json("SELECT state FROM eventstore.load_snapshot('replay-sslrad', 'v1')");
         assert_eq!(replaced, json!({"at": "4 again"}));
         assert_eq!(one::<i64>("SELECT eventstore.delete_snapshots('v1')"), 2);
         assert_eq!(one::<i64>("SELECT eventstore.delete_snapshots('v1')"), 0);
@@ -320,7 +358,11 @@ mod tests {
         order_stream("replay-ssaoota");
         run("SELECT eventstore.save_snapshot('replay-ssaoota', 'v1', 2, '{}')");
         assert_error("DELETE FROM eventstore.snapshots", "ES003", &["eventstore.snapshots"]);
-        assert_error("UPDATE eventstore.snapshots SET state = '{}'", "ES003", &["eventstore.snapshots"]);
+        assert_error(
+            "UPDATE eventstore.snapshots SET state = '{}'",
+            "ES003",
+            &["eventstore.snapshots"],
+        );
     }
 
     // ---------- aggregate ----------
@@ -340,7 +382,9 @@ mod tests {
         );
         assert_eq!(saved, "tests.total@5={\"total\": 150}");
         // Two more events: fewer than 3 past the snapshot, so no new one.
-        run(r#"SELECT eventstore.append('replay-arcsasene', '[{"type":"A","data":{"amount":1}},{"type":"B","data":{"amount":2}}]')"#);
+        run(
+            r#"SELECT eventstore.append('replay-arcsasene', '[{"type":"A","data":{"amount":1}},{"type":"B","data":{"amount":2}}]')"#,
+        );
         let row: String = one(&format!(
             "SELECT stream_version || ' ' || state::text
              FROM eventstore.aggregate('replay-arcsasene', {r}, snapshot_every => 3)"
@@ -348,11 +392,15 @@ mod tests {
         assert_eq!(row, "7 {\"total\": 153}");
         assert_eq!(one::<i64>("SELECT count(*) FROM eventstore.snapshots"), 1);
         // Two is enough when snapshot_every is 2.
-        run(&format!("SELECT * FROM eventstore.aggregate('replay-arcsasene', {r}, snapshot_every => 2)"));
+        run(&format!(
+            "SELECT * FROM eventstore.aggregate('replay-arcsasene', {r}, snapshot_every => 2)"
+        ));
         assert_eq!(one::<i64>("SELECT max(stream_version) FROM eventstore.snapshots"), 7);
         // NULL never saves; an absent stream is version 0 with the initial state.
         run(r#"SELECT eventstore.append_event('replay-arcsasene', 'C', '{"amount": 3}')"#);
-        run(&format!("SELECT * FROM eventstore.aggregate('replay-arcsasene', {r}, snapshot_every => NULL)"));
+        run(&format!(
+            "SELECT * FROM eventstore.aggregate('replay-arcsasene', {r}, snapshot_every => NULL)"
+        ));
         assert_eq!(one::<i64>("SELECT count(*) FROM eventstore.snapshots"), 2);
         let row: String = one(&format!(
             "SELECT stream_version || ' ' || state::text FROM eventstore.aggregate('replay-arcsasene-404', {r})"
@@ -376,7 +424,9 @@ mod tests {
 
     #[pg_test]
     fn reducer_errors_keep_their_sqlstate() {
-        run(r#"SELECT eventstore.append('replay-rekts-s', '[{"type":"A"},{"type":"Boom"},{"type":"C"}]')"#);
+        run(
+            r#"SELECT eventstore.append('replay-rekts-s', '[{"type":"A"},{"type":"Boom"},{"type":"C"}]')"#,
+        );
         let r = "'tests.boom(jsonb, eventstore.events)'";
         assert_error(
             &format!("SELECT eventstore.replay('replay-rekts-s', {r})"),
@@ -389,7 +439,10 @@ mod tests {
             &["reducer refused event 2"],
         );
         // After the error, the same backend replays normally.
-        assert_eq!(json(&format!("SELECT eventstore.replay('replay-rekts-s', {r}, until_version => 1)")), json!({}));
+        assert_eq!(
+            json(&format!("SELECT eventstore.replay('replay-rekts-s', {r}, until_version => 1)")),
+            json!({})
+        );
         let n = json("SELECT eventstore.replay('replay-rekts-s', 'tests.count_types(jsonb, eventstore.events)')");
         assert_eq!(n["n"], json!(3));
     }
@@ -400,7 +453,11 @@ mod tests {
         assert_error(
             "SELECT eventstore.replay('replay-rtdnfarbn', 'tests.wrong_args(jsonb, int)')",
             "22023",
-            &["invalid reducer", "tests.wrong_args(jsonb,integer)", "(state jsonb, event eventstore.events) RETURNS jsonb"],
+            &[
+                "invalid reducer",
+                "tests.wrong_args(jsonb,integer)",
+                "(state jsonb, event eventstore.events) RETURNS jsonb",
+            ],
         );
         assert_error(
             "SELECT eventstore.replay('replay-rtdnfarbn', 'tests.wrong_return(jsonb, eventstore.events)')",
@@ -412,8 +469,16 @@ mod tests {
             "22023",
             &["tests.wrong_args"],
         );
-        assert_error("SELECT eventstore.replay('replay-rtdnfarbn', 999999999::regprocedure)", "22023", &["no function has OID 999999999"]);
-        assert_error("SELECT eventstore.replay('replay-rtdnfarbn', 'tests.nope(jsonb, eventstore.events)')", "42883", &["nope"]);
+        assert_error(
+            "SELECT eventstore.replay('replay-rtdnfarbn', 999999999::regprocedure)",
+            "22023",
+            &["no function has OID 999999999"],
+        );
+        assert_error(
+            "SELECT eventstore.replay('replay-rtdnfarbn', 'tests.nope(jsonb, eventstore.events)')",
+            "42883",
+            &["nope"],
+        );
     }
 
     #[pg_test]
@@ -422,22 +487,69 @@ mod tests {
         let r = "'eventstore.merge(jsonb, eventstore.events)'";
         assert_error(&format!("SELECT eventstore.replay(NULL, {r})"), "22023", &["stream_id"]);
         assert_error(&format!("SELECT eventstore.replay('', {r})"), "22023", &["stream_id"]);
-        assert_error("SELECT eventstore.replay('replay-iaa2', NULL)", "22023", &["reducer", "NULL"]);
-        assert_error(&format!("SELECT eventstore.replay('replay-iaa2', {r}, until_version => -1)"), "22023", &["until_version"]);
-        assert_error(&format!("SELECT eventstore.replay('replay-iaa2', {r}, snapshot_name => '')"), "22023", &["snapshot_name"]);
-        assert_error(&format!("SELECT * FROM eventstore.aggregate('replay-iaa2', {r}, snapshot_every => 0)"), "22023", &["snapshot_every"]);
-        assert_error(&format!("SELECT * FROM eventstore.aggregate(NULL, {r})"), "22023", &["stream_id"]);
+        assert_error(
+            "SELECT eventstore.replay('replay-iaa2', NULL)",
+            "22023",
+            &["reducer", "NULL"],
+        );
+        assert_error(
+            &format!("SELECT eventstore.replay('replay-iaa2', {r}, until_version => -1)"),
+            "22023",
+            &["until_version"],
+        );
+        assert_error(
+            &format!("SELECT eventstore.replay('replay-iaa2', {r}, snapshot_name => '')"),
+            "22023",
+            &["snapshot_name"],
+        );
+        assert_error(
+            &format!("SELECT * FROM eventstore.aggregate('replay-iaa2', {r}, snapshot_every => 0)"),
+            "22023",
+            &["snapshot_every"],
+        );
+        assert_error(
+            &format!("SELECT * FROM eventstore.aggregate(NULL, {r})"),
+            "22023",
+            &["stream_id"],
+        );
         assert_error(
             "SELECT eventstore.save_snapshot('replay-iaa2', 'v1', 6, '{}')",
             "22023",
-            &["invalid stream_version", "stream \"replay-iaa2\" has no version 6 (it is at version 5)"],
+            &[
+                "invalid stream_version",
+                "stream \"replay-iaa2\" has no version 6 (it is at version 5)",
+            ],
         );
-        assert_error("SELECT eventstore.save_snapshot('replay-iaa2-404', 'v1', 1, '{}')", "22023", &["does not exist"]);
-        assert_error("SELECT eventstore.save_snapshot('replay-iaa2', 'v1', 0, '{}')", "22023", &["stream_version"]);
-        assert_error("SELECT eventstore.save_snapshot('replay-iaa2', 'v1', NULL, '{}')", "22023", &["stream_version"]);
-        assert_error("SELECT eventstore.save_snapshot('replay-iaa2', 'v1', 1, NULL)", "22023", &["state"]);
-        assert_error("SELECT eventstore.save_snapshot('replay-iaa2', '', 1, '{}')", "22023", &["snapshot_name"]);
-        assert_error("SELECT eventstore.save_snapshot(NULL, 'v1', 1, '{}')", "22023", &["stream_id"]);
+        assert_error(
+            "SELECT eventstore.save_snapshot('replay-iaa2-404', 'v1', 1, '{}')",
+            "22023",
+            &["does not exist"],
+        );
+        assert_error(
+            "SELECT eventstore.save_snapshot('replay-iaa2', 'v1', 0, '{}')",
+            "22023",
+            &["stream_version"],
+        );
+        assert_error(
+            "SELECT eventstore.save_snapshot('replay-iaa2', 'v1', NULL, '{}')",
+            "22023",
+            &["stream_version"],
+        );
+        assert_error(
+            "SELECT eventstore.save_snapshot('replay-iaa2', 'v1', 1, NULL)",
+            "22023",
+            &["state"],
+        );
+        assert_error(
+            "SELECT eventstore.save_snapshot('replay-iaa2', '', 1, '{}')",
+            "22023",
+            &["snapshot_name"],
+        );
+        assert_error(
+            "SELECT eventstore.save_snapshot(NULL, 'v1', 1, '{}')",
+            "22023",
+            &["stream_id"],
+        );
         assert_error("SELECT eventstore.delete_snapshots(NULL)", "22023", &["snapshot_name"]);
         assert_eq!(one::<i64>("SELECT count(*) FROM eventstore.snapshots"), 0);
     }

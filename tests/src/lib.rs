@@ -55,12 +55,27 @@ impl Cluster {
     /// that its lines win for the connections they match.
     pub fn start_with_hba(hba: &str) -> Result<Cluster> {
         static N: AtomicU32 = AtomicU32::new(0);
-        let dir = PathBuf::from(format!("/tmp/es-wt-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst)));
+        let dir = PathBuf::from(format!(
+            "/tmp/es-wt-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
         let _ = fs::remove_dir_all(&dir);
-        run(Command::new("install").args(["-d", "-o", "postgres", "-g", "postgres", "-m", "700"]).arg(&dir))?;
+        run(Command::new("install")
+            .args(["-d", "-o", "postgres", "-g", "postgres", "-m", "700"])
+            .arg(&dir))?;
         let data = dir.join("data");
         run(as_postgres("initdb")
-            .args(["-D", data.to_str().unwrap(), "-U", "postgres", "-E", "UTF8", "--locale=C", "--no-sync"])
+            .args([
+                "-D",
+                data.to_str().unwrap(),
+                "-U",
+                "postgres",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+            ])
             .args(["--auth-local=trust", "--auth-host=scram-sha-256"]))?;
         // After `hba`: unix sockets trust, TCP is SCRAM-SHA-256, replication included.
         fs::write(
@@ -87,13 +102,25 @@ impl Cluster {
             self.dir.display()
         );
         run(as_postgres("pg_ctl")
-            .args(["-D", self.data().to_str().unwrap(), "-l", self.dir.join("server.log").to_str().unwrap()])
+            .args([
+                "-D",
+                self.data().to_str().unwrap(),
+                "-l",
+                self.dir.join("server.log").to_str().unwrap(),
+            ])
             .args(["-o", &opts, "-w", "-t", "60", "start"]))
     }
 
     /// Stops the server (fast shutdown: every connection is cut) until `start_again`.
     pub fn stop(&self) -> Result<()> {
-        run(as_postgres("pg_ctl").args(["-D", self.data().to_str().unwrap(), "-m", "fast", "-w", "stop"]))
+        run(as_postgres("pg_ctl").args([
+            "-D",
+            self.data().to_str().unwrap(),
+            "-m",
+            "fast",
+            "-w",
+            "stop",
+        ]))
     }
 
     pub fn start_again(&self) -> Result<()> {
@@ -103,13 +130,27 @@ impl Cluster {
     /// Crashes the server (immediate shutdown: no checkpoint, crash recovery at the next start)
     /// and starts it again.
     pub fn crash_and_restart(&self) -> Result<()> {
-        run(as_postgres("pg_ctl").args(["-D", self.data().to_str().unwrap(), "-m", "immediate", "-w", "stop"]))?;
+        run(as_postgres("pg_ctl").args([
+            "-D",
+            self.data().to_str().unwrap(),
+            "-m",
+            "immediate",
+            "-w",
+            "stop",
+        ]))?;
         self.pg_ctl_start()
     }
 
     /// Restarts the server (fast shutdown: every connection is cut).
     pub fn restart(&self) -> Result<()> {
-        run(as_postgres("pg_ctl").args(["-D", self.data().to_str().unwrap(), "-m", "fast", "-w", "stop"]))?;
+        run(as_postgres("pg_ctl").args([
+            "-D",
+            self.data().to_str().unwrap(),
+            "-m",
+            "fast",
+            "-w",
+            "stop",
+        ]))?;
         self.pg_ctl_start()
     }
 
@@ -120,7 +161,11 @@ impl Cluster {
 
     /// postgres:// URL over TCP as the `worker` role (SCRAM-SHA-256).
     pub fn tcp_url(&self, dbname: &str) -> String {
-        format!("postgres://worker:{}@127.0.0.1:{}/{dbname}", WORKER_PASSWORD.replace(' ', "%20"), self.port)
+        format!(
+            "postgres://worker:{}@127.0.0.1:{}/{dbname}",
+            WORKER_PASSWORD.replace(' ', "%20"),
+            self.port
+        )
     }
 
     pub async fn connect(&self, dbname: &str) -> Result<Client> {
@@ -143,10 +188,19 @@ impl Cluster {
         // Two statements: ALTER SYSTEM refuses to run in the implicit transaction of a list.
         admin.batch_execute(&format!("ALTER SYSTEM SET {name} = '{value}'")).await?;
         admin.batch_execute("SELECT pg_reload_conf()").await?;
-        eventually(&format!("new connections see {name} = {value}"), Duration::from_secs(30), || async {
-            let shown: String = self.connect("postgres").await?.query_one(&format!("SHOW {name}"), &[]).await?.get(0);
-            Ok(shown == value)
-        })
+        eventually(
+            &format!("new connections see {name} = {value}"),
+            Duration::from_secs(30),
+            || async {
+                let shown: String = self
+                    .connect("postgres")
+                    .await?
+                    .query_one(&format!("SHOW {name}"), &[])
+                    .await?
+                    .get(0);
+                Ok(shown == value)
+            },
+        )
         .await
     }
 
@@ -157,7 +211,14 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        let _ = run(as_postgres("pg_ctl").args(["-D", self.data().to_str().unwrap(), "-m", "immediate", "-w", "stop"]));
+        let _ = run(as_postgres("pg_ctl").args([
+            "-D",
+            self.data().to_str().unwrap(),
+            "-m",
+            "immediate",
+            "-w",
+            "stop",
+        ]));
         if std::env::var_os("EVENTSTORE_KEEP_TEST_CLUSTERS").is_none() {
             let _ = fs::remove_dir_all(&self.dir);
         }
@@ -165,7 +226,9 @@ impl Drop for Cluster {
 }
 
 pub async fn connect(dsn: &str) -> Result<Client> {
-    let (client, conn) = tokio_postgres::connect(dsn, NoTls).await.with_context(|| format!("connecting to {dsn}"))?;
+    let (client, conn) = tokio_postgres::connect(dsn, NoTls)
+        .await
+        .with_context(|| format!("connecting to {dsn}"))?;
     tokio::spawn(async move {
         let _ = conn.await;
     });
@@ -190,9 +253,17 @@ fn build_worker() -> Result<PathBuf> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
     let mut cmd = Command::new(cargo);
-    cmd.args(["build", "--quiet", "--message-format=json", "-p", "eventstore-worker", "--bin", "eventstore-worker"])
-        .arg("--manifest-path")
-        .arg(&manifest);
+    cmd.args([
+        "build",
+        "--quiet",
+        "--message-format=json",
+        "-p",
+        "eventstore-worker",
+        "--bin",
+        "eventstore-worker",
+    ])
+    .arg("--manifest-path")
+    .arg(&manifest);
     // Same profile as this test binary (debug unless built with --release).
     if !cfg!(debug_assertions) {
         cmd.arg("--release");
@@ -320,8 +391,11 @@ pub fn worker_command(args: &[&str]) -> Result<std::process::Output> {
 /// Writes a worker config: the given `[source]`/`[target]` header followed by the projections
 /// of `examples/orders-worker.toml` (everything from its first `[[projection]]`).
 pub fn orders_config(dir: &Path, name: &str, header: &str) -> Result<PathBuf> {
-    let example = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/orders-worker.toml"))?;
-    let projections = &example[example.find("[[projection]]").context("example has no projection")?..];
+    let example = fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/orders-worker.toml"),
+    )?;
+    let projections =
+        &example[example.find("[[projection]]").context("example has no projection")?..];
     write_config(dir, name, &format!("{header}\n{projections}"))
 }
 
@@ -365,7 +439,11 @@ impl Lcg {
 }
 
 /// The events of one order's life, as (type, data) pairs.
-pub fn order_events(rng: &mut Lcg, order: u64, customers: u64) -> Vec<(&'static str, serde_json::Value)> {
+pub fn order_events(
+    rng: &mut Lcg,
+    order: u64,
+    customers: u64,
+) -> Vec<(&'static str, serde_json::Value)> {
     let order_id = format!("o{order}");
     let customer_id = format!("c{}", rng.below(customers));
     let total = format!("{}.{:02}", 5 + rng.below(500), rng.below(100));
@@ -388,16 +466,26 @@ pub fn order_events(rng: &mut Lcg, order: u64, customers: u64) -> Vec<(&'static 
 
 /// Appends `orders` orders (ids from `first`) over `writers` concurrent connections. Each order
 /// is written as several transactions, some appending two events at once via `append`.
-pub async fn append_orders(dsn: &str, first: u64, orders: u64, writers: u64, seed: u64) -> Result<()> {
+pub async fn append_orders(
+    dsn: &str,
+    first: u64,
+    orders: u64,
+    writers: u64,
+    seed: u64,
+) -> Result<()> {
     let mut tasks = Vec::new();
     for w in 0..writers {
         let client = connect(dsn).await?;
         tasks.push(tokio::spawn(async move {
             let mut rng = Lcg::new(seed * 1000 + w);
             let append_one = client
-                .prepare("SELECT global_position FROM eventstore.append_event($1, $2, $3::text::jsonb)")
+                .prepare(
+                    "SELECT global_position FROM eventstore.append_event($1, $2, $3::text::jsonb)",
+                )
                 .await?;
-            let append_many = client.prepare("SELECT global_position FROM eventstore.append($1, $2::text::jsonb)").await?;
+            let append_many = client
+                .prepare("SELECT global_position FROM eventstore.append($1, $2::text::jsonb)")
+                .await?;
             let mut order = first + w;
             while order < first + orders {
                 let stream = format!("order-{order}");
@@ -412,7 +500,9 @@ pub async fn append_orders(dsn: &str, first: u64, orders: u64, writers: u64, see
                         client.query(&append_many, &[&stream, &batch.to_string()]).await?;
                         i += 2;
                     } else {
-                        client.query(&append_one, &[&stream, &events[i].0, &events[i].1.to_string()]).await?;
+                        client
+                            .query(&append_one, &[&stream, &events[i].0, &events[i].1.to_string()])
+                            .await?;
                         i += 1;
                     }
                 }
@@ -428,7 +518,8 @@ pub async fn append_orders(dsn: &str, first: u64, orders: u64, writers: u64, see
 }
 
 /// order_summary as the worker keeps it and as computed from scratch over eventstore.events.
-pub const ORDER_SUMMARY_ACTUAL: &str = "SELECT (order_id, customer_id, status, total, paid, event_count, last_position)::text
+pub const ORDER_SUMMARY_ACTUAL: &str =
+    "SELECT (order_id, customer_id, status, total, paid, event_count, last_position)::text
        FROM order_summary ORDER BY order_id";
 pub const ORDER_SUMMARY_EXPECTED: &str = "
     SELECT (order_id, customer_id, status, total, paid, event_count, last_position)::text FROM (
@@ -457,7 +548,8 @@ pub const CUSTOMER_REVENUE_EXPECTED: &str = "
        WHERE event_type IN ('OrderPlaced', 'PaymentCaptured', 'OrderCancelled')
        GROUP BY 1) s
      ORDER BY customer_id";
-pub const FULFILLMENT_QUEUE_ACTUAL: &str = "SELECT order_id FROM fulfillment_queue ORDER BY order_id";
+pub const FULFILLMENT_QUEUE_ACTUAL: &str =
+    "SELECT order_id FROM fulfillment_queue ORDER BY order_id";
 pub const FULFILLMENT_QUEUE_EXPECTED: &str = "
     SELECT data->>'order_id' FROM eventstore.events GROUP BY 1
     HAVING bool_or(event_type = 'PaymentCaptured')
@@ -467,7 +559,13 @@ pub const FULFILLMENT_QUEUE_EXPECTED: &str = "
 /// A load for tests that disrupt the worker: orders appended in the background, 100 at a time
 /// from order 0, until at least `min_orders` are in and `done` is set, so that every disruption
 /// lands mid-load however slowly the worker keeps up.
-pub fn background_orders(dsn: String, min_orders: u64, writers: u64, seed: u64, done: Arc<AtomicBool>) -> tokio::task::JoinHandle<Result<()>> {
+pub fn background_orders(
+    dsn: String,
+    min_orders: u64,
+    writers: u64,
+    seed: u64,
+    done: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<Result<()>> {
     tokio::spawn(async move {
         let mut first = 0;
         while first < min_orders || !done.load(Ordering::SeqCst) {
@@ -542,11 +640,18 @@ pub fn free_local_port() -> Result<u16> {
 /// `GET path` over HTTP/1.1 to `addr`: the status code and the body.
 pub async fn http_get(addr: &str, path: &str) -> Result<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.with_context(|| format!("connecting to {addr}"))?;
-    stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes()).await?;
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .with_context(|| format!("connecting to {addr}"))?;
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await?;
     let mut response = String::new();
     stream.read_to_string(&mut response).await?;
-    let (head, body) = response.split_once("\r\n\r\n").context("no end of headers in the HTTP response")?;
+    let (head, body) =
+        response.split_once("\r\n\r\n").context("no end of headers in the HTTP response")?;
     let status = head
         .split(' ')
         .nth(1)
@@ -577,7 +682,10 @@ pub async fn read_models_match(source: &Client, target: &Client) -> Result<bool>
 
 /// Waits for convergence, then asserts equality row by row for a readable failure.
 pub async fn assert_converges(source: &Client, target: &Client, worker: &Worker) {
-    let converged = eventually("read models equal a replay of the log", CONVERGE, || read_models_match(source, target)).await;
+    let converged = eventually("read models equal a replay of the log", CONVERGE, || {
+        read_models_match(source, target)
+    })
+    .await;
     if let Err(e) = converged {
         let mut report = String::new();
         for (actual, expected) in ORDER_READ_MODELS {
@@ -586,7 +694,8 @@ pub async fn assert_converges(source: &Client, target: &Client, worker: &Worker)
             report.push_str(&format!("\n{actual}\n  {}", row_diff(&a, &x)));
         }
         let log = worker.log_text();
-        let tail: Vec<&str> = log.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect();
+        let tail: Vec<&str> =
+            log.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect();
         panic!("{e:#}{report}\nworker log (last 40 lines):\n{}", tail.join("\n"));
     }
 }
@@ -601,14 +710,26 @@ pub fn socket_source(cluster: &Cluster, db: &str) -> String {
 
 /// Like `orders_config`, with only the named projections of the example, each given
 /// `extra` lines (e.g. `version = 2`) before its handlers.
-pub fn orders_config_with(dir: &Path, name: &str, header: &str, projections: &[&str], extra: &str) -> Result<PathBuf> {
-    let example = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/orders-worker.toml"))?;
+pub fn orders_config_with(
+    dir: &Path,
+    name: &str,
+    header: &str,
+    projections: &[&str],
+    extra: &str,
+) -> Result<PathBuf> {
+    let example = fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/orders-worker.toml"),
+    )?;
     let mut text = format!("{header}\n");
     for block in example.split("[[projection]]").skip(1) {
         let Some(name_line) = block.lines().find(|l| l.starts_with("name = ")) else { continue };
         let projection = name_line.trim_start_matches("name = ").trim_matches('"');
         if projections.contains(&projection) {
-            let block = block.replacen("[projection.handlers]", &format!("{extra}\n[projection.handlers]"), 1);
+            let block = block.replacen(
+                "[projection.handlers]",
+                &format!("{extra}\n[projection.handlers]"),
+                1,
+            );
             text.push_str(&format!("[[projection]]{block}"));
         }
     }

@@ -19,8 +19,13 @@ async fn positions(client: &Client, sql: &str) -> Result<Vec<i64>> {
 }
 
 /// Appends one source transaction to `stream`: events of the given types and data.
-async fn append(db: &Client, stream: &str, events: &[(&str, serde_json::Value)]) -> Result<Vec<i64>> {
-    let events: Vec<_> = events.iter().map(|(t, d)| serde_json::json!({"type": t, "data": d})).collect();
+async fn append(
+    db: &Client,
+    stream: &str,
+    events: &[(&str, serde_json::Value)],
+) -> Result<Vec<i64>> {
+    let events: Vec<_> =
+        events.iter().map(|(t, d)| serde_json::json!({"type": t, "data": d})).collect();
     let rows = db
         .query(
             "SELECT global_position FROM eventstore.append($1, $2::text::jsonb) ORDER BY global_position",
@@ -78,7 +83,8 @@ VALUES (($1->>'global_position')::bigint, {fragile_ratio}, $note$ not a paramete
             socket_source(&cluster, "app")
         )
     };
-    let config = write_config(&cluster.dir, "fragile", &config_text("100 / ($1->'data'->>'divisor')::int"))?;
+    let config =
+        write_config(&cluster.dir, "fragile", &config_text("100 / ($1->'data'->>'divisor')::int"))?;
     stopped_worker(&db, &config, 2).await?;
 
     // 1,500 good events in 30 transactions, then one transaction whose second event divides by
@@ -119,17 +125,33 @@ VALUES (($1->>'global_position')::bigint, {fragile_ratio}, $note$ not a paramete
         )
         .await?;
     let last_error: String = row.get(0);
-    assert!(last_error.starts_with("ERROR: division by zero (SQLSTATE 22012)"), "last_error = {last_error:?}");
-    assert!(!last_error.contains("PL/pgSQL"), "the statement's own error, not the function's: {last_error:?}");
+    assert!(
+        last_error.starts_with("ERROR: division by zero (SQLSTATE 22012)"),
+        "last_error = {last_error:?}"
+    );
+    assert!(
+        !last_error.contains("PL/pgSQL"),
+        "the statement's own error, not the function's: {last_error:?}"
+    );
     assert_eq!(row.get::<_, i64>(1), poison_txn[1], "the failing event is recorded");
     assert_eq!(row.get::<_, i64>(2), 1500, "events_applied counts exactly the transactions before");
     let applied = positions(&db, "SELECT global_position FROM fragile_log ORDER BY 1").await?;
-    assert_eq!(applied, before, "every transaction before the failing one, nothing of it or after it");
-    let note = count(&db, "SELECT count(*) FROM fragile_log WHERE note <> ' not a parameter; $1 '").await?;
+    assert_eq!(
+        applied, before,
+        "every transaction before the failing one, nothing of it or after it"
+    );
+    let note = count(&db, "SELECT count(*) FROM fragile_log WHERE note <> ' not a parameter; $1 '")
+        .await?;
     assert_eq!(note, 0, "dollar-quoted text is text, also inside the apply function");
     let log = worker.log_text();
-    assert!(log.contains("apply functions together failed"), "the batch went through the apply functions first:\n{log}");
-    assert!(!log.contains("now runs statement by statement"), "the function agreed with the statements:\n{log}");
+    assert!(
+        log.contains("apply functions together failed"),
+        "the batch went through the apply functions first:\n{log}"
+    );
+    assert!(
+        !log.contains("now runs statement by statement"),
+        "the function agreed with the statements:\n{log}"
+    );
     assert!(worker.terminate()?.success());
 
     // Fix the handler: the function is recreated from the new text at start, and the projection
@@ -138,27 +160,44 @@ VALUES (($1->>'global_position')::bigint, {fragile_ratio}, $note$ not a paramete
     let worker = Worker::start(&config)?;
     eventually("the repaired projection catches up", CONVERGE, || async {
         Ok(count(&db, "SELECT count(*) FROM fragile_log").await? == 3003
-            && count(&db, "SELECT count(*) FROM eventstore_worker.projections WHERE status = 'running'").await? == 2)
+            && count(
+                &db,
+                "SELECT count(*) FROM eventstore_worker.projections WHERE status = 'running'",
+            )
+            .await?
+                == 2)
     })
     .await?;
     // The catch-up sets the projection running; the live path recreates its function when it
     // next applies a batch. One more division by zero, applied by the live path: only the
     // repaired handler gets past it.
     append(&db, "sensor-1", &[("Measured", serde_json::json!({"divisor": 0}))]).await?;
-    eventually("the live path applies the next event with the repaired handler", CONVERGE, || async {
-        Ok(count(&db, "SELECT count(*) FROM fragile_log").await? == 3004)
-    })
+    eventually(
+        "the live path applies the next event with the repaired handler",
+        CONVERGE,
+        || async { Ok(count(&db, "SELECT count(*) FROM fragile_log").await? == 3004) },
+    )
     .await?;
-    assert_eq!(count(&db, "SELECT count(*) FROM eventstore_worker.projections WHERE status = 'running'").await?, 2);
-    let source = apply_function_source(&db, "fragile").await?.expect("fragile has an apply function");
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM eventstore_worker.projections WHERE status = 'running'")
+            .await?,
+        2
+    );
+    let source =
+        apply_function_source(&db, "fragile").await?.expect("fragile has an apply function");
     assert!(source.contains("NULLIF"), "recreated from the current handler:\n{source}");
-    assert_eq!(count(&db, "SELECT max(n) FROM event_counts").await?, 3004, "no event applied twice");
+    assert_eq!(
+        count(&db, "SELECT max(n) FROM event_counts").await?,
+        3004,
+        "no event applied twice"
+    );
     assert!(worker.terminate()?.success());
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn handlers_outside_the_function_keep_their_order_and_on_unknown_fail_stays_exact() -> Result<()> {
+async fn handlers_outside_the_function_keep_their_order_and_on_unknown_fail_stays_exact(
+) -> Result<()> {
     let cluster = Cluster::start()?;
     let db = cluster.create_store("app").await?;
     let config = write_config(
@@ -233,11 +272,21 @@ Returning = "INSERT INTO strict_log VALUES (($1->>'global_position')::bigint)"
         Ok(count(&db, "SELECT count(*) FROM audit_log").await.unwrap_or(0) >= expected.len() as i64)
     })
     .await?;
-    let audit = rows(&db, "SELECT global_position || ':' || via FROM audit_log ORDER BY seq").await?;
-    assert_eq!(audit, expected, "statement-path handlers interleave with the function's in event order");
+    let audit =
+        rows(&db, "SELECT global_position || ':' || via FROM audit_log ORDER BY seq").await?;
+    assert_eq!(
+        audit, expected,
+        "statement-path handlers interleave with the function's in event order"
+    );
     // The function's name is derived from the projection's, never spliced.
-    let source = apply_function_source(&db, "audit__log_").await?.expect("audit has an apply function");
-    assert!(source.contains("'insert'") && !source.contains("audit_select") && !source.contains("'returning'"), "{source}");
+    let source =
+        apply_function_source(&db, "audit__log_").await?.expect("audit has an apply function");
+    assert!(
+        source.contains("'insert'")
+            && !source.contains("audit_select")
+            && !source.contains("'returning'"),
+        "{source}"
+    );
     let public = count(
         &db,
         "SELECT count(*) FROM pg_proc, aclexplode(coalesce(proacl, acldefault('f', proowner))) a
@@ -256,7 +305,10 @@ Returning = "INSERT INTO strict_log VALUES (($1->>'global_position')::bigint)"
             &[],
         )
         .await?;
-    assert_eq!(row.get::<_, String>(0), "no handler for event type \"Stray\" and on_unknown = \"fail\"");
+    assert_eq!(
+        row.get::<_, String>(0),
+        "no handler for event type \"Stray\" and on_unknown = \"fail\""
+    );
     assert_eq!(Some(row.get::<_, i64>(1)), stray);
     let applied = positions(&db, "SELECT global_position FROM strict_log ORDER BY 1").await?;
     assert_eq!(applied, before_stray, "every transaction before the stray event's, nothing after");
@@ -292,7 +344,8 @@ INSERT INTO picky_log VALUES (($1->>'global_position')::bigint,
     wait_for_streaming(&db, &worker).await?;
     let mut expected = Vec::new();
     for _ in 0..20 {
-        expected.extend(append(&db, "sensor-1", &vec![("Measured", serde_json::json!({})); 5]).await?);
+        expected
+            .extend(append(&db, "sensor-1", &vec![("Measured", serde_json::json!({})); 5]).await?);
     }
     eventually("every event is applied", CONVERGE, || async {
         Ok(count(&db, "SELECT count(*) FROM picky_log").await.unwrap_or(0) == 100)
@@ -300,16 +353,24 @@ INSERT INTO picky_log VALUES (($1->>'global_position')::bigint,
     .await
     .with_context(|| format!("worker log:\n{}", worker.log_text()))?;
     assert_eq!(positions(&db, "SELECT global_position FROM picky_log ORDER BY 1").await?, expected);
-    let status = rows(&db, "SELECT status FROM eventstore_worker.projections WHERE name = 'picky'").await?;
+    let status =
+        rows(&db, "SELECT status FROM eventstore_worker.projections WHERE name = 'picky'").await?;
     assert_eq!(status, ["running"]);
     // Set aside once by each path that applied some of the events, then statements only: the
     // live path, and the first start's build if the appends reached it before the swap.
     let log = worker.plain_log();
-    let set_aside: Vec<&str> = log.lines().filter(|l| l.contains("now runs statement by statement")).collect();
-    let by = |path: &str| set_aside.iter().filter(|l| l.contains(&format!("applier=Some({path})"))).count();
+    let set_aside: Vec<&str> =
+        log.lines().filter(|l| l.contains("now runs statement by statement")).collect();
+    let by = |path: &str| {
+        set_aside.iter().filter(|l| l.contains(&format!("applier=Some({path})"))).count()
+    };
     assert!(!set_aside.is_empty(), "the function was set aside:\n{log}");
     assert!(by("Live") <= 1 && by("Build") <= 1, "set aside once per path:\n{log}");
-    assert_eq!(by("Live") + by("Build"), set_aside.len(), "only the live path and the build apply here:\n{log}");
+    assert_eq!(
+        by("Live") + by("Build"),
+        set_aside.len(),
+        "only the live path and the build apply here:\n{log}"
+    );
     assert!(worker.terminate()?.success());
     Ok(())
 }

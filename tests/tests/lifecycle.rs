@@ -14,9 +14,16 @@ const REVENUE_TYPES: &str = "('OrderPlaced', 'PaymentCaptured', 'OrderCancelled'
 /// Handler executions the projection recorded equal the events it handles: none applied twice
 /// (events_applied counts every execution since its tables were built).
 async fn assert_applied_once(db: &Client, projection: &str, types: &str) -> Result<()> {
-    let applied =
-        count(db, &format!("SELECT events_applied FROM eventstore_worker.projections WHERE name = '{projection}'")).await?;
-    let handled = count(db, &format!("SELECT count(*) FROM eventstore.events WHERE event_type IN {types}")).await?;
+    let applied = count(
+        db,
+        &format!(
+            "SELECT events_applied FROM eventstore_worker.projections WHERE name = '{projection}'"
+        ),
+    )
+    .await?;
+    let handled =
+        count(db, &format!("SELECT count(*) FROM eventstore.events WHERE event_type IN {types}"))
+            .await?;
     assert_eq!(applied, handled, "{projection}: handler executions vs events it handles");
     Ok(())
 }
@@ -41,7 +48,10 @@ async fn first_start_on_an_existing_store_folds_history_while_writers_append() -
     let at_start = count(&db, "SELECT count(*) FROM eventstore.events").await?;
     wait_until_running(&db, &worker, 3).await?;
     let when_running = count(&db, "SELECT count(*) FROM eventstore.events").await?;
-    assert!(when_running > at_start, "events appended during the build: {at_start} at start, {when_running} when running");
+    assert!(
+        when_running > at_start,
+        "events appended during the build: {at_start} at start, {when_running} when running"
+    );
     load.await??;
 
     assert_converges(&db, &db, &worker).await;
@@ -58,7 +68,13 @@ async fn a_projection_added_later_backfills_exactly_and_the_others_do_not_move()
     let db = cluster.create_store("app").await?;
     let dsn = cluster.socket_dsn("app");
     let header = socket_source(&cluster, "app");
-    let two = orders_config_with(&cluster.dir, "two", &header, &["order_summary", "customer_revenue"], "")?;
+    let two = orders_config_with(
+        &cluster.dir,
+        "two",
+        &header,
+        &["order_summary", "customer_revenue"],
+        "",
+    )?;
     let worker = Worker::start(&two)?;
     wait_until_running(&db, &worker, 2).await?;
 
@@ -79,17 +95,25 @@ async fn a_projection_added_later_backfills_exactly_and_the_others_do_not_move()
     let at_start = count(&db, "SELECT count(*) FROM eventstore.events").await?;
     wait_until_running(&db, &worker, 3).await?;
     let when_running = count(&db, "SELECT count(*) FROM eventstore.events").await?;
-    assert!(when_running > at_start, "events appended during the backfill: {at_start} at start, {when_running} when running");
+    assert!(
+        when_running > at_start,
+        "events appended during the backfill: {at_start} at start, {when_running} when running"
+    );
     load.await??;
 
     assert_converges(&db, &db, &worker).await;
     assert_applied_once(&db, "order_summary", SUMMARY_TYPES).await?;
     assert_applied_once(&db, "customer_revenue", REVENUE_TYPES).await?;
     let log = worker.plain_log();
-    assert!(log.contains("rebuilt and swapped in") && log.contains("projection=fulfillment_queue"), "{log}");
+    assert!(
+        log.contains("rebuilt and swapped in") && log.contains("projection=fulfillment_queue"),
+        "{log}"
+    );
     let rebuilt_others = log
         .lines()
-        .filter(|l| l.contains("rebuilt and swapped in") && !l.contains("projection=fulfillment_queue"))
+        .filter(|l| {
+            l.contains("rebuilt and swapped in") && !l.contains("projection=fulfillment_queue")
+        })
         .count();
     assert_eq!(rebuilt_others, 0, "running projections are not built again:\n{log}");
     assert!(worker.terminate()?.success());
@@ -99,7 +123,13 @@ async fn a_projection_added_later_backfills_exactly_and_the_others_do_not_move()
 /// Breaks fulfillment_queue in `config` so that it fails on the first payment of customer c7,
 /// starts a worker on it, appends `orders` orders and waits until that projection has failed
 /// (`models`: the read-model database). Returns the worker and the config's unbroken text.
-async fn failing_fulfillment(config: &Path, models: &Client, dsn: &str, orders: u64, seed: u64) -> Result<(Worker, String)> {
+async fn failing_fulfillment(
+    config: &Path,
+    models: &Client,
+    dsn: &str,
+    orders: u64,
+    seed: u64,
+) -> Result<(Worker, String)> {
     let fixed = std::fs::read_to_string(config)?;
     let broken = fixed.replacen(
         "ON CONFLICT (order_id) DO NOTHING\"\"\"",
@@ -128,7 +158,10 @@ async fn a_failed_projection_does_not_hold_the_slot_and_retry_resumes_it_exactly
     let config = orders_config(&cluster.dir, "orders", &socket_source(&cluster, "app"))?;
     let (worker, fixed) = failing_fulfillment(&config, &db, &dsn, 600, 31).await?;
     let error: String = db
-        .query_one("SELECT last_error FROM eventstore_worker.projections WHERE name = 'fulfillment_queue'", &[])
+        .query_one(
+            "SELECT last_error FROM eventstore_worker.projections WHERE name = 'fulfillment_queue'",
+            &[],
+        )
         .await?
         .get(0);
     assert!(error.contains("division by zero"), "{error}");
@@ -136,12 +169,15 @@ async fn a_failed_projection_does_not_hold_the_slot_and_retry_resumes_it_exactly
     // New events the failed projection has not applied, and unrelated WAL: the slot moves on.
     append_orders(&dsn, 600, 300, 3, 32).await?;
     db.batch_execute("CREATE TABLE unrelated AS SELECT g, repeat('x', 200) AS pad FROM generate_series(1, 20000) g").await?;
-    let written: String = db.query_one("SELECT pg_current_wal_insert_lsn()::text", &[]).await?.get(0);
+    let written: String =
+        db.query_one("SELECT pg_current_wal_insert_lsn()::text", &[]).await?.get(0);
     let failed_at: String = db
         .query_one("SELECT checkpoint_lsn::text FROM eventstore_worker.projections WHERE name = 'fulfillment_queue'", &[])
         .await?
         .get(0);
-    if let Err(e) = eventually("the slot passes new WAL", CONVERGE, || slot_passes(&db, &written)).await {
+    if let Err(e) =
+        eventually("the slot passes new WAL", CONVERGE, || slot_passes(&db, &written)).await
+    {
         panic!("{e:#} (failed projection at {failed_at})\n{}", worker.plain_log());
     }
     let held: bool = db
@@ -161,7 +197,10 @@ async fn a_failed_projection_does_not_hold_the_slot_and_retry_resumes_it_exactly
         ),
     )
     .await?;
-    assert!(kept > 0, "the map kept the transactions after the failed projection's checkpoint {failed_at}");
+    assert!(
+        kept > 0,
+        "the map kept the transactions after the failed projection's checkpoint {failed_at}"
+    );
     // Stored in runs: each in commit order, of 1 to 100 transactions, keyed by its last, none
     // overlapping the one before; every transaction once, and each one that wrote events.
     let runs = db
@@ -188,7 +227,11 @@ async fn a_failed_projection_does_not_hold_the_slot_and_retry_resumes_it_exactly
             &[],
         )
         .await?;
-    assert_eq!(once.get::<_, Option<bool>>(0), Some(true), "a transaction is in the map twice, or has no events");
+    assert_eq!(
+        once.get::<_, Option<bool>>(0),
+        Some(true),
+        "a transaction is in the map twice, or has no events"
+    );
 
     // Fix the handler and retry while the worker runs and writers append.
     std::fs::write(&config, &fixed)?;
@@ -196,14 +239,28 @@ async fn a_failed_projection_does_not_hold_the_slot_and_retry_resumes_it_exactly
         let dsn = dsn.clone();
         tokio::spawn(async move { append_orders(&dsn, 900, 600, 3, 33).await })
     };
-    let out = worker_command(&["retry", "--config", config.to_str().unwrap(), "--projection", "fulfillment_queue"])?;
+    let out = worker_command(&[
+        "retry",
+        "--config",
+        config.to_str().unwrap(),
+        "--projection",
+        "fulfillment_queue",
+    ])?;
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success() && stdout.contains("resuming from checkpoint"), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success() && stdout.contains("resuming from checkpoint"),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     load.await??;
     assert_converges(&db, &db, &worker).await;
     wait_until_running(&db, &worker, 3).await?;
     assert_applied_once(&db, "order_summary", SUMMARY_TYPES).await?;
-    assert!(worker.plain_log().contains("caught up; following the stream again"), "{}", worker.plain_log());
+    assert!(
+        worker.plain_log().contains("caught up; following the stream again"),
+        "{}",
+        worker.plain_log()
+    );
     no_build_functions_left(&db).await?;
 
     // Resumed, it no longer holds pruning: the map loses every run of transactions up to the
@@ -229,7 +286,13 @@ async fn a_failed_projection_does_not_hold_the_slot_and_retry_resumes_it_exactly
     assert_eq!(beyond, 0, "the map's horizon is above a projection's checkpoint");
 
     // Nothing left to retry.
-    let out = worker_command(&["retry", "--config", config.to_str().unwrap(), "--projection", "fulfillment_queue"])?;
+    let out = worker_command(&[
+        "retry",
+        "--config",
+        config.to_str().unwrap(),
+        "--projection",
+        "fulfillment_queue",
+    ])?;
     assert!(String::from_utf8_lossy(&out.stdout).contains("nothing to retry"));
     assert!(worker.terminate()?.success());
     Ok(())
@@ -254,7 +317,10 @@ async fn a_catch_up_waits_for_a_delivered_transaction_to_become_visible() -> Res
     models.connect("postgres").await?.batch_execute("CREATE DATABASE readmodels").await?;
     let rm = models.connect("readmodels").await?;
     let dsn = cluster.socket_dsn("app");
-    let header = format!("[source]\ndsn = \"{dsn}\"\n\n[target]\ndsn = \"{}\"\n", models.socket_dsn("readmodels"));
+    let header = format!(
+        "[source]\ndsn = \"{dsn}\"\n\n[target]\ndsn = \"{}\"\n",
+        models.socket_dsn("readmodels")
+    );
     let config = orders_config(&cluster.dir, "orders", &header)?;
     let (worker, fixed) = failing_fulfillment(&config, &rm, &dsn, 300, 41).await?;
 
@@ -276,21 +342,38 @@ async fn a_catch_up_waits_for_a_delivered_transaction_to_become_visible() -> Res
         })
     };
     eventually("the running projections apply the payment from the stream", CONVERGE, || async {
-        Ok(count(&rm, "SELECT count(*) FROM order_summary WHERE order_id = 'o9999' AND status = 'paid'").await? == 1)
+        Ok(count(
+            &rm,
+            "SELECT count(*) FROM order_summary WHERE order_id = 'o9999' AND status = 'paid'",
+        )
+        .await?
+            == 1)
     })
     .await?;
-    let visible = count(&db, "SELECT count(*) FROM eventstore.events WHERE stream_id = 'order-9999'").await?;
+    let visible =
+        count(&db, "SELECT count(*) FROM eventstore.events WHERE stream_id = 'order-9999'").await?;
     assert_eq!(visible, 1, "the payment is not visible yet");
 
     std::fs::write(&config, &fixed)?;
-    let out = worker_command(&["retry", "--config", config.to_str().unwrap(), "--projection", "fulfillment_queue"])?;
+    let out = worker_command(&[
+        "retry",
+        "--config",
+        config.to_str().unwrap(),
+        "--projection",
+        "fulfillment_queue",
+    ])?;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     eventually("the catch-up waits for the payment", CONVERGE, || async {
-        Ok(worker.plain_log().contains("waiting for source transactions the stream delivered to become visible"))
+        Ok(worker
+            .plain_log()
+            .contains("waiting for source transactions the stream delivered to become visible"))
     })
     .await?;
     let status: String = rm
-        .query_one("SELECT status FROM eventstore_worker.projections WHERE name = 'fulfillment_queue'", &[])
+        .query_one(
+            "SELECT status FROM eventstore_worker.projections WHERE name = 'fulfillment_queue'",
+            &[],
+        )
         .await?
         .get(0);
     assert_eq!(status, "catching_up");
@@ -300,7 +383,10 @@ async fn a_catch_up_waits_for_a_delivered_transaction_to_become_visible() -> Res
     waiting.await??;
     assert_converges(&db, &rm, &worker).await;
     wait_until_running(&rm, &worker, 3).await?;
-    assert_eq!(count(&rm, "SELECT count(*) FROM fulfillment_queue WHERE order_id = 'o9999'").await?, 1);
+    assert_eq!(
+        count(&rm, "SELECT count(*) FROM fulfillment_queue WHERE order_id = 'o9999'").await?,
+        1
+    );
     assert!(worker.terminate()?.success());
     Ok(())
 }
@@ -310,7 +396,10 @@ async fn a_catch_up_waits_for_a_delivered_transaction_to_become_visible() -> Res
 async fn no_build_functions_left(db: &Client) -> Result<()> {
     let sql = "SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
                 WHERE n.nspname = 'eventstore_worker' AND (p.proname LIKE 'build\\_%' OR p.proname LIKE 'catchup\\_%')";
-    eventually("the catch-up and build apply functions are dropped", CONVERGE, || async { Ok(count(db, sql).await? == 0) }).await
+    eventually("the catch-up and build apply functions are dropped", CONVERGE, || async {
+        Ok(count(db, sql).await? == 0)
+    })
+    .await
 }
 
 /// A reader querying `SELECT count(*) FROM table` over and over until stopped, as an
@@ -334,7 +423,10 @@ impl Reader {
                     .await
                     .map_err(|e| anyhow::anyhow!("reader query {queries} failed: {e:#}"))?
                     .get(0);
-                anyhow::ensure!(n >= last, "reader saw {table} shrink from {last} to {n} rows (query {queries})");
+                anyhow::ensure!(
+                    n >= last,
+                    "reader saw {table} shrink from {last} to {n} rows (query {queries})"
+                );
                 (last, queries) = (n, queries + 1);
                 tokio::time::sleep(std::time::Duration::from_millis(2)).await;
             }
@@ -372,12 +464,22 @@ async fn rebuild_under_load_swaps_in_one_transaction_while_readers_query() -> Re
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     assert!(!load.is_finished(), "writers append while the rebuild starts");
     let at_start = count(&db, "SELECT count(*) FROM eventstore.events").await?;
-    let out = worker_command(&["rebuild", "--config", config.to_str().unwrap(), "--projection", "order_summary"])?;
-    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = worker_command(&[
+        "rebuild",
+        "--config",
+        config.to_str().unwrap(),
+        "--projection",
+        "order_summary",
+    ])?;
+    let (stdout, stderr) =
+        (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     eprintln!("{stdout}{stderr}");
     assert!(out.status.success() && stdout.contains("swapped in"), "{stdout}{stderr}");
     let at_end = count(&db, "SELECT count(*) FROM eventstore.events").await?;
-    assert!(at_end > at_start, "events appended during the rebuild: {at_start} at start, {at_end} at the end");
+    assert!(
+        at_end > at_start,
+        "events appended during the rebuild: {at_start} at start, {at_end} at the end"
+    );
     load.await??;
 
     assert_converges(&db, &db, &worker).await;
@@ -432,7 +534,10 @@ async fn a_version_change_rebuilds_that_projection_without_downtime() -> Result<
     assert!(queries > 50, "the reader kept querying ({queries} queries)");
     assert_ne!(relation_oid(&db, "order_summary").await?, before, "order_summary was rebuilt");
     let version: Option<String> = db
-        .query_one("SELECT version FROM eventstore_worker.projections WHERE name = 'order_summary'", &[])
+        .query_one(
+            "SELECT version FROM eventstore_worker.projections WHERE name = 'order_summary'",
+            &[],
+        )
         .await?
         .get(0);
     assert_eq!(version.as_deref(), Some("2"));
@@ -466,7 +571,8 @@ async fn a_dropped_slot_is_recreated_and_every_projection_rebuilt_exactly() -> R
     wait_until_running(&db, &worker, 3).await?;
     assert_converges(&db, &db, &worker).await;
     assert_applied_once(&db, "order_summary", SUMMARY_TYPES).await?;
-    let rebuilt = worker.plain_log().lines().filter(|l| l.contains("rebuilt and swapped in")).count();
+    let rebuilt =
+        worker.plain_log().lines().filter(|l| l.contains("rebuilt and swapped in")).count();
     assert_eq!(rebuilt, 3, "{}", worker.plain_log());
     assert!(worker.terminate()?.success());
     Ok(())
@@ -485,7 +591,13 @@ async fn kill_9_in_the_middle_of_a_build_and_the_restart_builds_again_exactly() 
     let config = orders_config(&cluster.dir, "orders", &socket_source(&cluster, "app"))?;
     let worker = Worker::start(&config)?;
     eventually("the build is under way", CONVERGE, || async {
-        Ok(count(&db, "SELECT coalesce(sum(events_applied), 0)::bigint FROM eventstore_worker.rebuilds").await.unwrap_or(0) > 0)
+        Ok(count(
+            &db,
+            "SELECT coalesce(sum(events_applied), 0)::bigint FROM eventstore_worker.rebuilds",
+        )
+        .await
+        .unwrap_or(0)
+            > 0)
     })
     .await?;
     worker.kill()?;

@@ -12,7 +12,8 @@ use tokio_postgres::{Client, IsolationLevel};
 const CONVERGE: Duration = Duration::from_secs(90);
 
 async fn place_order(db: &Client, order: &str) -> Result<()> {
-    let data = serde_json::json!({"order_id": order, "customer_id": "c1", "total": "10.00"}).to_string();
+    let data =
+        serde_json::json!({"order_id": order, "customer_id": "c1", "total": "10.00"}).to_string();
     db.execute(
         "SELECT 1 FROM eventstore.append_event('order-' || $1, 'OrderPlaced', $2::text::jsonb)",
         &[&order, &data],
@@ -42,7 +43,10 @@ async fn scalar_i64(client: &Client, sql: &str) -> Result<i64> {
 
 async fn checkpoint(target: &Client, projection: &str) -> Result<String> {
     let row = target
-        .query_one("SELECT checkpoint_lsn::text FROM eventstore_worker.projections WHERE name = $1", &[&projection])
+        .query_one(
+            "SELECT checkpoint_lsn::text FROM eventstore_worker.projections WHERE name = $1",
+            &[&projection],
+        )
         .await?;
     Ok(row.get::<_, Option<String>>(0).unwrap_or_default())
 }
@@ -69,10 +73,16 @@ async fn wait_for_returns_once_the_read_model_has_the_append() -> Result<()> {
         slowest = slowest.max(started.elapsed());
         ensure!(reflected, "wait_for gave up on append {i}; worker log:\n{}", worker.log_text());
         // Read your write: the row is there, in both projections that handle OrderPlaced.
-        let n = db.query_one("SELECT count(*) FROM order_summary WHERE order_id = $1", &[&order]).await?.get::<_, i64>(0);
+        let n = db
+            .query_one("SELECT count(*) FROM order_summary WHERE order_id = $1", &[&order])
+            .await?
+            .get::<_, i64>(0);
         assert_eq!(n, 1, "order {order} visible right after wait_for returned true");
         assert!(wait_for(&db, "customer_revenue", &t, "30 s").await?);
-        assert_eq!(scalar_i64(&db, "SELECT orders FROM customer_revenue WHERE customer_id = 'c1'").await?, i + 1);
+        assert_eq!(
+            scalar_i64(&db, "SELECT orders FROM customer_revenue WHERE customer_id = 'c1'").await?,
+            i + 1
+        );
     }
     eprintln!("slowest wait_for after an append: {slowest:?}");
 
@@ -101,7 +111,9 @@ async fn wait_for_confirms_a_token_past_the_last_event_while_idle() -> Result<()
     let t = token(&db).await?;
     assert!(wait_for(&db, "order_summary", &t, "30 s").await?);
     let events = scalar_i64(&db, "SELECT count(*) FROM eventstore.events").await?;
-    let applied = scalar_i64(&db, "SELECT sum(events_applied)::bigint FROM eventstore_worker.projections").await?;
+    let applied =
+        scalar_i64(&db, "SELECT sum(events_applied)::bigint FROM eventstore_worker.projections")
+            .await?;
 
     // No more events, but other WAL: the token lies beyond the last event transaction.
     for round in 0..3 {
@@ -112,18 +124,26 @@ async fn wait_for_confirms_a_token_past_the_last_event_while_idle() -> Result<()
         ))
         .await?;
         let t = token(&db).await?;
-        assert!(!lsn_ge(&db, &before, &t).await?, "the token is past the checkpoint before the unrelated write");
+        assert!(
+            !lsn_ge(&db, &before, &t).await?,
+            "the token is past the checkpoint before the unrelated write"
+        );
         let started = Instant::now();
         for projection in ["order_summary", "customer_revenue", "fulfillment_queue"] {
             let reflected = wait_for(&db, projection, &t, "5 s").await?;
-            ensure!(reflected, "{projection}: idle token {t} not confirmed; worker log:\n{}", worker.log_text());
+            ensure!(
+                reflected,
+                "{projection}: idle token {t} not confirmed; worker log:\n{}",
+                worker.log_text()
+            );
             assert!(lsn_ge(&db, &checkpoint(&db, projection).await?, &t).await?);
         }
         eprintln!("idle token confirmed for all three projections in {:?}", started.elapsed());
     }
     assert_eq!(scalar_i64(&db, "SELECT count(*) FROM eventstore.events").await?, events);
     assert_eq!(
-        scalar_i64(&db, "SELECT sum(events_applied)::bigint FROM eventstore_worker.projections").await?,
+        scalar_i64(&db, "SELECT sum(events_applied)::bigint FROM eventstore_worker.projections")
+            .await?,
         applied,
         "idle positions apply nothing"
     );
@@ -159,11 +179,17 @@ async fn wait_for_times_out_on_a_stopped_worker_and_reports_misuse() -> Result<(
     let started = Instant::now();
     assert!(!wait_for(&db, "order_summary", &t, "300 ms").await?, "nothing applies the event");
     let waited = started.elapsed();
-    assert!(waited >= Duration::from_millis(300) && waited < Duration::from_secs(3), "gave up after {waited:?}");
+    assert!(
+        waited >= Duration::from_millis(300) && waited < Duration::from_secs(3),
+        "gave up after {waited:?}"
+    );
 
     // Unknown projection: SQLSTATE 42704, named in the message.
     let err = wait_for(&db, "no_such_projection", &t, "1 s").await.unwrap_err();
-    let db_err = err.downcast_ref::<tokio_postgres::Error>().and_then(|e| e.as_db_error()).context("a database error")?;
+    let db_err = err
+        .downcast_ref::<tokio_postgres::Error>()
+        .and_then(|e| e.as_db_error())
+        .context("a database error")?;
     assert_eq!(db_err.code(), &SqlState::UNDEFINED_OBJECT);
     assert!(db_err.message().contains("no_such_projection"), "{}", db_err.message());
 
@@ -181,13 +207,20 @@ async fn wait_for_times_out_on_a_stopped_worker_and_reports_misuse() -> Result<(
     }
     // READ COMMITTED inside a transaction block is fine: each check takes a fresh snapshot.
     let tx = db.transaction().await?;
-    assert!(tx.query_one("SELECT eventstore_worker.wait_for('order_summary', '0/0')", &[]).await?.get::<_, bool>(0));
+    assert!(tx
+        .query_one("SELECT eventstore_worker.wait_for('order_summary', '0/0')", &[])
+        .await?
+        .get::<_, bool>(0));
     tx.commit().await?;
 
     // Started again, the worker applies the event and the same token is confirmed. The wait
     // begins before the worker's setup runs: setup must not queue behind a waiting client.
     let worker = Worker::start(&config)?;
-    assert!(wait_for(&db, "order_summary", &t, "60 s").await?, "worker log:\n{}", worker.log_text());
+    assert!(
+        wait_for(&db, "order_summary", &t, "60 s").await?,
+        "worker log:\n{}",
+        worker.log_text()
+    );
     assert!(worker.terminate()?.success());
     Ok(())
 }
@@ -197,7 +230,18 @@ fn parse_status_table(text: &str) -> Result<Vec<BTreeMap<String, String>>> {
     let mut lines = text.lines();
     let header = lines.next().context("empty status output")?;
     let names: Vec<&str> = header.split_whitespace().collect();
-    assert_eq!(names, ["projection", "state", "checkpoint", "lag_bytes", "lag_seconds", "events_applied", "last_error"]);
+    assert_eq!(
+        names,
+        [
+            "projection",
+            "state",
+            "checkpoint",
+            "lag_bytes",
+            "lag_seconds",
+            "events_applied",
+            "last_error"
+        ]
+    );
     let starts: Vec<usize> = names.iter().map(|n| header.find(n).unwrap()).collect();
     let mut rows = Vec::new();
     for line in lines {
@@ -218,12 +262,19 @@ fn parse_status_table(text: &str) -> Result<Vec<BTreeMap<String, String>>> {
         for (i, (at, cell)) in cells.iter().enumerate() {
             let numeric = (3..=5).contains(&i);
             if numeric {
-                assert_eq!(at + cell.len(), starts[i] + names[i].len(), "{} right-aligned in {line:?}", names[i]);
+                assert_eq!(
+                    at + cell.len(),
+                    starts[i] + names[i].len(),
+                    "{} right-aligned in {line:?}",
+                    names[i]
+                );
             } else {
                 assert_eq!(*at, starts[i], "{} left-aligned in {line:?}", names[i]);
             }
         }
-        rows.push(names.iter().map(|n| n.to_string()).zip(cells.into_iter().map(|c| c.1)).collect());
+        rows.push(
+            names.iter().map(|n| n.to_string()).zip(cells.into_iter().map(|c| c.1)).collect(),
+        );
     }
     Ok(rows)
 }
@@ -262,7 +313,10 @@ Measured = "INSERT INTO fragile_log VALUES (($1->>'global_position')::bigint, 10
 
     // Before the worker ever ran: every projection is pending.
     let rows = parse_status_table(&status(&config, false)?)?;
-    assert_eq!(rows.iter().map(|r| (r["projection"].as_str(), r["state"].as_str())).collect::<Vec<_>>(), [("counter", "pending"), ("fragile", "pending")]);
+    assert_eq!(
+        rows.iter().map(|r| (r["projection"].as_str(), r["state"].as_str())).collect::<Vec<_>>(),
+        [("counter", "pending"), ("fragile", "pending")]
+    );
 
     let worker = Worker::start(&config)?;
     wait_for_streaming(&db, &worker).await?;
@@ -272,7 +326,11 @@ Measured = "INSERT INTO fragile_log VALUES (($1->>'global_position')::bigint, 10
         let db = &db;
         async move {
             let data = serde_json::json!({ "divisor": divisor }).to_string();
-            db.execute("SELECT 1 FROM eventstore.append_event('sensor-1', 'Measured', $1::text::jsonb)", &[&data]).await?;
+            db.execute(
+                "SELECT 1 FROM eventstore.append_event('sensor-1', 'Measured', $1::text::jsonb)",
+                &[&data],
+            )
+            .await?;
             anyhow::Ok(())
         }
     };
@@ -286,7 +344,12 @@ Measured = "INSERT INTO fragile_log VALUES (($1->>'global_position')::bigint, 10
     let t = token(&db).await?;
     assert!(wait_for(&db, "counter", &t, "60 s").await?);
     eventually("fragile is failed", CONVERGE, || async {
-        Ok(scalar_i64(&db, "SELECT count(*) FROM eventstore_worker.projections WHERE status = 'failed'").await? == 1)
+        Ok(scalar_i64(
+            &db,
+            "SELECT count(*) FROM eventstore_worker.projections WHERE status = 'failed'",
+        )
+        .await?
+            == 1)
     })
     .await?;
 
@@ -301,7 +364,10 @@ Measured = "INSERT INTO fragile_log VALUES (($1->>'global_position')::bigint, 10
     counter["lag_seconds"].parse::<f64>().context("counter lag_seconds")?;
     assert_eq!((fragile["projection"].as_str(), fragile["state"].as_str()), ("fragile", "failed"));
     assert_eq!(fragile["events_applied"], "5");
-    assert!(fragile["lag_bytes"].parse::<u64>()? > 0, "held at its checkpoint while the source moved on");
+    assert!(
+        fragile["lag_bytes"].parse::<u64>()? > 0,
+        "held at its checkpoint while the source moved on"
+    );
     assert!(fragile["lag_seconds"].parse::<f64>()? > 0.0);
     assert!(fragile["last_error"].contains("division by zero"), "{}", fragile["last_error"]);
     assert_eq!(fragile["checkpoint"], checkpoint(&db, "fragile").await?);
@@ -310,18 +376,31 @@ Measured = "INSERT INTO fragile_log VALUES (($1->>'global_position')::bigint, 10
     let source_lsn = json["source_lsn"].as_str().context("source_lsn")?;
     let p = json["projections"].as_array().context("projections")?;
     assert_eq!(p.len(), 2);
-    assert_eq!((p[0]["name"].as_str(), p[0]["state"].as_str(), p[0]["events_applied"].as_i64()), (Some("counter"), Some("running"), Some(9)));
+    assert_eq!(
+        (p[0]["name"].as_str(), p[0]["state"].as_str(), p[0]["events_applied"].as_i64()),
+        (Some("counter"), Some("running"), Some(9))
+    );
     assert!(p[0]["last_error"].is_null());
     assert!(p[0]["lag_bytes"].as_u64().is_some() && p[0]["lag_seconds"].as_f64().is_some());
-    assert_eq!((p[1]["name"].as_str(), p[1]["state"].as_str(), p[1]["events_applied"].as_i64()), (Some("fragile"), Some("failed"), Some(5)));
+    assert_eq!(
+        (p[1]["name"].as_str(), p[1]["state"].as_str(), p[1]["events_applied"].as_i64()),
+        (Some("fragile"), Some("failed"), Some(5))
+    );
     assert!(p[1]["last_error"].as_str().unwrap_or_default().contains("division by zero"));
     let fragile_checkpoint = p[1]["checkpoint"].as_str().context("fragile checkpoint")?;
     assert_eq!(fragile_checkpoint, checkpoint(&db, "fragile").await?);
     let behind: i64 = db
-        .query_one("SELECT pg_wal_lsn_diff($1::text::pg_lsn, $2::text::pg_lsn)::bigint", &[&source_lsn, &fragile_checkpoint])
+        .query_one(
+            "SELECT pg_wal_lsn_diff($1::text::pg_lsn, $2::text::pg_lsn)::bigint",
+            &[&source_lsn, &fragile_checkpoint],
+        )
         .await?
         .get(0);
-    assert_eq!(p[1]["lag_bytes"].as_i64(), Some(behind), "lag_bytes = source position - checkpoint");
+    assert_eq!(
+        p[1]["lag_bytes"].as_i64(),
+        Some(behind),
+        "lag_bytes = source position - checkpoint"
+    );
 
     // Worker stopped, events keep coming: the running projection falls behind too.
     assert!(worker.terminate()?.success());
@@ -330,7 +409,10 @@ Measured = "INSERT INTO fragile_log VALUES (($1->>'global_position')::bigint, 10
     let json: serde_json::Value = serde_json::from_str(&status(&config, true)?)?;
     let counter = &json["projections"][0];
     assert!(counter["lag_bytes"].as_u64().unwrap_or(0) > 0, "{counter}");
-    assert!(counter["lag_seconds"].as_f64().unwrap_or(0.0) >= 1.0, "seconds since the source was at its checkpoint: {counter}");
+    assert!(
+        counter["lag_seconds"].as_f64().unwrap_or(0.0) >= 1.0,
+        "seconds since the source was at its checkpoint: {counter}"
+    );
     Ok(())
 }
 
@@ -338,7 +420,8 @@ Measured = "INSERT INTO fragile_log VALUES (($1->>'global_position')::bigint, 10
 fn parse_metrics(text: &str) -> Result<BTreeMap<String, f64>> {
     let mut values = BTreeMap::new();
     for line in text.lines().filter(|l| !l.is_empty() && !l.starts_with('#')) {
-        let (series, value) = line.rsplit_once(' ').with_context(|| format!("no value in {line:?}"))?;
+        let (series, value) =
+            line.rsplit_once(' ').with_context(|| format!("no value in {line:?}"))?;
         let value: f64 = value.parse().with_context(|| format!("bad value in {line:?}"))?;
         let name = series.split('{').next().unwrap_or(series);
         ensure!(text.contains(&format!("# TYPE {name} ")), "{name} has no TYPE");
@@ -356,7 +439,11 @@ async fn metrics_and_health_endpoints() -> Result<()> {
     let db = source.create_store("app").await?;
     target.connect("postgres").await?.batch_execute("CREATE DATABASE readmodels").await?;
     let rm = target.connect("readmodels").await?;
-    let header = format!("{}\n[target]\ndsn = \"{}\"\n", socket_source(&source, "app"), target.socket_dsn("readmodels"));
+    let header = format!(
+        "{}\n[target]\ndsn = \"{}\"\n",
+        socket_source(&source, "app"),
+        target.socket_dsn("readmodels")
+    );
     let config = orders_config(&source.dir, "metrics", &header)?;
     let addr = format!("127.0.0.1:{}", free_local_port()?);
     let worker = Worker::start_with_env(&config, &[("EVENTSTORE_WORKER_METRICS_ADDR", &addr)])?;
@@ -371,7 +458,10 @@ async fn metrics_and_health_endpoints() -> Result<()> {
     append_orders(&source.socket_dsn("app"), 0, 40, 2, 7).await?;
     let t = token(&db).await?;
     for projection in ["order_summary", "customer_revenue", "fulfillment_queue"] {
-        assert!(wait_for(&rm, projection, &t, "60 s").await?, "a source token, confirmed in the target database");
+        assert!(
+            wait_for(&rm, projection, &t, "60 s").await?,
+            "a source token, confirmed in the target database"
+        );
     }
     let events = scalar_i64(&db, "SELECT count(*) FROM eventstore.events").await?;
 
@@ -385,7 +475,10 @@ async fn metrics_and_health_endpoints() -> Result<()> {
     assert!(m["eventstore_worker_acknowledged_lsn"] > 0.0);
     for projection in ["order_summary", "customer_revenue", "fulfillment_queue"] {
         let applied: i64 = rm
-            .query_one("SELECT events_applied FROM eventstore_worker.projections WHERE name = $1", &[&projection])
+            .query_one(
+                "SELECT events_applied FROM eventstore_worker.projections WHERE name = $1",
+                &[&projection],
+            )
             .await?
             .get(0);
         let series = |name: &str| format!("{name}{{projection=\"{projection}\"}}");
@@ -398,13 +491,18 @@ async fn metrics_and_health_endpoints() -> Result<()> {
     eventually("lag drops to zero while idle", CONVERGE, || async {
         let m = parse_metrics(&http_get(&addr, "/metrics").await?.1)?;
         Ok(["order_summary", "customer_revenue", "fulfillment_queue"].iter().all(|p| {
-            m.get(&format!("eventstore_worker_projection_lag_bytes{{projection=\"{p}\"}}")) == Some(&0.0)
-                && m.get(&format!("eventstore_worker_projection_lag_seconds{{projection=\"{p}\"}}")) == Some(&0.0)
+            m.get(&format!("eventstore_worker_projection_lag_bytes{{projection=\"{p}\"}}"))
+                == Some(&0.0)
+                && m.get(&format!("eventstore_worker_projection_lag_seconds{{projection=\"{p}\"}}"))
+                    == Some(&0.0)
         }))
     })
     .await?;
     let json: serde_json::Value = serde_json::from_str(&status(&config, true)?)?;
-    assert!(json["projections"].as_array().unwrap().iter().all(|p| p["lag_bytes"] == 0), "status agrees: {json}");
+    assert!(
+        json["projections"].as_array().unwrap().iter().all(|p| p["lag_bytes"] == 0),
+        "status agrees: {json}"
+    );
 
     assert_eq!(http_get(&addr, "/nope").await?.0, 404);
 

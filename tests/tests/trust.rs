@@ -26,7 +26,10 @@ async fn counts_match(db: &Client) -> Result<bool> {
             WHERE event_type IN ('OrderPlaced', 'PaymentCaptured') GROUP BY 1) c ORDER BY 1",
     )
     .await?;
-    let Ok(actual) = rows(db, "SELECT (status, n)::text FROM status_counts ORDER BY 1").await else { return Ok(false) };
+    let Ok(actual) = rows(db, "SELECT (status, n)::text FROM status_counts ORDER BY 1").await
+    else {
+        return Ok(false);
+    };
     Ok(actual == expected)
 }
 
@@ -35,18 +38,26 @@ async fn wait_counts(db: &Client, worker: &Worker, what: &str) -> Result<()> {
 }
 
 async fn projection_status(db: &Client, name: &str) -> Result<String> {
-    Ok(db.query_one("SELECT status FROM eventstore_worker.projections WHERE name = $1", &[&name]).await?.get(0))
+    Ok(db
+        .query_one("SELECT status FROM eventstore_worker.projections WHERE name = $1", &[&name])
+        .await?
+        .get(0))
 }
 
 /// Hole 10: the counter is built from history, counts live, catches up after a failure and is
 /// rebuilt, and `check`/`status` accept it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_handler_that_does_not_read_the_envelope_counts_live_in_catch_up_and_in_rebuilds() -> Result<()> {
+async fn a_handler_that_does_not_read_the_envelope_counts_live_in_catch_up_and_in_rebuilds(
+) -> Result<()> {
     let cluster = Cluster::start()?;
     let db = cluster.create_store("app").await?;
     let dsn = cluster.socket_dsn("app");
     db.batch_execute("CREATE TABLE gate (ok int); INSERT INTO gate VALUES (1)").await?;
-    let config = write_config(&cluster.dir, "counter", &format!("{}{COUNTER}", socket_source(&cluster, "app")))?;
+    let config = write_config(
+        &cluster.dir,
+        "counter",
+        &format!("{}{COUNTER}", socket_source(&cluster, "app")),
+    )?;
     let check = worker_command(&["check", "--config", config.to_str().unwrap()])?;
     assert!(check.status.success(), "check: {}", String::from_utf8_lossy(&check.stderr));
 
@@ -63,24 +74,57 @@ async fn a_handler_that_does_not_read_the_envelope_counts_live_in_catch_up_and_i
     // through the table.
     db.batch_execute("DELETE FROM gate").await?;
     append_orders(&dsn, 200, 50, 2, 3).await?;
-    eventually("the counter fails", CONVERGE, || async { Ok(projection_status(&db, "status_counts").await? == "failed") }).await?;
+    eventually("the counter fails", CONVERGE, || async {
+        Ok(projection_status(&db, "status_counts").await? == "failed")
+    })
+    .await?;
     append_orders(&dsn, 250, 50, 2, 4).await?;
     db.batch_execute("INSERT INTO gate VALUES (1)").await?;
-    let out = worker_command(&["retry", "--config", config.to_str().unwrap(), "--projection", "status_counts"])?;
-    assert!(out.status.success(), "retry: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = worker_command(&[
+        "retry",
+        "--config",
+        config.to_str().unwrap(),
+        "--projection",
+        "status_counts",
+    ])?;
+    assert!(
+        out.status.success(),
+        "retry: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     wait_until_running(&db, &worker, 1).await?;
     wait_counts(&db, &worker, "the catch-up counts what the failure left").await?;
-    assert!(worker.plain_log().contains("caught up; following the stream again"), "{}", worker.plain_log());
+    assert!(
+        worker.plain_log().contains("caught up; following the stream again"),
+        "{}",
+        worker.plain_log()
+    );
 
     // A rebuild recounts from scratch.
-    let out = worker_command(&["rebuild", "--config", config.to_str().unwrap(), "--projection", "status_counts"])?;
-    assert!(out.status.success(), "rebuild: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = worker_command(&[
+        "rebuild",
+        "--config",
+        config.to_str().unwrap(),
+        "--projection",
+        "status_counts",
+    ])?;
+    assert!(
+        out.status.success(),
+        "rebuild: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     append_orders(&dsn, 300, 50, 2, 5).await?;
     wait_counts(&db, &worker, "counts after the rebuild").await?;
 
     let status = worker_command(&["status", "--config", config.to_str().unwrap()])?;
     let text = String::from_utf8_lossy(&status.stdout);
-    assert!(status.status.success() && text.contains("status_counts"), "status: {text}{}", String::from_utf8_lossy(&status.stderr));
+    assert!(
+        status.status.success() && text.contains("status_counts"),
+        "status: {text}{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
     assert!(worker.terminate()?.success());
     Ok(())
 }
@@ -89,7 +133,11 @@ async fn a_handler_that_does_not_read_the_envelope_counts_live_in_catch_up_and_i
 const DEADLINE: Duration = Duration::from_secs(90);
 
 fn metric(text: &str, name: &str) -> Option<f64> {
-    text.lines().find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
+    text.lines().find_map(|l| {
+        l.strip_prefix(name)
+            .and_then(|rest| rest.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+    })
 }
 
 /// Hole 11: 20 source transactions of one 5 MB event each wait in the slot while the worker is
@@ -111,7 +159,11 @@ setup = "CREATE TABLE IF NOT EXISTS blobs (position bigint PRIMARY KEY, size int
 [projection.handlers]
 BlobAttached = "INSERT INTO blobs VALUES (($1->>'global_position')::bigint, length($1->'data'->>'blob'))"
 "#;
-    let config = write_config(&cluster.dir, "blobs", &format!("{}{projection}", socket_source(&cluster, "app")))?;
+    let config = write_config(
+        &cluster.dir,
+        "blobs",
+        &format!("{}{projection}", socket_source(&cluster, "app")),
+    )?;
     let worker = Worker::start(&config)?;
     wait_until_running(&db, &worker, 1).await?;
     assert!(worker.terminate()?.success());
@@ -125,11 +177,14 @@ BlobAttached = "INSERT INTO blobs VALUES (($1->>'global_position')::bigint, leng
     }
     let addr = format!("127.0.0.1:{}", free_local_port()?);
     let worker = Worker::start_with_env(&config, &[("EVENTSTORE_WORKER_METRICS_ADDR", &addr)])?;
-    eventually("every blob is applied", CONVERGE, || async { Ok(count(&db, "SELECT count(*) FROM blobs WHERE size = 5000000").await? == 20) })
-        .await
-        .with_context(|| worker.plain_log())?;
+    eventually("every blob is applied", CONVERGE, || async {
+        Ok(count(&db, "SELECT count(*) FROM blobs WHERE size = 5000000").await? == 20)
+    })
+    .await
+    .with_context(|| worker.plain_log())?;
     let (_, text) = http_get(&addr, "/metrics").await?;
-    let peak = metric(&text, "eventstore_worker_queued_bytes_peak").context("no queue peak in /metrics")?;
+    let peak = metric(&text, "eventstore_worker_queued_bytes_peak")
+        .context("no queue peak in /metrics")?;
     assert_eq!(metric(&text, "eventstore_worker_queued_bytes_bound"), Some(BOUND as f64));
     // One envelope is the blob plus a few hundred bytes of envelope.
     assert!(peak >= BLOB as f64, "the peak counts at least one transaction: {peak}");
@@ -164,10 +219,19 @@ async fn status_and_metrics_name_the_transaction_holding_the_horizon() -> Result
     assert_eq!(held_by, Some(i64::from(pid)), "status names the holder: {horizon}");
     assert_eq!(horizon["database"], "other");
     assert_eq!(horizon["state"], "idle in transaction");
-    assert!(horizon["xid_age"].as_i64().is_some() && horizon["transaction_age_seconds"].as_f64().is_some(), "{horizon}");
+    assert!(
+        horizon["xid_age"].as_i64().is_some()
+            && horizon["transaction_age_seconds"].as_f64().is_some(),
+        "{horizon}"
+    );
     let table = worker_command(&["status", "--config", config.to_str().unwrap()])?;
     let text = String::from_utf8_lossy(&table.stdout);
-    assert!(text.contains(&format!("oldest transaction holding the xmin horizon: pid {pid} in database other")), "{text}");
+    assert!(
+        text.contains(&format!(
+            "oldest transaction holding the xmin horizon: pid {pid} in database other"
+        )),
+        "{text}"
+    );
     let (_, metrics) = http_get(&addr, "/metrics").await?;
     assert!(
         metrics.contains(&format!("eventstore_worker_horizon_holder{{pid=\"{pid}\",database=\"other\",state=\"idle in transaction\"}} 1")),
@@ -175,7 +239,10 @@ async fn status_and_metrics_name_the_transaction_holding_the_horizon() -> Result
     );
 
     other.batch_execute("COMMIT").await?;
-    eventually("the holder is gone from status", CONVERGE, || async { Ok(horizon_pid(&config).await?.0 != Some(i64::from(pid))) }).await?;
+    eventually("the holder is gone from status", CONVERGE, || async {
+        Ok(horizon_pid(&config).await?.0 != Some(i64::from(pid)))
+    })
+    .await?;
     let (_, metrics) = http_get(&addr, "/metrics").await?;
     assert!(!metrics.contains(&format!("pid=\"{pid}\"")), "{metrics}");
     assert!(worker.terminate()?.success());
@@ -183,8 +250,15 @@ async fn status_and_metrics_name_the_transaction_holding_the_horizon() -> Result
 }
 
 fn run_cmd(program: &str, args: &[&str]) -> Result<()> {
-    let out = std::process::Command::new(program).args(args).output().with_context(|| format!("running {program}"))?;
-    anyhow::ensure!(out.status.success(), "{program} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = std::process::Command::new(program)
+        .args(args)
+        .output()
+        .with_context(|| format!("running {program}"))?;
+    anyhow::ensure!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     Ok(())
 }
 
@@ -195,17 +269,65 @@ fn make_certs(dir: &std::path::Path) -> Result<()> {
     for ca in ["ca", "other_ca"] {
         run_cmd(
             "openssl",
-            &["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", &format!("/CN=test {ca}"),
-              "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
-              "-keyout", &p(&format!("{ca}.key")), "-out", &p(&format!("{ca}.crt"))],
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                &format!("/CN=test {ca}"),
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+                "-keyout",
+                &p(&format!("{ca}.key")),
+                "-out",
+                &p(&format!("{ca}.crt")),
+            ],
         )?;
     }
-    std::fs::write(dir.join("server.ext"), "subjectAltName=DNS:localhost\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n")?;
-    run_cmd("openssl", &["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-keyout", &p("server.key"), "-out", &p("server.csr")])?;
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=DNS:localhost\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n",
+    )?;
     run_cmd(
         "openssl",
-        &["x509", "-req", "-in", &p("server.csr"), "-CA", &p("ca.crt"), "-CAkey", &p("ca.key"), "-CAcreateserial",
-          "-days", "2", "-extfile", &p("server.ext"), "-out", &p("server.crt")],
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            &p("server.key"),
+            "-out",
+            &p("server.csr"),
+        ],
+    )?;
+    run_cmd(
+        "openssl",
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &p("server.csr"),
+            "-CA",
+            &p("ca.crt"),
+            "-CAkey",
+            &p("ca.key"),
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            &p("server.ext"),
+            "-out",
+            &p("server.crt"),
+        ],
     )?;
     run_cmd("chown", &["postgres:postgres", &p("server.key"), &p("server.crt")])?;
     run_cmd("chmod", &["600", &p("server.key")])?;
@@ -214,7 +336,8 @@ fn make_certs(dir: &std::path::Path) -> Result<()> {
 
 /// `eventstore-worker status` with `dsn`: whether it succeeded, and its stderr.
 fn status_with(cluster: &Cluster, name: &str, dsn: &str) -> Result<(bool, String)> {
-    let config = write_config(&cluster.dir, name, &format!("[source]\ndsn = \"{dsn}\"\n{COUNTER}"))?;
+    let config =
+        write_config(&cluster.dir, name, &format!("[source]\ndsn = \"{dsn}\"\n{COUNTER}"))?;
     let out = worker_command(&["status", "--config", config.to_str().unwrap()])?;
     Ok((out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned()))
 }
@@ -247,26 +370,56 @@ async fn tls_verify_full_on_both_connections_and_clear_refusals() -> Result<()> 
     ))
     .await?;
     let kv = |host: &str, tls: &str| {
-        format!("host={host} port={} dbname=app user=worker password='{WORKER_PASSWORD}' {tls}", cluster.port)
+        format!(
+            "host={host} port={} dbname=app user=worker password='{WORKER_PASSWORD}' {tls}",
+            cluster.port
+        )
     };
     let ca = file("ca.crt");
 
     // What fails, and says why.
-    let (ok, err) = status_with(&cluster, "wrong_name", &kv("127.0.0.1", &format!("sslmode=verify-full sslrootcert={ca}")))?;
-    assert!(!ok && err.contains("sslmode=verify-full") && err.contains("certificate not valid for name \"127.0.0.1\""), "{err}");
-    let (ok, err) = status_with(&cluster, "wrong_ca", &kv("localhost", &format!("sslmode=verify-full sslrootcert={}", file("other_ca.crt"))))?;
-    assert!(!ok && err.contains("invalid peer certificate") && err.contains("UnknownIssuer"), "{err}");
+    let (ok, err) = status_with(
+        &cluster,
+        "wrong_name",
+        &kv("127.0.0.1", &format!("sslmode=verify-full sslrootcert={ca}")),
+    )?;
+    assert!(
+        !ok && err.contains("sslmode=verify-full")
+            && err.contains("certificate not valid for name \"127.0.0.1\""),
+        "{err}"
+    );
+    let (ok, err) = status_with(
+        &cluster,
+        "wrong_ca",
+        &kv("localhost", &format!("sslmode=verify-full sslrootcert={}", file("other_ca.crt"))),
+    )?;
+    assert!(
+        !ok && err.contains("invalid peer certificate") && err.contains("UnknownIssuer"),
+        "{err}"
+    );
     let (ok, err) = status_with(&cluster, "plain", &kv("localhost", "sslmode=disable"))?;
     assert!(!ok && err.contains("no encryption"), "hostssl lines refuse a plain connection: {err}");
     // verify-ca checks the chain only; require (no root) encrypts without checking.
-    let (ok, err) = status_with(&cluster, "ca_only", &kv("127.0.0.1", &format!("sslmode=verify-ca sslrootcert={ca}")))?;
+    let (ok, err) = status_with(
+        &cluster,
+        "ca_only",
+        &kv("127.0.0.1", &format!("sslmode=verify-ca sslrootcert={ca}")),
+    )?;
     assert!(ok, "{err}");
     let (ok, err) = status_with(&cluster, "require", &kv("127.0.0.1", "sslmode=require"))?;
     assert!(ok, "{err}");
 
     // verify-full in a URL, the root certificate beside it.
-    let url = format!("postgres://worker:{}@localhost:{}/app?sslmode=verify-full", WORKER_PASSWORD.replace(' ', "%20"), cluster.port);
-    let config = orders_config(&cluster.dir, "tls", &format!("[source]\ndsn = \"{url}\"\nsslrootcert = \"{ca}\"\n"))?;
+    let url = format!(
+        "postgres://worker:{}@localhost:{}/app?sslmode=verify-full",
+        WORKER_PASSWORD.replace(' ', "%20"),
+        cluster.port
+    );
+    let config = orders_config(
+        &cluster.dir,
+        "tls",
+        &format!("[source]\ndsn = \"{url}\"\nsslrootcert = \"{ca}\"\n"),
+    )?;
     let worker = Worker::start(&config)?;
     wait_for_streaming(&db, &worker).await?;
     append_orders(&cluster.socket_dsn("app"), 0, 100, 2, 9).await?;
@@ -283,8 +436,15 @@ async fn tls_verify_full_on_both_connections_and_clear_refusals() -> Result<()> 
           WHERE a.usename = 'worker' ORDER BY 1",
     )
     .await?;
-    assert!(backends.len() >= 2 && backends.iter().all(|b| b.ends_with(":true")), "every connection of the worker uses TLS: {backends:?}");
-    assert!(backends.iter().any(|b| b.starts_with("client backend:")) && backends.iter().any(|b| b.starts_with("walsender:")), "{backends:?}");
+    assert!(
+        backends.len() >= 2 && backends.iter().all(|b| b.ends_with(":true")),
+        "every connection of the worker uses TLS: {backends:?}"
+    );
+    assert!(
+        backends.iter().any(|b| b.starts_with("client backend:"))
+            && backends.iter().any(|b| b.starts_with("walsender:")),
+        "{backends:?}"
+    );
     assert!(worker.terminate()?.success());
     Ok(())
 }
@@ -363,15 +523,35 @@ async fn functions_planted_on_the_search_path_never_run_as_the_worker() -> Resul
     // A failure and its catch-up.
     db.batch_execute("DELETE FROM public.gate").await?;
     append_orders(&dsn, 200, 50, 2, 13).await?;
-    eventually("the counter fails", CONVERGE, || async { Ok(projection_status(&db, "status_counts").await? == "failed") }).await?;
+    eventually("the counter fails", CONVERGE, || async {
+        Ok(projection_status(&db, "status_counts").await? == "failed")
+    })
+    .await?;
     db.batch_execute("INSERT INTO public.gate VALUES (1)").await?;
-    let out = worker_command(&["retry", "--config", config.to_str().unwrap(), "--projection", "status_counts"])?;
+    let out = worker_command(&[
+        "retry",
+        "--config",
+        config.to_str().unwrap(),
+        "--projection",
+        "status_counts",
+    ])?;
     assert!(out.status.success(), "retry: {}", String::from_utf8_lossy(&out.stderr));
     wait_until_running(&db, &worker, 4).await?;
     wait_counts(&db, &worker, "the catch-up counts").await?;
     // A rebuild (build, swap) while writers append.
-    let out = worker_command(&["rebuild", "--config", config.to_str().unwrap(), "--projection", "order_summary"])?;
-    assert!(out.status.success(), "rebuild: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = worker_command(&[
+        "rebuild",
+        "--config",
+        config.to_str().unwrap(),
+        "--projection",
+        "order_summary",
+    ])?;
+    assert!(
+        out.status.success(),
+        "rebuild: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     append_orders(&dsn, 250, 50, 2, 14).await?;
     assert_converges(&db, &db, &worker).await;
     let status = worker_command(&["status", "--config", config.to_str().unwrap()])?;
@@ -411,7 +591,11 @@ async fn the_documented_narrow_role_runs_the_worker_and_cannot_take_a_base_backu
 
     let dsn = cluster.socket_dsn("app");
     append_orders(&dsn, 0, 100, 2, 21).await?;
-    let url = format!("postgres://eventstore_worker:{}@127.0.0.1:{}/app", WORKER_PASSWORD.replace(' ', "%20"), cluster.port);
+    let url = format!(
+        "postgres://eventstore_worker:{}@127.0.0.1:{}/app",
+        WORKER_PASSWORD.replace(' ', "%20"),
+        cluster.port
+    );
     let header = format!("[source]\ndsn = \"{url}\"\n\n[target]\nsearch_path = \"readmodels\"\n");
     let config = orders_config(&cluster.dir, "narrow", &header)?;
     let worker = Worker::start(&config)?;
@@ -420,23 +604,53 @@ async fn the_documented_narrow_role_runs_the_worker_and_cannot_take_a_base_backu
     wait_until_running(&db, &worker, 3).await?;
     append_orders(&dsn, 100, 100, 2, 22).await?;
     assert_converges(&db, &models, &worker).await;
-    let out = worker_command(&["rebuild", "--config", config.to_str().unwrap(), "--projection", "customer_revenue"])?;
-    assert!(out.status.success(), "rebuild: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = worker_command(&[
+        "rebuild",
+        "--config",
+        config.to_str().unwrap(),
+        "--projection",
+        "customer_revenue",
+    ])?;
+    assert!(
+        out.status.success(),
+        "rebuild: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_converges(&db, &models, &worker).await;
     let placed = count(&db, "SELECT count(*) FROM pg_tables WHERE tablename = 'order_summary' AND schemaname = 'readmodels'").await?;
     assert_eq!(placed, 1, "the read models are in the worker's schema");
-    let walsender = count(&db, "SELECT count(*) FROM pg_stat_replication WHERE usename = 'eventstore_worker'").await?;
-    assert_eq!(walsender, 1, "the logical replication connection came in through the database's line");
+    let walsender =
+        count(&db, "SELECT count(*) FROM pg_stat_replication WHERE usename = 'eventstore_worker'")
+            .await?;
+    assert_eq!(
+        walsender, 1,
+        "the logical replication connection came in through the database's line"
+    );
 
     // Physical replication: no pg_hba line admits it.
     let backup = cluster.dir.join("backup");
     let out = std::process::Command::new(format!("{PG_BIN}/pg_basebackup"))
-        .args(["-h", "127.0.0.1", "-p", &cluster.port.to_string(), "-U", "eventstore_worker", "-X", "none", "-w", "-D"])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &cluster.port.to_string(),
+            "-U",
+            "eventstore_worker",
+            "-X",
+            "none",
+            "-w",
+            "-D",
+        ])
         .arg(&backup)
         .env("PGPASSWORD", WORKER_PASSWORD)
         .output()?;
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("no pg_hba.conf entry for replication connection"), "pg_basebackup: {err}");
+    assert!(
+        !out.status.success() && err.contains("no pg_hba.conf entry for replication connection"),
+        "pg_basebackup: {err}"
+    );
     assert!(!backup.join("PG_VERSION").exists());
     assert!(worker.terminate()?.success());
     Ok(())

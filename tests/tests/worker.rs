@@ -1,7 +1,7 @@
 //! eventstore-worker end to end: a real cluster, the real binary, crashes included.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -19,9 +19,18 @@ async fn order_example_end_to_end() -> Result<()> {
     assert!(count(&db, "SELECT count(*) FROM eventstore.events").await? > 600);
     assert_converges(&db, &db, &worker).await;
 
-    let status = rows(&db, "SELECT name || ':' || status FROM eventstore_worker.projections ORDER BY name").await?;
-    assert_eq!(status, ["customer_revenue:running", "fulfillment_queue:running", "order_summary:running"]);
-    let unset = count(&db, "SELECT count(*) FROM eventstore_worker.projections WHERE checkpoint_lsn IS NULL").await?;
+    let status =
+        rows(&db, "SELECT name || ':' || status FROM eventstore_worker.projections ORDER BY name")
+            .await?;
+    assert_eq!(
+        status,
+        ["customer_revenue:running", "fulfillment_queue:running", "order_summary:running"]
+    );
+    let unset = count(
+        &db,
+        "SELECT count(*) FROM eventstore_worker.projections WHERE checkpoint_lsn IS NULL",
+    )
+    .await?;
     assert_eq!(unset, 0, "every projection has a checkpoint");
     // The envelope carries recorded_at as a timestamp PostgreSQL accepts back.
     let stale = count(
@@ -124,11 +133,19 @@ async fn idle_slot_follows_unrelated_wal() -> Result<()> {
 
     // Plenty of WAL that the publication does not cover.
     db.batch_execute("CREATE TABLE unrelated (id int, pad text)").await?;
-    db.batch_execute("BEGIN; INSERT INTO unrelated SELECT g, repeat('x', 200) FROM generate_series(1, 20000) g").await?;
-    let written: String = db.query_one("SELECT pg_current_wal_insert_lsn()::text", &[]).await?.get(0);
+    db.batch_execute(
+        "BEGIN; INSERT INTO unrelated SELECT g, repeat('x', 200) FROM generate_series(1, 20000) g",
+    )
+    .await?;
+    let written: String =
+        db.query_one("SELECT pg_current_wal_insert_lsn()::text", &[]).await?.get(0);
     db.batch_execute("COMMIT").await?;
 
-    if let Err(e) = eventually("slot's confirmed_flush_lsn passes unrelated WAL", CONVERGE, || slot_passes(&db, &written)).await {
+    if let Err(e) = eventually("slot's confirmed_flush_lsn passes unrelated WAL", CONVERGE, || {
+        slot_passes(&db, &written)
+    })
+    .await
+    {
         panic!("{e:#}\nworker log:\n{}", worker.log_text());
     }
     Ok(())
@@ -207,8 +224,12 @@ Measured = "{fragile_sql}"
     let last_error: String = row.get(0);
     assert!(last_error.contains("division by zero"), "last_error = {last_error:?}");
     assert_eq!(row.get::<_, i64>(1), poison, "the failing event is recorded");
-    let applied: Vec<i64> =
-        db.query("SELECT global_position FROM fragile_log ORDER BY 1", &[]).await?.iter().map(|r| r.get(0)).collect();
+    let applied: Vec<i64> = db
+        .query("SELECT global_position FROM fragile_log ORDER BY 1", &[])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
     assert_eq!(applied, before, "everything before the failing event, nothing after it");
 
     // The other projection keeps going.
@@ -225,7 +246,12 @@ Measured = "{fragile_sql}"
     let worker = Worker::start(&config)?;
     eventually("the repaired projection catches up", CONVERGE, || async {
         Ok(count(&db, "SELECT count(*) FROM fragile_log").await? == 26
-            && count(&db, "SELECT count(*) FROM eventstore_worker.projections WHERE status = 'running'").await? == 2)
+            && count(
+                &db,
+                "SELECT count(*) FROM eventstore_worker.projections WHERE status = 'running'",
+            )
+            .await?
+                == 2)
     })
     .await?;
     assert_eq!(count(&db, "SELECT max(n) FROM event_counts").await?, 26, "no event applied twice");
@@ -260,14 +286,21 @@ async fn read_models_in_a_second_database_with_scram_over_tcp() -> Result<()> {
     append_orders(&cluster.socket_dsn("app"), 0, 200, 3, 6).await?;
     assert_converges(&db, &rm, &worker).await;
 
-    let in_source = count(&db, "SELECT count(*) FROM pg_class WHERE relname IN ('order_summary', 'customer_revenue')").await?;
+    let in_source = count(
+        &db,
+        "SELECT count(*) FROM pg_class WHERE relname IN ('order_summary', 'customer_revenue')",
+    )
+    .await?;
     assert_eq!(in_source, 0, "read models live only in the target database");
     let over_tcp = count(
         &db,
         "SELECT count(*) FROM pg_stat_replication WHERE usename = 'worker' AND client_addr = '127.0.0.1'",
     )
     .await?;
-    assert_eq!(over_tcp, 1, "the replication connection authenticated over TCP (SCRAM-SHA-256 per pg_hba)");
+    assert_eq!(
+        over_tcp, 1,
+        "the replication connection authenticated over TCP (SCRAM-SHA-256 per pg_hba)"
+    );
     assert!(worker.terminate()?.success());
     Ok(())
 }
@@ -303,7 +336,8 @@ async fn md5_and_cleartext_password_authentication_on_both_connections() -> Resu
         db.batch_execute(&format!("CREATE DATABASE {role}_models OWNER {role}")).await?;
         let models = cluster.connect(&format!("{role}_models")).await?;
         let url = format!("postgres://{role}:{role}-secret@127.0.0.1:{}", cluster.port);
-        let header = format!("[source]\ndsn = \"{url}/app\"\n\n[target]\ndsn = \"{url}/{role}_models\"\n");
+        let header =
+            format!("[source]\ndsn = \"{url}/app\"\n\n[target]\ndsn = \"{url}/{role}_models\"\n");
         let worker = Worker::start(&orders_config(&cluster.dir, role, &header)?)?;
         wait_for_streaming(&db, &worker).await?;
         // The second worker builds the first one's orders from the table and streams its own.
@@ -321,7 +355,8 @@ async fn md5_and_cleartext_password_authentication_on_both_connections() -> Resu
             .collect()
     };
     for (role, method) in ROLES {
-        let authenticated = pids(&format!("connection authenticated: identity=\"{role}\" method={method} "));
+        let authenticated =
+            pids(&format!("connection authenticated: identity=\"{role}\" method={method} "));
         for (kind, needle) in [
             ("replication", format!("LOG:  replication connection authorized: user={role}")),
             ("SQL", format!("LOG:  connection authorized: user={role} ")),
@@ -346,22 +381,32 @@ async fn a_batch_longer_than_wal_sender_timeout_keeps_its_replication_connection
     let db = cluster.create_store("app").await?;
     let worker = Worker::start(&slow_config(&cluster, &[("Slow", 2.0)])?)?;
     wait_until_running(&db, &worker, 1).await?;
-    let walsender = "SELECT active_pid::bigint FROM pg_replication_slots WHERE slot_name = 'eventstore_worker'";
+    let walsender =
+        "SELECT active_pid::bigint FROM pg_replication_slots WHERE slot_name = 'eventstore_worker'";
     let before = count(&db, walsender).await?;
 
     let appended = append_slow(&db, "slow-1", "Slow", 4).await?;
-    let written: String = db.query_one("SELECT pg_current_wal_insert_lsn()::text", &[]).await?.get(0);
+    let written: String =
+        db.query_one("SELECT pg_current_wal_insert_lsn()::text", &[]).await?.get(0);
     let applied = eventually("the slow batch is applied", Duration::from_secs(120), || async {
         Ok(count(&db, "SELECT count(*) FROM slow_applied").await? == 4)
     })
     .await;
     applied.with_context(|| format!("worker log:\n{}", worker.log_text()))?;
-    assert_eq!(positions(&db, "SELECT global_position FROM slow_applied ORDER BY 1").await?, appended);
+    assert_eq!(
+        positions(&db, "SELECT global_position FROM slow_applied ORDER BY 1").await?,
+        appended
+    );
     // One target transaction ran the four handlers, each sleeping 2 s: 8 s against 3 s.
     assert_eq!(count(&db, "SELECT count(DISTINCT xmin::text) FROM slow_applied").await?, 1);
 
     eventually("the slot confirms the slow batch", CONVERGE, || slot_passes(&db, &written)).await?;
-    assert_eq!(count(&db, walsender).await?, before, "the worker's walsender was replaced; worker log:\n{}", worker.log_text());
+    assert_eq!(
+        count(&db, walsender).await?,
+        before,
+        "the worker's walsender was replaced; worker log:\n{}",
+        worker.log_text()
+    );
     let log = cluster.server_log();
     assert!(!log.contains("replication timeout"), "the server timed the worker out:\n{log}");
     assert!(worker.terminate()?.success());
@@ -385,11 +430,20 @@ fn slow_projection(handlers: &[(&str, f64)]) -> String {
 
 /// A worker config with only the `slow` projection (`slow_projection`), on the app database.
 fn slow_config(cluster: &Cluster, handlers: &[(&str, f64)]) -> Result<std::path::PathBuf> {
-    write_config(&cluster.dir, "slow", &format!("{}\n{}", socket_source(cluster, "app"), slow_projection(handlers)))
+    write_config(
+        &cluster.dir,
+        "slow",
+        &format!("{}\n{}", socket_source(cluster, "app"), slow_projection(handlers)),
+    )
 }
 
 /// Appends `n` events of `event_type` to `stream` in one transaction; their global positions.
-async fn append_slow(db: &tokio_postgres::Client, stream: &str, event_type: &str, n: i32) -> Result<Vec<i64>> {
+async fn append_slow(
+    db: &tokio_postgres::Client,
+    stream: &str,
+    event_type: &str,
+    n: i32,
+) -> Result<Vec<i64>> {
     let rows = db
         .query(
             "SELECT global_position FROM eventstore.append($1,
@@ -432,7 +486,8 @@ async fn a_signal_mid_batch_finishes_or_abandons_it_and_nothing_is_lost_or_doubl
     assert!(!text.contains("abandoning"), "a batch within the grace was abandoned:\n{text}");
     assert_eq!(positions(&db, "SELECT global_position FROM slow_applied ORDER BY 1").await?, first);
     assert_eq!(count(&db, acknowledged).await?, 1, "the slot was not told of the finished batch");
-    let checkpoint = "SELECT checkpoint_lsn::text FROM eventstore_worker.projections WHERE name = 'slow'";
+    let checkpoint =
+        "SELECT checkpoint_lsn::text FROM eventstore_worker.projections WHERE name = 'slow'";
     let finished: String = db.query_one(checkpoint, &[]).await?.get(0);
 
     // SIGTERM, 12 s of handlers: abandoned after the grace, rolled back, redelivered.
@@ -443,11 +498,16 @@ async fn a_signal_mid_batch_finishes_or_abandons_it_and_nothing_is_lost_or_doubl
     let log = worker.log.clone();
     assert!(worker.stop_with("TERM")?.success(), "exit status after SIGTERM");
     let text = std::fs::read_to_string(&log)?;
-    let lines: Vec<serde_json::Value> =
-        text.lines().map(serde_json::from_str).collect::<Result<_, _>>().with_context(|| format!("JSON log lines:\n{text}"))?;
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("JSON log lines:\n{text}"))?;
     assert!(
         lines.iter().any(|l| l["level"] == "WARN"
-            && l["fields"]["message"].as_str().is_some_and(|m| m.starts_with("abandoning the open batch"))),
+            && l["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("abandoning the open batch"))),
         "no warning about the abandoned batch:\n{text}"
     );
     // Nothing of it recorded: no row committed, the checkpoint where the first batch left it.
@@ -456,9 +516,13 @@ async fn a_signal_mid_batch_finishes_or_abandons_it_and_nothing_is_lost_or_doubl
 
     let worker = Worker::start(&config)?;
     let all: Vec<i64> = first.iter().chain(&second).copied().collect();
-    let applied = eventually("the abandoned batch is applied after the restart", Duration::from_secs(120), || async {
-        Ok(positions(&db, "SELECT global_position FROM slow_applied ORDER BY 1").await? == all)
-    })
+    let applied = eventually(
+        "the abandoned batch is applied after the restart",
+        Duration::from_secs(120),
+        || async {
+            Ok(positions(&db, "SELECT global_position FROM slow_applied ORDER BY 1").await? == all)
+        },
+    )
     .await;
     applied.with_context(|| format!("worker log:\n{}", worker.log_text()))?;
     assert!(worker.terminate()?.success());
@@ -474,7 +538,11 @@ async fn either_connection_cut_mid_load_resumes_exactly() -> Result<()> {
     let db = cluster.create_store("app").await?;
     db.batch_execute("CREATE DATABASE readmodels").await?;
     let rm = cluster.connect("readmodels").await?;
-    let header = format!("{}\n[target]\ndsn = \"{}\"\n", socket_source(&cluster, "app"), cluster.socket_dsn("readmodels"));
+    let header = format!(
+        "{}\n[target]\ndsn = \"{}\"\n",
+        socket_source(&cluster, "app"),
+        cluster.socket_dsn("readmodels")
+    );
     let mut worker = Worker::start(&orders_config(&cluster.dir, "cut", &header)?)?;
     wait_for_streaming(&db, &worker).await?;
 
@@ -489,13 +557,17 @@ async fn either_connection_cut_mid_load_resumes_exactly() -> Result<()> {
     for (done, (connection, cut)) in cuts.iter().chain(&cuts).enumerate() {
         // Each cut in a session of its own, once it has applied more orders: the one before
         // has ended (sessions follow one another) and a new one streams and applies.
-        eventually("a new session streams", CONVERGE, || async { Ok(worker.plain_log().matches("streaming started").count() > done) })
-            .await
-            .with_context(|| format!("worker log:\n{}", worker.log_text()))?;
+        eventually("a new session streams", CONVERGE, || async {
+            Ok(worker.plain_log().matches("streaming started").count() > done)
+        })
+        .await
+        .with_context(|| format!("worker log:\n{}", worker.log_text()))?;
         let seen = count(&rm, applied).await.unwrap_or(0);
-        eventually("the worker applies more orders", CONVERGE, || async { Ok(count(&rm, applied).await.unwrap_or(0) > seen + 50) })
-            .await
-            .with_context(|| format!("worker log:\n{}", worker.log_text()))?;
+        eventually("the worker applies more orders", CONVERGE, || async {
+            Ok(count(&rm, applied).await.unwrap_or(0) > seen + 50)
+        })
+        .await
+        .with_context(|| format!("worker log:\n{}", worker.log_text()))?;
         assert_eq!(count(&db, cut).await?, 1, "one {connection} connection to cut");
         eprintln!("cut the {connection} connection");
     }
@@ -522,7 +594,12 @@ async fn postgres_crash_mid_drain_loses_nothing_and_applies_nothing_twice() -> R
     let db = cluster.create_store("app").await?;
     // The order projections, and one that sleeps 1 ms per event so that the drain lasts, in
     // batches of about 100 events, so that some commit before the crash and one is open.
-    let slow = slow_projection(&[("OrderPlaced", 0.001), ("PaymentCaptured", 0.001), ("OrderShipped", 0.001), ("OrderCancelled", 0.001)]);
+    let slow = slow_projection(&[
+        ("OrderPlaced", 0.001),
+        ("PaymentCaptured", 0.001),
+        ("OrderShipped", 0.001),
+        ("OrderCancelled", 0.001),
+    ]);
     let header = format!("[batch]\nmax_events = 100\n\n{}\n{slow}", socket_source(&cluster, "app"));
     let config = orders_config(&cluster.dir, "crash", &header)?;
     let worker = Worker::start(&config)?;
@@ -539,7 +616,10 @@ async fn postgres_crash_mid_drain_loses_nothing_and_applies_nothing_twice() -> R
         Ok(count(&db, "SELECT count(*) FROM slow_applied").await? >= total / 4)
     })
     .await?;
-    assert!(count(&db, "SELECT count(*) FROM slow_applied").await? < total, "the drain ended before the crash");
+    assert!(
+        count(&db, "SELECT count(*) FROM slow_applied").await? < total,
+        "the drain ended before the crash"
+    );
     cluster.crash_and_restart()?;
 
     let db = cluster.connect("app").await?;
@@ -550,9 +630,23 @@ async fn postgres_crash_mid_drain_loses_nothing_and_applies_nothing_twice() -> R
     .await;
     drained.with_context(|| format!("worker log:\n{}", worker.log_text()))?;
     // Every event once (a doubled one would have failed on the primary key and stopped it).
-    assert_eq!(count(&db, "SELECT count(*) FROM eventstore.events e JOIN slow_applied a USING (global_position)").await?, total);
-    assert_eq!(count(&db, "SELECT count(*) FROM eventstore_worker.projections WHERE status = 'running'").await?, 4);
-    assert!(worker.plain_log().contains("session ended; reconnecting"), "the worker noticed the crash");
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM eventstore.events e JOIN slow_applied a USING (global_position)"
+        )
+        .await?,
+        total
+    );
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM eventstore_worker.projections WHERE status = 'running'")
+            .await?,
+        4
+    );
+    assert!(
+        worker.plain_log().contains("session ended; reconnecting"),
+        "the worker noticed the crash"
+    );
     assert!(worker.terminate()?.success());
     Ok(())
 }
@@ -561,7 +655,8 @@ async fn postgres_crash_mid_drain_loses_nothing_and_applies_nothing_twice() -> R
 /// worker at start with exit status 1 and an error that names the file, the projection and the
 /// handler's key and carries PostgreSQL's message (docs/worker.md). It consumes nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_handler_the_database_refuses_stops_the_start_naming_file_projection_and_key() -> Result<()> {
+async fn a_handler_the_database_refuses_stops_the_start_naming_file_projection_and_key(
+) -> Result<()> {
     let cluster = Cluster::start()?;
     let db = cluster.create_store("app").await?;
     let config = orders_config(&cluster.dir, "broken", &socket_source(&cluster, "app"))?;
@@ -576,11 +671,20 @@ async fn a_handler_the_database_refuses_stops_the_start_naming_file_projection_a
     let status = worker.exit_status("a start with a broken handler")?;
     let text = std::fs::read_to_string(&log)?;
     assert_eq!(status.code(), Some(1), "exit status {status}:\n{text}");
-    let expected = format!("{}: projection \"order_summary\": handlers.OrderShipped: ", config.display());
-    assert!(text.contains(&expected) && text.contains("column \"statuz\""), "no error naming the handler:\n{text}");
+    let expected =
+        format!("{}: projection \"order_summary\": handlers.OrderShipped: ", config.display());
+    assert!(
+        text.contains(&expected) && text.contains("column \"statuz\""),
+        "no error naming the handler:\n{text}"
+    );
     // Nothing was consumed: no slot, and no projection applied anything.
     assert_eq!(count(&db, "SELECT count(*) FROM pg_replication_slots").await?, 0);
-    let applied = count(&db, "SELECT coalesce(sum(events_applied), 0)::bigint FROM eventstore_worker.projections").await.unwrap_or(0);
+    let applied = count(
+        &db,
+        "SELECT coalesce(sum(events_applied), 0)::bigint FROM eventstore_worker.projections",
+    )
+    .await
+    .unwrap_or(0);
     assert_eq!(applied, 0);
     Ok(())
 }
