@@ -16,8 +16,15 @@ thread_local! {
 }
 
 fn local_xid() -> u32 {
-    // SAFETY: MyProc is this backend's PGPROC, set for the whole life of a backend.
-    unsafe { (*pg_sys::MyProc).lxid }
+    // SAFETY: MyProc is this backend's PGPROC, set before any SQL function can run and valid
+    // for the whole life of the backend; we only read one field of it.
+    let proc_ = unsafe { &*pg_sys::MyProc };
+    // PostgreSQL 17 moved the local transaction id into the virtual transaction id.
+    #[cfg(feature = "pg15")]
+    let lxid = proc_.lxid;
+    #[cfg(not(feature = "pg15"))]
+    let lxid = proc_.vxid.lxid;
+    lxid
 }
 
 /// While alive, the extension's own statements may update `streams` and `snapshots`.
