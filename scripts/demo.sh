@@ -2,7 +2,8 @@
 # The main job: a throwaway PostgreSQL with the extension and the worker beside it, the order
 # example appended, a concurrent-writer conflict, and the read models the worker keeps.
 #
-#   bash scripts/demo.sh                 # starts its own PostgreSQL 15 (wal_level=logical)
+#   bash scripts/demo.sh                 # starts its own PostgreSQL 18 (wal_level=logical)
+#   bash scripts/demo.sh --pg 15         # ... or PostgreSQL 15
 #   bash scripts/demo.sh --keep          # ... and leaves it running afterwards
 #   bash scripts/demo.sh --host H --port P [--user U]
 #                                        # use an existing server instead (superuser,
@@ -11,9 +12,10 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$REPO_ROOT"
 
-host="" port="" user=postgres keep=0
+host="" port="" user=postgres keep=0 major=18
 while [ $# -gt 0 ]; do
     case $1 in
+        --pg) major=$2; shift 2 ;;
         --host) host=$2; shift 2 ;;
         --port) port=$2; shift 2 ;;
         --user) user=$2; shift 2 ;;
@@ -22,7 +24,8 @@ while [ $# -gt 0 ]; do
     esac
 done
 
-bash scripts/setup.sh
+case $major in 15 | 18) select_pg "$major" ;; *) die "--pg takes 15 or 18, not '$major'" ;; esac
+bash scripts/setup.sh --pg "$major"
 install_extension
 say "building eventstore-worker"
 cargo build --release -q -p eventstore-worker

