@@ -66,11 +66,12 @@ for major in "${majors[@]}"; do
     port=$(free_port)
     start_cluster "$cluster" "$port"
     regress_bin=$("$PG_CONFIG" --pkglibdir)/pgxs/src/test
-    tier "pg_regress, $on" "$regress_bin/regress/pg_regress" --host="$cluster" --port="$port" \
-        --user=postgres --dbname=eventstore_regress --inputdir=sql/regress \
+    # --bindir: the wheel's pg_regress was built elsewhere and would look for psql there.
+    tier "pg_regress, $on" "$regress_bin/regress/pg_regress" --bindir="$PG_BIN" \
+        --host="$cluster" --port="$port" --user=postgres --dbname=eventstore_regress --inputdir=sql/regress \
         --outputdir="$out/regress" --schedule=sql/regress/schedule
     tier "pg_isolation_regress, $on" "$regress_bin/isolation/pg_isolation_regress" \
-        --host="$cluster" --port="$port" --user=postgres --dbname=eventstore_isolation \
+        --bindir="$PG_BIN" --host="$cluster" --port="$port" --user=postgres --dbname=eventstore_isolation \
         --inputdir=sql/isolation --outputdir="$out/isolation" \
         $(cd sql/isolation/specs && ls *.spec | sed 's/\.spec$//')
     tier "dump and restore, $on" bash scripts/dump_restore_test.sh "$cluster" "$port"

@@ -26,7 +26,7 @@ WHERE p.pronamespace = 'eventstore'::regnamespace
 SELECT p.oid::regprocedure AS function, p.prosecdef AS security_definer, p.proconfig, p.provolatile
 FROM pg_proc p WHERE p.pronamespace = 'eventstore'::regnamespace
   AND (p.prosecdef OR p.proname IN ('replay', 'aggregate'))
-ORDER BY 1::text COLLATE "C";
+ORDER BY p.oid::regprocedure::text COLLATE "C";
 
 -- A writer appends, reads, replays and aggregates (which saves snapshots) with nothing else.
 CREATE FUNCTION public.tally(state jsonb, event eventstore.events) RETURNS jsonb
