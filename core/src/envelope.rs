@@ -274,6 +274,17 @@ pub fn parse_uuid(argument: &str, s: &str) -> Result<Uuid, EsError> {
         .map_err(|e| EsError::invalid(argument, format!("\"{s}\" is not a valid UUID ({e})")))
 }
 
+/// At most `limit` events in an `append` batch: a batch is validated and inserted in memory.
+/// Anything but an array is left to [`parse_events`] to refuse.
+pub fn check_batch_size(events: Option<Entry<'_>>, limit: usize) -> Result<(), EsError> {
+    match events {
+        Some(Entry::Container(c)) if !c.is_object() && c.len() > limit => {
+            Err(EsError::TooManyEvents { count: c.len(), limit })
+        }
+        _ => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod unit_tests {
     use super::*;
@@ -384,5 +395,18 @@ mod unit_tests {
             "invalid stream_id: must not be empty"
         );
         assert!(validate_stream_id(None).is_err());
+    }
+
+    #[test]
+    fn batches_are_at_most_the_limit() {
+        let three = crate::encode::encode(&serde_json::json!([{}, {}, {}]));
+        let three = crate::jsonb::Container::new(&three).unwrap().root();
+        assert!(check_batch_size(three, 3).is_ok());
+        assert_eq!(check_batch_size(three, 2), Err(EsError::TooManyEvents { count: 3, limit: 2 }));
+        // Not arrays: parse_events says what is wrong with them.
+        let object = crate::encode::encode(&serde_json::json!({"a": 1, "b": 2, "c": 3}));
+        let object = crate::jsonb::Container::new(&object).unwrap().root();
+        assert!(check_batch_size(object, 1).is_ok());
+        assert!(check_batch_size(None, 0).is_ok());
     }
 }

@@ -55,6 +55,15 @@ impl ExpectedVersion {
         }
     }
 
+    /// [`admits`](Self::admits), as the error `append` raises when the stream does not.
+    pub fn check(self, stream: &str, actual: i64) -> Result<(), EsError> {
+        if self.admits(actual) {
+            Ok(())
+        } else {
+            Err(EsError::WrongExpectedVersion { stream: stream.to_owned(), expected: self, actual })
+        }
+    }
+
     fn as_sql(self) -> String {
         self.to_sql().map_or_else(|| "NULL".into(), |n| n.to_string())
     }
@@ -227,6 +236,20 @@ mod unit_tests {
         assert!(!ExpectedVersion::StreamExists.admits(0));
         assert!(ExpectedVersion::StreamExists.admits(3));
         assert!(ExpectedVersion::Exact(3).admits(3) && !ExpectedVersion::Exact(3).admits(4));
+    }
+
+    #[test]
+    fn check_is_admits_as_the_conflict_error() {
+        assert_eq!(ExpectedVersion::Exact(2).check("s", 2), Ok(()));
+        assert_eq!(
+            ExpectedVersion::NoStream.check("s", 4),
+            Err(EsError::WrongExpectedVersion {
+                stream: "s".into(),
+                expected: ExpectedVersion::NoStream,
+                actual: 4,
+            })
+        );
+        assert_eq!(ExpectedVersion::StreamExists.check("s", 0).unwrap_err().sqlstate(), "ES001");
     }
 
     #[test]

@@ -14,3 +14,6 @@ pub mod jsonb;
 pub mod merge;
 #[cfg(test)]
 mod properties;
+pub mod read;
+pub mod replay;
+pub mod snapshot;

@@ -17,7 +17,8 @@ use pgrx::{PgBuiltInOids, PgOid};
 
 use crate::append_only::ApiWrite;
 use crate::envelope::{
-    check_depth, parse_events, validate_event_type, validate_metadata, validate_stream_id, NewEvent,
+    check_batch_size, check_depth, parse_events, validate_event_type, validate_metadata,
+    validate_stream_id, NewEvent,
 };
 use crate::error::{raise, EsError, ExpectedVersion};
 use crate::idempotency::{classify, IdCheck, StoredEvent};
@@ -46,14 +47,19 @@ impl FromDatum for RawJsonb {
     }
 }
 
+// SAFETY: both methods unbox through FromDatum, which reads nothing and only keeps the datum
+// pgrx hands over for this argument; a null argument is a panic or Nullable::Null, never read.
 unsafe impl<'fcx> ArgAbi<'fcx> for RawJsonb {
     unsafe fn unbox_arg_unchecked(arg: Arg<'_, 'fcx>) -> Self {
         let index = arg.index();
+        // SAFETY: pgrx's caller guarantees `arg` is an argument of the live call; RawJsonb's
+        // FromDatum only wraps its datum.
         unsafe { arg.unbox_arg_using_from_datum() }
             .unwrap_or_else(|| panic!("argument {index} must not be null"))
     }
 
     unsafe fn unbox_nullable_arg(arg: Arg<'_, 'fcx>) -> Nullable<Self> {
+        // SAFETY: as in unbox_arg_unchecked; a NULL argument becomes Nullable::Null.
         unsafe { arg.unbox_arg_using_from_datum() }.into()
     }
 }
@@ -137,7 +143,7 @@ fn append(
         let expected = ExpectedVersion::from_sql(expected_version)?;
         let events_jsonb = events.as_ref();
         // Counted from the array's header before anything is parsed or allocated per event.
-        check_batch_size(events_jsonb.map(RawJsonb::view))?;
+        check_batch_size(events_jsonb.map(RawJsonb::view), settings::max_append_events())?;
         let heads = parse_events(events_jsonb.map(RawJsonb::view), settings::max_json_depth())?;
         let payload = Payload::Many(events_jsonb.expect("validated as not NULL"));
         append_to_stream(stream_id, &heads, payload, expected)
@@ -176,18 +182,6 @@ fn append_event(
         let payload = Payload::One { data, metadata: metadata.as_ref() };
         append_to_stream(stream_id, &[NewEvent { id, event_type }], payload, expected)
     })())
-}
-
-/// At most `eventstore.max_append_events` events: a batch is validated and inserted in memory.
-/// (Anything but an array is left to `parse_events` to refuse.)
-fn check_batch_size(events: Option<crate::jsonb::Entry<'_>>) -> Result<(), EsError> {
-    let most = settings::max_append_events();
-    match events {
-        Some(crate::jsonb::Entry::Container(c)) if !c.is_object() && c.len() > most => {
-            Err(EsError::TooManyEvents { count: c.len(), limit: most })
-        }
-        _ => Ok(()),
-    }
 }
 
 /// Where the rows' `data` and `metadata` come from.
@@ -385,7 +379,7 @@ pub fn append_to_stream(
                     let row = spi(client.update(&plans.lock, None, &[stream_id.into()]));
                     let after: i64 =
                         spi(row.first().get_one()).expect("the statement moved the stream row");
-                    check_expected(stream_id, expected, after - count)?;
+                    expected.check(stream_id, after - count)?;
                     unreachable!("an admitted append inserts its events");
                 }
                 return Ok(appended);
@@ -406,7 +400,7 @@ pub fn append_to_stream(
             {
                 return Ok(retry_rows(rows));
             }
-            check_expected(stream_id, expected, actual)?;
+            expected.check(stream_id, actual)?;
             let moved = spi(client.update(
                 &plans.set_version,
                 None,
@@ -471,14 +465,6 @@ fn rows(table: SpiTupleTable<'_>) -> Vec<Appended> {
         .collect();
     appended.sort_by_key(|a| a.stream_version);
     appended
-}
-
-fn check_expected(stream: &str, expected: ExpectedVersion, actual: i64) -> Result<(), EsError> {
-    if expected.admits(actual) {
-        Ok(())
-    } else {
-        Err(EsError::WrongExpectedVersion { stream: stream.to_owned(), expected, actual })
-    }
 }
 
 /// Lock the stream's row (creating it at version 0 if it is new) and return its version.

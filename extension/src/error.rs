@@ -84,7 +84,7 @@ mod unit_tests {
     #[test]
     fn sqlstates_pack_like_make_sqlstate() {
         // MAKE_SQLSTATE('2','2','0','2','3') from errcodes.h
-        let expected = (2) | (2 << 6) | (0 << 12) | (2 << 18) | (3 << 24);
+        let expected = 2 | (2 << 6) | (2 << 18) | (3 << 24); // '0' packs to 0
         assert_eq!(pack_sqlstate("22023"), expected);
         // letters pack with the same 6-bit arithmetic PostgreSQL uses
         assert_eq!(pack_sqlstate("ES001") & 0x3F, ((b'E' - b'0') & 0x3F) as c_int);

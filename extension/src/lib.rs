@@ -16,6 +16,7 @@ pub mod read;
 pub mod replay;
 pub mod settings;
 pub mod snapshot;
+mod spi;
 
 extension_sql_file!("sql/bootstrap.sql", name = "bootstrap", bootstrap);
 extension_sql_file!("sql/finalize.sql", name = "finalize", finalize);

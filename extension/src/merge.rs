@@ -20,6 +20,7 @@ use crate::jsonb::{JsonError, READ_DEPTH_LIMIT};
 /// # Safety
 /// `datum` must be a non-null jsonb datum, alive for the call.
 pub unsafe fn read_jsonb(datum: Datum, what: impl Fn() -> String) -> Result<Value, EsError> {
+    // SAFETY: the caller guarantees a non-null jsonb datum alive for the call.
     let container = unsafe { crate::jsonb::from_datum(datum) }
         .ok_or_else(|| EsError::json(JsonError::Malformed, what()))?;
     container.to_value(READ_DEPTH_LIMIT).map_err(|e| EsError::json(e, what()))
@@ -33,13 +34,15 @@ fn merge(
     event: Option<pgrx::composite_type!("eventstore.events")>,
 ) -> Option<JsonB> {
     let merged = (|| {
-        // SAFETY: both datums are non-null jsonb arguments or attributes, alive for the call.
         let mut value = match &state {
+            // SAFETY: a non-null jsonb argument, alive for the whole call.
             Some(s) => Some(unsafe { read_jsonb(s.datum(), || "the state".into()) }?),
             None => None,
         };
         let data = event.as_ref().and_then(|e| e.get_by_name::<RawJsonb>("data").ok().flatten());
         if let Some(data) = data {
+            // SAFETY: a non-null jsonb attribute of the event row, which lives as long as the
+            // `event` argument (dropped only below, after the last use).
             let container = unsafe { crate::jsonb::from_datum(data.datum()) }
                 .ok_or_else(|| EsError::json(JsonError::Malformed, "the event's data"))?;
             crate::jsonb::apply(&mut value, container, READ_DEPTH_LIMIT)

@@ -20,7 +20,6 @@
 use std::cell::Cell;
 use std::ffi::CStr;
 use std::ptr;
-use std::thread::LocalKey;
 
 use pgrx::pg_sys::{self, Datum, Oid};
 use pgrx::prelude::*;
@@ -31,7 +30,9 @@ use crate::append_only::ApiWrite;
 use crate::envelope::validate_stream_id;
 use crate::error::{raise, EsError};
 use crate::jsonb::{JsonError, READ_DEPTH_LIMIT};
+use crate::spi::{self, oid};
 use crate::{merge, snapshot};
+use eventstore_core::replay::{check_snapshot_every, check_snapshot_name, check_until_version};
 
 extension_sql_file!("sql/replay.sql", name = "replay", requires = ["finalize"]);
 
@@ -111,118 +112,10 @@ const DATA_SQL: &CStr = c"
       AND e.stream_version OPERATOR(pg_catalog.<=) $3
     ORDER BY e.stream_version";
 
-pub(crate) fn oid(o: PgBuiltInOids) -> Oid {
-    o.value()
-}
-
-/// Thin, unsafe helpers over PostgreSQL's SPI, for code that must not hold pgrx's SPI guards.
-/// Every call goes through pgrx's guarded bindings: an error in one becomes a Rust panic.
-pub(crate) mod spi {
-    use super::*;
-
-    /// The plan in `cache`, prepared (and kept) on first use. Must be connected.
-    pub unsafe fn plan(
-        cache: &'static LocalKey<Cell<pg_sys::SPIPlanPtr>>,
-        sql: &CStr,
-        types: &[Oid],
-    ) -> pg_sys::SPIPlanPtr {
-        unsafe { plan_with_options(cache, sql, types, 0) }
-    }
-
-    /// As [`plan`], for a cursor that reads a stream in order. FAST_PLAN (what PL/pgSQL's FOR
-    /// loops use) keeps the planner on the ordered index scan that streams rows, even when one
-    /// stream is most of the table and a sort of everything would look cheaper in total.
-    pub unsafe fn cursor_plan(
-        cache: &'static LocalKey<Cell<pg_sys::SPIPlanPtr>>,
-        sql: &CStr,
-        types: &[Oid],
-    ) -> pg_sys::SPIPlanPtr {
-        let options = pg_sys::CURSOR_OPT_FAST_PLAN | pg_sys::CURSOR_OPT_NO_SCROLL;
-        unsafe { plan_with_options(cache, sql, types, options as i32) }
-    }
-
-    unsafe fn plan_with_options(
-        cache: &'static LocalKey<Cell<pg_sys::SPIPlanPtr>>,
-        sql: &CStr,
-        types: &[Oid],
-        options: i32,
-    ) -> pg_sys::SPIPlanPtr {
-        let cached = cache.with(Cell::get);
-        if !cached.is_null() {
-            return cached;
-        }
-        unsafe {
-            let mut types = types.to_vec();
-            let plan = pg_sys::SPI_prepare_cursor(
-                sql.as_ptr(),
-                types.len() as i32,
-                types.as_mut_ptr(),
-                options,
-            );
-            assert!(!plan.is_null(), "pg_eventstore: SPI_prepare failed: {sql:?}");
-            assert_eq!(pg_sys::SPI_keepplan(plan), 0, "pg_eventstore: SPI_keepplan failed");
-            cache.with(|c| c.set(plan));
-            plan
-        }
-    }
-
-    pub fn nulls(args: &[Option<Datum>]) -> Vec<std::ffi::c_char> {
-        args.iter().map(|a| if a.is_some() { b' ' } else { b'n' } as std::ffi::c_char).collect()
-    }
-
-    pub fn values(args: &[Option<Datum>]) -> Vec<Datum> {
-        args.iter().map(|a| a.unwrap_or(Datum::from(0))).collect()
-    }
-
-    /// Run `plan`; returns the result table (valid until the next execute or `SPI_finish`).
-    pub unsafe fn execute(
-        plan: pg_sys::SPIPlanPtr,
-        args: &[Option<Datum>],
-        read_only: bool,
-        limit: i64,
-    ) -> (*mut pg_sys::SPITupleTable, u64) {
-        let mut values = values(args);
-        let nulls = nulls(args);
-        unsafe {
-            let rc = pg_sys::SPI_execute_plan(
-                plan,
-                values.as_mut_ptr(),
-                nulls.as_ptr(),
-                read_only,
-                limit,
-            );
-            assert!(rc >= 0, "pg_eventstore: SPI_execute_plan failed ({rc})");
-            (pg_sys::SPI_tuptable, pg_sys::SPI_processed)
-        }
-    }
-
-    /// Column `col` (1-based) of row `row`, or None for NULL.
-    pub unsafe fn get(table: *mut pg_sys::SPITupleTable, row: u64, col: i32) -> Option<Datum> {
-        unsafe {
-            let tuple = *(*table).vals.add(row as usize);
-            let mut isnull = false;
-            let d = pg_sys::SPI_getbinval(tuple, (*table).tupdesc, col, &mut isnull);
-            (!isnull).then_some(d)
-        }
-    }
-
-    pub unsafe fn get_i64(table: *mut pg_sys::SPITupleTable, row: u64, col: i32) -> Option<i64> {
-        unsafe { get(table, row, col).map(|d| d.value() as i64) }
-    }
-
-    pub unsafe fn get_bool(table: *mut pg_sys::SPITupleTable, row: u64, col: i32) -> bool {
-        unsafe { get(table, row, col).is_some_and(|d| d.value() != 0) }
-    }
-
-    pub unsafe fn get_string(table: *mut pg_sys::SPITupleTable, row: u64, col: i32) -> String {
-        unsafe {
-            get(table, row, col).and_then(|d| String::from_datum(d, false)).unwrap_or_default()
-        }
-    }
-}
-
 /// A copy of the varlena `datum` in `cxt`, detoasted.
 pub(crate) unsafe fn copy_varlena(cxt: pg_sys::MemoryContext, datum: Datum) -> Datum {
+    // SAFETY: the caller passes a live varlena datum and a live context; the previous context
+    // is switched back before returning (pg_detoast_datum_copy raises, never returns NULL).
     unsafe {
         let old = pg_sys::MemoryContextSwitchTo(cxt);
         let copy = pg_sys::pg_detoast_datum_copy(datum.cast_mut_ptr());
@@ -251,26 +144,25 @@ struct Request {
 }
 
 unsafe fn arg(fcinfo: pg_sys::FunctionCallInfo, n: usize) -> Option<Datum> {
+    // SAFETY: the caller passes the live fcinfo of replay or aggregate, which have arg n.
     unsafe { pgrx::fcinfo::pg_getarg_datum(fcinfo, n) }
 }
 
 unsafe fn text_arg<'a>(fcinfo: pg_sys::FunctionCallInfo, n: usize) -> Option<&'a str> {
+    // SAFETY: the caller names a text argument of the live call; 'a does not outlive it.
     unsafe { arg(fcinfo, n).and_then(|d| <&str>::from_datum(d, false)) }
 }
 
 unsafe fn replay_request(fcinfo: pg_sys::FunctionCallInfo) -> Result<Request, EsError> {
+    // SAFETY: `fcinfo` is replay's call: (text, regprocedure, jsonb, bigint, timestamptz,
+    // text), the types each argument is read as here.
     unsafe {
         validate_stream_id(text_arg(fcinfo, 0))?;
         let reducer = arg(fcinfo, 1)
             .map(|d| Oid::from(d.value() as u32))
             .ok_or_else(|| EsError::invalid("reducer", "must not be NULL"))?;
-        let until_version = arg(fcinfo, 3).map(|d| d.value() as i64);
-        if let Some(v) = until_version.filter(|v| *v < 0) {
-            return Err(EsError::invalid("until_version", format!("{v} is negative")));
-        }
-        if text_arg(fcinfo, 5).is_some_and(str::is_empty) {
-            return Err(EsError::invalid("snapshot_name", "must not be empty"));
-        }
+        let until_version = check_until_version(arg(fcinfo, 3).map(|d| d.value() as i64))?;
+        check_snapshot_name(text_arg(fcinfo, 5))?;
         Ok(Request {
             stream_id: arg(fcinfo, 0).expect("checked"),
             reducer,
@@ -285,18 +177,14 @@ unsafe fn replay_request(fcinfo: pg_sys::FunctionCallInfo) -> Result<Request, Es
 }
 
 unsafe fn aggregate_request(fcinfo: pg_sys::FunctionCallInfo) -> Result<Request, EsError> {
+    // SAFETY: `fcinfo` is _aggregate's call: (text, regprocedure, jsonb, integer), the types
+    // each argument is read as here.
     unsafe {
         validate_stream_id(text_arg(fcinfo, 0))?;
         let reducer = arg(fcinfo, 1)
             .map(|d| Oid::from(d.value() as u32))
             .ok_or_else(|| EsError::invalid("reducer", "must not be NULL"))?;
-        let snapshot_every = arg(fcinfo, 3).map(|d| d.value() as i32 as i64);
-        if let Some(n) = snapshot_every.filter(|n| *n < 1) {
-            return Err(EsError::invalid(
-                "snapshot_every",
-                format!("{n} is not positive (use NULL to never save a snapshot)"),
-            ));
-        }
+        let snapshot_every = check_snapshot_every(arg(fcinfo, 3).map(|d| d.value() as i32 as i64))?;
         Ok(Request {
             stream_id: arg(fcinfo, 0).expect("checked"),
             reducer,
@@ -340,6 +228,9 @@ struct Fold {
 /// Look up the reducer, pick the snapshot and open the cursor. Connected to SPI.
 unsafe fn start(req: &Request, state_cxt: pg_sys::MemoryContext) -> Result<Fold, EsError> {
     use PgBuiltInOids as O;
+    // SAFETY: the caller is connected to SPI and `state_cxt` lives until the fold is done; each
+    // result table is read before the next execute, and what must outlive it is copied into
+    // `state_cxt`.
     unsafe {
         snapshot::catalog_current()?;
         let plan = spi::plan(&REDUCER_PLAN, REDUCER_SQL, &[oid(O::OIDOID), oid(O::OIDOID)]);
@@ -474,6 +365,9 @@ unsafe fn start(req: &Request, state_cxt: pg_sys::MemoryContext) -> Result<Fold,
 /// Only `Copy` values are alive here, so when the reducer raises an error and PostgreSQL
 /// longjmps over this frame, nothing is left undropped.
 unsafe fn fold_with_fmgr(mut f: Fold, fcinfo: pg_sys::FunctionCallInfo) -> Fold {
+    // SAFETY: `fcinfo` was set up by start() for this reducer (two arguments, fmgr_info done),
+    // the portal is open, and only Copy values live in this frame (see the module comment), so
+    // a reducer's longjmp over it leaks nothing.
     unsafe {
         let call = (*(*fcinfo).flinfo).fn_addr.expect("fmgr_info sets fn_addr");
         let args = ptr::addr_of_mut!((*fcinfo).args) as *mut pg_sys::NullableDatum;
@@ -526,6 +420,9 @@ unsafe fn fold_with_fmgr(mut f: Fold, fcinfo: pg_sys::FunctionCallInfo) -> Fold 
 /// is an error naming the event, never a crash. Returns the error instead of raising it, so that
 /// the caller raises once the Rust state is dropped.
 unsafe fn fold_with_merge(mut f: Fold) -> Result<Fold, EsError> {
+    // SAFETY: the portal is open and its rows are events; every jsonb read is a non-null datum
+    // of the fetched chunk or of `state_cxt`, read before the next fetch. No user code runs
+    // here, so nothing longjmps over the Rust state.
     unsafe {
         let mut state: Option<Value> = match f.state {
             Some(d) => Some(merge::read_jsonb(d, || "the state to fold from".into())?),
@@ -570,6 +467,9 @@ unsafe fn fold_with_merge(mut f: Fold) -> Result<Fold, EsError> {
 /// Replay per `req`: returns (state, version) with the state copied into the caller's memory
 /// context. Saves a snapshot when `req.snapshot_every` says so.
 unsafe fn run(req: Request) -> (Option<Datum>, i64) {
+    // SAFETY: called from a V1 entry point with CurrentMemoryContext the caller's. SPI is
+    // connected once and finished on every path that returns or raises from here; `state_cxt`
+    // is deleted only after the state is copied out of it.
     unsafe {
         let caller_cxt = pg_sys::CurrentMemoryContext;
         let state_cxt = pg_sys::AllocSetContextCreateInternal(
@@ -627,9 +527,13 @@ pub extern "C" fn pg_finfo_eventstore_replay() -> &'static pg_sys::Pg_finfo_reco
 }
 
 /// `eventstore.replay(stream_id, reducer, initial_state, until_version, as_of, snapshot_name)`
+///
+/// # Safety
+/// Called by PostgreSQL's function manager only, with the fcinfo of `eventstore.replay`.
 #[pg_guard]
 #[unsafe(no_mangle)]
 pub unsafe extern "C-unwind" fn eventstore_replay(fcinfo: pg_sys::FunctionCallInfo) -> Datum {
+    // SAFETY: `fcinfo` is a valid call of eventstore.replay (see the function's contract).
     unsafe {
         let req = match replay_request(fcinfo) {
             Ok(r) => r,
@@ -654,9 +558,15 @@ pub extern "C" fn pg_finfo_eventstore_aggregate() -> &'static pg_sys::Pg_finfo_r
 
 /// `eventstore._aggregate(stream_id, reducer, initial_state, snapshot_every,
 ///                        OUT stream_version bigint, OUT state jsonb)`
+///
+/// # Safety
+/// Called by PostgreSQL's function manager only, with the fcinfo of `eventstore._aggregate`,
+/// whose result type is the composite (stream_version bigint, state jsonb).
 #[pg_guard]
 #[unsafe(no_mangle)]
 pub unsafe extern "C-unwind" fn eventstore_aggregate(fcinfo: pg_sys::FunctionCallInfo) -> Datum {
+    // SAFETY: `fcinfo` is a valid call of eventstore._aggregate (see the function's contract),
+    // so get_call_result_type yields its two-column row type, matching `values` and `nulls`.
     unsafe {
         let req = match aggregate_request(fcinfo) {
             Ok(r) => r,

@@ -16,7 +16,8 @@ use pgrx::{FromDatum, PgBuiltInOids};
 use crate::append_only::ApiWrite;
 use crate::envelope::validate_stream_id;
 use crate::error::{raise, EsError, OrRaise};
-use crate::replay::{oid, spi};
+use crate::spi::{self, oid};
+use eventstore_core::snapshot::{check_name, check_version};
 
 thread_local! {
     static VERSION_PLAN: Cell<pg_sys::SPIPlanPtr> = const { Cell::new(ptr::null_mut()) };
@@ -39,6 +40,7 @@ pub(crate) unsafe fn catalog_current() -> Result<(), EsError> {
         return Ok(());
     }
     let library = env!("CARGO_PKG_VERSION");
+    // SAFETY: the caller is connected to SPI; the result table is read before the next execute.
     let installed = unsafe {
         let plan = spi::plan(&VERSION_CHECK_PLAN, EXTVERSION_SQL, &[]);
         let (t, n) = spi::execute(plan, &[], true, 1);
@@ -84,6 +86,7 @@ pub(crate) unsafe fn save(
     fingerprint: Option<Datum>,
 ) {
     use PgBuiltInOids as O;
+    // SAFETY: the caller is connected to SPI, and the datums are of the plan's argument types.
     unsafe {
         let plan = spi::plan(
             &UPSERT_PLAN,
@@ -109,6 +112,8 @@ pub(crate) struct AsOwner {
 impl AsOwner {
     /// Connected to SPI.
     pub(crate) unsafe fn begin() -> Self {
+        // SAFETY: the caller is connected to SPI; the saved user and context are restored by
+        // Drop (or by the transaction's abort), so the switch cannot outlive this value.
         unsafe {
             let plan = spi::plan(&OWNER_PLAN, OWNER_SQL, &[]);
             let (t, _) = spi::execute(plan, &[], true, 1);
@@ -134,6 +139,7 @@ impl Drop for AsOwner {
 
 /// The current version of a stream (0 when absent). Connected to SPI.
 unsafe fn current_version(stream_id: Datum) -> i64 {
+    // SAFETY: the caller is connected to SPI and passes a text datum; the row is read at once.
     unsafe {
         let plan = spi::plan(&VERSION_PLAN, VERSION_SQL, &[oid(PgBuiltInOids::TEXTOID)]);
         let (t, n) = spi::execute(plan, &[Some(stream_id)], false, 1);
@@ -142,28 +148,6 @@ unsafe fn current_version(stream_id: Datum) -> i64 {
         } else {
             spi::get_i64(t, 0, 1).unwrap_or(0)
         }
-    }
-}
-
-/// Why a stream cannot have a snapshot at `version`, if it cannot.
-pub fn check_version(stream: &str, version: i64, current: i64) -> Result<(), EsError> {
-    let reason = if version < 1 {
-        format!("{version} is not a stream version (versions start at 1)")
-    } else if current == 0 {
-        format!("stream \"{stream}\" does not exist, so it has no version {version}")
-    } else if version > current {
-        format!("stream \"{stream}\" has no version {version} (it is at version {current})")
-    } else {
-        return Ok(());
-    };
-    Err(EsError::invalid("stream_version", reason))
-}
-
-fn check_name(name: Option<&str>) -> Result<&str, EsError> {
-    match name {
-        None => Err(EsError::invalid("snapshot_name", "must not be NULL")),
-        Some("") => Err(EsError::invalid("snapshot_name", "must not be empty")),
-        Some(n) => Ok(n),
     }
 }
 
@@ -177,6 +161,9 @@ struct SaveRequest {
 
 unsafe fn save_request(fcinfo: pg_sys::FunctionCallInfo) -> Result<SaveRequest, EsError> {
     use pgrx::fcinfo::pg_getarg_datum as arg;
+    // SAFETY: `fcinfo` is save_snapshot's call (text, text, bigint, jsonb), so every argument
+    // read has that type; SPI is connected here and finished on the error path (on success the
+    // caller finishes it).
     unsafe {
         let stream = arg(fcinfo, 0).and_then(|d| <&str>::from_datum(d, false));
         let stream = validate_stream_id(stream)?;
@@ -209,11 +196,17 @@ pub extern "C" fn pg_finfo_eventstore_save_snapshot() -> &'static pg_sys::Pg_fin
 }
 
 /// `eventstore.save_snapshot(stream_id, snapshot_name, stream_version, state)`
+///
+/// # Safety
+/// Called by PostgreSQL's function manager only, with the fcinfo of `eventstore.save_snapshot`.
 #[pg_guard]
 #[unsafe(no_mangle)]
 pub unsafe extern "C-unwind" fn eventstore_save_snapshot(
     fcinfo: pg_sys::FunctionCallInfo,
 ) -> Datum {
+    // SAFETY: PostgreSQL calls this with a valid fcinfo for save_snapshot's signature. raise()
+    // longjmps only while nothing here needs dropping; the ApiWrite guard is dropped before
+    // SPI_finish.
     unsafe {
         // Connected to SPI once the request is valid.
         let req = match save_request(fcinfo) {
@@ -249,32 +242,4 @@ fn delete_snapshots(snapshot_name: Option<&str>) -> i64 {
             .expect("pg_eventstore: deleting snapshots failed")
             .unwrap_or(0)
     })
-}
-
-#[cfg(test)]
-mod unit_tests {
-    use super::*;
-
-    #[test]
-    fn snapshot_versions_must_exist() {
-        assert!(check_version("s", 3, 3).is_ok());
-        assert!(check_version("s", 1, 3).is_ok());
-        let e = check_version("s", 4, 3).unwrap_err();
-        assert_eq!(e.sqlstate(), "22023");
-        assert_eq!(
-            e.to_string(),
-            "invalid stream_version: stream \"s\" has no version 4 (it is at version 3)"
-        );
-        let e = check_version("s", 1, 0).unwrap_err();
-        assert!(e.to_string().contains("does not exist"), "{e}");
-        let e = check_version("s", 0, 3).unwrap_err();
-        assert!(e.to_string().contains("versions start at 1"), "{e}");
-    }
-
-    #[test]
-    fn snapshot_names_must_be_given() {
-        assert_eq!(check_name(Some("x")), Ok("x"));
-        assert!(check_name(None).is_err());
-        assert_eq!(check_name(Some("")).unwrap_err().sqlstate(), "22023");
-    }
 }
