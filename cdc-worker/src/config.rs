@@ -522,8 +522,9 @@ mod tests {
         let unknown = err(&GOOD
             .replace("[projection.handlers]", "on_unknown = \"explode\"\n[projection.handlers]"));
         assert!(
-            unknown.starts_with("worker.toml:") && unknown.contains("on_unknown")
-                || unknown.contains("explode"),
+            unknown.starts_with("worker.toml:")
+                && unknown.contains("on_unknown")
+                && unknown.contains("explode"),
             "{unknown}"
         );
         let typo = err(&GOOD.replace("setup =", "setpu ="));

@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use tokio_postgres::{Client, NoTls};
 
-pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+/// Where the PostgreSQL server binaries come from unless `EVENTSTORE_TEST_PG_BIN` says otherwise.
+pub const DEFAULT_PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 /// Password of the `worker` role (SCRAM-SHA-256 over TCP).
 pub const WORKER_PASSWORD: &str = "worker secret";
 
@@ -29,9 +30,54 @@ fn run(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
+/// The directory of the PostgreSQL binaries the tests run: `EVENTSTORE_TEST_PG_BIN`, or
+/// PostgreSQL 15's. Every major from 15 on works.
+pub fn pg_bin() -> PathBuf {
+    std::env::var_os("EVENTSTORE_TEST_PG_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_PG_BIN))
+}
+
+/// The PostgreSQL major of `pg_bin()`, from `initdb --version` ("initdb (PostgreSQL) 18.6").
+pub fn pg_major() -> Result<u32> {
+    static MAJOR: OnceLock<std::result::Result<u32, String>> = OnceLock::new();
+    MAJOR
+        .get_or_init(|| {
+            let initdb = pg_bin().join("initdb");
+            let out = Command::new(&initdb)
+                .arg("--version")
+                .output()
+                .map_err(|e| format!("running {}: {e}", initdb.display()))?;
+            let text = String::from_utf8_lossy(&out.stdout);
+            text.split_whitespace()
+                .last()
+                .and_then(|v| v.split(|c: char| !c.is_ascii_digit()).next())
+                .and_then(|m| m.parse().ok())
+                .ok_or_else(|| format!("no version in {text:?} (from {})", initdb.display()))
+        })
+        .clone()
+        .map_err(anyhow::Error::msg)
+}
+
+/// What every test fails with when not run as root. A failure rather than a skip: a skip would
+/// let a CI job that lost its root pass without running anything.
+pub const NEEDS_ROOT: &str = "the integration tests run PostgreSQL as the `postgres` OS user \
+     and need root: run cargo test as root (CI does)";
+
+/// Fails with `NEEDS_ROOT` unless this process is root: initdb refuses to run as root, so the
+/// clusters run as `postgres` through `runuser`, which only root may use.
+pub fn require_root() -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    // /proc/self belongs to the process's effective user.
+    if fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(u32::MAX) != 0 {
+        bail!("{NEEDS_ROOT}");
+    }
+    Ok(())
+}
+
 fn as_postgres(program: &str) -> Command {
     let mut c = Command::new("runuser");
-    c.args(["-u", "postgres", "--", &format!("{PG_BIN}/{program}")]);
+    c.args(["-u", "postgres", "--"]).arg(pg_bin().join(program));
     c
 }
 
@@ -39,7 +85,7 @@ fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-/// A PostgreSQL 15 cluster of its own, with logical replication enabled, listening on a unix
+/// A PostgreSQL cluster of its own (binaries from `pg_bin()`), with logical replication enabled, listening on a unix
 /// socket in its directory and on 127.0.0.1. Stopped and deleted on drop.
 pub struct Cluster {
     pub dir: PathBuf,
@@ -54,6 +100,7 @@ impl Cluster {
     /// Like `start`, with `hba` (whole `pg_hba.conf` lines) placed before the default rules, so
     /// that its lines win for the connections they match.
     pub fn start_with_hba(hba: &str) -> Result<Cluster> {
+        require_root()?;
         static N: AtomicU32 = AtomicU32::new(0);
         let dir = PathBuf::from(format!(
             "/tmp/es-wt-{}-{}",
@@ -76,7 +123,9 @@ impl Cluster {
                 "--locale=C",
                 "--no-sync",
             ])
-            .args(["--auth-local=trust", "--auth-host=scram-sha-256"]))?;
+            .args(["--auth-local=trust", "--auth-host=scram-sha-256"])
+            // PostgreSQL 18 turned data checksums on by default: the same clusters on every major.
+            .args(if pg_major()? >= 18 { &["--no-data-checksums"][..] } else { &[] }))?;
         // After `hba`: unix sockets trust, TCP is SCRAM-SHA-256, replication included.
         fs::write(
             data.join("pg_hba.conf"),
@@ -204,6 +253,11 @@ impl Cluster {
         .await
     }
 
+    /// `orders_config` reading from database `app` over the unix socket (the usual test setup).
+    pub fn orders_config(&self, name: &str) -> Result<PathBuf> {
+        orders_config(&self.dir, name, &socket_source(self, "app"))
+    }
+
     pub fn server_log(&self) -> String {
         fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
     }
@@ -233,6 +287,41 @@ pub async fn connect(dsn: &str) -> Result<Client> {
         let _ = conn.await;
     });
     Ok(client)
+}
+
+/// The usual start of a test: a cluster of its own with the event store installed in database
+/// `app`, a superuser connection to it and its DSN.
+pub struct Store {
+    pub cluster: Cluster,
+    pub db: Client,
+    pub dsn: String,
+}
+
+impl Store {
+    pub async fn start() -> Result<Store> {
+        Store::on(Cluster::start()?).await
+    }
+
+    /// The store in a cluster started otherwise (`Cluster::start_with_hba`).
+    pub async fn on(cluster: Cluster) -> Result<Store> {
+        let db = cluster.create_store("app").await?;
+        let dsn = cluster.socket_dsn("app");
+        Ok(Store { cluster, db, dsn })
+    }
+}
+
+/// The least-privilege `worker` role of docs/worker.md (password `WORKER_PASSWORD`, reads the
+/// events, replicates them through publication `eventstore_events`), then the SQL `extra`.
+pub async fn create_worker_role(db: &Client, extra: &str) -> Result<()> {
+    db.batch_execute(&format!(
+        "CREATE ROLE worker LOGIN REPLICATION PASSWORD '{WORKER_PASSWORD}';
+         GRANT USAGE ON SCHEMA eventstore TO worker;
+         GRANT SELECT ON eventstore.events TO worker;
+         CREATE PUBLICATION eventstore_events FOR TABLE eventstore.events;
+         {extra}"
+    ))
+    .await
+    .context("creating the worker role")
 }
 
 /// Path of the eventstore-worker binary: `EVENTSTORE_WORKER_BIN` if set, otherwise built once
@@ -388,6 +477,21 @@ pub fn worker_command(args: &[&str]) -> Result<std::process::Output> {
         .with_context(|| format!("running eventstore-worker {args:?}"))
 }
 
+/// `eventstore-worker <command> --config <config> --projection <projection>` (`rebuild`,
+/// `retry`) to completion.
+pub fn worker_on(command: &str, config: &Path, projection: &str) -> Result<std::process::Output> {
+    let config = config.to_str().context("config path is not UTF-8")?;
+    worker_command(&[command, "--config", config, "--projection", projection])
+}
+
+/// Stdout of a one-shot worker command, after asserting it succeeded (else both outputs).
+pub fn succeeded(out: &std::process::Output, what: &str) -> String {
+    let (stdout, stderr) =
+        (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{what}: {}\n{stdout}{stderr}", out.status);
+    stdout.into_owned()
+}
+
 /// Writes a worker config: the given `[source]`/`[target]` header followed by the projections
 /// of `examples/orders-worker.toml` (everything from its first `[[projection]]`).
 pub fn orders_config(dir: &Path, name: &str, header: &str) -> Result<PathBuf> {
@@ -422,6 +526,15 @@ where
             }
             _ => tokio::time::sleep(Duration::from_millis(100)).await,
         }
+    }
+}
+
+/// Polls the synchronous `condition` until it holds; past `deadline`, fails naming `what` was
+/// awaited. For conditions that need no database; `eventually` is its async twin.
+pub async fn wait_until(what: &str, deadline: Instant, mut condition: impl FnMut() -> bool) {
+    while !condition() {
+        assert!(Instant::now() < deadline, "still waiting for {what} at the deadline");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -566,8 +679,21 @@ pub fn background_orders(
     seed: u64,
     done: Arc<AtomicBool>,
 ) -> tokio::task::JoinHandle<Result<()>> {
+    background_orders_from(dsn, 0, min_orders, writers, seed, done)
+}
+
+/// Like `background_orders`, with order ids from `first` (after orders already appended).
+pub fn background_orders_from(
+    dsn: String,
+    first: u64,
+    min_orders: u64,
+    writers: u64,
+    seed: u64,
+    done: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<Result<()>> {
+    let min_orders = first + min_orders;
     tokio::spawn(async move {
-        let mut first = 0;
+        let mut first = first;
         while first < min_orders || !done.load(Ordering::SeqCst) {
             append_orders(&dsn, first, 100, writers, seed + first).await?;
             first += 100;

@@ -2,17 +2,9 @@
 //! per batch) and, when that fails or cannot take a handler, statement by statement, with the
 //! same outcome either way.
 
-use std::time::Duration;
-
 use anyhow::{Context, Result};
 use eventstore_integration_tests::*;
 use tokio_postgres::Client;
-
-const CONVERGE: Duration = Duration::from_secs(90);
-
-async fn count(client: &Client, sql: &str) -> Result<i64> {
-    Ok(client.query_one(sql, &[]).await?.get(0))
-}
 
 async fn positions(client: &Client, sql: &str) -> Result<Vec<i64>> {
     Ok(client.query(sql, &[]).await?.iter().map(|r| r.get(0)).collect())
@@ -58,8 +50,7 @@ async fn apply_function_source(db: &Client, projection: &str) -> Result<Option<S
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failure_deep_in_a_large_batch_is_exact() -> Result<()> {
-    let cluster = Cluster::start()?;
-    let db = cluster.create_store("app").await?;
+    let Store { cluster, db, .. } = Store::start().await?;
     // Handlers as people write them: a trailing semicolon, $1 several times, a dollar-quoted
     // string holding a semicolon and "$1", a trailing comment.
     let config_text = |fragile_ratio: &str| {
@@ -198,8 +189,7 @@ VALUES (($1->>'global_position')::bigint, {fragile_ratio}, $note$ not a paramete
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn handlers_outside_the_function_keep_their_order_and_on_unknown_fail_stays_exact(
 ) -> Result<()> {
-    let cluster = Cluster::start()?;
-    let db = cluster.create_store("app").await?;
+    let Store { cluster, db, .. } = Store::start().await?;
     let config = write_config(
         &cluster.dir,
         "mixed",
@@ -319,8 +309,7 @@ Returning = "INSERT INTO strict_log VALUES (($1->>'global_position')::bigint)"
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_function_that_disagrees_with_its_statements_is_set_aside() -> Result<()> {
-    let cluster = Cluster::start()?;
-    let db = cluster.create_store("app").await?;
+    let Store { cluster, db, .. } = Store::start().await?;
     // Fails only when called from an apply function: a stand-in for the corners where PL/pgSQL
     // and top-level SQL differ.
     let config = write_config(

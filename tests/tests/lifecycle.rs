@@ -3,6 +3,9 @@
 //! zero-downtime rebuilds, all while writers keep appending.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
 
 use anyhow::Result;
 use eventstore_integration_tests::*;
@@ -30,24 +33,21 @@ async fn assert_applied_once(db: &Client, projection: &str, types: &str) -> Resu
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn first_start_on_an_existing_store_folds_history_while_writers_append() -> Result<()> {
-    let cluster = Cluster::start()?;
-    let db = cluster.create_store("app").await?;
-    let dsn = cluster.socket_dsn("app");
+    let Store { cluster, db, dsn } = Store::start().await?;
     append_orders(&dsn, 0, 3000, 4, 11).await?;
     let preloaded = count(&db, "SELECT count(*) FROM eventstore.events").await?;
     assert!(preloaded > 7000, "{preloaded} events preloaded");
 
-    // Writers keep appending while the worker builds from the log and joins the stream.
-    let load = {
-        let dsn = dsn.clone();
-        tokio::spawn(async move { append_orders(&dsn, 3000, 2000, 3, 12).await })
-    };
-    let config = orders_config(&cluster.dir, "orders", &socket_source(&cluster, "app"))?;
+    // Writers keep appending while the worker builds from the log and joins the stream: the
+    // load only ends once the worker runs.
+    let running = Arc::new(AtomicBool::new(false));
+    let load = background_orders_from(dsn.clone(), 3000, 2000, 3, 12, running.clone());
+    let config = cluster.orders_config("orders")?;
     let worker = Worker::start(&config)?;
-    assert!(!load.is_finished(), "the load runs while the worker starts");
     let at_start = count(&db, "SELECT count(*) FROM eventstore.events").await?;
     wait_until_running(&db, &worker, 3).await?;
     let when_running = count(&db, "SELECT count(*) FROM eventstore.events").await?;
+    running.store(true, Ordering::SeqCst);
     assert!(
         when_running > at_start,
         "events appended during the build: {at_start} at start, {when_running} when running"
@@ -64,9 +64,7 @@ async fn first_start_on_an_existing_store_folds_history_while_writers_append() -
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_projection_added_later_backfills_exactly_and_the_others_do_not_move() -> Result<()> {
-    let cluster = Cluster::start()?;
-    let db = cluster.create_store("app").await?;
-    let dsn = cluster.socket_dsn("app");
+    let Store { cluster, db, dsn } = Store::start().await?;
     let header = socket_source(&cluster, "app");
     let two = orders_config_with(
         &cluster.dir,
@@ -78,10 +76,9 @@ async fn a_projection_added_later_backfills_exactly_and_the_others_do_not_move()
     let worker = Worker::start(&two)?;
     wait_until_running(&db, &worker, 2).await?;
 
-    let load = {
-        let dsn = dsn.clone();
-        tokio::spawn(async move { append_orders(&dsn, 0, 2500, 3, 21).await })
-    };
+    // The load only ends once the restarted worker runs.
+    let running = Arc::new(AtomicBool::new(false));
+    let load = background_orders(dsn.clone(), 2500, 3, 21, running.clone());
     eventually("the first projections apply part of the load", CONVERGE, || async {
         Ok(count(&db, "SELECT count(*) FROM order_summary").await? > 400)
     })
@@ -91,10 +88,10 @@ async fn a_projection_added_later_backfills_exactly_and_the_others_do_not_move()
     // The same worker with a third projection: only that one is built from the log.
     let three = orders_config(&cluster.dir, "three", &header)?;
     let worker = Worker::start(&three)?;
-    assert!(!load.is_finished(), "the load runs while the worker starts");
     let at_start = count(&db, "SELECT count(*) FROM eventstore.events").await?;
     wait_until_running(&db, &worker, 3).await?;
     let when_running = count(&db, "SELECT count(*) FROM eventstore.events").await?;
+    running.store(true, Ordering::SeqCst);
     assert!(
         when_running > at_start,
         "events appended during the backfill: {at_start} at start, {when_running} when running"
@@ -152,10 +149,8 @@ async fn failing_fulfillment(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_projection_does_not_hold_the_slot_and_retry_resumes_it_exactly() -> Result<()> {
-    let cluster = Cluster::start()?;
-    let db = cluster.create_store("app").await?;
-    let dsn = cluster.socket_dsn("app");
-    let config = orders_config(&cluster.dir, "orders", &socket_source(&cluster, "app"))?;
+    let Store { cluster, db, dsn } = Store::start().await?;
+    let config = cluster.orders_config("orders")?;
     let (worker, fixed) = failing_fulfillment(&config, &db, &dsn, 600, 31).await?;
     let error: String = db
         .query_one(
@@ -239,19 +234,8 @@ async fn a_failed_projection_does_not_hold_the_slot_and_retry_resumes_it_exactly
         let dsn = dsn.clone();
         tokio::spawn(async move { append_orders(&dsn, 900, 600, 3, 33).await })
     };
-    let out = worker_command(&[
-        "retry",
-        "--config",
-        config.to_str().unwrap(),
-        "--projection",
-        "fulfillment_queue",
-    ])?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains("resuming from checkpoint"),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = succeeded(&worker_on("retry", &config, "fulfillment_queue")?, "retry");
+    assert!(stdout.contains("resuming from checkpoint"), "{stdout}");
     load.await??;
     assert_converges(&db, &db, &worker).await;
     wait_until_running(&db, &worker, 3).await?;
@@ -286,13 +270,7 @@ async fn a_failed_projection_does_not_hold_the_slot_and_retry_resumes_it_exactly
     assert_eq!(beyond, 0, "the map's horizon is above a projection's checkpoint");
 
     // Nothing left to retry.
-    let out = worker_command(&[
-        "retry",
-        "--config",
-        config.to_str().unwrap(),
-        "--projection",
-        "fulfillment_queue",
-    ])?;
+    let out = worker_on("retry", &config, "fulfillment_queue")?;
     assert!(String::from_utf8_lossy(&out.stdout).contains("nothing to retry"));
     assert!(worker.terminate()?.success());
     Ok(())
@@ -306,8 +284,7 @@ async fn a_failed_projection_does_not_hold_the_slot_and_retry_resumes_it_exactly
 /// worker's, which insists on durable ones) wait for no standby.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_catch_up_waits_for_a_delivered_transaction_to_become_visible() -> Result<()> {
-    let cluster = Cluster::start()?;
-    let db = cluster.create_store("app").await?;
+    let Store { cluster, db, .. } = Store::start().await?;
     // On the source, every session commits locally unless it asks for a standby, which then
     // never confirms.
     db.batch_execute("ALTER SYSTEM SET synchronous_commit = local").await?;
@@ -355,14 +332,7 @@ async fn a_catch_up_waits_for_a_delivered_transaction_to_become_visible() -> Res
     assert_eq!(visible, 1, "the payment is not visible yet");
 
     std::fs::write(&config, &fixed)?;
-    let out = worker_command(&[
-        "retry",
-        "--config",
-        config.to_str().unwrap(),
-        "--projection",
-        "fulfillment_queue",
-    ])?;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    succeeded(&worker_on("retry", &config, "fulfillment_queue")?, "retry");
     eventually("the catch-up waits for the payment", CONVERGE, || async {
         Ok(worker
             .plain_log()
@@ -404,20 +374,23 @@ async fn no_build_functions_left(db: &Client) -> Result<()> {
 
 /// A reader querying `SELECT count(*) FROM table` over and over until stopped, as an
 /// application would: it must never fail and never see the count drop (orders are only ever
-/// added). Returns how many queries it made.
+/// added).
 struct Reader {
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    task: tokio::task::JoinHandle<Result<usize>>,
+    stop: Arc<AtomicBool>,
+    queries: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<Result<()>>,
 }
 
 impl Reader {
     async fn start(dsn: &str, table: &'static str) -> Result<Reader> {
         let client = connect(dsn).await?;
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let stopped = stop.clone();
+        let stop = Arc::new(AtomicBool::new(false));
+        let queries = Arc::new(AtomicUsize::new(0));
+        let (stopped, made) = (stop.clone(), queries.clone());
         let task = tokio::spawn(async move {
-            let (mut last, mut queries) = (0i64, 0usize);
-            while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+            let mut last = 0i64;
+            while !stopped.load(Ordering::Relaxed) {
+                let queries = made.load(Ordering::Relaxed);
                 let n: i64 = client
                     .query_one(&format!("SELECT count(*) FROM {table}"), &[])
                     .await
@@ -427,16 +400,29 @@ impl Reader {
                     n >= last,
                     "reader saw {table} shrink from {last} to {n} rows (query {queries})"
                 );
-                (last, queries) = (n, queries + 1);
+                last = n;
+                made.fetch_add(1, Ordering::Relaxed);
                 tokio::time::sleep(std::time::Duration::from_millis(2)).await;
             }
-            Ok(queries)
+            Ok(())
         });
-        Ok(Reader { stop, task })
+        Ok(Reader { stop, queries, task })
     }
 
-    async fn finish(self) -> Result<usize> {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    /// Waits until the reader has answered one more query than it had when called (or has
+    /// stopped on an error, which `finish` returns): `what` names the moment, for the failure.
+    async fn answers_again(&self, what: &str) {
+        let seen = self.queries.load(Ordering::Relaxed);
+        wait_until(
+            &format!("the reader to answer a query {what}"),
+            Instant::now() + CONVERGE,
+            || self.queries.load(Ordering::Relaxed) > seen || self.task.is_finished(),
+        )
+        .await;
+    }
+
+    async fn finish(self) -> Result<()> {
+        self.stop.store(true, Ordering::Relaxed);
         self.task.await?
     }
 }
@@ -447,35 +433,23 @@ async fn relation_oid(db: &Client, table: &str) -> Result<u32> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rebuild_under_load_swaps_in_one_transaction_while_readers_query() -> Result<()> {
-    let cluster = Cluster::start()?;
-    let db = cluster.create_store("app").await?;
-    let dsn = cluster.socket_dsn("app");
+    let Store { cluster, db, dsn } = Store::start().await?;
     append_orders(&dsn, 0, 1500, 4, 41).await?;
-    let config = orders_config(&cluster.dir, "orders", &socket_source(&cluster, "app"))?;
+    let config = cluster.orders_config("orders")?;
     let worker = Worker::start(&config)?;
     wait_until_running(&db, &worker, 3).await?;
     let before = relation_oid(&db, "order_summary").await?;
 
     let reader = Reader::start(&dsn, "order_summary").await?;
-    let load = {
-        let dsn = dsn.clone();
-        tokio::spawn(async move { append_orders(&dsn, 1500, 2000, 3, 42).await })
-    };
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    assert!(!load.is_finished(), "writers append while the rebuild starts");
+    reader.answers_again("on the table before the rebuild").await;
+    // Writers append until the rebuild is done.
+    let rebuilt = Arc::new(AtomicBool::new(false));
+    let load = background_orders_from(dsn.clone(), 1500, 2000, 3, 42, rebuilt.clone());
     let at_start = count(&db, "SELECT count(*) FROM eventstore.events").await?;
-    let out = worker_command(&[
-        "rebuild",
-        "--config",
-        config.to_str().unwrap(),
-        "--projection",
-        "order_summary",
-    ])?;
-    let (stdout, stderr) =
-        (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    eprintln!("{stdout}{stderr}");
-    assert!(out.status.success() && stdout.contains("swapped in"), "{stdout}{stderr}");
+    let stdout = succeeded(&worker_on("rebuild", &config, "order_summary")?, "rebuild");
+    assert!(stdout.contains("swapped in"), "{stdout}");
     let at_end = count(&db, "SELECT count(*) FROM eventstore.events").await?;
+    rebuilt.store(true, Ordering::SeqCst);
     assert!(
         at_end > at_start,
         "events appended during the rebuild: {at_start} at start, {at_end} at the end"
@@ -483,8 +457,8 @@ async fn rebuild_under_load_swaps_in_one_transaction_while_readers_query() -> Re
     load.await??;
 
     assert_converges(&db, &db, &worker).await;
-    let queries = reader.finish().await?;
-    assert!(queries > 50, "the reader kept querying ({queries} queries)");
+    reader.answers_again("on the table swapped in").await;
+    reader.finish().await?;
     assert_ne!(relation_oid(&db, "order_summary").await?, before, "order_summary is a new table");
     assert_applied_once(&db, "order_summary", SUMMARY_TYPES).await?;
     assert_applied_once(&db, "customer_revenue", REVENUE_TYPES).await?;
@@ -502,9 +476,7 @@ async fn rebuild_under_load_swaps_in_one_transaction_while_readers_query() -> Re
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_version_change_rebuilds_that_projection_without_downtime() -> Result<()> {
-    let cluster = Cluster::start()?;
-    let db = cluster.create_store("app").await?;
-    let dsn = cluster.socket_dsn("app");
+    let Store { cluster, db, dsn } = Store::start().await?;
     let header = socket_source(&cluster, "app");
     append_orders(&dsn, 0, 1500, 4, 51).await?;
     let v1 = orders_config(&cluster.dir, "v1", &header)?;
@@ -514,10 +486,10 @@ async fn a_version_change_rebuilds_that_projection_without_downtime() -> Result<
     let before = relation_oid(&db, "order_summary").await?;
 
     let reader = Reader::start(&dsn, "order_summary").await?;
-    let load = {
-        let dsn = dsn.clone();
-        tokio::spawn(async move { append_orders(&dsn, 1500, 2000, 3, 52).await })
-    };
+    reader.answers_again("on the version 1 table").await;
+    // Writers append until version 2 runs.
+    let running = Arc::new(AtomicBool::new(false));
+    let load = background_orders_from(dsn.clone(), 1500, 2000, 3, 52, running.clone());
     assert!(worker.terminate()?.success());
     let text = std::fs::read_to_string(&v1)?.replacen(
         "name = \"order_summary\"",
@@ -527,11 +499,12 @@ async fn a_version_change_rebuilds_that_projection_without_downtime() -> Result<
     let v2 = write_config(&cluster.dir, "v2", &text)?;
     let worker = Worker::start(&v2)?;
     wait_until_running(&db, &worker, 3).await?;
+    running.store(true, Ordering::SeqCst);
     load.await??;
 
     assert_converges(&db, &db, &worker).await;
-    let queries = reader.finish().await?;
-    assert!(queries > 50, "the reader kept querying ({queries} queries)");
+    reader.answers_again("on the version 2 table").await;
+    reader.finish().await?;
     assert_ne!(relation_oid(&db, "order_summary").await?, before, "order_summary was rebuilt");
     let version: Option<String> = db
         .query_one(
@@ -552,10 +525,8 @@ async fn a_version_change_rebuilds_that_projection_without_downtime() -> Result<
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_slot_is_recreated_and_every_projection_rebuilt_exactly() -> Result<()> {
-    let cluster = Cluster::start()?;
-    let db = cluster.create_store("app").await?;
-    let dsn = cluster.socket_dsn("app");
-    let config = orders_config(&cluster.dir, "orders", &socket_source(&cluster, "app"))?;
+    let Store { cluster, db, dsn } = Store::start().await?;
+    let config = cluster.orders_config("orders")?;
     let worker = Worker::start(&config)?;
     wait_until_running(&db, &worker, 3).await?;
     append_orders(&dsn, 0, 300, 3, 61).await?;
@@ -580,15 +551,13 @@ async fn a_dropped_slot_is_recreated_and_every_projection_rebuilt_exactly() -> R
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_in_the_middle_of_a_build_and_the_restart_builds_again_exactly() -> Result<()> {
-    let cluster = Cluster::start()?;
-    let db = cluster.create_store("app").await?;
-    let dsn = cluster.socket_dsn("app");
+    let Store { cluster, db, dsn } = Store::start().await?;
     append_orders(&dsn, 0, 3000, 4, 71).await?;
     let load = {
         let dsn = dsn.clone();
         tokio::spawn(async move { append_orders(&dsn, 3000, 1500, 3, 72).await })
     };
-    let config = orders_config(&cluster.dir, "orders", &socket_source(&cluster, "app"))?;
+    let config = cluster.orders_config("orders")?;
     let worker = Worker::start(&config)?;
     eventually("the build is under way", CONVERGE, || async {
         Ok(count(
@@ -625,8 +594,7 @@ async fn kill_9_in_the_middle_of_a_build_and_the_restart_builds_again_exactly() 
 /// and applies again without change.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_earlier_per_transaction_map_is_converted_to_runs() -> Result<()> {
-    let cluster = Cluster::start()?;
-    let db = cluster.create_store("app").await?;
+    let Store { cluster: _cluster, db, .. } = Store::start().await?;
     db.batch_execute(
         "CREATE SCHEMA eventstore_worker;
          CREATE TABLE eventstore_worker.source_transactions (end_lsn pg_lsn PRIMARY KEY, transaction_id xid8 NOT NULL);

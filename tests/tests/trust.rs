@@ -1,8 +1,6 @@
 //! Issue 17, the worker's side: handlers that do not read the envelope, memory bounded under
 //! huge transactions, TLS, the narrowest role, search_path attacks, and the xmin horizon.
 
-use std::time::Duration;
-
 use anyhow::{Context, Result};
 use eventstore_integration_tests::*;
 use tokio_postgres::Client;
@@ -49,9 +47,7 @@ async fn projection_status(db: &Client, name: &str) -> Result<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_handler_that_does_not_read_the_envelope_counts_live_in_catch_up_and_in_rebuilds(
 ) -> Result<()> {
-    let cluster = Cluster::start()?;
-    let db = cluster.create_store("app").await?;
-    let dsn = cluster.socket_dsn("app");
+    let Store { cluster, db, dsn } = Store::start().await?;
     db.batch_execute("CREATE TABLE gate (ok int); INSERT INTO gate VALUES (1)").await?;
     let config = write_config(
         &cluster.dir,
@@ -80,19 +76,7 @@ async fn a_handler_that_does_not_read_the_envelope_counts_live_in_catch_up_and_i
     .await?;
     append_orders(&dsn, 250, 50, 2, 4).await?;
     db.batch_execute("INSERT INTO gate VALUES (1)").await?;
-    let out = worker_command(&[
-        "retry",
-        "--config",
-        config.to_str().unwrap(),
-        "--projection",
-        "status_counts",
-    ])?;
-    assert!(
-        out.status.success(),
-        "retry: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&worker_on("retry", &config, "status_counts")?, "retry");
     wait_until_running(&db, &worker, 1).await?;
     wait_counts(&db, &worker, "the catch-up counts what the failure left").await?;
     assert!(
@@ -102,19 +86,7 @@ async fn a_handler_that_does_not_read_the_envelope_counts_live_in_catch_up_and_i
     );
 
     // A rebuild recounts from scratch.
-    let out = worker_command(&[
-        "rebuild",
-        "--config",
-        config.to_str().unwrap(),
-        "--projection",
-        "status_counts",
-    ])?;
-    assert!(
-        out.status.success(),
-        "rebuild: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&worker_on("rebuild", &config, "status_counts")?, "rebuild");
     append_orders(&dsn, 300, 50, 2, 5).await?;
     wait_counts(&db, &worker, "counts after the rebuild").await?;
 
@@ -128,9 +100,6 @@ async fn a_handler_that_does_not_read_the_envelope_counts_live_in_catch_up_and_i
     assert!(worker.terminate()?.success());
     Ok(())
 }
-
-#[allow(dead_code)]
-const DEADLINE: Duration = Duration::from_secs(90);
 
 fn metric(text: &str, name: &str) -> Option<f64> {
     text.lines().find_map(|l| {
@@ -147,8 +116,7 @@ fn metric(text: &str, name: &str) -> Option<f64> {
 async fn huge_transactions_are_queued_within_the_byte_bound() -> Result<()> {
     const BOUND: usize = 6 << 20;
     const BLOB: usize = 5_000_000;
-    let cluster = Cluster::start()?;
-    let db = cluster.create_store("app").await?;
+    let Store { cluster, db, .. } = Store::start().await?;
     let projection = r#"
 [stream]
 max_queued_bytes = 6291456
@@ -204,10 +172,9 @@ async fn horizon_pid(config: &std::path::Path) -> Result<(Option<i64>, serde_jso
 /// `status` and `/metrics` as what holds the horizon, and no longer once it ends.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_and_metrics_name_the_transaction_holding_the_horizon() -> Result<()> {
-    let cluster = Cluster::start()?;
-    let db = cluster.create_store("app").await?;
+    let Store { cluster, db, .. } = Store::start().await?;
     cluster.connect("postgres").await?.batch_execute("CREATE DATABASE other").await?;
-    let config = orders_config(&cluster.dir, "orders", &socket_source(&cluster, "app"))?;
+    let config = cluster.orders_config("orders")?;
     let addr = format!("127.0.0.1:{}", free_local_port()?);
     let worker = Worker::start_with_env(&config, &[("EVENTSTORE_WORKER_METRICS_ADDR", &addr)])?;
     wait_until_running(&db, &worker, 3).await?;
@@ -360,14 +327,10 @@ async fn tls_verify_full_on_both_connections_and_clear_refusals() -> Result<()> 
     cluster.alter_system("ssl_key_file", &file("server.key")).await?;
     cluster.alter_system("ssl", "on").await?;
     let db = cluster.create_store("app").await?;
-    db.batch_execute(&format!(
-        "CREATE ROLE worker LOGIN REPLICATION PASSWORD '{WORKER_PASSWORD}';
-         GRANT USAGE ON SCHEMA eventstore TO worker;
-         GRANT SELECT ON eventstore.events TO worker;
-         GRANT CREATE ON DATABASE app TO worker;
-         GRANT CREATE, USAGE ON SCHEMA public TO worker;
-         CREATE PUBLICATION eventstore_events FOR TABLE eventstore.events;"
-    ))
+    create_worker_role(
+        &db,
+        "GRANT CREATE ON DATABASE app TO worker; GRANT CREATE, USAGE ON SCHEMA public TO worker;",
+    )
     .await?;
     let kv = |host: &str, tls: &str| {
         format!(
@@ -488,8 +451,7 @@ CREATE FUNCTION public.pg_current_wal_lsn() RETURNS pg_lsn LANGUAGE sql
 /// a rebuild, `status` and `/metrics`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn functions_planted_on_the_search_path_never_run_as_the_worker() -> Result<()> {
-    let cluster = Cluster::start()?;
-    let db = cluster.create_store("app").await?;
+    let Store { cluster, db, .. } = Store::start().await?;
     db.batch_execute(&format!(
         "CREATE ROLE worker LOGIN REPLICATION PASSWORD '{WORKER_PASSWORD}';
          SELECT eventstore.grant_reader('worker');
@@ -528,30 +490,11 @@ async fn functions_planted_on_the_search_path_never_run_as_the_worker() -> Resul
     })
     .await?;
     db.batch_execute("INSERT INTO public.gate VALUES (1)").await?;
-    let out = worker_command(&[
-        "retry",
-        "--config",
-        config.to_str().unwrap(),
-        "--projection",
-        "status_counts",
-    ])?;
-    assert!(out.status.success(), "retry: {}", String::from_utf8_lossy(&out.stderr));
+    succeeded(&worker_on("retry", &config, "status_counts")?, "retry");
     wait_until_running(&db, &worker, 4).await?;
     wait_counts(&db, &worker, "the catch-up counts").await?;
     // A rebuild (build, swap) while writers append.
-    let out = worker_command(&[
-        "rebuild",
-        "--config",
-        config.to_str().unwrap(),
-        "--projection",
-        "order_summary",
-    ])?;
-    assert!(
-        out.status.success(),
-        "rebuild: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&worker_on("rebuild", &config, "order_summary")?, "rebuild");
     append_orders(&dsn, 250, 50, 2, 14).await?;
     assert_converges(&db, &db, &worker).await;
     let status = worker_command(&["status", "--config", config.to_str().unwrap()])?;
@@ -572,8 +515,7 @@ async fn functions_planted_on_the_search_path_never_run_as_the_worker() -> Resul
 /// a physical base backup.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_documented_narrow_role_runs_the_worker_and_cannot_take_a_base_backup() -> Result<()> {
-    let cluster = Cluster::start()?;
-    let db = cluster.create_store("app").await?;
+    let Store { cluster, db, .. } = Store::start().await?;
     db.batch_execute(&format!(
         "CREATE ROLE eventstore_worker LOGIN REPLICATION PASSWORD '{WORKER_PASSWORD}';
          SELECT eventstore.grant_reader('eventstore_worker');
@@ -604,19 +546,7 @@ async fn the_documented_narrow_role_runs_the_worker_and_cannot_take_a_base_backu
     wait_until_running(&db, &worker, 3).await?;
     append_orders(&dsn, 100, 100, 2, 22).await?;
     assert_converges(&db, &models, &worker).await;
-    let out = worker_command(&[
-        "rebuild",
-        "--config",
-        config.to_str().unwrap(),
-        "--projection",
-        "customer_revenue",
-    ])?;
-    assert!(
-        out.status.success(),
-        "rebuild: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&worker_on("rebuild", &config, "customer_revenue")?, "rebuild");
     assert_converges(&db, &models, &worker).await;
     let placed = count(&db, "SELECT count(*) FROM pg_tables WHERE tablename = 'order_summary' AND schemaname = 'readmodels'").await?;
     assert_eq!(placed, 1, "the read models are in the worker's schema");
@@ -630,7 +560,7 @@ async fn the_documented_narrow_role_runs_the_worker_and_cannot_take_a_base_backu
 
     // Physical replication: no pg_hba line admits it.
     let backup = cluster.dir.join("backup");
-    let out = std::process::Command::new(format!("{PG_BIN}/pg_basebackup"))
+    let out = std::process::Command::new(pg_bin().join("pg_basebackup"))
         .args([
             "-h",
             "127.0.0.1",

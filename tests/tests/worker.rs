@@ -9,13 +9,12 @@ use eventstore_integration_tests::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn order_example_end_to_end() -> Result<()> {
-    let cluster = Cluster::start()?;
-    let db = cluster.create_store("app").await?;
-    let config = orders_config(&cluster.dir, "orders", &socket_source(&cluster, "app"))?;
+    let Store { cluster, db, dsn } = Store::start().await?;
+    let config = cluster.orders_config("orders")?;
     let worker = Worker::start(&config)?;
     wait_for_streaming(&db, &worker).await?;
 
-    append_orders(&cluster.socket_dsn("app"), 0, 300, 4, 1).await?;
+    append_orders(&dsn, 0, 300, 4, 1).await?;
     assert!(count(&db, "SELECT count(*) FROM eventstore.events").await? > 600);
     assert_converges(&db, &db, &worker).await;
 
@@ -48,16 +47,15 @@ async fn order_example_end_to_end() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backlog_read_in_paced_reads_is_applied_exactly() -> Result<()> {
-    let cluster = Cluster::start()?;
-    let db = cluster.create_store("app").await?;
-    let config = orders_config(&cluster.dir, "orders", &socket_source(&cluster, "app"))?;
+    let Store { cluster, db, dsn } = Store::start().await?;
+    let config = cluster.orders_config("orders")?;
     let worker = Worker::start(&config)?;
     wait_until_running(&db, &worker, 3).await?;
     assert!(worker.terminate()?.success());
 
     // Thousands of source transactions waiting in the slot: the reader gets far ahead of the
     // apply path and paces its reads, which must not lose, reorder or split anything.
-    append_orders(&cluster.socket_dsn("app"), 0, 2000, 4, 7).await?;
+    append_orders(&dsn, 0, 2000, 4, 7).await?;
     let worker = Worker::start(&config)?;
     assert_converges(&db, &db, &worker).await;
     let log = worker.plain_log();
@@ -70,14 +68,13 @@ async fn a_backlog_read_in_paced_reads_is_applied_exactly() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_mid_load_loses_nothing_and_applies_nothing_twice() -> Result<()> {
-    let cluster = Cluster::start()?;
-    let db = cluster.create_store("app").await?;
-    let config = orders_config(&cluster.dir, "orders", &socket_source(&cluster, "app"))?;
+    let Store { cluster, db, dsn } = Store::start().await?;
+    let config = cluster.orders_config("orders")?;
     let mut worker = Worker::start(&config)?;
     wait_for_streaming(&db, &worker).await?;
 
     let kills_done = Arc::new(AtomicBool::new(false));
-    let load = background_orders(cluster.socket_dsn("app"), 1500, 3, 2, kills_done.clone());
+    let load = background_orders(dsn.clone(), 1500, 3, 2, kills_done.clone());
 
     for round in 1..=2 {
         let seen = count(&db, "SELECT count(*) FROM order_summary").await.unwrap_or(0);
@@ -103,18 +100,17 @@ async fn kill_9_mid_load_loses_nothing_and_applies_nothing_twice() -> Result<()>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconnects_after_postgres_restart() -> Result<()> {
-    let cluster = Cluster::start()?;
-    let db = cluster.create_store("app").await?;
-    let config = orders_config(&cluster.dir, "orders", &socket_source(&cluster, "app"))?;
+    let Store { cluster, db, dsn } = Store::start().await?;
+    let config = cluster.orders_config("orders")?;
     let mut worker = Worker::start(&config)?;
     wait_for_streaming(&db, &worker).await?;
 
-    append_orders(&cluster.socket_dsn("app"), 0, 150, 2, 3).await?;
+    append_orders(&dsn, 0, 150, 2, 3).await?;
     assert_converges(&db, &db, &worker).await;
 
     cluster.restart()?;
     let db = cluster.connect("app").await?;
-    append_orders(&cluster.socket_dsn("app"), 150, 150, 2, 4).await?;
+    append_orders(&dsn, 150, 150, 2, 4).await?;
     assert_converges(&db, &db, &worker).await;
     assert!(worker.is_running(), "the worker survived the restart");
     assert!(worker.log_text().contains("reconnecting"), "the worker noticed the restart");
@@ -123,12 +119,11 @@ async fn reconnects_after_postgres_restart() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_slot_follows_unrelated_wal() -> Result<()> {
-    let cluster = Cluster::start()?;
-    let db = cluster.create_store("app").await?;
-    let config = orders_config(&cluster.dir, "orders", &socket_source(&cluster, "app"))?;
+    let Store { cluster, db, dsn } = Store::start().await?;
+    let config = cluster.orders_config("orders")?;
     let worker = Worker::start(&config)?;
     wait_for_streaming(&db, &worker).await?;
-    append_orders(&cluster.socket_dsn("app"), 0, 20, 1, 5).await?;
+    append_orders(&dsn, 0, 20, 1, 5).await?;
     assert_converges(&db, &db, &worker).await;
 
     // Plenty of WAL that the publication does not cover.
@@ -153,8 +148,7 @@ async fn idle_slot_follows_unrelated_wal() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_handler_stops_only_its_projection_and_resumes_after_a_fix() -> Result<()> {
-    let cluster = Cluster::start()?;
-    let db = cluster.create_store("app").await?;
+    let Store { cluster, db, .. } = Store::start().await?;
     let config_text = |fragile_sql: &str| {
         format!(
             r#"{}
@@ -261,16 +255,9 @@ Measured = "{fragile_sql}"
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_models_in_a_second_database_with_scram_over_tcp() -> Result<()> {
-    let cluster = Cluster::start()?;
-    let db = cluster.create_store("app").await?;
+    let Store { cluster, db, dsn } = Store::start().await?;
     // A least-privilege role, as docs/worker.md describes it.
-    db.batch_execute(&format!(
-        "CREATE ROLE worker LOGIN REPLICATION PASSWORD '{WORKER_PASSWORD}';
-         GRANT USAGE ON SCHEMA eventstore TO worker;
-         GRANT SELECT ON eventstore.events TO worker;
-         CREATE PUBLICATION eventstore_events FOR TABLE eventstore.events;"
-    ))
-    .await?;
+    create_worker_role(&db, "").await?;
     db.batch_execute("CREATE DATABASE readmodels OWNER worker").await?;
     let rm = cluster.connect("readmodels").await?;
     let header = format!(
@@ -283,7 +270,7 @@ async fn read_models_in_a_second_database_with_scram_over_tcp() -> Result<()> {
     let worker = Worker::start(&config)?;
     wait_for_streaming(&db, &worker).await?;
 
-    append_orders(&cluster.socket_dsn("app"), 0, 200, 3, 6).await?;
+    append_orders(&dsn, 0, 200, 3, 6).await?;
     assert_converges(&db, &rm, &worker).await;
 
     let in_source = count(
@@ -463,8 +450,7 @@ async fn positions(client: &tokio_postgres::Client, sql: &str) -> Result<Vec<i64
 /// start applies it once. Either way the worker exits 0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_signal_mid_batch_finishes_or_abandons_it_and_nothing_is_lost_or_doubled() -> Result<()> {
-    let cluster = Cluster::start()?;
-    let db = cluster.create_store("app").await?;
+    let Store { cluster, db, .. } = Store::start().await?;
     let config = slow_config(&cluster, &[("Slow", 1.0), ("Slower", 6.0)])?;
     // Until the target backend is inside a handler of the open batch.
     let sleeping = || async {
@@ -534,8 +520,7 @@ async fn a_signal_mid_batch_finishes_or_abandons_it_and_nothing_is_lost_or_doubl
 /// the read models end equal to a replay of the log, nothing lost and nothing applied twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn either_connection_cut_mid_load_resumes_exactly() -> Result<()> {
-    let cluster = Cluster::start()?;
-    let db = cluster.create_store("app").await?;
+    let Store { cluster, db, dsn } = Store::start().await?;
     db.batch_execute("CREATE DATABASE readmodels").await?;
     let rm = cluster.connect("readmodels").await?;
     let header = format!(
@@ -547,7 +532,7 @@ async fn either_connection_cut_mid_load_resumes_exactly() -> Result<()> {
     wait_for_streaming(&db, &worker).await?;
 
     let cuts_done = Arc::new(AtomicBool::new(false));
-    let load = background_orders(cluster.socket_dsn("app"), 1000, 2, 40, cuts_done.clone());
+    let load = background_orders(dsn.clone(), 1000, 2, 40, cuts_done.clone());
     let cuts = [
         ("replication", "SELECT count(pg_terminate_backend(active_pid)) FROM pg_replication_slots WHERE slot_name = 'eventstore_worker'"),
         // The apply path's connection (its background tasks' names carry a suffix).
@@ -574,7 +559,7 @@ async fn either_connection_cut_mid_load_resumes_exactly() -> Result<()> {
     cuts_done.store(true, Ordering::SeqCst);
     load.await??;
     // One more order, so that a batch follows the last cut whatever the load's timing.
-    append_orders(&cluster.socket_dsn("app"), 100_000, 1, 1, 41).await?;
+    append_orders(&dsn, 100_000, 1, 1, 41).await?;
     assert_converges(&db, &rm, &worker).await;
     assert!(worker.is_running(), "the worker process survived the cuts");
     let reconnects = worker.plain_log().matches("session ended; reconnecting").count();
@@ -590,8 +575,7 @@ async fn either_connection_cut_mid_load_resumes_exactly() -> Result<()> {
 /// applied twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_crash_mid_drain_loses_nothing_and_applies_nothing_twice() -> Result<()> {
-    let cluster = Cluster::start()?;
-    let db = cluster.create_store("app").await?;
+    let Store { cluster, db, dsn } = Store::start().await?;
     // The order projections, and one that sleeps 1 ms per event so that the drain lasts, in
     // batches of about 100 events, so that some commit before the crash and one is open.
     let slow = slow_projection(&[
@@ -608,7 +592,7 @@ async fn postgres_crash_mid_drain_loses_nothing_and_applies_nothing_twice() -> R
         let log = worker.log.clone();
         assert!(worker.terminate()?.success(), "{}", std::fs::read_to_string(log)?);
         // A backlog of 1,000 orders, then the worker drains it.
-        append_orders(&cluster.socket_dsn("app"), 0, 1000, 4, 9).await?;
+        append_orders(&dsn, 0, 1000, 4, 9).await?;
         Worker::start(&config)?
     };
     let total = count(&db, "SELECT count(*) FROM eventstore.events").await?;
@@ -657,14 +641,13 @@ async fn postgres_crash_mid_drain_loses_nothing_and_applies_nothing_twice() -> R
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_handler_the_database_refuses_stops_the_start_naming_file_projection_and_key(
 ) -> Result<()> {
-    let cluster = Cluster::start()?;
-    let db = cluster.create_store("app").await?;
+    let Store { cluster, db, dsn } = Store::start().await?;
     let config = orders_config(&cluster.dir, "broken", &socket_source(&cluster, "app"))?;
     let text = std::fs::read_to_string(&config)?;
     let broken = text.replacen("SET status = 'shipped'", "SET statuz = 'shipped'", 1);
     assert_ne!(broken, text, "the example's OrderShipped handler changed; update this test");
     std::fs::write(&config, broken)?;
-    append_orders(&cluster.socket_dsn("app"), 0, 10, 1, 3).await?;
+    append_orders(&dsn, 0, 10, 1, 3).await?;
 
     let worker = Worker::start(&config)?;
     let log = worker.log.clone();
