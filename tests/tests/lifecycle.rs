@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use eventstore_integration_tests::*;
@@ -542,9 +542,14 @@ async fn a_dropped_slot_is_recreated_and_every_projection_rebuilt_exactly() -> R
     wait_until_running(&db, &worker, 3).await?;
     assert_converges(&db, &db, &worker).await;
     assert_applied_once(&db, "order_summary", SUMMARY_TYPES).await?;
+    // The swap commits before its log line is written: wait for the lines, then count them.
     let rebuilt =
-        worker.plain_log().lines().filter(|l| l.contains("rebuilt and swapped in")).count();
-    assert_eq!(rebuilt, 3, "{}", worker.plain_log());
+        || worker.plain_log().lines().filter(|l| l.contains("rebuilt and swapped in")).count();
+    wait_until("three rebuilds logged", Instant::now() + Duration::from_secs(60), || {
+        rebuilt() >= 3
+    })
+    .await;
+    assert_eq!(rebuilt(), 3, "{}", worker.plain_log());
     assert!(worker.terminate()?.success());
     Ok(())
 }
