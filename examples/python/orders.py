@@ -17,11 +17,22 @@ class Refused(Exception):
     """The domain says no: the order is not in a state that allows the command."""
 
 
+def status_of(state):
+    """eventstore.merge folds the events' data into one object; each event type leaves its own
+    key (OrderPlaced total, PaymentCaptured amount, OrderShipped carrier, OrderCancelled reason)."""
+    if not state:
+        return None
+    for key, status in (("reason", "cancelled"), ("carrier", "shipped"), ("amount", "paid")):
+        if key in state:
+            return status
+    return "placed"
+
+
 class Order:
     def __init__(self, order_id, version, state):
         self.order_id = order_id
         self.version = version
-        self.status = state.get("status")
+        self.status = status_of(state)
         self.customer_id = state.get("customer_id")
         self.total = state.get("total")
 
@@ -32,25 +43,21 @@ def decide(order, command, **args):
     if command == "place":
         if order.version != 0:
             raise Refused(f"order {order.order_id} already exists")
-        return "OrderPlaced", {"customer_id": args["customer_id"], "total": args["total"],
-                               "status": "placed"}
+        return "OrderPlaced", {"customer_id": args["customer_id"], "total": args["total"]}
     if order.version == 0:
         raise Refused(f"order {order.order_id} does not exist")
     if command == "pay":
         if order.status != "placed":
             raise Refused(f"order {order.order_id} is {order.status}, cannot pay")
-        return "PaymentCaptured", {"customer_id": order.customer_id, "amount": order.total,
-                                   "status": "paid"}
+        return "PaymentCaptured", {"customer_id": order.customer_id, "amount": order.total}
     if command == "ship":
         if order.status != "paid":
             raise Refused(f"order {order.order_id} is {order.status}, cannot ship")
-        return "OrderShipped", {"customer_id": order.customer_id, "carrier": args["carrier"],
-                                "status": "shipped"}
+        return "OrderShipped", {"customer_id": order.customer_id, "carrier": args["carrier"]}
     if command == "cancel":
         if order.status in ("shipped", "cancelled"):
             raise Refused(f"order {order.order_id} is {order.status}, cannot cancel")
-        return "OrderCancelled", {"customer_id": order.customer_id, "reason": args["reason"],
-                                  "status": "cancelled"}
+        return "OrderCancelled", {"customer_id": order.customer_id, "reason": args["reason"]}
     raise ValueError(f"unknown command {command}")
 
 
@@ -76,7 +83,7 @@ def execute(conn, order_id, command, max_attempts=3, before_append=None, **args)
             with conn.transaction():
                 (version,) = conn.execute(
                     "SELECT stream_version FROM eventstore.append_event(%s, %s, %s::jsonb, expected_version => %s)",
-                    (f"order-{order_id}", event_type, json.dumps(data), order.version),
+                    (f"order-{order_id}", event_type, json.dumps(data, default=str), order.version),
                 ).fetchone()
             (token,) = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
             return version, token, attempt
