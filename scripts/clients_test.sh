@@ -84,8 +84,8 @@ done
 psql_ -d $db -c "GRANT USAGE ON SCHEMA eventstore_worker TO orders_reader" \
     -c "GRANT SELECT (name, status, checkpoint_lsn) ON eventstore_worker.projections TO orders_reader"
 
-export ORDERS_WRITER_DSN="host=127.0.0.1 port=$port dbname=$db user=orders_app"
-export ORDERS_READER_DSN="host=127.0.0.1 port=$port dbname=$db user=orders_reader"
+export ORDERS_WRITER_DSN="postgresql://orders_app@127.0.0.1:$port/$db"
+export ORDERS_READER_DSN="postgresql://orders_reader@127.0.0.1:$port/$db"
 failed=0
 say "Python client tests (pytest)"
 (cd "$py_dir" && .venv/bin/python -m pytest -q -p no:cacheprovider test_orders.py) || failed=1

