@@ -46,9 +46,11 @@ impl FromStr for SslMode {
             "verify-ca" => SslMode::VerifyCa,
             "verify-full" => SslMode::VerifyFull,
             // libpq's "allow" tries plain first; the worker has no reason to prefer plain.
-            other => return Err(format!(
+            other => {
+                return Err(format!(
                 "unknown sslmode {other:?} (disable, prefer, require, verify-ca or verify-full)"
-            )),
+            ))
+            }
         })
     }
 }
