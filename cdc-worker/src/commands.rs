@@ -53,7 +53,7 @@ pub async fn retry(config: Config, name: &str) -> anyhow::Result<ExitCode> {
     }
     let def = config.projection(name).context("projection not in the configuration")?;
     let file = config.file.display().to_string();
-    if let Err(e) = coordination::check_in_scratch_schema(&client, def, &file).await {
+    if let Err(e) = crate::projection::check_in_scratch_schema(&client, def, &file).await {
         eprintln!("eventstore-worker: {e}");
         return Ok(ExitCode::FAILURE);
     }

@@ -20,7 +20,7 @@ use tokio_postgres::{Client, Row, Statement};
 
 use crate::config::{Config, Projection};
 use crate::lsn::Lsn;
-use crate::projection::{setup_error, ApplyFunctions, SetupError, SourceTxn};
+use crate::model::SourceTxn;
 use crate::source_map;
 
 /// FNV-1a, 64 bit: stable across processes, builds and platforms (the keys must agree between
@@ -49,7 +49,7 @@ pub fn shadow_schema(projection: &str) -> String {
     format!("eventstore_shadow_{:016x}", fnv1a(&[projection]))
 }
 
-fn scratch_schema(projection: &str) -> String {
+pub(crate) fn scratch_schema(projection: &str) -> String {
     format!("eventstore_check_{:016x}", fnv1a(&[projection]))
 }
 
@@ -151,33 +151,6 @@ pub fn current_definition(file: &Path, name: &str) -> Option<Projection> {
             None
         }
     }
-}
-
-/// Runs a projection's setup and prepares its handlers in a scratch schema (first in the
-/// `search_path`), then rolls everything back: the configuration is checked without touching
-/// the projection's tables, which may be about to be rebuilt with a different shape.
-pub async fn check_in_scratch_schema(
-    client: &Client,
-    p: &Projection,
-    file: &str,
-) -> Result<(), SetupError> {
-    let path: String = client.query_one("SHOW search_path", &[]).await?.get(0);
-    let scratch = scratch_schema(&p.name);
-    client.batch_execute("BEGIN").await?;
-    let result = async {
-        client
-            .batch_execute(&format!(
-                "CREATE SCHEMA {scratch}; SET LOCAL search_path TO {scratch}, {path}"
-            ))
-            .await?;
-        if let Some(setup) = &p.setup {
-            client.batch_execute(setup).await.map_err(|e| setup_error(file, p, "setup", e))?;
-        }
-        crate::projection::prepare(client, p, file, ApplyFunctions::Off).await.map(drop)
-    }
-    .await;
-    client.batch_execute("ROLLBACK").await?;
-    result
 }
 
 #[cfg(test)]

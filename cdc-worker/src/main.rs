@@ -14,6 +14,7 @@ mod idle;
 mod lifecycle;
 mod lsn;
 mod metrics;
+mod model;
 mod pgoutput;
 mod projection;
 mod queue;

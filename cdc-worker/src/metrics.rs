@@ -19,7 +19,8 @@ use tracing::debug;
 use crate::config::Config;
 use crate::http::{self, Request, Response};
 use crate::lsn::Lsn;
-use crate::projection::{Failure, SourceTxn};
+use crate::model::SourceTxn;
+use crate::projection::Failure;
 use crate::status::{self, Report};
 
 /// Connecting longer than this (setup SQL, slot creation waiting for old transactions, a

@@ -17,6 +17,7 @@ use crate::config::{Config, OnUnknown, Projection};
 use crate::coordination;
 use crate::envelope::Event;
 use crate::lsn::Lsn;
+pub use crate::model::SourceTxn;
 
 const SCHEMA: &str = include_str!("schema.sql");
 
@@ -49,23 +50,6 @@ fn call_ranges(envelopes: &[JsonText<'_>]) -> Vec<std::ops::Range<usize>> {
     }
     ranges.push(start..envelopes.len());
     ranges
-}
-
-/// A source transaction as the apply path sees it: never split across target transactions.
-/// One without events is an idle position (see `idle.rs`): it only moves checkpoints.
-#[derive(Debug, Clone)]
-pub struct SourceTxn {
-    pub end_lsn: Lsn,
-    /// Source server time at `end_lsn`: the commit time from the stream, the server clock of an
-    /// idle position; recorded with the checkpoint for lag. Transactions read back from
-    /// `eventstore.events` (catch-ups, builds) do not know their commit time: they carry the
-    /// latest `recorded_at` of their events (see `source_map::fetch`).
-    pub source_time: SystemTime,
-    /// `transaction_id` (xid8) of its events: the key of the commit-order map. `None` for a
-    /// transaction without events (an idle position among them), which is not recorded there.
-    pub transaction_id: Option<u64>,
-    pub events: Vec<Event>,
-    pub bytes: usize,
 }
 
 /// JSON text bound as a `jsonb` (or `json`) parameter without reparsing it in the worker.
@@ -293,7 +277,7 @@ impl Target {
                     }
                 }
             } else {
-                coordination::check_in_scratch_schema(&client, p, &file).await?;
+                check_in_scratch_schema(&client, p, &file).await?;
                 ProjectionState {
                     name: p.name.clone(),
                     on_unknown: p.on_unknown,
@@ -881,6 +865,33 @@ fn queue<'a, 'b: 'a>(
         client.batch_execute("RELEASE SAVEPOINT eventstore_projection").await.map(|_| 0)
     }));
     owners.push((i, Owner::Control));
+}
+
+/// Runs a projection's setup and prepares its handlers in a scratch schema (first in the
+/// `search_path`), then rolls everything back: the configuration is checked without touching
+/// the projection's tables, which may be about to be rebuilt with a different shape.
+pub async fn check_in_scratch_schema(
+    client: &Client,
+    p: &Projection,
+    file: &str,
+) -> Result<(), SetupError> {
+    let path: String = client.query_one("SHOW search_path", &[]).await?.get(0);
+    let scratch = coordination::scratch_schema(&p.name);
+    client.batch_execute("BEGIN").await?;
+    let result = async {
+        client
+            .batch_execute(&format!(
+                "CREATE SCHEMA {scratch}; SET LOCAL search_path TO {scratch}, {path}"
+            ))
+            .await?;
+        if let Some(setup) = &p.setup {
+            client.batch_execute(setup).await.map_err(|e| setup_error(file, p, "setup", e))?;
+        }
+        prepare(client, p, file, ApplyFunctions::Off).await.map(drop)
+    }
+    .await;
+    client.batch_execute("ROLLBACK").await?;
+    result
 }
 
 pub(crate) fn setup_error(

@@ -15,7 +15,7 @@ use tracing::info;
 
 use crate::envelope::{self, Columns, Event};
 use crate::lsn::Lsn;
-use crate::projection::SourceTxn;
+use crate::model::SourceTxn;
 
 /// One row of the map.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

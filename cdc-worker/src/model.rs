@@ -1,0 +1,26 @@
+//! Types every layer shares: what a source transaction is to the apply path.
+//!
+//! At the bottom of the module graph, so the apply core, the coordination protocol and the
+//! commit-order map can all name a transaction without importing each other.
+
+use std::time::SystemTime;
+
+use crate::envelope::Event;
+use crate::lsn::Lsn;
+
+/// A source transaction as the apply path sees it: never split across target transactions.
+/// One without events is an idle position (see `idle.rs`): it only moves checkpoints.
+#[derive(Debug, Clone)]
+pub struct SourceTxn {
+    pub end_lsn: Lsn,
+    /// Source server time at `end_lsn`: the commit time from the stream, the server clock of an
+    /// idle position; recorded with the checkpoint for lag. Transactions read back from
+    /// `eventstore.events` (catch-ups, builds) do not know their commit time: they carry the
+    /// latest `recorded_at` of their events (see `source_map::fetch`).
+    pub source_time: SystemTime,
+    /// `transaction_id` (xid8) of its events: the key of the commit-order map. `None` for a
+    /// transaction without events (an idle position among them), which is not recorded there.
+    pub transaction_id: Option<u64>,
+    pub events: Vec<Event>,
+    pub bytes: usize,
+}
