@@ -302,7 +302,7 @@ check "18: the worker created its slot anew" \
 check_read_models 18
 say "how the worker recovered (its log on 18):"
 grep -E "created replication slot|rebuilding every projection|projection will not follow|resuming|caught up|swapped|built" \
-    "$work/worker-18.log" | sed 's/^/    /' >&2 || true
+    "$work/worker-18.log" | sed 's/\x1b\[[0-9;]*m//g; s/^/    /' >&2 || true
 "$WORKER_BIN" status --config "$work/worker.toml" | sed 's/^/    /' >&2
 stop_worker 18
 
