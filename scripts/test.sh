@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Runs every test tier against real PostgreSQL servers this script starts itself:
+#   0. formatting and lints: cargo fmt --check, cargo clippy -D warnings (whole workspace)
 #   1. Rust unit tests (pure logic: envelope validation, jsonb reading, merge, pgoutput
 #      decoding, acknowledgement)
 #   2. the extension's #[pg_test]s (cargo pgrx test)
@@ -43,6 +44,8 @@ tier() {
 }
 timings=()
 
+tier "formatting (cargo fmt --check)" cargo fmt --all --check
+tier "lints (cargo clippy -D warnings)" cargo clippy --workspace --all-targets -- -D warnings
 tier "worker unit tests" cargo test -p eventstore-worker
 tier "core unit and property tests" cargo test -p eventstore-core
 

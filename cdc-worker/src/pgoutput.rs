@@ -7,6 +7,8 @@ use std::collections::HashMap;
 
 use crate::lsn::Lsn;
 
+// The variants are pgoutput's message kinds by their protocol names; 'M' is called Message.
+#[allow(clippy::enum_variant_names)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
     Begin(Begin),
