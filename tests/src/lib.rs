@@ -172,11 +172,17 @@ impl Cluster {
 
     /// Stops the server (fast shutdown: every connection is cut) until `start_again`.
     pub fn stop(&self) -> Result<()> {
+        self.pg_ctl_stop("fast")
+    }
+
+    /// `pg_ctl stop` in MODE: `fast` (every connection is cut) or `immediate` (a crash: no
+    /// checkpoint, crash recovery at the next start).
+    fn pg_ctl_stop(&self, mode: &str) -> Result<()> {
         run(as_postgres("pg_ctl").args([
             "-D",
             self.data().to_str().unwrap(),
             "-m",
-            "fast",
+            mode,
             "-w",
             "stop",
         ]))
@@ -189,27 +195,13 @@ impl Cluster {
     /// Crashes the server (immediate shutdown: no checkpoint, crash recovery at the next start)
     /// and starts it again.
     pub fn crash_and_restart(&self) -> Result<()> {
-        run(as_postgres("pg_ctl").args([
-            "-D",
-            self.data().to_str().unwrap(),
-            "-m",
-            "immediate",
-            "-w",
-            "stop",
-        ]))?;
+        self.pg_ctl_stop("immediate")?;
         self.pg_ctl_start()
     }
 
     /// Restarts the server (fast shutdown: every connection is cut).
     pub fn restart(&self) -> Result<()> {
-        run(as_postgres("pg_ctl").args([
-            "-D",
-            self.data().to_str().unwrap(),
-            "-m",
-            "fast",
-            "-w",
-            "stop",
-        ]))?;
+        self.pg_ctl_stop("fast")?;
         self.pg_ctl_start()
     }
 
@@ -275,14 +267,7 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        let _ = run(as_postgres("pg_ctl").args([
-            "-D",
-            self.data().to_str().unwrap(),
-            "-m",
-            "immediate",
-            "-w",
-            "stop",
-        ]));
+        let _ = self.pg_ctl_stop("immediate");
         if std::env::var_os("EVENTSTORE_KEEP_TEST_CLUSTERS").is_none() {
             let _ = fs::remove_dir_all(&self.dir);
         }
