@@ -23,6 +23,22 @@ select_pg() {
     PG_CONFIG=$PG_BIN/pg_config
 }
 
+# pg_option USAGE ARGS...: for a script whose one option is --pg 15|18|all (default all): sets
+# PG_WANT to the option's value and the array PG_MAJORS to the majors it names.
+pg_option() {
+    local usage=$1
+    shift
+    PG_WANT=all
+    while [ $# -gt 0 ]; do
+        case $1 in
+            --pg) PG_WANT=$2; shift 2 ;;
+            *) die "unknown option $1 (usage: $usage)" ;;
+        esac
+    done
+    pg_majors "$PG_WANT" >/dev/null  # here, not only in the subshell below, so a bad value exits
+    mapfile -t PG_MAJORS < <(pg_majors "$PG_WANT")
+}
+
 # pg_majors ARG: the majors a --pg ARG names (15, 18 or all), one per line.
 pg_majors() {
     case $1 in

