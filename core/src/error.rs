@@ -132,6 +132,15 @@ impl EsError {
         Self::InvalidArgument { argument: argument.into(), reason: reason.into() }
     }
 
+    /// A text argument that must be given and not be empty: the text, or 22023 naming it.
+    pub fn required<'a>(argument: &str, value: Option<&'a str>) -> Result<&'a str, Self> {
+        match value {
+            None => Err(Self::invalid(argument, "must not be NULL")),
+            Some("") => Err(Self::invalid(argument, "must not be empty")),
+            Some(v) => Ok(v),
+        }
+    }
+
     /// A bounded JSON walk's error about `what`: `TooDeep` is [`Self::JsonTooDeep`] (54001),
     /// the rest [`Self::UnreadableJson`]. (Appends report too-deep arguments as `22023`
     /// instead: see [`crate::envelope::check_depth`].)

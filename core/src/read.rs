@@ -41,11 +41,8 @@ pub fn check_stream_read(
 
 /// `read_category`'s arguments: a category must be given and not be empty.
 pub fn check_category_read(category: Option<&str>, max_count: Option<i64>) -> Result<(), EsError> {
-    match category {
-        None => Err(EsError::invalid("category", "must not be NULL")),
-        Some("") => Err(EsError::invalid("category", "must not be empty")),
-        Some(_) => check_max_count(max_count),
-    }
+    EsError::required("category", category)?;
+    check_max_count(max_count)
 }
 
 #[cfg(test)]

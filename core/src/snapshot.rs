@@ -20,11 +20,7 @@ pub fn check_version(stream: &str, version: i64, current: i64) -> Result<(), EsE
 
 /// A snapshot name that must be given: neither NULL nor empty.
 pub fn check_name(name: Option<&str>) -> Result<&str, EsError> {
-    match name {
-        None => Err(EsError::invalid("snapshot_name", "must not be NULL")),
-        Some("") => Err(EsError::invalid("snapshot_name", "must not be empty")),
-        Some(n) => Ok(n),
-    }
+    EsError::required("snapshot_name", name)
 }
 
 #[cfg(test)]
