@@ -35,13 +35,7 @@ pub async fn run(config: &Config, name: &str, stop: &CancellationToken) -> anyho
 
 async fn catch_up(config: &Config, name: &str) -> anyhow::Result<()> {
     let control = connect_sql(config.target_internal(), "target", "catch-up").await?;
-    let owned: bool = control
-        .query_one(
-            "SELECT pg_catalog.pg_try_advisory_lock($1::pg_catalog.int8)",
-            &[&coordination::owner_lock(name)],
-        )
-        .await?
-        .get(0);
+    let owned = coordination::try_own(&control, name).await?;
     if !owned {
         debug!(projection = %name, "another process works on this projection");
         return Ok(());

@@ -44,6 +44,18 @@ pub fn owner_lock(projection: &str) -> i64 {
     fnv1a(&["eventstore_worker owner", projection]) as i64
 }
 
+/// Tries [`owner_lock`] (session level) on `client`: true when this session now owns the
+/// projection's catch-up or rebuild, false when another session holds it.
+pub async fn try_own(client: &Client, projection: &str) -> Result<bool, tokio_postgres::Error> {
+    let row = client
+        .query_one(
+            "SELECT pg_catalog.pg_try_advisory_lock($1::pg_catalog.int8)",
+            &[&owner_lock(projection)],
+        )
+        .await?;
+    Ok(row.get(0))
+}
+
 /// The schema a projection is rebuilt in: unique per projection, at most 63 bytes.
 pub fn shadow_schema(projection: &str) -> String {
     format!("eventstore_shadow_{:016x}", fnv1a(&[projection]))

@@ -225,13 +225,7 @@ async fn claim(
     name: &str,
     mode: Mode,
 ) -> anyhow::Result<Result<String, String>> {
-    let owned: bool = control
-        .query_one(
-            "SELECT pg_catalog.pg_try_advisory_lock($1::pg_catalog.int8)",
-            &[&coordination::owner_lock(name)],
-        )
-        .await?
-        .get(0);
+    let owned = coordination::try_own(control, name).await?;
     if !owned {
         return Ok(Err("another process is catching up or rebuilding it".into()));
     }
@@ -537,13 +531,7 @@ async fn swap_tables(
                 None => bail!("no schema in the search_path exists to move table {table:?} into"),
             },
         };
-        tx.batch_execute(&format!(
-            "ALTER TABLE {}.{} SET SCHEMA {}",
-            s.schema,
-            quote_ident(&table),
-            quote_ident(&dest)
-        ))
-        .await?;
+        move_table(&tx, &s.schema, &table, &dest).await?;
     }
     // Partitions move with nothing: move them too (their parent is in place now).
     let partitions = tx
@@ -568,13 +556,7 @@ async fn swap_tables(
             quote_ident(&table)
         ))
         .await?;
-        tx.batch_execute(&format!(
-            "ALTER TABLE {}.{} SET SCHEMA {}",
-            s.schema,
-            quote_ident(&table),
-            quote_ident(&dest)
-        ))
-        .await?;
+        move_table(&tx, &s.schema, &table, &dest).await?;
     }
     // Anything else setup created there (types, views, functions) is not moved: say so.
     if let Err(e) = tx.batch_execute(&format!("DROP SCHEMA {}", s.schema)).await {
@@ -618,6 +600,22 @@ async fn swap_tables(
     Ok(Outcome::Swapped { checkpoint, events })
 }
 
+/// Moves `table` from the shadow schema `shadow` (a generated name, no quoting needed) into
+/// `dest`.
+async fn move_table(
+    tx: &tokio_postgres::Transaction<'_>,
+    shadow: &str,
+    table: &str,
+    dest: &str,
+) -> Result<(), tokio_postgres::Error> {
+    tx.batch_execute(&format!(
+        "ALTER TABLE {shadow}.{} SET SCHEMA {}",
+        quote_ident(table),
+        quote_ident(dest)
+    ))
+    .await
+}
+
 /// Clears builds whose process is gone (nobody holds their owner lock): their shadow schema
 /// and row. Called now and then by the worker.
 pub async fn clear_abandoned(control: &Client) -> anyhow::Result<()> {
@@ -626,11 +624,7 @@ pub async fn clear_abandoned(control: &Client) -> anyhow::Result<()> {
     for row in rows {
         let (name, schema): (String, String) = (row.get(0), row.get(1));
         let lock = coordination::owner_lock(&name);
-        let free: bool = control
-            .query_one("SELECT pg_catalog.pg_try_advisory_lock($1::pg_catalog.int8)", &[&lock])
-            .await?
-            .get(0);
-        if !free {
+        if !coordination::try_own(control, &name).await? {
             continue;
         }
         info!(projection = %name, schema = %schema, "clearing a build whose process is gone");
