@@ -122,14 +122,9 @@ SQL
     psql_ -d postgres -c "DROP DATABASE ${db}_restored"
     psql_ -d "$db" -c "SELECT eventstore.revoke_access('upgrade_app')" \
           -c "SELECT eventstore.revoke_access('upgrade_auditor')" >/dev/null
-    # PostgreSQL 17 and later also record the roles named in initial privileges (pg_shdepend,
-    # deptype 'i'). The 0.1.0 -> 0.2.0 update trims pg_init_privs directly and leaves those
-    # entries behind, so a migrated role can only be dropped once they are cleared: the step
-    # docs/operations.md gives ("Known issues").
-    if [ "$from" = 0.1.0 ] && [ "$PG_MAJOR" -ge 17 ]; then
-        psql_ -d "$db" -f "$REPO_ROOT/docs/sql/clear_stale_initacl_deps.sql" \
-              -v roles="{upgrade_app,upgrade_auditor}" >/dev/null
-    fi
+    # The roles the update migrated can be dropped: on PostgreSQL 17 and later the 0.1.0 -> 0.2.0
+    # script left "initial privileges" dependencies (pg_shdepend) behind that 0.2.0 -> 0.3.0
+    # removes.
     psql_ -d "$db" -c "DROP ROLE upgrade_app, upgrade_auditor" >/dev/null
     psql_ -d "$db" -f "$REPO_ROOT/scripts/catalog.sql" >"$work/upgraded.txt"
     if diff -u "$work/fresh.txt" "$work/upgraded.txt" >"$work/catalog.diff"; then
