@@ -27,3 +27,10 @@ WHERE s.deptype OPERATOR(pg_catalog.=) 'i'
                   WHERE i.classoid OPERATOR(pg_catalog.=) s.classid
                     AND i.objoid OPERATOR(pg_catalog.=) s.objid
                     AND e.grantee OPERATOR(pg_catalog.=) s.refobjid);
+
+-- Two columns every event has from 0.3.0 on: the version of its payload's shape (the events
+-- already stored are version 1) and its consistency-boundary tags (none). Constant defaults:
+-- the table is not rewritten.
+ALTER TABLE eventstore.events
+    ADD COLUMN schema_version integer NOT NULL DEFAULT 1 CHECK (schema_version > 0),
+    ADD COLUMN tags text[] NOT NULL DEFAULT '{}';

@@ -49,6 +49,8 @@ CREATE TABLE eventstore.events (
     metadata        jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(metadata) = 'object'),
     recorded_at     timestamptz NOT NULL DEFAULT now(),
     transaction_id  xid8 NOT NULL DEFAULT pg_current_xact_id(),
+    schema_version  integer NOT NULL DEFAULT 1 CHECK (schema_version > 0),
+    tags            text[] NOT NULL DEFAULT '{}',
     UNIQUE (stream_id, stream_version)
 );
 
