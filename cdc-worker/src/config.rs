@@ -45,6 +45,10 @@ struct RawSource {
     slot: String,
     #[serde(default = "default_publication")]
     publication: String,
+    /// Create the slot as a failover slot where the server supports it (PostgreSQL 17 and
+    /// later), so that a standby synchronizing slots keeps it.
+    #[serde(default = "default_failover")]
+    failover: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -98,6 +102,10 @@ impl Version {
 
 fn default_slot() -> String {
     "eventstore_worker".into()
+}
+
+fn default_failover() -> bool {
+    true
 }
 
 fn default_publication() -> String {
@@ -160,6 +168,8 @@ pub struct Config {
     pub source: Endpoint,
     pub slot: String,
     pub publication: String,
+    /// Whether the slot is a failover slot (on servers that have them).
+    pub failover: bool,
     /// `None`: read models live in the source database.
     pub target: Option<Endpoint>,
     /// The target for connections that run setup and handlers (the configured search_path).
@@ -346,6 +356,7 @@ impl Config {
             source,
             slot: raw.source.slot,
             publication: raw.source.publication,
+            failover: raw.source.failover,
             target,
             target_handlers,
             target_internal,

@@ -90,17 +90,17 @@ pub async fn start_session(
 /// whose checkpoint is behind it (it was out of the configuration for a while) must resume
 /// through the map. Returns the projections that no longer follow the stream.
 ///
-/// A slot created now while a map exists means the old slot is gone (dropped, for instance
-/// after `max_slot_wal_keep_size` invalidated it): what committed in between never reached the
-/// worker, so the map starts afresh and every projection is rebuilt from the event log.
+/// `rebuild_all`: the slot was recreated where the transactions it missed cannot be told (a
+/// map from an earlier version, without a guard, see `slot_recovery`): the map starts afresh
+/// and every projection is rebuilt from the event log.
 pub async fn streaming_started(
     client: &Client,
     config: &Config,
     confirmed: Lsn,
-    slot_created: bool,
+    rebuild_all: bool,
 ) -> Result<Vec<String>, tokio_postgres::Error> {
     let names: Vec<&str> = config.projections.iter().map(|p| p.name.as_str()).collect();
-    if slot_created && source_map::horizon(client).await?.is_some() {
+    if rebuild_all && source_map::horizon(client).await?.is_some() {
         warn!(slot = %config.slot, "the replication slot is new but the worker has followed an earlier one; rebuilding every projection from eventstore.events");
         client
             .execute(
@@ -177,6 +177,7 @@ struct Task {
 /// whose process died.
 pub async fn manage(config: Config, shutdown: CancellationToken, wake: Arc<Notify>) {
     let mut client: Option<Client> = None;
+    let mut source: Option<Client> = None;
     let mut tasks: Vec<Task> = Vec::new();
     let mut not_before: HashMap<String, Instant> = HashMap::new();
     let mut last_prune = Instant::now();
@@ -234,10 +235,17 @@ pub async fn manage(config: Config, shutdown: CancellationToken, wake: Arc<Notif
                 warn!(error = format!("{e:#}"), "clearing abandoned rebuilds failed");
             }
             match source_map::prune(c, &names).await {
-                Ok((horizon, deleted)) if horizon.is_some() || deleted > 0 => {
-                    debug!(horizon = ?horizon, deleted, "pruned the commit-order map");
+                Ok((horizon, floor, deleted)) => {
+                    if horizon.is_some() || deleted > 0 {
+                        debug!(horizon = ?horizon, deleted, "pruned the commit-order map");
+                    }
+                    if let Some(floor) = floor {
+                        if let Err(e) = advance_guard(c, &config, &mut source, floor).await {
+                            debug!(error = format!("{e:#}"), "moving the map's guard failed");
+                            source = None;
+                        }
+                    }
                 }
-                Ok(_) => {}
                 Err(e) => warn!(error = format!("{e:#}"), "pruning the commit-order map failed"),
             }
         }
@@ -245,6 +253,22 @@ pub async fn manage(config: Config, shutdown: CancellationToken, wake: Arc<Notif
     for t in tasks {
         t.handle.abort();
     }
+}
+
+/// Moves the map's guard on (`slot_recovery::advance_guard`), on a source connection kept
+/// between calls.
+async fn advance_guard(
+    target: &Client,
+    config: &Config,
+    source: &mut Option<Client>,
+    floor: Lsn,
+) -> anyhow::Result<()> {
+    if source.as_ref().is_none_or(|c| c.is_closed()) {
+        *source = Some(crate::connect::connect_sql(&config.source, "source", "lifecycle").await?);
+    }
+    let Some(s) = source.as_ref() else { return Ok(()) };
+    crate::slot_recovery::advance_guard(target, s, floor).await?;
+    Ok(())
 }
 
 async fn start_work(

@@ -20,6 +20,7 @@ mod projection;
 mod queue;
 mod rebuild;
 mod replication;
+mod slot_recovery;
 mod source_map;
 mod status;
 mod tls;

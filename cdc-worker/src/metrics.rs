@@ -319,6 +319,37 @@ impl Metrics {
                 label(h.state.as_deref().unwrap_or(""))
             );
         }
+        if let Some(slot) = &report.slot {
+            let labels = format!("slot=\"{}\"", label(&slot.name));
+            let name = "eventstore_worker_slot_wal_status";
+            let _ = write!(out, "# HELP {name} 1 for the replication slot's wal_status (reserved, extended, unreserved, lost).\n# TYPE {name} gauge\n");
+            for status in ["reserved", "extended", "unreserved", "lost"] {
+                let on = slot.wal_status.as_deref() == Some(status);
+                let _ =
+                    writeln!(out, "{name}{{{labels},wal_status=\"{status}\"}} {}", u8::from(on));
+            }
+            let name = "eventstore_worker_slot_safe_wal_size_bytes";
+            let _ = write!(out, "# HELP {name} WAL that may still be written before the slot is in danger of invalidation (max_slot_wal_keep_size); absent when unlimited.\n# TYPE {name} gauge\n");
+            if let Some(b) = slot.safe_wal_size {
+                let _ = writeln!(out, "{name}{{{labels}}} {b}");
+            }
+            let name = "eventstore_worker_slot_retained_wal_bytes";
+            let _ = write!(out, "# HELP {name} Source WAL the slot holds back (current position minus its restart position).\n# TYPE {name} gauge\n");
+            if let Some(b) = slot.retained_bytes {
+                let _ = writeln!(out, "{name}{{{labels}}} {b}");
+            }
+            let name = "eventstore_worker_slot_invalidated";
+            let _ = write!(out, "# HELP {name} 1 while the slot is invalidated (the worker recreates it and catches up through the event table), with the reason.\n# TYPE {name} gauge\n");
+            let _ = writeln!(
+                out,
+                "{name}{{{labels},reason=\"{}\"}} {}",
+                label(slot.invalidation_reason.as_deref().unwrap_or("")),
+                u8::from(slot.invalidation_reason.is_some())
+            );
+            let name = "eventstore_worker_slot_failover";
+            let _ = write!(out, "# HELP {name} 1 when the slot is a failover slot that standbys synchronize (PostgreSQL 17+).\n# TYPE {name} gauge\n");
+            let _ = writeln!(out, "{name}{{{labels}}} {}", u8::from(slot.failover == Some(true)));
+        }
         // One series per lifecycle status, 1 for the current one (a state set).
         let name = "eventstore_worker_projection_state";
         let _ = write!(
@@ -524,6 +555,15 @@ mod tests {
                 transaction_age_seconds: Some(12.5),
                 state: Some("idle in transaction".into()),
             }),
+            slot: Some(crate::status::SlotHealth {
+                name: "eventstore_worker".into(),
+                active: true,
+                wal_status: Some("unreserved".into()),
+                safe_wal_size: Some(1024),
+                invalidation_reason: None,
+                failover: Some(true),
+                retained_bytes: Some(4096),
+            }),
         };
         let s = samples(&m.render(&config(), Some(&report)));
         assert_eq!(s["eventstore_worker_up"], "0");
@@ -556,6 +596,19 @@ mod tests {
         assert_eq!(s["eventstore_worker_projection_state{projection=\"customer_revenue\",state=\"rebuilding\"}"], "1");
         assert_eq!(s["eventstore_worker_projection_failed{projection=\"customer_revenue\"}"], "0");
         assert_eq!(s["eventstore_worker_horizon_xid_age"], "5");
+        let slot = "slot=\"eventstore_worker\"";
+        assert_eq!(
+            s[&format!("eventstore_worker_slot_wal_status{{{slot},wal_status=\"unreserved\"}}")],
+            "1"
+        );
+        assert_eq!(
+            s[&format!("eventstore_worker_slot_wal_status{{{slot},wal_status=\"lost\"}}")],
+            "0"
+        );
+        assert_eq!(s[&format!("eventstore_worker_slot_safe_wal_size_bytes{{{slot}}}")], "1024");
+        assert_eq!(s[&format!("eventstore_worker_slot_retained_wal_bytes{{{slot}}}")], "4096");
+        assert_eq!(s[&format!("eventstore_worker_slot_invalidated{{{slot},reason=\"\"}}")], "0");
+        assert_eq!(s[&format!("eventstore_worker_slot_failover{{{slot}}}")], "1");
         assert_eq!(s["eventstore_worker_horizon_transaction_age_seconds"], "12.500");
         assert_eq!(s["eventstore_worker_horizon_holder{pid=\"77\",database=\"billing\",state=\"idle in transaction\"}"], "1");
         assert!(

@@ -230,15 +230,6 @@ pub enum ReplicationError {
     Closed,
 }
 
-impl ReplicationError {
-    pub fn code(&self) -> Option<&str> {
-        match self {
-            ReplicationError::Server(e) => Some(&e.code),
-            _ => None,
-        }
-    }
-}
-
 type Result<T, E = ReplicationError> = std::result::Result<T, E>;
 
 /// One backend message: its tag and body (without the length word).
@@ -643,17 +634,23 @@ impl ReplicationConnection {
         })
     }
 
-    /// Creates a pgoutput slot; returns false when it already existed.
-    pub async fn create_slot_if_missing(&mut self, slot: &str) -> Result<bool> {
+    /// Creates the worker's pgoutput slot and exports its snapshot: returns the consistent point
+    /// C and the snapshot's name (see `create_exporting_slot`). With `failover` (PostgreSQL 17
+    /// and later), standbys that synchronize slots keep a copy a promoted one can stream from.
+    pub async fn create_slot(&mut self, slot: &str, failover: bool) -> Result<(Lsn, String)> {
         let sql = format!(
-            "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput NOEXPORT_SNAPSHOT",
-            quote_ident(slot)
+            "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput (SNAPSHOT 'export'{})",
+            quote_ident(slot),
+            if failover { ", FAILOVER true" } else { "" }
         );
-        match self.simple_query(&sql).await {
-            Ok(_) => Ok(true),
-            Err(e) if e.code() == Some("42710") => Ok(false),
-            Err(e) => Err(e),
-        }
+        let rows = self.simple_query(&sql).await?;
+        consistent_point_and_snapshot(&rows)
+    }
+
+    /// Sets the slot's `failover` property (PostgreSQL 17 and later).
+    pub async fn alter_slot_failover(&mut self, slot: &str, failover: bool) -> Result<()> {
+        let sql = format!("ALTER_REPLICATION_SLOT {} (FAILOVER {failover})", quote_ident(slot));
+        self.simple_query(&sql).await.map(|_| ())
     }
 
     /// Creates a temporary pgoutput slot that exports its snapshot: returns the consistent
@@ -666,19 +663,7 @@ impl ReplicationConnection {
             quote_ident(slot)
         );
         let rows = self.simple_query(&sql).await?;
-        let bad = || {
-            ReplicationError::Protocol(
-                "CREATE_REPLICATION_SLOT returned no consistent point and snapshot".into(),
-            )
-        };
-        let row = rows.first().filter(|r| r.len() >= 3).ok_or_else(bad)?;
-        let point = row[1]
-            .as_deref()
-            .ok_or_else(bad)?
-            .parse()
-            .map_err(|e| ReplicationError::Protocol(format!("CREATE_REPLICATION_SLOT: {e}")))?;
-        let snapshot = row[2].clone().ok_or_else(bad)?;
-        Ok((point, snapshot))
+        consistent_point_and_snapshot(&rows)
     }
 
     /// Starts streaming; `start` = 0/0 resumes at the slot's confirmed flush position.
@@ -843,6 +828,23 @@ impl Feedback {
         self.io.flush().await?;
         Ok(())
     }
+}
+
+/// The consistent point and snapshot name of a `CREATE_REPLICATION_SLOT ... SNAPSHOT 'export'`.
+fn consistent_point_and_snapshot(rows: &[Vec<Option<String>>]) -> Result<(Lsn, String)> {
+    let bad = || {
+        ReplicationError::Protocol(
+            "CREATE_REPLICATION_SLOT returned no consistent point and snapshot".into(),
+        )
+    };
+    let row = rows.first().filter(|r| r.len() >= 3).ok_or_else(bad)?;
+    let point = row[1]
+        .as_deref()
+        .ok_or_else(bad)?
+        .parse()
+        .map_err(|e| ReplicationError::Protocol(format!("CREATE_REPLICATION_SLOT: {e}")))?;
+    let snapshot = row[2].clone().ok_or_else(bad)?;
+    Ok((point, snapshot))
 }
 
 #[cfg(test)]

@@ -75,6 +75,16 @@ END
 $do$;
 
 -- The map holds every transaction with end_lsn > horizon (one row).
+--
+-- guard: a snapshot of the source such that every event transaction visible in it is in the
+-- map or applied by every projection (source_map.rs, "The guard"); pruning removes only
+-- transactions visible in it, so a recreated slot's missed transactions are exactly those
+-- visible in the new slot's snapshot, not visible in the guard and not in the map.
+-- next_guard/next_guard_lsn: a later snapshot and a WAL position read after it, which becomes
+-- the guard once every checkpoint has passed that position. recovering: a slot is being
+-- recreated (set before it is created, cleared with the recovered transactions' map rows).
+-- source_timeline: the source's system identifier and timeline when the stream last started
+-- (a promotion changes the timeline).
 CREATE TABLE IF NOT EXISTS eventstore_worker.source_horizon (
     single   boolean PRIMARY KEY DEFAULT true CHECK (single),
     horizon  pg_lsn NOT NULL
@@ -135,6 +145,16 @@ BEGIN
                     WHERE attrelid = 'eventstore_worker.rebuilds'::pg_catalog.regclass::pg_catalog.oid
                       AND attname = 'checkpoint_time' AND NOT attisdropped) THEN
         ALTER TABLE eventstore_worker.rebuilds ADD COLUMN checkpoint_time timestamptz;
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_attribute
+                    WHERE attrelid = 'eventstore_worker.source_horizon'::pg_catalog.regclass::pg_catalog.oid
+                      AND attname = 'guard' AND NOT attisdropped) THEN
+        ALTER TABLE eventstore_worker.source_horizon
+            ADD COLUMN guard pg_snapshot,
+            ADD COLUMN next_guard pg_snapshot,
+            ADD COLUMN next_guard_lsn pg_lsn,
+            ADD COLUMN recovering boolean NOT NULL DEFAULT false,
+            ADD COLUMN source_timeline text;
     END IF;
 END
 $do$;

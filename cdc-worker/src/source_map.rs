@@ -265,11 +265,14 @@ const PRUNE_CHUNK: i64 = 5000;
 /// walsender decodes a transaction's changes in full before it sends the next commit, so one
 /// delete of a long drain's worth of rows would hold every event behind it for as long as that
 /// takes. Rows a pruning left behind (the worker stopped midway) go at the next one.
-/// Returns the new horizon when it moved, and the number of rows deleted.
+/// A run goes only once every transaction in it is visible in the guard (see
+/// `slot_recovery`), and nothing goes while a slot is being recreated.
+/// Returns the new horizon when it moved, the lowest checkpoint, and the number of rows
+/// deleted.
 pub async fn prune(
     client: &mut Client,
     names: &[&str],
-) -> Result<(Option<Lsn>, u64), tokio_postgres::Error> {
+) -> Result<(Option<Lsn>, Option<Lsn>, u64), tokio_postgres::Error> {
     let tx = client.transaction().await?;
     let floor: Option<String> = tx
         .query_one(
@@ -282,7 +285,7 @@ pub async fn prune(
         )
         .await?
         .get(0);
-    let Some(floor) = floor else { return Ok((None, 0)) };
+    let Some(floor) = floor else { return Ok((None, None, 0)) };
     let moved = tx
         .execute(
             "UPDATE eventstore_worker.source_horizon SET horizon = $1::text::pg_lsn WHERE horizon < $1::text::pg_lsn",
@@ -295,9 +298,11 @@ pub async fn prune(
         let n = client
             .execute(
                 "DELETE FROM eventstore_worker.source_transaction_runs
-                  WHERE last_end_lsn IN (SELECT last_end_lsn FROM eventstore_worker.source_transaction_runs
-                                          WHERE last_end_lsn <= (SELECT horizon FROM eventstore_worker.source_horizon)
-                                          ORDER BY last_end_lsn LIMIT $1)",
+                  WHERE last_end_lsn IN (SELECT r.last_end_lsn FROM eventstore_worker.source_transaction_runs r, eventstore_worker.source_horizon h
+                                          WHERE r.last_end_lsn <= h.horizon AND NOT h.recovering AND h.guard IS NOT NULL
+                                            AND NOT EXISTS (SELECT FROM pg_catalog.unnest(r.transaction_ids) AS x
+                                                             WHERE NOT pg_catalog.pg_visible_in_snapshot(x, h.guard))
+                                          ORDER BY r.last_end_lsn LIMIT $1)",
                 &[&PRUNE_CHUNK],
             )
             .await?;
@@ -306,7 +311,7 @@ pub async fn prune(
             break;
         }
     }
-    Ok((if moved == 0 { None } else { floor.parse().ok() }, deleted))
+    Ok((if moved == 0 { None } else { floor.parse().ok() }, floor.parse().ok(), deleted))
 }
 
 #[cfg(test)]

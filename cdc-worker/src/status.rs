@@ -51,6 +51,74 @@ pub struct Report {
     /// a build) stop before everything that committed after it started. `None`: no transaction
     /// holds an xid.
     pub horizon: Option<HorizonHolder>,
+    /// The worker's replication slot; `None` when it does not exist (yet).
+    pub slot: Option<SlotHealth>,
+}
+
+/// The replication slot's health, from `pg_replication_slots`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SlotHealth {
+    pub name: String,
+    pub active: bool,
+    /// `reserved`, `extended`, `unreserved` or `lost` (PostgreSQL's `wal_status`).
+    pub wal_status: Option<String>,
+    /// Bytes of WAL that can still be written before the slot is in danger of being
+    /// invalidated (`max_slot_wal_keep_size`); `None` when unlimited.
+    pub safe_wal_size: Option<i64>,
+    /// Why the slot was invalidated (PostgreSQL 17+ `invalidation_reason`; `wal_removed` for a
+    /// lost slot on earlier majors); `None` while it is usable. The worker recreates an
+    /// invalidated slot and catches up through the event table.
+    pub invalidation_reason: Option<String>,
+    /// A failover slot (PostgreSQL 17+); `None` before 17.
+    pub failover: Option<bool>,
+    /// WAL the slot holds back: the source position minus its restart position.
+    pub retained_bytes: Option<i64>,
+}
+
+/// Columns that differ between majors are read through `to_jsonb`.
+const SLOT_SQL: &str = "
+    SELECT s.j OPERATOR(pg_catalog.->>) 'slot_name', (s.j OPERATOR(pg_catalog.->>) 'active')::pg_catalog.bool,
+           s.j OPERATOR(pg_catalog.->>) 'wal_status', (s.j OPERATOR(pg_catalog.->>) 'safe_wal_size')::pg_catalog.int8,
+           coalesce(s.j OPERATOR(pg_catalog.->>) 'invalidation_reason',
+                    CASE WHEN s.j OPERATOR(pg_catalog.->>) 'wal_status' OPERATOR(pg_catalog.=) 'lost' THEN 'wal_removed' END),
+           (s.j OPERATOR(pg_catalog.->>) 'failover')::pg_catalog.bool,
+           pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), s.restart_lsn)::pg_catalog.int8
+      FROM (SELECT pg_catalog.to_jsonb(r) AS j, r.restart_lsn
+              FROM pg_catalog.pg_replication_slots r WHERE r.slot_name OPERATOR(pg_catalog.=) $1) AS s";
+
+/// Reads the slot's health on the source.
+pub async fn slot_health(
+    client: &Client,
+    slot: &str,
+) -> Result<Option<SlotHealth>, tokio_postgres::Error> {
+    Ok(client.query_opt(SLOT_SQL, &[&slot]).await?.map(|r| SlotHealth {
+        name: r.get(0),
+        active: r.get::<_, Option<bool>>(1).unwrap_or(false),
+        wal_status: r.get(2),
+        safe_wal_size: r.get(3),
+        invalidation_reason: r.get(4),
+        failover: r.get(5),
+        retained_bytes: r.get(6),
+    }))
+}
+
+impl SlotHealth {
+    /// One line for people.
+    pub fn describe(&self) -> String {
+        let dash = || "-".to_owned();
+        format!(
+            "{} ({}), wal_status {}, safe_wal_size {}, retained {} bytes, failover {}{}",
+            self.name,
+            if self.active { "active" } else { "inactive" },
+            self.wal_status.clone().unwrap_or_else(dash),
+            self.safe_wal_size.map_or_else(|| "unlimited".to_owned(), |b| b.to_string()),
+            self.retained_bytes.map_or_else(dash, |b| b.to_string()),
+            self.failover.map_or_else(|| "n/a".to_owned(), |f| f.to_string()),
+            self.invalidation_reason
+                .as_deref()
+                .map_or_else(String::new, |r| format!(", INVALIDATED ({r})")),
+        )
+    }
 }
 
 /// Who holds the xmin horizon (see `Report::horizon`), from `pg_stat_activity.backend_xid`
@@ -200,6 +268,9 @@ impl Clients {
         let source_lsn: Lsn = row.get::<_, String>(0).parse()?;
         let source_now: f64 = row.get(1);
         let horizon = horizon(self.source()).await.context("reading who holds the xmin horizon")?;
+        let slot = slot_health(self.source(), &config.slot)
+            .await
+            .context("reading the replication slot's health")?;
 
         let rows = self
             .target
@@ -257,7 +328,7 @@ impl Clients {
                 },
             })
             .collect();
-        Ok(Report { source_lsn: Some(source_lsn), projections, horizon })
+        Ok(Report { source_lsn: Some(source_lsn), projections, horizon, slot })
     }
 }
 
@@ -326,6 +397,9 @@ pub fn render_table(report: &Report) -> String {
     let mut out = line(HEADERS);
     for row in &rows {
         out.push_str(&line(row.each_ref().map(String::as_str)));
+    }
+    if let Some(slot) = &report.slot {
+        out.push_str(&format!("\nreplication slot: {}\n", slot.describe()));
     }
     if let Some(h) = &report.horizon {
         out.push_str(&format!("\noldest transaction holding the xmin horizon: {}\n", h.describe()));
@@ -405,6 +479,7 @@ mod tests {
                 p("new_one", "pending", None, None, 0, None),
             ],
             horizon: None,
+            slot: None,
         }
     }
 

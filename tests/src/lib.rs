@@ -110,17 +110,7 @@ impl Cluster {
     /// Like `start`, with `hba` (whole `pg_hba.conf` lines) placed before the default rules, so
     /// that its lines win for the connections they match.
     pub fn start_with_hba(hba: &str) -> Result<Cluster> {
-        require_root()?;
-        static N: AtomicU32 = AtomicU32::new(0);
-        let dir = PathBuf::from(format!(
-            "/tmp/es-wt-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        ));
-        let _ = fs::remove_dir_all(&dir);
-        run(Command::new("install")
-            .args(["-d", "-o", "postgres", "-g", "postgres", "-m", "700"])
-            .arg(&dir))?;
+        let dir = Cluster::new_dir()?;
         let data = dir.join("data");
         run(as_postgres("initdb")
             .args([
@@ -147,6 +137,57 @@ impl Cluster {
         let cluster = Cluster { dir, port: free_port()? };
         cluster.pg_ctl_start()?;
         Ok(cluster)
+    }
+
+    /// A fresh directory for a cluster, owned by `postgres`.
+    fn new_dir() -> Result<PathBuf> {
+        require_root()?;
+        static N: AtomicU32 = AtomicU32::new(0);
+        let dir = PathBuf::from(format!(
+            "/tmp/es-wt-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = fs::remove_dir_all(&dir);
+        run(Command::new("install")
+            .args(["-d", "-o", "postgres", "-g", "postgres", "-m", "700"])
+            .arg(&dir))?;
+        Ok(dir)
+    }
+
+    /// A streaming standby of `primary` (`pg_basebackup -R` through a physical slot
+    /// `standby_slot`), started. On PostgreSQL 17 and later it synchronizes failover slots of
+    /// database `dbname` (`sync_replication_slots`, `hot_standby_feedback`).
+    pub fn start_standby(primary: &Cluster, dbname: &str) -> Result<Cluster> {
+        let dir = Cluster::new_dir()?;
+        let data = dir.join("data");
+        let conninfo = format!(
+            "host={} port={} user=postgres dbname={dbname}",
+            primary.dir.display(),
+            primary.port
+        );
+        run(as_postgres("pg_basebackup")
+            .args(["-d", &conninfo, "-D", data.to_str().unwrap()])
+            .args(["-R", "-C", "-S", "standby_slot", "-X", "stream", "--no-sync"]))?;
+        if pg_major()? >= 17 {
+            let auto = data.join("postgresql.auto.conf");
+            let mut conf = fs::read_to_string(&auto)?;
+            conf.push_str("sync_replication_slots = on\nhot_standby_feedback = on\n");
+            fs::write(&auto, conf)?;
+        }
+        let standby = Cluster { dir, port: free_port()? };
+        standby.pg_ctl_start()?;
+        Ok(standby)
+    }
+
+    /// Promotes a standby (`pg_ctl promote`, waiting until it accepts writes).
+    pub fn promote(&self) -> Result<()> {
+        run(as_postgres("pg_ctl").args(["-D", self.data().to_str().unwrap(), "-w", "promote"]))
+    }
+
+    /// Crashes the server (immediate shutdown) and leaves it down.
+    pub fn crash(&self) -> Result<()> {
+        self.pg_ctl_stop("immediate")
     }
 
     fn data(&self) -> PathBuf {
@@ -413,6 +454,11 @@ impl Worker {
     pub fn stop_with(self, signal: &str) -> Result<std::process::ExitStatus> {
         run(Command::new("kill").args([&format!("-{signal}"), &self.child.id().to_string()]))?;
         self.exit_status(&format!("SIG{signal}"))
+    }
+
+    /// Sends the signal named without waiting (`STOP` pauses the process, `CONT` resumes it).
+    pub fn signal(&self, signal: &str) -> Result<()> {
+        run(Command::new("kill").args([&format!("-{signal}"), &self.child.id().to_string()]))
     }
 
     /// Waits up to 30 s for the worker to exit by itself (`after`: what should make it exit).

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Result;
 use eventstore_integration_tests::*;
@@ -519,37 +519,6 @@ async fn a_version_change_rebuilds_that_projection_without_downtime() -> Result<
     let log = worker.plain_log();
     let rebuilt: Vec<&str> = log.lines().filter(|l| l.contains("rebuilt and swapped in")).collect();
     assert!(rebuilt.len() == 1 && rebuilt[0].contains("projection=order_summary"), "{log}");
-    assert!(worker.terminate()?.success());
-    Ok(())
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dropped_slot_is_recreated_and_every_projection_rebuilt_exactly() -> Result<()> {
-    let Store { cluster, db, dsn } = Store::start().await?;
-    let config = cluster.orders_config("orders")?;
-    let worker = Worker::start(&config)?;
-    wait_until_running(&db, &worker, 3).await?;
-    append_orders(&dsn, 0, 300, 3, 61).await?;
-    assert_converges(&db, &db, &worker).await;
-    assert!(worker.terminate()?.success());
-
-    // Events the old slot held, then the slot is gone (as after an invalidation), then more.
-    append_orders(&dsn, 300, 200, 3, 62).await?;
-    db.batch_execute("SELECT pg_drop_replication_slot('eventstore_worker')").await?;
-    append_orders(&dsn, 500, 200, 3, 63).await?;
-
-    let worker = Worker::start(&config)?;
-    wait_until_running(&db, &worker, 3).await?;
-    assert_converges(&db, &db, &worker).await;
-    assert_applied_once(&db, "order_summary", SUMMARY_TYPES).await?;
-    // The swap commits before its log line is written: wait for the lines, then count them.
-    let rebuilt =
-        || worker.plain_log().lines().filter(|l| l.contains("rebuilt and swapped in")).count();
-    wait_until("three rebuilds logged", Instant::now() + Duration::from_secs(60), || {
-        rebuilt() >= 3
-    })
-    .await;
-    assert_eq!(rebuilt(), 3, "{}", worker.plain_log());
     assert!(worker.terminate()?.success());
     Ok(())
 }
