@@ -129,6 +129,32 @@ SELECT * FROM fulfillment_queue ORDER BY 1;
 \echo '--- Worker state'
 SELECT name, status, checkpoint_lsn, last_error FROM eventstore_worker.projections ORDER BY name;
 SQL
+echo
+echo "--- The worker is down while events are appended, and its slot is lost meanwhile (as when"
+echo "    max_slot_wal_keep_size invalidates it): it recreates the slot and catches up from its"
+echo "    checkpoints through eventstore.events, without rebuilding a read model"
+kill -TERM "$worker_pid"; wait "$worker_pid" || true
+PGOPTIONS="-c role=orders_app" psql_ -d $db -At -c "SELECT 'appended while the worker is down: ' || count(*) || ' events'
+    FROM eventstore.append('order-1006', '[
+        {\"type\": \"OrderPlaced\", \"data\": {\"order_id\": \"1006\", \"customer_id\": \"grace\", \"total\": 42.00}},
+        {\"type\": \"PaymentCaptured\", \"data\": {\"order_id\": \"1006\", \"customer_id\": \"grace\", \"amount\": 42.00}}]')"
+psql_ -d $db -At -c "SELECT 'slot dropped: ' || slot_name FROM pg_replication_slots, pg_drop_replication_slot(slot_name)
+    WHERE slot_name = 'eventstore_worker'"
+RUST_LOG=${RUST_LOG:-info} "$worker_bin" run --config "$work/worker.toml" >"$work/worker-2.log" 2>&1 &
+worker_pid=$!
+expected=$(psql_ -d $db -At -c "SELECT count(*) FROM eventstore.events")
+for _ in $(seq 1 300); do
+    applied=$(psql_ -d $db -At -c "SELECT coalesce(sum(event_count), 0) FROM order_summary" 2>/dev/null || echo 0)
+    running=$(psql_ -d $db -At -c "SELECT count(*) FROM eventstore_worker.projections WHERE status = 'running'")
+    [ "$applied" = "$expected" ] && [ "$running" = 3 ] && break
+    kill -0 "$worker_pid" 2>/dev/null || { cat "$work/worker-2.log"; die "the worker exited"; }
+    sleep 0.1
+done
+[ "$applied" = "$expected" ] || { tail -20 "$work/worker-2.log"; die "read models did not catch up ($applied of $expected events)"; }
+sed 's/\x1b\[[0-9;]*m//g' "$work/worker-2.log" \
+    | grep -E "recreat|caught up|rebuil" | sed -E 's/^[^ ]+ +//; s/ eventstore_worker::[a-z_]+:/:/'
+"$worker_bin" status --config "$work/worker.toml"
+
 if [ "$keep" = 1 ] && [ "$own_cluster" = 1 ]; then
     echo "PostgreSQL keeps running: psql -h $host -p $port -U $user $db   (stop: pg_ctl -D $host/data stop)"
 fi

@@ -5,7 +5,8 @@
 # the cluster is upgraded with pg_upgrade into a fresh 18 cluster and started. Then: events,
 # streams and snapshots are byte for byte what they were, appends continue with new positions,
 # the consumer continues from its cursor without missing or repeating an event, and the worker
-# (whose slot pg_upgrade does not carry over from 15) recovers by itself, with events appended
+# (whose slot pg_upgrade does not carry over from 15) recovers by itself, from its checkpoints
+# through the event table and without a rebuild, with events appended
 # before and while it runs on 18, until its read models equal what the events say.
 # Usage: pg_upgrade_test.sh  (as root or as postgres; the extension installed into both majors;
 # EVENTSTORE_WORKER_BIN to use a built worker). The procedure is docs/operations.md's.
@@ -312,8 +313,13 @@ check "18: the worker created its slot anew" \
       "$(psql_ -c "SELECT string_agg(slot_name || ' ' || plugin, ',') FROM pg_replication_slots WHERE NOT temporary")" \
       "eventstore_worker pgoutput"
 check_read_models 18
+plain_log=$(sed 's/\x1b\[[0-9;]*m//g' "$work/worker-18.log")
+check "18: the worker recreated its slot and read what it missed from the event table" \
+      "$(grep -c "recreated the replication slot" <<<"$plain_log")" 1
+check "18: ... without rebuilding a projection" \
+      "$(grep -cE "rebuilt and swapped in|rebuilding every projection" <<<"$plain_log")" 0
 say "how the worker recovered (its log on 18):"
-grep -E "created replication slot|rebuilding every projection|projection will not follow|resuming|caught up|swapped|built" \
+grep -E "created replication slot|recreat|rebuilding every projection|projection will not follow|resuming|caught up|swapped|built" \
     "$work/worker-18.log" | sed 's/\x1b\[[0-9;]*m//g; s/^/    /' >&2 || true
 "$WORKER_BIN" status --config "$work/worker.toml" | sed 's/^/    /' >&2
 stop_worker 18

@@ -67,6 +67,19 @@ pub async fn start_session(
     first: bool,
 ) -> Result<(), tokio_postgres::Error> {
     crate::projection::ensure_schema(client).await?;
+    // One transaction: a new row must not be seen as `running` (the column's default) before
+    // it is given the status it starts with.
+    client.batch_execute("BEGIN").await?;
+    let result = mark_at_start(client, config, first).await;
+    client.batch_execute(if result.is_ok() { "COMMIT" } else { "ROLLBACK" }).await?;
+    result
+}
+
+async fn mark_at_start(
+    client: &Client,
+    config: &Config,
+    first: bool,
+) -> Result<(), tokio_postgres::Error> {
     let names: Vec<&str> = config.projections.iter().map(|p| p.name.as_str()).collect();
     client
         .execute(

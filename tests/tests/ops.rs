@@ -233,7 +233,8 @@ fn parse_status_table(text: &str) -> Result<Vec<BTreeMap<String, String>>> {
     );
     let starts: Vec<usize> = names.iter().map(|n| header.find(n).unwrap()).collect();
     let mut rows = Vec::new();
-    for line in lines {
+    // The table ends at the first empty line (the slot and horizon lines follow).
+    for line in lines.take_while(|l| !l.is_empty()) {
         // Cells with their offsets; the last column takes the rest of the line.
         let mut cells: Vec<(usize, String)> = Vec::new();
         let mut rest = line;
@@ -356,8 +357,21 @@ Measured = "INSERT INTO fragile_log VALUES (($1->>'global_position')::bigint, 10
     assert!(fragile["lag_seconds"].parse::<f64>()? > 0.0);
     assert!(fragile["last_error"].contains("division by zero"), "{}", fragile["last_error"]);
     assert_eq!(fragile["checkpoint"], checkpoint(&db, "fragile").await?);
+    // The slot's health follows the table (no max_slot_wal_keep_size here: unlimited).
+    let slot_line = table.lines().find(|l| l.starts_with("replication slot: ")).unwrap_or("");
+    assert!(
+        slot_line.starts_with(
+            "replication slot: eventstore_worker (active), wal_status reserved, safe_wal_size unlimited, retained "
+        ),
+        "{table}"
+    );
 
     let json: serde_json::Value = serde_json::from_str(&status(&config, true)?)?;
+    assert_eq!(json["slot"]["wal_status"], "reserved");
+    assert!(json["slot"]["invalidation_reason"].is_null());
+    assert!(json["slot"]["retained_bytes"].as_i64().is_some_and(|b| b >= 0), "{json}");
+    let failover_slots = pg_major()? >= 17;
+    assert_eq!(json["slot"]["failover"].as_bool(), failover_slots.then_some(true), "{json}");
     let source_lsn = json["source_lsn"].as_str().context("source_lsn")?;
     let p = json["projections"].as_array().context("projections")?;
     assert_eq!(p.len(), 2);
