@@ -17,8 +17,8 @@ use tokio::net::{TcpStream, UnixStream};
 use tokio_postgres::config::Host;
 use tokio_rustls::client::TlsStream;
 
-use crate::connect::Endpoint;
-use crate::lsn::Lsn;
+use crate::model::Lsn;
+use crate::pg::connect::Endpoint;
 
 pub trait Socket: AsyncRead + AsyncWrite + Unpin + Send {
     /// The socket taken off the runtime it was registered with (see [`Streaming`]).
@@ -158,7 +158,7 @@ async fn negotiate_tls(
     mut socket: TcpStream,
     host: &str,
     config: Arc<rustls::ClientConfig>,
-    settings: &crate::tls::TlsSettings,
+    settings: &crate::pg::tls::TlsSettings,
 ) -> Result<Box<dyn Socket>> {
     let mut request = BytesMut::new();
     frontend::ssl_request(&mut request);
@@ -167,7 +167,7 @@ async fn negotiate_tls(
     socket.read_exact(&mut answer).await?;
     match answer[0] {
         b'S' => {
-            let name = crate::tls::server_name(host).map_err(ReplicationError::Tls)?;
+            let name = crate::pg::tls::server_name(host).map_err(ReplicationError::Tls)?;
             let tls = tokio_rustls::TlsConnector::from(config)
                 .connect(name, Movable::Attached(socket))
                 .await
@@ -908,7 +908,7 @@ mod tests {
     /// that insist on TLS stop with an error naming the host and the mode.
     #[tokio::test]
     async fn a_server_without_tls_is_plain_for_prefer_and_an_error_otherwise() {
-        use crate::tls::{SslMode, TlsSettings};
+        use crate::pg::tls::{SslMode, TlsSettings};
         for mode in [SslMode::Prefer, SslMode::Require] {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let addr = listener.local_addr().unwrap();

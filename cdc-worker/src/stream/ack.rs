@@ -16,7 +16,7 @@
 
 use std::collections::VecDeque;
 
-use crate::lsn::Lsn;
+use crate::model::Lsn;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mark {

@@ -29,7 +29,7 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::lsn::Lsn;
+use crate::model::Lsn;
 
 /// Gap after an event transaction: keeps a token taken right after an append quick to reach.
 pub const MIN_GAP: Duration = Duration::from_millis(10);

@@ -12,13 +12,13 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::apply_function::{self, Applier};
+use crate::apply::apply_function::{self, Applier};
+use crate::apply::{Role, Target};
 use crate::config::Config;
-use crate::connect::connect_sql;
-use crate::coordination;
-use crate::lsn::Lsn;
-use crate::projection::{Role, Target};
-use crate::source_map;
+use crate::model::Lsn;
+use crate::pg::connect::connect_sql;
+use crate::store::coordination;
+use crate::store::source_map;
 
 /// Source transactions read from the map per target transaction.
 pub const CHUNK: i64 = 2000;

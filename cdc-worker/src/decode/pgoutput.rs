@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use crate::lsn::Lsn;
+use crate::model::Lsn;
 
 // The variants are pgoutput's message kinds by their protocol names; 'M' is called Message.
 #[allow(clippy::enum_variant_names)]

@@ -7,16 +7,8 @@
 
 use std::fmt::Write as _;
 
-use crate::pgoutput::{Column, Relation};
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Event {
-    pub event_type: String,
-    pub global_position: i64,
-    /// The envelope as JSON text: stream_id, stream_version, global_position, event_id, type,
-    /// data, metadata, recorded_at.
-    pub envelope: String,
-}
+use crate::decode::pgoutput::{Column, Relation};
+use crate::model::Event;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum EnvelopeError {
@@ -140,7 +132,7 @@ pub fn build(c: &Columns<'_>) -> Event {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pgoutput::{decode, fixtures, Message};
+    use crate::decode::pgoutput::{decode, fixtures, Message};
 
     fn events_relation(cols: &[&str]) -> Relation {
         let cols: Vec<(&str, u32)> = cols.iter().map(|c| (*c, 25)).collect();

@@ -22,8 +22,8 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
 
 use crate::config::Config;
-use crate::connect::{connect_sql, Endpoint};
-use crate::lsn::Lsn;
+use crate::model::Lsn;
+use crate::pg::connect::{connect_sql, Endpoint};
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ProjectionStatus {

@@ -15,7 +15,7 @@ use anyhow::Context;
 use tokio_postgres::{Client, NoTls};
 use tracing::debug;
 
-use crate::tls::{SslMode, TlsSettings};
+use crate::pg::tls::{SslMode, TlsSettings};
 
 /// The path of connections that run only the worker's own SQL.
 pub const INTERNAL_SEARCH_PATH: &str = "pg_catalog, pg_temp";

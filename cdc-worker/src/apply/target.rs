@@ -12,23 +12,13 @@ use tokio_postgres::types::{to_sql_checked, IsNull, ToSql, Type};
 use tokio_postgres::{Client, Statement};
 use tracing::{debug, info, warn};
 
-use crate::apply_function::{self, Applier};
+use crate::apply::apply_function::{self, Applier};
 use crate::config::{Config, OnUnknown, Projection};
-use crate::coordination;
-use crate::envelope::Event;
-use crate::lsn::Lsn;
-pub use crate::model::SourceTxn;
-
-const SCHEMA: &str = include_str!("schema.sql");
-
-/// Creates or upgrades the worker's own tables (idempotent; its "already exists" notices are
-/// not worth a log line).
-pub(crate) async fn ensure_schema(client: &Client) -> Result<(), tokio_postgres::Error> {
-    client.batch_execute("SET client_min_messages TO warning").await?;
-    let result = client.batch_execute(SCHEMA).await;
-    client.batch_execute("RESET client_min_messages").await?;
-    result
-}
+use crate::model::Event;
+use crate::model::Lsn;
+use crate::model::SourceTxn;
+use crate::store::coordination;
+use crate::store::ensure_schema;
 
 /// Bounds of one call of an apply function. The server keeps every envelope it parsed for a call
 /// until the call ends; calls of this size reuse that memory, where one call per batch faulted

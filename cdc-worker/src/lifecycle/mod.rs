@@ -23,9 +23,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::config::Config;
-use crate::coordination::{self, ProjectionRow};
-use crate::lsn::Lsn;
-use crate::{catchup, rebuild, source_map};
+use crate::model::Lsn;
+use crate::store::coordination::{self, ProjectionRow};
+pub mod catchup;
+pub mod rebuild;
+
+use crate::store::source_map;
 
 /// How often the manager looks for projections to catch up or rebuild.
 const POLL: Duration = Duration::from_secs(1);
@@ -66,7 +69,7 @@ pub async fn start_session(
     config: &Config,
     first: bool,
 ) -> Result<(), tokio_postgres::Error> {
-    crate::projection::ensure_schema(client).await?;
+    crate::store::ensure_schema(client).await?;
     let names: Vec<&str> = config.projections.iter().map(|p| p.name.as_str()).collect();
     client
         .execute(
@@ -204,21 +207,22 @@ pub async fn manage(config: Config, shutdown: CancellationToken, wake: Arc<Notif
             }
         }
         if client.as_ref().is_none_or(|c| c.is_closed()) {
-            client =
-                match crate::connect::connect_sql(config.target_internal(), "target", "lifecycle")
-                    .await
-                {
-                    Ok(c)
-                        if c.batch_execute("SET client_min_messages TO warning").await.is_ok() =>
-                    {
-                        Some(c)
-                    }
-                    Ok(_) => None,
-                    Err(e) => {
-                        debug!(error = format!("{e:#}"), "lifecycle manager cannot connect yet");
-                        continue;
-                    }
-                };
+            client = match crate::pg::connect::connect_sql(
+                config.target_internal(),
+                "target",
+                "lifecycle",
+            )
+            .await
+            {
+                Ok(c) if c.batch_execute("SET client_min_messages TO warning").await.is_ok() => {
+                    Some(c)
+                }
+                Ok(_) => None,
+                Err(e) => {
+                    debug!(error = format!("{e:#}"), "lifecycle manager cannot connect yet");
+                    continue;
+                }
+            };
         }
         let Some(c) = client.as_mut() else { continue };
         let started = start_work(c, &config, &shutdown, &mut tasks, &not_before).await;

@@ -5,8 +5,7 @@
 
 use std::time::SystemTime;
 
-use crate::envelope::Event;
-use crate::lsn::Lsn;
+use crate::model::Lsn;
 
 /// A source transaction as the apply path sees it: never split across target transactions.
 /// One without events is an idle position (see `idle.rs`): it only moves checkpoints.
@@ -23,4 +22,14 @@ pub struct SourceTxn {
     pub transaction_id: Option<u64>,
     pub events: Vec<Event>,
     pub bytes: usize,
+}
+
+/// One event of a source transaction, as its handlers receive it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub event_type: String,
+    pub global_position: i64,
+    /// The envelope as JSON text: stream_id, stream_version, global_position, event_id, type,
+    /// data, metadata, recorded_at.
+    pub envelope: String,
 }

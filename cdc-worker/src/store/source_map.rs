@@ -13,9 +13,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio_postgres::{Client, GenericClient, Row};
 use tracing::info;
 
-use crate::envelope::{self, Columns, Event};
-use crate::lsn::Lsn;
-use crate::model::SourceTxn;
+use crate::decode::envelope::{self, Columns};
+use crate::model::Lsn;
+use crate::model::{Event, SourceTxn};
 
 /// One row of the map.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

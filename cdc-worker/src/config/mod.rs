@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::connect::{handler_search_path, Endpoint, INTERNAL_SEARCH_PATH};
-use crate::tls::{SslMode, TlsSettings};
+use crate::pg::connect::{handler_search_path, Endpoint, INTERNAL_SEARCH_PATH};
+use crate::pg::tls::{SslMode, TlsSettings};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -224,7 +224,7 @@ impl Config {
         let endpoint =
             |section: &str, dsn: &str, sslmode: &Option<String>, sslrootcert: &Option<PathBuf>| {
                 let key = format!("{section}.dsn");
-                let split = crate::tls::split_dsn(dsn)
+                let split = crate::pg::tls::split_dsn(dsn)
                     .map_err(|e| invalid(key.clone(), format!("invalid connection string: {e}")))?;
                 let pg = tokio_postgres::Config::from_str(&split.rest)
                     .map_err(|e| invalid(key.clone(), format!("invalid connection string: {e}")))?;

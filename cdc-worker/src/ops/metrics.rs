@@ -16,12 +16,12 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
+use crate::apply::Failure;
 use crate::config::Config;
-use crate::http::{self, Request, Response};
-use crate::lsn::Lsn;
+use crate::model::Lsn;
 use crate::model::SourceTxn;
-use crate::projection::Failure;
-use crate::status::{self, Report};
+use crate::ops::http::{self, Request, Response};
+use crate::ops::status::{self, Report};
 
 /// Connecting longer than this (setup SQL, slot creation waiting for old transactions, a
 /// connection attempt that never answers) makes `/healthz` fail.
@@ -416,8 +416,8 @@ mod tests {
     use std::time::SystemTime;
 
     use super::*;
-    use crate::envelope::Event;
-    use crate::status::ProjectionStatus;
+    use crate::model::Event;
+    use crate::ops::status::ProjectionStatus;
 
     fn config() -> Config {
         Config::parse(
@@ -517,7 +517,7 @@ mod tests {
                 p("odd \"name\"", "pending", None),
                 p("customer_revenue", "rebuilding", None),
             ],
-            horizon: Some(crate::status::HorizonHolder {
+            horizon: Some(crate::ops::status::HorizonHolder {
                 pid: Some(77),
                 database: Some("billing".into()),
                 xid_age: 5,

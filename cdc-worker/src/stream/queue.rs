@@ -52,7 +52,8 @@ impl ByteBudget {
                 if admits(*held, bytes, self.bound) {
                     *held += bytes;
                     self.peak.fetch_max(*held, Ordering::Relaxed);
-                    crate::metrics::get().queued_bytes(*held, self.peak.load(Ordering::Relaxed));
+                    crate::ops::metrics::get()
+                        .queued_bytes(*held, self.peak.load(Ordering::Relaxed));
                     return Reservation { budget: Some(self.clone()), bytes };
                 }
             }
@@ -92,7 +93,7 @@ impl Drop for Reservation {
                 *held -= self.bytes;
                 *held
             };
-            crate::metrics::get().queued_bytes(held, budget.peak());
+            crate::ops::metrics::get().queued_bytes(held, budget.peak());
             budget.released.notify_waiters();
         }
     }

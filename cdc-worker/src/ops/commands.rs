@@ -6,13 +6,13 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::connect::connect_sql;
-use crate::coordination;
-use crate::rebuild::{self, Mode, Outcome};
+use crate::lifecycle::rebuild::{self, Mode, Outcome};
+use crate::pg::connect::connect_sql;
+use crate::store::coordination;
 
 pub async fn rebuild(config: Config, name: &str) -> anyhow::Result<ExitCode> {
     let stop = CancellationToken::new();
-    tokio::spawn(crate::watch_signals(stop.clone()));
+    tokio::spawn(super::signals::watch(stop.clone()));
     let outcomes = rebuild::run(&config, &[name.to_owned()], Mode::Command, &stop).await?;
     if stop.is_cancelled() {
         eprintln!("{name}: interrupted; the tables in use are unchanged");
@@ -53,7 +53,7 @@ pub async fn retry(config: Config, name: &str) -> anyhow::Result<ExitCode> {
     }
     let def = config.projection(name).context("projection not in the configuration")?;
     let file = config.file.display().to_string();
-    if let Err(e) = crate::projection::check_in_scratch_schema(&client, def, &file).await {
+    if let Err(e) = crate::apply::check_in_scratch_schema(&client, def, &file).await {
         eprintln!("eventstore-worker: {e}");
         return Ok(ExitCode::FAILURE);
     }

@@ -19,9 +19,9 @@ use std::path::Path;
 use tokio_postgres::{Client, Row, Statement};
 
 use crate::config::{Config, Projection};
-use crate::lsn::Lsn;
+use crate::model::Lsn;
 use crate::model::SourceTxn;
-use crate::source_map;
+use crate::store::source_map;
 
 /// FNV-1a, 64 bit: stable across processes, builds and platforms (the keys must agree between
 /// a worker and a `rebuild` run by another binary).

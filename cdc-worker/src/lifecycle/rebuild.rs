@@ -23,15 +23,16 @@ use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::apply_function::{self, Applier};
-use crate::catchup::{CHUNK, JOIN_BELOW};
+use crate::apply::apply_function::{self, Applier};
+use crate::apply::{Failure, Role, Target};
 use crate::config::Config;
-use crate::connect::connect_sql;
-use crate::coordination;
-use crate::lsn::Lsn;
-use crate::projection::{Failure, Role, SourceTxn, Target};
+use crate::lifecycle::catchup::{CHUNK, JOIN_BELOW};
+use crate::model::Lsn;
+use crate::model::SourceTxn;
+use crate::pg::connect::connect_sql;
 use crate::replication::{quote_ident, ReplicationConnection};
-use crate::source_map;
+use crate::store::coordination;
+use crate::store::source_map;
 
 /// Events read from the snapshot per target transaction.
 const SNAPSHOT_CHUNK: i64 = 5000;
@@ -91,7 +92,7 @@ async fn build(
     let started = Instant::now();
     let mut control = connect_sql(config.target_config(), "target", "build").await?;
     control.batch_execute("SET client_min_messages TO warning").await?;
-    crate::projection::ensure_schema(&control).await?;
+    crate::store::ensure_schema(&control).await?;
     let Some(horizon) = source_map::horizon(&control).await? else {
         bail!(
             "the worker has not streamed from slot {:?} yet: start it once, then rebuild",
@@ -453,11 +454,11 @@ async fn swap(
 
 /// An error that trying again will not cure (not a connection or concurrency problem).
 fn is_definitive(e: &anyhow::Error) -> bool {
-    if let Some(setup) = e.downcast_ref::<crate::projection::SetupError>() {
+    if let Some(setup) = e.downcast_ref::<crate::apply::SetupError>() {
         return setup.is_fatal();
     }
     match e.downcast_ref::<tokio_postgres::Error>() {
-        Some(pg) => !crate::projection::is_transient(pg),
+        Some(pg) => !crate::apply::is_transient(pg),
         None => true,
     }
 }
@@ -564,7 +565,7 @@ async fn swap_tables(
             "projection {:?}: setup created objects other than tables in the shadow schema; only tables (with their \
              indexes, constraints and owned sequences) are swapped in: {}",
             s.name,
-            crate::projection::error_text(&e)
+            crate::apply::error_text(&e)
         );
     }
     let events: i64 = tx

@@ -10,21 +10,22 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use crate::ack::AckTracker;
+use crate::apply::{Role, Target};
 use crate::config::{Batch, Config};
-use crate::connect::connect_sql;
-use crate::envelope;
-use crate::idle::{self, IdlePacer};
+use crate::decode::envelope;
+use crate::decode::pgoutput::{self, Message, RelationCache};
 use crate::lifecycle;
-use crate::lsn::Lsn;
-use crate::metrics;
-use crate::pgoutput::{self, Message, RelationCache};
-use crate::projection::{Role, SourceTxn, Target};
-use crate::queue::{ByteBudget, Reservation};
+use crate::model::Lsn;
+use crate::model::SourceTxn;
+use crate::ops::metrics;
+use crate::pg::connect::connect_sql;
 use crate::replication::{
     pg_time, quote_ident, Feedback, ReplicationConnection, ReplicationStream, StreamMessage,
     Streaming,
 };
+use crate::stream::ack::AckTracker;
+use crate::stream::idle::{self, IdlePacer};
+use crate::stream::queue::{ByteBudget, Reservation};
 
 /// How often a standby status update is sent even when nothing changed. Well below the
 /// server's default wal_sender_timeout (60 s).
@@ -111,7 +112,7 @@ async fn session(
         Err(e) => return failed(e, false),
     };
     if let Err(e) = lifecycle::start_session(&target_client, config, first).await {
-        let fatal = first && !crate::projection::is_transient(&e);
+        let fatal = first && !crate::apply::is_transient(&e);
         return SessionEnd::Failed {
             error: anyhow!(e).context("preparing the target database"),
             fatal,
@@ -568,7 +569,7 @@ async fn next_batch(rx: &mut mpsc::Receiver<Queued>, limits: &Batch) -> Option<V
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::envelope::Event;
+    use crate::model::Event;
 
     /// Source transaction `n` with `events` events of `bytes_each` bytes of envelope.
     fn txn(n: u64, events: usize, bytes_each: usize) -> SourceTxn {

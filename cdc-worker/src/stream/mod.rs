@@ -1,0 +1,9 @@
+//! The live path: one replication session after another, the stream reader, the batcher, the
+//! feedback task and the pure pieces that decide what is acknowledged and when.
+
+mod ack;
+mod idle;
+mod queue;
+mod session;
+
+pub use session::run;
