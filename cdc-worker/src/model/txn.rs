@@ -9,7 +9,7 @@ use crate::model::Lsn;
 
 /// A source transaction as the apply path sees it: never split across target transactions.
 /// One without events is an idle position (see `idle.rs`): it only moves checkpoints.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SourceTxn {
     pub end_lsn: Lsn,
     /// Source server time at `end_lsn`: the commit time from the stream, the server clock of an

@@ -15,6 +15,7 @@
 //! It is deliberately free of I/O so that it can be tested with injected faults.
 
 use std::collections::VecDeque;
+use std::sync::{Mutex, MutexGuard};
 
 use crate::model::Lsn;
 
@@ -102,6 +103,12 @@ impl AckTracker {
     pub fn received(&self) -> Lsn {
         self.received
     }
+}
+
+/// The tracker behind its mutex, shared by the reader, the feedback task and the apply loop.
+pub fn lock(tracker: &Mutex<AckTracker>) -> MutexGuard<'_, AckTracker> {
+    // A panic while holding this lock would be a bug in AckTracker; its state is still usable.
+    tracker.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]

@@ -2,8 +2,11 @@
 //! feedback task and the pure pieces that decide what is acknowledged and when.
 
 mod ack;
+mod batcher;
+mod feedback;
 mod idle;
 mod queue;
+mod reader;
 mod session;
 
 pub use session::run;
