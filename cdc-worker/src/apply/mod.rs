@@ -2,8 +2,12 @@
 //! batches of source transactions with their checkpoints in one transaction.
 
 pub mod apply_function;
+mod batch;
+mod failure;
+mod pipeline;
+mod prepare;
 mod target;
 
-pub use target::{
-    check_in_scratch_schema, error_text, is_transient, Failure, Role, SetupError, Target,
-};
+pub use failure::{error_text, is_transient, Failure, SetupError};
+pub use prepare::check_in_scratch_schema;
+pub use target::{Role, Target};

@@ -3,3 +3,4 @@
 
 pub mod connect;
 pub mod tls;
+pub mod types;
