@@ -6,10 +6,10 @@ use tokio_postgres::types::{ToSql, Type};
 use tracing::{debug, warn};
 
 use crate::apply::apply_function;
-use crate::apply::failure::{connection_alive, error_text, is_transient, Failure};
+use crate::apply::failure::{connection_alive, error_text, Failure};
 use crate::apply::pipeline::{call_ranges, source_time, Owner, Part, Pipeline};
 use crate::apply::Target;
-use crate::model::{Event, Lsn, SourceTxn};
+use crate::model::{ErrorKind, Event, Lsn, SourceTxn};
 use crate::pg::types::JsonText;
 
 type CallSlices<'a> = (Vec<&'a [Option<i32>]>, &'a [JsonText<'a>]);
@@ -115,13 +115,15 @@ impl Target {
                     self.client
                         .batch_execute("ROLLBACK TO SAVEPOINT eventstore_projection")
                         .await?;
-                    if !is_transient(&e) {
+                    if !ErrorKind::of_postgres(&e).is_transient() {
                         function_errors.push((i, error_text(&e)));
                     }
                     by_statement[i] = true;
                     start = i;
                 }
-                Some((i, Owner::Event(lsn, ev), e)) if !is_transient(&e) => {
+                Some((i, Owner::Event(lsn, ev), e))
+                    if !ErrorKind::of_postgres(&e).is_transient() =>
+                {
                     self.client
                         .batch_execute("ROLLBACK TO SAVEPOINT eventstore_projection")
                         .await?;
@@ -230,7 +232,6 @@ impl Target {
             })
             .collect();
 
-        let lsn = last.to_string();
         let time = source_time(batch, last);
         let client = &self.client;
         let statement = &self.together[&members];
@@ -240,11 +241,10 @@ impl Target {
             pipeline.push(0, Owner::Control, client.execute(statement, params));
         }
         for (&i, work) in members.iter().zip(&works) {
-            let (name, lsn, count) =
-                (self.projections[i].name.as_str(), lsn.as_str(), work.len() as i64);
+            let (name, count) = (self.projections[i].name.as_str(), work.len() as i64);
             let checkpoint = &self.checkpoint;
             pipeline.push(i, Owner::Control, async move {
-                client.execute(checkpoint, &[&name, &lsn, &count, &time]).await
+                client.execute(checkpoint, &[&name, &last, &count, &time]).await
             });
         }
         pipeline.control(0, "RELEASE SAVEPOINT eventstore_batch");
@@ -294,15 +294,15 @@ impl Target {
             });
             match pipeline.run().await.map(|(_, _, e)| e) {
                 None => checkpoint = Some(prefix_end),
-                Some(e) if is_transient(&e) => return Err(e),
+                Some(e) if ErrorKind::of_postgres(&e).is_transient() => return Err(e),
                 // Failed differently the second time: keep the old checkpoint.
                 Some(_) => {
                     self.client.batch_execute("ROLLBACK TO SAVEPOINT eventstore_projection").await?
                 }
             }
         }
+        self.mark_failed(&self.projections[i].name, &error, Some(envelope)).await?;
         let p = &mut self.projections[i];
-        self.client.execute(&self.mark_failed, &[&p.name, &error, &envelope]).await?;
         p.failed = true;
         p.checkpoint = checkpoint;
         Ok(Failure { projection: p.name.clone(), checkpoint, error })

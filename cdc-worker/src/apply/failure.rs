@@ -1,21 +1,8 @@
 //! What an error means for a projection: transient (retry later) or its own (it fails), and
 //! the text recorded in `last_error`.
 
-use tokio_postgres::error::SqlState;
-
 use crate::config::Projection;
-use crate::model::Lsn;
-
-/// Errors that say "try again later" rather than "this handler is broken".
-pub fn is_transient(e: &tokio_postgres::Error) -> bool {
-    let Some(db) = e.as_db_error() else { return true };
-    if matches!(db.severity(), "FATAL" | "PANIC") {
-        return true;
-    }
-    let code = db.code().code();
-    ["08", "40", "53", "57", "58"].iter().any(|class| code.starts_with(class))
-        || *db.code() == SqlState::IN_FAILED_SQL_TRANSACTION
-}
+use crate::model::{ErrorKind, Lsn, WorkerError};
 
 /// The PostgreSQL error text recorded in `last_error`.
 pub fn error_text(e: &tokio_postgres::Error) -> String {
@@ -32,24 +19,6 @@ pub fn error_text(e: &tokio_postgres::Error) -> String {
             s
         }
         None => e.to_string(),
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum SetupError {
-    #[error("{file}: projection {projection:?}: {key}: {message}")]
-    Projection { file: String, projection: String, key: String, message: String },
-    #[error("target database: {0}")]
-    Database(#[from] tokio_postgres::Error),
-}
-
-impl SetupError {
-    /// A broken configuration will not fix itself by retrying.
-    pub fn is_fatal(&self) -> bool {
-        match self {
-            SetupError::Projection { .. } => true,
-            SetupError::Database(e) => !is_transient(e),
-        }
     }
 }
 
@@ -71,11 +40,11 @@ pub(crate) fn setup_error(
     p: &Projection,
     key: &str,
     e: tokio_postgres::Error,
-) -> SetupError {
-    if is_transient(&e) {
-        SetupError::Database(e)
+) -> WorkerError {
+    if ErrorKind::of_postgres(&e).is_transient() {
+        WorkerError::Database(e)
     } else {
-        SetupError::Projection {
+        WorkerError::Projection {
             file: file.into(),
             projection: p.name.clone(),
             key: key.into(),

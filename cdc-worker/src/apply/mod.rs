@@ -8,6 +8,6 @@ mod pipeline;
 mod prepare;
 mod target;
 
-pub use failure::{error_text, is_transient, Failure, SetupError};
+pub use failure::{error_text, Failure};
 pub use prepare::check_in_scratch_schema;
 pub use target::{Role, Target};

@@ -127,10 +127,9 @@ impl<'a, 'b: 'a> Pipeline<'a, 'b> {
         }
         let (statement, to, time) = checkpoint;
         let name = p.name.as_str();
-        let lsn = to.to_string();
         let count = work.len() as i64;
         self.push(i, Owner::Control, async move {
-            client.execute(statement, &[&name, &lsn, &count, &time]).await
+            client.execute(statement, &[&name, &to, &count, &time]).await
         });
         self.control(i, "RELEASE SAVEPOINT eventstore_projection");
     }

@@ -8,9 +8,9 @@ use tokio_postgres::{Client, Statement};
 use tracing::{debug, info, warn};
 
 use crate::apply::apply_function::{self, Applier};
-use crate::apply::failure::{error_text, is_transient, setup_error, SetupError};
+use crate::apply::failure::{error_text, setup_error};
 use crate::config::{OnUnknown, Projection};
-use crate::model::{Event, Lsn, SourceTxn};
+use crate::model::{ErrorKind, Event, Lsn, SourceTxn, WorkerError};
 use crate::store::coordination;
 
 pub(super) struct Handler {
@@ -88,7 +88,7 @@ pub async fn check_in_scratch_schema(
     client: &Client,
     p: &Projection,
     file: &str,
-) -> Result<(), SetupError> {
+) -> Result<(), WorkerError> {
     let path: String = client.query_one("SHOW search_path", &[]).await?.get(0);
     let scratch = coordination::scratch_schema(&p.name);
     client.batch_execute("BEGIN").await?;
@@ -113,16 +113,16 @@ pub(super) async fn prepare(
     p: &Projection,
     file: &str,
     apply_functions: ApplyFunctions,
-) -> Result<ProjectionState, SetupError> {
+) -> Result<ProjectionState, WorkerError> {
     let mut handlers = HashMap::new();
     let mut compilable = Vec::new();
     for (event_type, sql) in &p.handlers {
         let key = format!("handlers.{event_type}");
         let stmt = client.prepare_typed(sql, &[Type::JSONB]).await.map_err(|e| {
-            if is_transient(&e) {
-                SetupError::Database(e)
+            if ErrorKind::of_postgres(&e).is_transient() {
+                WorkerError::Database(e)
             } else {
-                SetupError::Projection {
+                WorkerError::Projection {
                     file: file.into(),
                     projection: p.name.clone(),
                     key: key.clone(),
@@ -131,7 +131,7 @@ pub(super) async fn prepare(
             }
         })?;
         if stmt.params().len() != 1 {
-            return Err(SetupError::Projection {
+            return Err(WorkerError::Projection {
                 file: file.into(),
                 projection: p.name.clone(),
                 key,
@@ -198,7 +198,7 @@ async fn install_function<'h>(
     projection: &str,
     applier: Applier,
     compilable: &[(&'h str, &str)],
-) -> Result<Vec<&'h str>, SetupError> {
+) -> Result<Vec<&'h str>, WorkerError> {
     let create = |handlers: &[(&str, &str)]| {
         apply_function::create_function(
             projection,
@@ -245,7 +245,7 @@ async fn try_create(
     client.batch_execute("SAVEPOINT eventstore_apply_function").await?;
     let created = client.batch_execute(create).await;
     if let Err(e) = &created {
-        if is_transient(e) {
+        if ErrorKind::of_postgres(e).is_transient() {
             return created.map(Ok);
         }
     }

@@ -7,12 +7,13 @@ use std::collections::HashMap;
 use tokio_postgres::{Client, Statement};
 
 use crate::apply::apply_function::Applier;
-use crate::apply::failure::{setup_error, Failure, SetupError};
+use crate::apply::failure::{setup_error, Failure};
 use crate::apply::prepare::{check_in_scratch_schema, prepare, ApplyFunctions, ProjectionState};
 use crate::config::{Config, Projection};
-use crate::model::{Lsn, SourceTxn};
+use crate::model::{Lsn, ProjectionStatus, SourceTxn, WorkerError};
 use crate::store::coordination;
 use crate::store::ensure_schema;
+use crate::store::projections::{self, FailedEvent, Table};
 
 /// What a target applies and where it records progress (see `docs/worker.md`, lifecycle).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +30,54 @@ pub enum Role {
 }
 
 impl Role {
+    /// The one projection a catch-up or a build applies; `None`: every configured one.
+    fn only(&self) -> Option<&str> {
+        match self {
+            Role::Live => None,
+            Role::CatchUp(name) | Role::Shadow(name) => Some(name),
+        }
+    }
+
+    /// The status of a row (see `progress`) whose projection this role applies.
+    fn applies(&self) -> ProjectionStatus {
+        match self {
+            Role::Live => ProjectionStatus::Running,
+            Role::CatchUp(_) => ProjectionStatus::CatchingUp,
+            Role::Shadow(_) => ProjectionStatus::Building,
+        }
+    }
+
+    /// Where progress is recorded: a build's in its row in `rebuilds`, the others' in
+    /// `projections`.
+    fn progress(&self) -> Table {
+        match self {
+            Role::Shadow(_) => Table::Rebuilds,
+            Role::Live | Role::CatchUp(_) => Table::Projections,
+        }
+    }
+
+    /// The checkpoint statement ($1 name, $2 LSN, $3 events applied, $4 source time). The live
+    /// path's also sets the projection running, clearing any error.
+    fn checkpoint_sql(&self) -> String {
+        match self {
+            Role::Live => format!(
+                "UPDATE eventstore_worker.projections
+                    SET status = '{}', checkpoint_lsn = $2, checkpoint_time = $4,
+                        events_applied = events_applied + $3, last_error = NULL, failed_event = NULL,
+                        updated_at = now()
+                  WHERE name = $1",
+                ProjectionStatus::Running
+            ),
+            Role::CatchUp(_) | Role::Shadow(_) => format!(
+                "UPDATE {}
+                    SET checkpoint_lsn = $2, checkpoint_time = $4, events_applied = events_applied + $3,
+                        updated_at = now()
+                  WHERE name = $1",
+                self.progress().name()
+            ),
+        }
+    }
+
     /// The apply functions this role compiles handlers into.
     pub fn applier(&self) -> Applier {
         match self {
@@ -43,7 +92,8 @@ pub struct Target {
     pub(super) client: Client,
     pub(super) projections: Vec<ProjectionState>,
     pub(super) checkpoint: Statement,
-    pub(super) mark_failed: Statement,
+    /// Where progress (and a failure) is recorded.
+    pub(super) progress: Table,
     file: std::path::PathBuf,
     /// Live role: every projection's apply lock, sorted (the order they are taken in).
     apply_locks: Vec<i64>,
@@ -64,15 +114,13 @@ impl Target {
     /// Prepares the target for `role`: worker schema, projection rows, setup SQL, handler
     /// statements. Projections this target does not apply yet (live role: not `running`) are
     /// only checked, in a scratch schema, so a broken configuration still fails at start.
-    pub async fn open(client: Client, config: &Config, role: Role) -> Result<Target, SetupError> {
+    pub async fn open(client: Client, config: &Config, role: Role) -> Result<Target, WorkerError> {
         client.batch_execute("SET synchronous_commit TO on").await?;
         ensure_schema(&client).await?;
         let file = config.file.display().to_string();
-        let defs: Vec<&Projection> = match &role {
-            Role::Live => config.projections.iter().collect(),
-            Role::CatchUp(name) | Role::Shadow(name) => {
-                config.projection(name).into_iter().collect()
-            }
+        let defs: Vec<&Projection> = match role.only() {
+            None => config.projections.iter().collect(),
+            Some(name) => config.projection(name).into_iter().collect(),
         };
         let defs_owned: Vec<Projection> = defs.iter().map(|p| (*p).clone()).collect();
         let apply_functions = ApplyFunctions::On {
@@ -83,24 +131,15 @@ impl Target {
             applier: role.applier(),
         };
         let names: Vec<&str> = defs.iter().map(|p| p.name.as_str()).collect();
-        client
-            .execute(
-                "INSERT INTO eventstore_worker.projections (name) SELECT pg_catalog.unnest($1::pg_catalog.text[]) ON CONFLICT (name) DO NOTHING",
-                &[&names],
-            )
-            .await?;
-        let rows = match &role {
-            Role::Shadow(name) => coordination::rebuild_rows(&client, name).await?,
-            _ => coordination::projection_rows(&client, &names).await?,
+        projections::register(&client, &names).await?;
+        let rows = match (role.progress(), role.only()) {
+            (Table::Rebuilds, Some(name)) => projections::rebuild_rows(&client, name).await?,
+            _ => projections::projection_rows(&client, &names).await?,
         };
         let mut projections = Vec::new();
         for p in defs {
             let row = rows.iter().find(|r| r.name == p.name);
-            let active = row.is_some_and(|r| match &role {
-                Role::Live => r.status == "running",
-                Role::CatchUp(_) => r.status == "catching_up",
-                Role::Shadow(_) => r.status == "building",
-            });
+            let active = row.is_some_and(|r| r.status == role.applies());
             let mut state = if active {
                 if let Some(setup) = &p.setup {
                     client
@@ -134,46 +173,22 @@ impl Target {
             state.checkpoint = row.and_then(|r| r.checkpoint);
             projections.push(state);
         }
-        // A build's progress goes to its row in `rebuilds`; the other roles' to `projections`.
-        let table = match &role {
-            Role::Shadow(_) => "rebuilds",
-            Role::Live | Role::CatchUp(_) => "projections",
-        };
-        let checkpoint = match &role {
-            Role::Live => "UPDATE eventstore_worker.projections
-                    SET status = 'running', checkpoint_lsn = $2::text::pg_lsn, checkpoint_time = $4,
-                        events_applied = events_applied + $3, last_error = NULL, failed_event = NULL,
-                        updated_at = now()
-                  WHERE name = $1"
-                .to_owned(),
-            Role::CatchUp(_) | Role::Shadow(_) => format!(
-                "UPDATE eventstore_worker.{table}
-                    SET checkpoint_lsn = $2::text::pg_lsn, checkpoint_time = $4, events_applied = events_applied + $3,
-                        updated_at = now()
-                  WHERE name = $1"
-            ),
-        };
-        let mark_failed = format!(
-            "UPDATE eventstore_worker.{table}
-                SET status = 'failed', last_error = $2, failed_event = $3::text::jsonb, updated_at = now()
-              WHERE name = $1"
-        );
-        let checkpoint = client.prepare(&checkpoint).await?;
-        let mark_failed = client.prepare(&mark_failed).await?;
-        let mut apply_locks: Vec<i64> = match &role {
-            Role::Live => projections.iter().map(|p| coordination::apply_lock(&p.name)).collect(),
-            _ => Vec::new(),
+        let checkpoint = client.prepare(&role.checkpoint_sql()).await?;
+        let live = role == Role::Live;
+        let mut apply_locks: Vec<i64> = match live {
+            true => projections.iter().map(|p| coordination::apply_lock(&p.name)).collect(),
+            false => Vec::new(),
         };
         apply_locks.sort_unstable();
-        let live_batch = match role {
-            Role::Live => Some(coordination::LiveBatch::prepare(&client).await?),
-            _ => None,
+        let live_batch = match live {
+            true => Some(coordination::LiveBatch::prepare(&client).await?),
+            false => None,
         };
         Ok(Target {
             client,
             projections,
             checkpoint,
-            mark_failed,
+            progress: role.progress(),
             file: config.file.clone(),
             apply_locks,
             live_batch,
@@ -231,7 +246,7 @@ impl Target {
             let Some(i) = self.projections.iter().position(|p| p.name == row.name) else {
                 continue;
             };
-            let running = row.status == "running";
+            let running = row.status == ProjectionStatus::Running;
             let p = &mut self.projections[i];
             match (p.failed, running) {
                 (false, true) => {
@@ -279,14 +294,26 @@ impl Target {
                 self.joined.push(def);
                 Ok(None)
             }
-            Err(SetupError::Database(e)) => Err(e),
+            Err(WorkerError::Database(e)) => Err(e),
             Err(e) => {
                 self.client.batch_execute("ROLLBACK TO SAVEPOINT eventstore_join").await?;
                 let error = e.to_string();
-                self.client.execute(&self.mark_failed, &[&name, &error, &None::<String>]).await?;
+                self.mark_failed(&name, &error, None).await?;
                 Ok(Some(Failure { projection: name, checkpoint, error }))
             }
         }
+    }
+
+    /// Records projection `name` failed with `error` at the event `envelope` (where progress
+    /// goes for this role).
+    pub(super) async fn mark_failed(
+        &self,
+        name: &str,
+        error: &str,
+        envelope: Option<&str>,
+    ) -> Result<u64, tokio_postgres::Error> {
+        let event = FailedEvent::Is(envelope);
+        projections::mark_failed(&self.client, self.progress, name, None, error, event).await
     }
 
     pub fn checkpoints(&self) -> impl Iterator<Item = (&str, Option<Lsn>)> {

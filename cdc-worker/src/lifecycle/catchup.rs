@@ -15,9 +15,11 @@ use tracing::{debug, info, warn};
 use crate::apply::apply_function::{self, Applier};
 use crate::apply::{Role, Target};
 use crate::config::Config;
-use crate::model::Lsn;
+use crate::model::{Lsn, ProjectionStatus};
 use crate::pg::connect::connect_sql;
 use crate::store::coordination;
+use crate::store::coordination::SessionLock;
+use crate::store::projections::{self, FailedEvent, Table};
 use crate::store::source_map;
 
 /// Source transactions read from the map per target transaction.
@@ -35,16 +37,16 @@ pub async fn run(config: &Config, name: &str, stop: &CancellationToken) -> anyho
 
 async fn catch_up(config: &Config, name: &str) -> anyhow::Result<()> {
     let control = connect_sql(config.target_internal(), "target", "catch-up").await?;
-    let owned = coordination::try_own(&control, name).await?;
-    if !owned {
+    let Some(owner) = coordination::try_own(&control, name).await? else {
         debug!(projection = %name, "another process works on this projection");
         return Ok(());
-    }
+    };
     let result = resume(config, name, &control).await;
     // The catch-up's apply function is of no use once it is over (the next one installs it
     // afresh); one left behind by a crash is harmless. Dropped only by its owner, which holds
     // the owner lock until its connection goes.
     control.batch_execute(&apply_function::drop_function(name, Applier::CatchUp)).await?;
+    owner.until_session_ends(); // `control` closes on return
     result
 }
 
@@ -63,17 +65,14 @@ async fn resume(
     .await;
     let mut target = match opened {
         Ok(t) => t,
-        Err(e) if e.is_fatal() => {
+        Err(e) if !e.kind().is_transient() => {
             // The definition itself is broken (setup or a handler does not prepare): that is a
             // failure of the projection, recorded like one; retry after fixing it.
             let error = e.to_string();
             warn!(projection = %name, error = %error, "cannot resume the projection");
-            control
-                .execute(
-                    "UPDATE eventstore_worker.projections SET status = 'failed', last_error = $2, updated_at = now()
-                      WHERE name = $1 AND status = 'catching_up'",
-                    &[&name, &error],
-                )
+            let catching_up = Some(ProjectionStatus::CatchingUp);
+            let kept = FailedEvent::Kept;
+            projections::mark_failed(control, Table::Projections, name, catching_up, &error, kept)
                 .await?;
             return Ok(());
         }
@@ -107,8 +106,7 @@ async fn resume(
     }
 
     // Join: with the apply lock held, the map is complete up to its head.
-    let lock = coordination::apply_lock(name);
-    control.execute("SELECT pg_catalog.pg_advisory_lock($1::pg_catalog.int8)", &[&lock]).await?;
+    let lock = SessionLock::acquire(control, coordination::apply_lock(name)).await?;
     loop {
         let rows = source_map::after(control, at, CHUNK).await?;
         if rows.is_empty() {
@@ -117,21 +115,30 @@ async fn resume(
         transactions += rows.len();
         match apply(&mut target, &source, name, &rows).await? {
             Some(next) => at = next,
-            None => return Ok(()), // failed; the lock goes with the connection
+            None => {
+                lock.until_session_ends(); // failed; the lock goes with the connection
+                return Ok(());
+            }
         }
     }
     // Unless the map restarted meanwhile (a recreated slot): then it is rebuilt instead.
     let joined = control
         .execute(
             "UPDATE eventstore_worker.projections
-                SET status = CASE WHEN $2::text::pg_lsn >= (SELECT horizon FROM eventstore_worker.source_horizon)
-                                  THEN 'running' ELSE 'rebuilding' END,
+                SET status = CASE WHEN $2::pg_lsn >= (SELECT horizon FROM eventstore_worker.source_horizon)
+                                  THEN $3 ELSE $4 END,
                     last_error = NULL, failed_event = NULL, updated_at = now()
-              WHERE name = $1 AND status = 'catching_up' AND checkpoint_lsn = $2::text::pg_lsn",
-            &[&name, &at.to_string()],
+              WHERE name = $1 AND status = $5 AND checkpoint_lsn = $2::pg_lsn",
+            &[
+                &name,
+                &at,
+                &ProjectionStatus::Running,
+                &ProjectionStatus::Rebuilding,
+                &ProjectionStatus::CatchingUp,
+            ],
         )
         .await?;
-    control.execute("SELECT pg_catalog.pg_advisory_unlock($1::pg_catalog.int8)", &[&lock]).await?;
+    lock.release(control).await?;
     if joined == 1 {
         info!(projection = %name, from = %started, checkpoint = %at, transactions, "caught up; following the stream again");
     } else {

@@ -24,7 +24,8 @@ use tracing::{debug, info, warn};
 
 use crate::config::Config;
 use crate::model::Lsn;
-use crate::store::coordination::{self, ProjectionRow};
+use crate::model::ProjectionStatus;
+use crate::store::projections::{self, set_status, ProjectionRow};
 pub mod catchup;
 pub mod rebuild;
 
@@ -54,10 +55,12 @@ pub fn at_start(
     version: Option<&str>,
     horizon: Option<Lsn>,
     first: bool,
-) -> Option<&'static str> {
-    match row.status.as_str() {
-        "running" if needs_rebuild(row, version, horizon) => Some("rebuilding"),
-        "failed" if first => Some("catching_up"),
+) -> Option<ProjectionStatus> {
+    match row.status {
+        ProjectionStatus::Running if needs_rebuild(row, version, horizon) => {
+            Some(ProjectionStatus::Rebuilding)
+        }
+        ProjectionStatus::Failed if first => Some(ProjectionStatus::CatchingUp),
         _ => None,
     }
 }
@@ -71,18 +74,13 @@ pub async fn start_session(
 ) -> Result<(), tokio_postgres::Error> {
     crate::store::ensure_schema(client).await?;
     let names: Vec<&str> = config.projections.iter().map(|p| p.name.as_str()).collect();
-    client
-        .execute(
-            "INSERT INTO eventstore_worker.projections (name) SELECT pg_catalog.unnest($1::pg_catalog.text[]) ON CONFLICT (name) DO NOTHING",
-            &[&names],
-        )
-        .await?;
+    projections::register(client, &names).await?;
     let horizon = source_map::horizon(client).await?;
-    for row in coordination::projection_rows(client, &names).await? {
+    for row in projections::projection_rows(client, &names).await? {
         let version = config.projection(&row.name).and_then(|p| p.version.as_deref());
         if let Some(status) = at_start(&row, version, horizon, first) {
-            info!(projection = %row.name, from = %row.status, to = status, "projection will not follow the stream yet");
-            set_status(client, &row.name, &row.status, status).await?;
+            info!(projection = %row.name, from = %row.status, to = %status, "projection will not follow the stream yet");
+            set_status(client, &row.name, row.status, status).await?;
         }
     }
     Ok(())
@@ -108,22 +106,23 @@ pub async fn streaming_started(
         client
             .execute(
                 "WITH restart AS (DELETE FROM eventstore_worker.source_transaction_runs)
-                 UPDATE eventstore_worker.source_horizon SET horizon = $1::text::pg_lsn",
-                &[&confirmed.to_string()],
+                 UPDATE eventstore_worker.source_horizon SET horizon = $1",
+                &[&confirmed],
             )
             .await?;
         client
             .execute(
-                "UPDATE eventstore_worker.projections SET status = 'rebuilding', updated_at = now() WHERE name = ANY($1)",
-                &[&names],
+                "UPDATE eventstore_worker.projections SET status = $2, updated_at = now() WHERE name = ANY($1)",
+                &[&names, &ProjectionStatus::Rebuilding],
             )
             .await?;
         return Ok(names.iter().map(|n| n.to_string()).collect());
     }
     source_map::start_horizon(client, confirmed).await?;
     let mut behind = Vec::new();
-    for row in coordination::projection_rows(client, &names).await? {
-        let Some(checkpoint) = row.checkpoint.filter(|c| *c < confirmed && row.status == "running")
+    for row in projections::projection_rows(client, &names).await? {
+        let Some(checkpoint) =
+            row.checkpoint.filter(|c| *c < confirmed && row.status == ProjectionStatus::Running)
         else {
             continue;
         };
@@ -131,25 +130,12 @@ pub async fn streaming_started(
         // stream moves the slot along too).
         if source_map::any_between(client, checkpoint, confirmed).await? {
             info!(projection = %row.name, checkpoint = %row.checkpoint.unwrap_or_default(), slot = %confirmed, "projection is behind the slot; resuming it through the table");
-            set_status(client, &row.name, "running", "catching_up").await?;
+            set_status(client, &row.name, ProjectionStatus::Running, ProjectionStatus::CatchingUp)
+                .await?;
             behind.push(row.name);
         }
     }
     Ok(behind)
-}
-
-async fn set_status(
-    client: &Client,
-    name: &str,
-    from: &str,
-    to: &str,
-) -> Result<u64, tokio_postgres::Error> {
-    client
-        .execute(
-            "UPDATE eventstore_worker.projections SET status = $3, updated_at = now() WHERE name = $1 AND status = $2",
-            &[&name, &from, &to],
-        )
-        .await
 }
 
 /// The configuration with each projection's definition as the file has it now (so that a
@@ -270,11 +256,11 @@ async fn start_work(
         Err(e) => return Err(e.into()),
     };
     let names: Vec<&str> = config.projections.iter().map(|p| p.name.as_str()).collect();
-    let rows = coordination::projection_rows(client, &names).await?;
+    let rows = projections::projection_rows(client, &names).await?;
     let waiting: Vec<&ProjectionRow> = rows
         .iter()
         .filter(|row| {
-            matches!(row.status.as_str(), "catching_up" | "rebuilding")
+            matches!(row.status, ProjectionStatus::CatchingUp | ProjectionStatus::Rebuilding)
                 && !busy(&row.name, tasks)
                 && not_before.get(&row.name).is_none_or(|t| Instant::now() >= *t)
         })
@@ -286,13 +272,18 @@ async fn start_work(
     let mut to_build = Vec::new();
     for row in waiting {
         let version = config.projection(&row.name).and_then(|p| p.version.as_deref());
-        if row.status == "rebuilding" {
+        if row.status == ProjectionStatus::Rebuilding {
             to_build.push(row.name.clone());
         } else if needs_rebuild(row, version, Some(horizon)) {
             info!(projection = %row.name, "projection cannot resume from its checkpoint; rebuilding it");
-            set_status(client, &row.name, "catching_up", "rebuilding")
-                .await
-                .context("marking a projection for rebuild")?;
+            set_status(
+                client,
+                &row.name,
+                ProjectionStatus::CatchingUp,
+                ProjectionStatus::Rebuilding,
+            )
+            .await
+            .context("marking a projection for rebuild")?;
         } else {
             info!(projection = %row.name, checkpoint = %row.checkpoint.unwrap_or_default(), "resuming through eventstore.events");
             let (config, name, stop) = (config.clone(), row.name.clone(), shutdown.clone());
@@ -318,10 +309,20 @@ mod tests {
     fn row(status: &str, checkpoint: Option<u64>, version: Option<&str>) -> ProjectionRow {
         ProjectionRow {
             name: "p".into(),
-            status: status.into(),
+            status: ProjectionStatus::parse(status).expect("a status of the table"),
             checkpoint: checkpoint.map(Lsn),
             version: version.map(str::to_owned),
         }
+    }
+
+    /// `super::at_start`, its status as the table's text.
+    fn at_start(
+        row: &ProjectionRow,
+        version: Option<&str>,
+        horizon: Option<Lsn>,
+        first: bool,
+    ) -> Option<&'static str> {
+        super::at_start(row, version, horizon, first).map(ProjectionStatus::as_str)
     }
 
     #[test]

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use futures_util::future::join_all;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -27,11 +28,12 @@ use crate::apply::apply_function::{self, Applier};
 use crate::apply::{Failure, Role, Target};
 use crate::config::Config;
 use crate::lifecycle::catchup::{CHUNK, JOIN_BELOW};
-use crate::model::Lsn;
-use crate::model::SourceTxn;
+use crate::model::error::sqlstate;
+use crate::model::{ErrorKind, Lsn, ProjectionStatus, SourceTxn};
 use crate::pg::connect::connect_sql;
 use crate::replication::{quote_ident, ReplicationConnection};
-use crate::store::coordination;
+use crate::store::coordination::{self, SessionLock};
+use crate::store::projections::{self, FailedEvent, Table};
 use crate::store::source_map;
 
 /// Events read from the snapshot per target transaction.
@@ -64,6 +66,8 @@ struct Shadow {
     schema: String,
     target: Target,
     outcome: Option<Outcome>,
+    /// The owner lock, on the control connection, until the build is swapped in or dropped.
+    owner: Option<SessionLock>,
 }
 
 impl Shadow {
@@ -104,13 +108,17 @@ async fn build(
     let mut shadows = Vec::new();
     for name in names {
         match claim(&control, config, name, mode).await? {
-            Ok(schema) => match open_shadow(config, name, &schema).await {
-                Ok(target) => {
-                    shadows.push(Shadow { name: name.clone(), schema, target, outcome: None })
-                }
-                Err(e) if is_definitive(&e) => {
+            Ok((schema, owner)) => match open_shadow(config, name, &schema).await {
+                Ok(target) => shadows.push(Shadow {
+                    name: name.clone(),
+                    schema,
+                    target,
+                    outcome: None,
+                    owner: Some(owner),
+                }),
+                Err(e) if !ErrorKind::of(&e).is_transient() => {
                     let error = format!("{e:#}");
-                    abandon(&control, name, &schema, mode, Some(&error), None).await?;
+                    abandon(&control, name, &schema, mode, Some(&error), None, Some(owner)).await?;
                     outcomes.push((name.clone(), Outcome::Failed(error)));
                 }
                 Err(e) => return Err(e),
@@ -173,9 +181,9 @@ async fn build(
             .client()
             .execute(
                 "UPDATE eventstore_worker.rebuilds
-                    SET checkpoint_lsn = $2::text::pg_lsn, checkpoint_time = $3, updated_at = now()
+                    SET checkpoint_lsn = $2, checkpoint_time = $3, updated_at = now()
                   WHERE name = $1",
-                &[&s.name, &consistent_point.to_string(), &snapshot_time],
+                &[&s.name, &consistent_point, &snapshot_time],
             )
             .await?;
         s.target.set_checkpoint(&s.name.clone(), consistent_point);
@@ -199,7 +207,7 @@ async fn build(
         let outcome = swap(&mut control, &source, config, s, mode).await?;
         if let Outcome::Skipped(why) = &outcome {
             info!(projection = %s.name, why = %why, "build dropped");
-            abandon(&control, &s.name, &s.schema, mode, None, None).await?;
+            abandon(&control, &s.name, &s.schema, mode, None, None, s.owner.take()).await?;
         }
         s.outcome = Some(outcome);
     }
@@ -219,31 +227,26 @@ async fn build(
 }
 
 /// Takes ownership of the projection for the build and registers it, before the snapshot is
-/// taken (so that pruning keeps the map rows the build will need). `Err` says why not.
+/// taken (so that pruning keeps the map rows the build will need): the shadow schema and the
+/// owner lock. `Err` says why not.
 async fn claim(
     control: &Client,
     config: &Config,
     name: &str,
     mode: Mode,
-) -> anyhow::Result<Result<String, String>> {
-    let owned = coordination::try_own(control, name).await?;
-    if !owned {
+) -> anyhow::Result<Result<(String, SessionLock), String>> {
+    let Some(owner) = coordination::try_own(control, name).await? else {
         return Ok(Err("another process is catching up or rebuilding it".into()));
-    }
+    };
     control
         .execute("INSERT INTO eventstore_worker.projections (name) VALUES ($1) ON CONFLICT (name) DO NOTHING", &[&name])
         .await?;
-    let status: String = control
+    let status: ProjectionStatus = control
         .query_one("SELECT status FROM eventstore_worker.projections WHERE name = $1", &[&name])
         .await?
         .get(0);
-    if mode == Mode::Worker && status != "rebuilding" {
-        control
-            .execute(
-                "SELECT pg_catalog.pg_advisory_unlock($1::pg_catalog.int8)",
-                &[&coordination::owner_lock(name)],
-            )
-            .await?;
+    if mode == Mode::Worker && status != ProjectionStatus::Rebuilding {
+        owner.release(control).await?;
         return Ok(Err(format!("status is {status} now")));
     }
     let schema = coordination::shadow_schema(name);
@@ -256,13 +259,13 @@ async fn claim(
         .execute(
             "INSERT INTO eventstore_worker.rebuilds (name, shadow_schema, version) VALUES ($1, $2, $3)
              ON CONFLICT (name) DO UPDATE
-                SET shadow_schema = EXCLUDED.shadow_schema, version = EXCLUDED.version, status = 'building',
+                SET shadow_schema = EXCLUDED.shadow_schema, version = EXCLUDED.version, status = $4,
                     checkpoint_lsn = NULL, checkpoint_time = NULL, events_applied = 0, last_error = NULL, failed_event = NULL,
                     started_at = now(), updated_at = now()",
-            &[&name, &schema, &version],
+            &[&name, &schema, &version, &ProjectionStatus::Building],
         )
         .await?;
-    Ok(Ok(schema))
+    Ok(Ok((schema, owner)))
 }
 
 /// A target connection whose unqualified names resolve to the shadow schema first.
@@ -352,7 +355,9 @@ async fn record_failures(
             )
             .await?
             .get(0);
-        abandon(control, &s.name, &s.schema, mode, Some(error), failed_event.as_deref()).await?;
+        let owner = s.owner.take();
+        abandon(control, &s.name, &s.schema, mode, Some(error), failed_event.as_deref(), owner)
+            .await?;
         s.schema.clear();
     }
     Ok(())
@@ -367,25 +372,19 @@ async fn abandon(
     mode: Mode,
     error: Option<&str>,
     failed_event: Option<&str>,
+    owner: Option<SessionLock>,
 ) -> anyhow::Result<()> {
     control.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).await?;
     control.execute("DELETE FROM eventstore_worker.rebuilds WHERE name = $1", &[&name]).await?;
     if let (Mode::Worker, Some(error)) = (mode, error) {
-        control
-            .execute(
-                "UPDATE eventstore_worker.projections
-                    SET status = 'failed', last_error = $2, failed_event = $3::text::jsonb, updated_at = now()
-                  WHERE name = $1 AND status = 'rebuilding'",
-                &[&name, &error, &failed_event],
-            )
+        let rebuilding = Some(ProjectionStatus::Rebuilding);
+        let event = FailedEvent::Is(failed_event);
+        projections::mark_failed(control, Table::Projections, name, rebuilding, error, event)
             .await?;
     }
-    control
-        .execute(
-            "SELECT pg_catalog.pg_advisory_unlock($1::pg_catalog.int8)",
-            &[&coordination::owner_lock(name)],
-        )
-        .await?;
+    if let Some(owner) = owner {
+        owner.release(control).await?;
+    }
     Ok(())
 }
 
@@ -397,12 +396,10 @@ async fn swap(
     s: &mut Shadow,
     mode: Mode,
 ) -> anyhow::Result<Outcome> {
-    let lock = coordination::apply_lock(&s.name);
+    let key = coordination::apply_lock(&s.name);
     let version = config.projection(&s.name).and_then(|p| p.version.clone());
     for attempt in 1..=SWAP_ATTEMPTS {
-        control
-            .execute("SELECT pg_catalog.pg_advisory_lock($1::pg_catalog.int8)", &[&lock])
-            .await?;
+        let lock = SessionLock::acquire(control, key).await?;
         let result = async {
             loop {
                 let at = s.target.checkpoint(&s.name).unwrap_or_default();
@@ -419,9 +416,7 @@ async fn swap(
             swap_tables(control, s, mode, version.as_deref()).await.map(Ok)
         }
         .await;
-        control
-            .execute("SELECT pg_catalog.pg_advisory_unlock($1::pg_catalog.int8)", &[&lock])
-            .await?;
+        lock.release(control).await?;
         match result {
             Ok(Ok(outcome)) => return Ok(outcome),
             Ok(Err(error)) => {
@@ -433,17 +428,21 @@ async fn swap(
                     )
                     .await?
                     .get(0);
-                abandon(control, &s.name, &s.schema, mode, Some(&error), failed_event.as_deref())
-                    .await?;
+                let (event, owner) = (failed_event.as_deref(), s.owner.take());
+                abandon(control, &s.name, &s.schema, mode, Some(&error), event, owner).await?;
                 return Ok(Outcome::Failed(error));
             }
-            Err(e) if is_lock_timeout(&e) && attempt < SWAP_ATTEMPTS => {
+            Err(e)
+                if sqlstate(&e) == Some(&SqlState::LOCK_NOT_AVAILABLE)
+                    && attempt < SWAP_ATTEMPTS =>
+            {
                 warn!(projection = %s.name, attempt, "readers held the tables too long for the swap; trying again");
                 tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
             }
-            Err(e) if is_definitive(&e) => {
+            Err(e) if !ErrorKind::of(&e).is_transient() => {
                 let error = format!("{e:#}");
-                abandon(control, &s.name, &s.schema, mode, Some(&error), None).await?;
+                let owner = s.owner.take();
+                abandon(control, &s.name, &s.schema, mode, Some(&error), None, owner).await?;
                 return Ok(Outcome::Failed(error));
             }
             Err(e) => return Err(e),
@@ -452,29 +451,12 @@ async fn swap(
     unreachable!("the last attempt returns")
 }
 
-/// An error that trying again will not cure (not a connection or concurrency problem).
-fn is_definitive(e: &anyhow::Error) -> bool {
-    if let Some(setup) = e.downcast_ref::<crate::apply::SetupError>() {
-        return setup.is_fatal();
-    }
-    match e.downcast_ref::<tokio_postgres::Error>() {
-        Some(pg) => !crate::apply::is_transient(pg),
-        None => true,
-    }
-}
-
-fn is_lock_timeout(e: &anyhow::Error) -> bool {
-    e.downcast_ref::<tokio_postgres::Error>()
-        .and_then(|e| e.code())
-        .is_some_and(|c| *c == tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE)
-}
-
 /// One transaction: the shadow tables replace the ones in use (same names, found through the
 /// normal `search_path`), the shadow schema goes, the projection is `running` at the shadow's
 /// checkpoint or the live one, whichever is later.
 async fn swap_tables(
     control: &mut Client,
-    s: &Shadow,
+    s: &mut Shadow,
     mode: Mode,
     version: Option<&str>,
 ) -> anyhow::Result<Outcome> {
@@ -484,8 +466,8 @@ async fn swap_tables(
     let row = tx
         .query_one("SELECT status, events_applied FROM eventstore_worker.projections WHERE name = $1 FOR UPDATE", &[&s.name])
         .await?;
-    let status: String = row.get(0);
-    if mode == Mode::Worker && status != "rebuilding" {
+    let status: ProjectionStatus = row.get(0);
+    if mode == Mode::Worker && status != ProjectionStatus::Rebuilding {
         return Ok(Outcome::Skipped(format!("status is {status} now")));
     }
     // The map restarted above the shadow's checkpoint (the slot was recreated meanwhile): the
@@ -579,25 +561,22 @@ async fn swap_tables(
     let row = tx
         .query_one(
             "UPDATE eventstore_worker.projections p
-                SET status = 'running', checkpoint_lsn = greatest(p.checkpoint_lsn, $2::text::pg_lsn),
-                    checkpoint_time = CASE WHEN p.checkpoint_lsn >= $2::text::pg_lsn THEN p.checkpoint_time
+                SET status = $5, checkpoint_lsn = greatest(p.checkpoint_lsn, $2::pg_lsn),
+                    checkpoint_time = CASE WHEN p.checkpoint_lsn >= $2::pg_lsn THEN p.checkpoint_time
                                            ELSE r.checkpoint_time END,
                     version = $3, events_applied = $4, last_error = NULL, failed_event = NULL, updated_at = now()
                FROM eventstore_worker.rebuilds r
               WHERE p.name = $1 AND r.name = $1
-             RETURNING p.checkpoint_lsn::text",
-            &[&s.name, &checkpoint.to_string(), &version, &events],
+             RETURNING p.checkpoint_lsn",
+            &[&s.name, &checkpoint, &version, &events, &ProjectionStatus::Running],
         )
         .await?;
     tx.execute("DELETE FROM eventstore_worker.rebuilds WHERE name = $1", &[&s.name]).await?;
     tx.commit().await?;
-    control
-        .execute(
-            "SELECT pg_catalog.pg_advisory_unlock($1::pg_catalog.int8)",
-            &[&coordination::owner_lock(&s.name)],
-        )
-        .await?;
-    let checkpoint = row.get::<_, String>(0).parse().unwrap_or(checkpoint);
+    if let Some(owner) = s.owner.take() {
+        owner.release(control).await?;
+    }
+    let checkpoint = row.get::<_, Option<Lsn>>(0).unwrap_or(checkpoint);
     Ok(Outcome::Swapped { checkpoint, events })
 }
 
@@ -624,10 +603,9 @@ pub async fn clear_abandoned(control: &Client) -> anyhow::Result<()> {
         control.query("SELECT name, shadow_schema FROM eventstore_worker.rebuilds", &[]).await?;
     for row in rows {
         let (name, schema): (String, String) = (row.get(0), row.get(1));
-        let lock = coordination::owner_lock(&name);
-        if !coordination::try_own(control, &name).await? {
+        let Some(owner) = coordination::try_own(control, &name).await? else {
             continue;
-        }
+        };
         info!(projection = %name, schema = %schema, "clearing a build whose process is gone");
         let cleared = async {
             control
@@ -638,9 +616,7 @@ pub async fn clear_abandoned(control: &Client) -> anyhow::Result<()> {
                 .await
         }
         .await;
-        control
-            .execute("SELECT pg_catalog.pg_advisory_unlock($1::pg_catalog.int8)", &[&lock])
-            .await?;
+        owner.release(control).await?;
         cleared?;
     }
     Ok(())

@@ -1,7 +1,12 @@
-//! PostgreSQL log sequence numbers (`pg_lsn`), printed and parsed as `X/Y`.
+//! PostgreSQL log sequence numbers (`pg_lsn`), printed and parsed as `X/Y`, bound and read as
+//! `pg_lsn` values (binary format: the 64-bit position, big-endian).
 
+use std::error::Error;
 use std::fmt;
 use std::str::FromStr;
+
+use bytes::{BufMut, BytesMut};
+use tokio_postgres::types::{to_sql_checked, FromSql, IsNull, ToSql, Type};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Lsn(pub u64);
@@ -32,9 +37,45 @@ impl FromStr for Lsn {
     }
 }
 
+impl ToSql for Lsn {
+    fn to_sql(&self, _: &Type, out: &mut BytesMut) -> Result<IsNull, Box<dyn Error + Sync + Send>> {
+        out.put_u64(self.0);
+        Ok(IsNull::No)
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        *ty == Type::PG_LSN
+    }
+
+    to_sql_checked!();
+}
+
+impl<'a> FromSql<'a> for Lsn {
+    fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn Error + Sync + Send>> {
+        let bytes: [u8; 8] =
+            raw.try_into().map_err(|_| format!("pg_lsn of {} bytes", raw.len()))?;
+        Ok(Lsn(u64::from_be_bytes(bytes)))
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        *ty == Type::PG_LSN
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn binary_format_is_the_position_big_endian() {
+        let lsn = Lsn(0x1_0000_0002);
+        let mut out = BytesMut::new();
+        assert!(matches!(lsn.to_sql(&Type::PG_LSN, &mut out), Ok(IsNull::No)));
+        assert_eq!(&out[..], &[0, 0, 0, 1, 0, 0, 0, 2]);
+        assert_eq!(Lsn::from_sql(&Type::PG_LSN, &out).unwrap(), lsn);
+        assert!(Lsn::from_sql(&Type::PG_LSN, &[1, 2, 3]).is_err());
+        assert!(<Lsn as ToSql>::accepts(&Type::PG_LSN) && !<Lsn as ToSql>::accepts(&Type::TEXT));
+    }
 
     #[test]
     fn round_trips_through_text() {

@@ -7,8 +7,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::lifecycle::rebuild::{self, Mode, Outcome};
+use crate::model::ProjectionStatus;
 use crate::pg::connect::connect_sql;
-use crate::store::coordination;
+use crate::store::projections;
 
 pub async fn rebuild(config: Config, name: &str) -> anyhow::Result<ExitCode> {
     let stop = CancellationToken::new();
@@ -42,12 +43,12 @@ pub async fn retry(config: Config, name: &str) -> anyhow::Result<ExitCode> {
         .await?
         .get(0);
     let rows =
-        if known { coordination::projection_rows(&client, &[name]).await? } else { Vec::new() };
+        if known { projections::projection_rows(&client, &[name]).await? } else { Vec::new() };
     let Some(row) = rows.into_iter().next() else {
         eprintln!("{name}: the worker has not started this projection yet; nothing to retry");
         return Ok(ExitCode::FAILURE);
     };
-    if row.status != "failed" {
+    if row.status != ProjectionStatus::Failed {
         println!("{name}: status is {}; nothing to retry", row.status);
         return Ok(ExitCode::SUCCESS);
     }
@@ -60,9 +61,9 @@ pub async fn retry(config: Config, name: &str) -> anyhow::Result<ExitCode> {
     let updated = client
         .execute(
             "UPDATE eventstore_worker.projections
-                SET status = 'catching_up', last_error = NULL, failed_event = NULL, updated_at = now()
-              WHERE name = $1 AND status = 'failed'",
-            &[&name],
+                SET status = $2, last_error = NULL, failed_event = NULL, updated_at = now()
+              WHERE name = $1 AND status = $3",
+            &[&name, &ProjectionStatus::CatchingUp, &ProjectionStatus::Failed],
         )
         .await?;
     if updated == 0 {

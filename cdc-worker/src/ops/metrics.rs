@@ -18,8 +18,8 @@ use tracing::debug;
 
 use crate::apply::Failure;
 use crate::config::Config;
-use crate::model::Lsn;
 use crate::model::SourceTxn;
+use crate::model::{Lsn, ProjectionStatus};
 use crate::ops::http::{self, Request, Response};
 use crate::ops::status::{self, Report};
 
@@ -284,13 +284,13 @@ impl Metrics {
             u8::from(report.is_some()).to_string(),
         );
         let Some(report) = report else { return out };
-        type Pick = fn(&status::ProjectionStatus) -> Option<String>;
+        type Pick = fn(&status::ProjectionReport) -> Option<String>;
         let series: [(&str, &str, &str, Pick); 5] = [
             ("eventstore_worker_projection_events_applied_total", "counter", "Handler executions recorded in the projection's checkpoint row.", |p| Some(p.events_applied.to_string())),
             ("eventstore_worker_projection_checkpoint_lsn", "gauge", "Source position the projection reflects, as a number.", |p| p.checkpoint.map(|c| c.0.to_string())),
             ("eventstore_worker_projection_lag_bytes", "gauge", "Source WAL between the projection's checkpoint and pg_current_wal_lsn(); 0 when it reflects everything.", |p| p.lag_bytes.map(|b| b.to_string())),
             ("eventstore_worker_projection_lag_seconds", "gauge", "0 when caught up, otherwise how long ago the source was at the projection's checkpoint.", |p| p.lag_seconds.map(|s| format!("{s:.3}"))),
-            ("eventstore_worker_projection_failed", "gauge", "1 while a handler failure stops the projection.", |p| Some(u8::from(p.state == "failed").to_string())),
+            ("eventstore_worker_projection_failed", "gauge", "1 while a handler failure stops the projection.", |p| Some(u8::from(p.state == ProjectionStatus::Failed.as_str()).to_string())),
         ];
         for (name, kind, help, pick) in series {
             let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n");
@@ -326,21 +326,18 @@ impl Metrics {
             "# HELP {name} 1 for the projection's current status: running (follows the stream), catching_up, rebuilding or failed.\n# TYPE {name} gauge\n"
         );
         for p in report.projections.iter().filter(|p| p.state != "pending") {
-            for state in PROJECTION_STATES {
+            for state in ProjectionStatus::OF_PROJECTIONS {
                 let _ = writeln!(
                     out,
                     "{name}{{projection=\"{}\",state=\"{state}\"}} {}",
                     label(&p.name),
-                    u8::from(p.state == state)
+                    u8::from(p.state == state.as_str())
                 );
             }
         }
         out
     }
 }
-
-/// The statuses of `eventstore_worker.projections` (see `lifecycle.rs`).
-const PROJECTION_STATES: [&str; 4] = ["running", "catching_up", "rebuilding", "failed"];
 
 /// A label value escaped as the exposition format requires.
 fn label(value: &str) -> String {
@@ -417,7 +414,7 @@ mod tests {
 
     use super::*;
     use crate::model::Event;
-    use crate::ops::status::ProjectionStatus;
+    use crate::ops::status::ProjectionReport;
 
     fn config() -> Config {
         Config::parse(
@@ -499,7 +496,7 @@ mod tests {
     #[test]
     fn renders_projection_figures_from_the_report() {
         let m = Metrics::new();
-        let p = |name: &str, state: &str, lag: Option<u64>| ProjectionStatus {
+        let p = |name: &str, state: &str, lag: Option<u64>| ProjectionReport {
             name: name.into(),
             state: state.into(),
             checkpoint: lag.map(|_| Lsn(4096)),

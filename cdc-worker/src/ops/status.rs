@@ -26,7 +26,7 @@ use crate::model::Lsn;
 use crate::pg::connect::{connect_sql, Endpoint};
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ProjectionStatus {
+pub struct ProjectionReport {
     pub name: String,
     /// `running`, `catching_up`, `rebuilding`, `failed`, or `pending` when the worker has not
     /// started it yet. While `rebuilding`, checkpoint and lag are those of the tables in use.
@@ -45,7 +45,7 @@ pub struct ProjectionStatus {
 pub struct Report {
     #[serde(serialize_with = "lsn_text")]
     pub source_lsn: Option<Lsn>,
-    pub projections: Vec<ProjectionStatus>,
+    pub projections: Vec<ProjectionReport>,
     /// The oldest transaction with an xid still open on the source's server, in any database:
     /// while it is open, reads of `eventstore.events` in commit order (`read_all`, a catch-up,
     /// a build) stop before everything that committed after it started. `None`: no transaction
@@ -192,12 +192,12 @@ impl Clients {
         let row = self
             .source()
             .query_one(
-                "SELECT pg_current_wal_lsn()::text, extract(epoch FROM clock_timestamp())::float8",
+                "SELECT pg_current_wal_lsn(), extract(epoch FROM clock_timestamp())::float8",
                 &[],
             )
             .await
             .context("reading the source's WAL position")?;
-        let source_lsn: Lsn = row.get::<_, String>(0).parse()?;
+        let source_lsn: Lsn = row.get(0);
         let source_now: f64 = row.get(1);
         let horizon = horizon(self.source()).await.context("reading who holds the xmin horizon")?;
 
@@ -232,7 +232,7 @@ impl Clients {
                     let checkpoint = row.checkpoint_lsn.as_deref().and_then(|s| s.parse().ok());
                     let (lag_bytes, lag_seconds) =
                         lag(source_lsn, source_now, checkpoint, *checkpoint_epoch);
-                    ProjectionStatus {
+                    ProjectionReport {
                         name: p.name.clone(),
                         state: row.status.clone(),
                         checkpoint,
@@ -244,7 +244,7 @@ impl Clients {
                         updated_at: row.updated_at.clone(),
                     }
                 }
-                None => ProjectionStatus {
+                None => ProjectionReport {
                     name: p.name.clone(),
                     state: "pending".into(),
                     checkpoint: None,
@@ -371,7 +371,7 @@ mod tests {
                  lag: Option<(u64, f64)>,
                  events: i64,
                  error: Option<&str>| {
-            ProjectionStatus {
+            ProjectionReport {
                 name: name.into(),
                 state: state.into(),
                 checkpoint,

@@ -16,11 +16,11 @@
 
 use std::path::Path;
 
-use tokio_postgres::{Client, Row, Statement};
+use tokio_postgres::{Client, Statement};
 
 use crate::config::{Config, Projection};
-use crate::model::Lsn;
 use crate::model::SourceTxn;
+use crate::store::projections::{projection_row, ProjectionRow, PROJECTION_ROWS};
 use crate::store::source_map;
 
 /// FNV-1a, 64 bit: stable across processes, builds and platforms (the keys must agree between
@@ -44,16 +44,67 @@ pub fn owner_lock(projection: &str) -> i64 {
     fnv1a(&["eventstore_worker owner", projection]) as i64
 }
 
-/// Tries [`owner_lock`] (session level) on `client`: true when this session now owns the
-/// projection's catch-up or rebuild, false when another session holds it.
-pub async fn try_own(client: &Client, projection: &str) -> Result<bool, tokio_postgres::Error> {
-    let row = client
-        .query_one(
-            "SELECT pg_catalog.pg_try_advisory_lock($1::pg_catalog.int8)",
-            &[&owner_lock(projection)],
-        )
-        .await?;
-    Ok(row.get(0))
+/// Tries [`owner_lock`] (session level) on `client`: the lock when this session now owns the
+/// projection's catch-up or rebuild, `None` when another session holds it.
+pub async fn try_own(
+    client: &Client,
+    projection: &str,
+) -> Result<Option<SessionLock>, tokio_postgres::Error> {
+    SessionLock::try_acquire(client, owner_lock(projection)).await
+}
+
+/// A session-level advisory lock this process holds on one connection. Give it back with
+/// [`SessionLock::release`] on the connection that took it; async `Drop` does not exist, so a
+/// guard dropped unreleased (an early return on an error) leaves the lock to its session, which
+/// releases it when that connection closes. [`SessionLock::until_session_ends`] says so where
+/// that is the intent. (The live path's apply locks are transaction-level and need no guard:
+/// see [`LiveBatch`].)
+#[must_use = "release the lock, or leave it to the session with until_session_ends"]
+#[derive(Debug)]
+pub struct SessionLock {
+    key: i64,
+    held: bool,
+}
+
+impl SessionLock {
+    /// Waits for the lock.
+    pub async fn acquire(client: &Client, key: i64) -> Result<SessionLock, tokio_postgres::Error> {
+        client.execute("SELECT pg_catalog.pg_advisory_lock($1::pg_catalog.int8)", &[&key]).await?;
+        Ok(SessionLock { key, held: true })
+    }
+
+    /// The lock if no other session holds it.
+    pub async fn try_acquire(
+        client: &Client,
+        key: i64,
+    ) -> Result<Option<SessionLock>, tokio_postgres::Error> {
+        let row = client
+            .query_one("SELECT pg_catalog.pg_try_advisory_lock($1::pg_catalog.int8)", &[&key])
+            .await?;
+        Ok(row.get::<_, bool>(0).then_some(SessionLock { key, held: true }))
+    }
+
+    /// Unlocks on `client`, which must be the connection that took the lock.
+    pub async fn release(mut self, client: &Client) -> Result<(), tokio_postgres::Error> {
+        self.held = false;
+        client
+            .execute("SELECT pg_catalog.pg_advisory_unlock($1::pg_catalog.int8)", &[&self.key])
+            .await
+            .map(drop)
+    }
+
+    /// Keeps the lock until the connection that took it closes.
+    pub fn until_session_ends(mut self) {
+        self.held = false;
+    }
+}
+
+impl Drop for SessionLock {
+    fn drop(&mut self) {
+        if self.held {
+            tracing::debug!(key = self.key, "advisory lock left to its session");
+        }
+    }
 }
 
 /// The schema a projection is rebuilt in: unique per projection, at most 63 bytes.
@@ -63,46 +114,6 @@ pub fn shadow_schema(projection: &str) -> String {
 
 pub(crate) fn scratch_schema(projection: &str) -> String {
     format!("eventstore_check_{:016x}", fnv1a(&[projection]))
-}
-
-/// A projection's row as the coordination needs it (from `projections` or `rebuilds`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProjectionRow {
-    pub name: String,
-    pub status: String,
-    pub checkpoint: Option<Lsn>,
-    pub version: Option<String>,
-}
-
-fn lsn(text: Option<String>) -> Option<Lsn> {
-    text.and_then(|s| s.parse().ok())
-}
-
-const PROJECTION_ROWS: &str =
-    "SELECT name, status, checkpoint_lsn::text, version FROM eventstore_worker.projections WHERE name = ANY($1)";
-
-fn projection_row(r: &Row) -> ProjectionRow {
-    ProjectionRow { name: r.get(0), status: r.get(1), checkpoint: lsn(r.get(2)), version: r.get(3) }
-}
-
-pub async fn projection_rows(
-    client: &Client,
-    names: &[&str],
-) -> Result<Vec<ProjectionRow>, tokio_postgres::Error> {
-    Ok(client.query(PROJECTION_ROWS, &[&names]).await?.iter().map(projection_row).collect())
-}
-
-pub async fn rebuild_rows(
-    client: &Client,
-    name: &str,
-) -> Result<Vec<ProjectionRow>, tokio_postgres::Error> {
-    let rows = client
-        .query(
-            "SELECT name, status, checkpoint_lsn::text, version FROM eventstore_worker.rebuilds WHERE name = $1",
-            &[&name],
-        )
-        .await?;
-    Ok(rows.iter().map(projection_row).collect())
 }
 
 /// The statements that open every live batch transaction, prepared once per connection.

@@ -3,6 +3,7 @@
 //! catch-ups and rebuilds.
 
 pub mod coordination;
+pub mod projections;
 pub mod source_map;
 
 use tokio_postgres::Client;

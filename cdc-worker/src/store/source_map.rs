@@ -15,7 +15,7 @@ use tracing::info;
 
 use crate::decode::envelope::{self, Columns};
 use crate::model::Lsn;
-use crate::model::{Event, SourceTxn};
+use crate::model::{Event, ProjectionStatus, SourceTxn};
 
 /// One row of the map.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,20 +24,18 @@ pub struct MapRow {
     pub transaction_id: u64,
 }
 
-/// The batch's map rows as text arrays (pg_lsn, xid8); transactions without events have no
-/// transaction id and nothing to replay, and are left out.
-pub fn rows_of(batch: &[SourceTxn]) -> (Vec<String>, Vec<String>) {
-    batch
-        .iter()
-        .filter_map(|t| t.transaction_id.map(|x| (t.end_lsn.to_string(), x.to_string())))
-        .unzip()
+/// The batch's map rows as arrays of end LSNs and of transaction ids (as text: xid8 has no
+/// binding of its own here); transactions without events have no transaction id and nothing
+/// to replay, and are left out.
+pub fn rows_of(batch: &[SourceTxn]) -> (Vec<Lsn>, Vec<String>) {
+    batch.iter().filter_map(|t| t.transaction_id.map(|x| (t.end_lsn, x.to_string()))).unzip()
 }
 
 /// Source transactions per row of the map: the arrays of a full run take about 1.6 kB, below
 /// the size from which PostgreSQL compresses a row or moves values out of line (2 kB).
 pub const RUN: i64 = 100;
 
-/// Records map rows ($1 end LSNs, $2 transaction ids, as text, in commit order) as runs of up
+/// Records map rows ($1 end LSNs, $2 transaction ids as text, in commit order) as runs of up
 /// to $3 (`RUN`) transactions. Only the live path records,
 /// batch after batch in commit order, so a transaction the stream resends after a reconnect
 /// ends at or below the highest recorded end LSN (or below the horizon, when pruning took it),
@@ -46,17 +44,16 @@ pub const RUN: i64 = 100;
 /// runs from overlapping.
 pub const RECORD: &str = "INSERT INTO eventstore_worker.source_transaction_runs (last_end_lsn, end_lsns, transaction_ids)
      SELECT pg_catalog.max(l), pg_catalog.array_agg(l ORDER BY n), pg_catalog.array_agg(x ORDER BY n)
-       FROM (SELECT l::pg_lsn AS l, x::xid8 AS x, n
-               FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.text[]), pg_catalog.unnest($2::pg_catalog.text[])) WITH ORDINALITY AS t(l, x, n)
-              WHERE l::pg_lsn > greatest((SELECT max(last_end_lsn) FROM eventstore_worker.source_transaction_runs),
+       FROM (SELECT l, x::xid8 AS x, n
+               FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.pg_lsn[]), pg_catalog.unnest($2::pg_catalog.text[])) WITH ORDINALITY AS t(l, x, n)
+              WHERE l > greatest((SELECT max(last_end_lsn) FROM eventstore_worker.source_transaction_runs),
                                          (SELECT horizon FROM eventstore_worker.source_horizon), '0/0'::pg_lsn)) AS s
       GROUP BY (n - 1) / $3::int8";
 
 /// The position above which the map is complete; `None` until the stream was first started.
 pub async fn horizon(client: &impl GenericClient) -> Result<Option<Lsn>, tokio_postgres::Error> {
-    let row =
-        client.query_opt("SELECT horizon::text FROM eventstore_worker.source_horizon", &[]).await?;
-    Ok(row.and_then(|r| r.get::<_, String>(0).parse().ok()))
+    let row = client.query_opt("SELECT horizon FROM eventstore_worker.source_horizon", &[]).await?;
+    Ok(row.map(|r| r.get(0)))
 }
 
 /// Sets the horizon when the map starts: the slot's confirmed position, from which the stream
@@ -64,8 +61,8 @@ pub async fn horizon(client: &impl GenericClient) -> Result<Option<Lsn>, tokio_p
 pub async fn start_horizon(client: &Client, confirmed: Lsn) -> Result<Lsn, tokio_postgres::Error> {
     client
         .execute(
-            "INSERT INTO eventstore_worker.source_horizon (horizon) VALUES ($1::text::pg_lsn) ON CONFLICT (single) DO NOTHING",
-            &[&confirmed.to_string()],
+            "INSERT INTO eventstore_worker.source_horizon (horizon) VALUES ($1) ON CONFLICT (single) DO NOTHING",
+            &[&confirmed],
         )
         .await?;
     Ok(horizon(client).await?.unwrap_or(confirmed))
@@ -80,9 +77,9 @@ pub async fn any_between(
     let row = client
         .query_one(
             "SELECT EXISTS (SELECT 1 FROM eventstore_worker.source_transaction_runs r, pg_catalog.unnest(r.end_lsns) AS l
-                             WHERE r.last_end_lsn > $1::text::pg_lsn AND r.end_lsns[1] <= $2::text::pg_lsn
-                               AND l > $1::text::pg_lsn AND l <= $2::text::pg_lsn)",
-            &[&after.to_string(), &until.to_string()],
+                             WHERE r.last_end_lsn > $1::pg_lsn AND r.end_lsns[1] <= $2::pg_lsn
+                               AND l > $1::pg_lsn AND l <= $2::pg_lsn)",
+            &[&after, &until],
         )
         .await?;
     Ok(row.get(0))
@@ -93,21 +90,16 @@ pub async fn any_between(
 pub async fn after(client: &Client, after: Lsn, limit: i64) -> anyhow::Result<Vec<MapRow>> {
     let rows = client
         .query(
-            "SELECT t.l::text, t.x::text
+            "SELECT t.l, t.x::text
                FROM eventstore_worker.source_transaction_runs r,
                     ROWS FROM (pg_catalog.unnest(r.end_lsns), pg_catalog.unnest(r.transaction_ids)) WITH ORDINALITY AS t(l, x, n)
-              WHERE r.last_end_lsn > $1::text::pg_lsn AND t.l > $1::text::pg_lsn
+              WHERE r.last_end_lsn > $1::pg_lsn AND t.l > $1::pg_lsn
               ORDER BY r.last_end_lsn, t.n LIMIT $2",
-            &[&after.to_string(), &limit],
+            &[&after, &limit],
         )
         .await?;
     rows.iter()
-        .map(|r| {
-            Ok(MapRow {
-                end_lsn: r.get::<_, String>(0).parse()?,
-                transaction_id: r.get::<_, String>(1).parse()?,
-            })
-        })
+        .map(|r| Ok(MapRow { end_lsn: r.get(0), transaction_id: r.get::<_, String>(1).parse()? }))
         .collect()
 }
 
@@ -271,21 +263,21 @@ pub async fn prune(
     names: &[&str],
 ) -> Result<(Option<Lsn>, u64), tokio_postgres::Error> {
     let tx = client.transaction().await?;
-    let floor: Option<String> = tx
+    let floor: Option<Lsn> = tx
         .query_one(
-            "SELECT CASE WHEN bool_or(lsn IS NULL) THEN NULL ELSE min(lsn) END::text
+            "SELECT CASE WHEN bool_or(lsn IS NULL) THEN NULL ELSE min(lsn) END
                FROM (SELECT checkpoint_lsn FROM eventstore_worker.projections
-                      WHERE name = ANY($1) AND status <> 'rebuilding'
+                      WHERE name = ANY($1) AND status <> $2
                      UNION ALL
                      SELECT checkpoint_lsn FROM eventstore_worker.rebuilds) AS c(lsn)",
-            &[&names],
+            &[&names, &ProjectionStatus::Rebuilding],
         )
         .await?
         .get(0);
     let Some(floor) = floor else { return Ok((None, 0)) };
     let moved = tx
         .execute(
-            "UPDATE eventstore_worker.source_horizon SET horizon = $1::text::pg_lsn WHERE horizon < $1::text::pg_lsn",
+            "UPDATE eventstore_worker.source_horizon SET horizon = $1 WHERE horizon < $1",
             &[&floor],
         )
         .await?;
@@ -306,7 +298,7 @@ pub async fn prune(
             break;
         }
     }
-    Ok((if moved == 0 { None } else { floor.parse().ok() }, deleted))
+    Ok((if moved == 0 { None } else { Some(floor) }, deleted))
 }
 
 #[cfg(test)]
@@ -354,6 +346,6 @@ mod tests {
                 bytes: 0,
             },
         ];
-        assert_eq!(rows_of(&batch), (vec!["0/10".to_owned()], vec!["742".to_owned()]));
+        assert_eq!(rows_of(&batch), (vec![Lsn(0x10)], vec!["742".to_owned()]));
     }
 }

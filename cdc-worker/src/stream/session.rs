@@ -13,8 +13,8 @@ use tracing::{debug, error, info, warn};
 use crate::apply::{Role, Target};
 use crate::config::Config;
 use crate::lifecycle;
-use crate::model::Lsn;
 use crate::model::SourceTxn;
+use crate::model::{ErrorKind, Lsn};
 use crate::ops::metrics;
 use crate::pg::connect::connect_sql;
 use crate::replication::{quote_ident, ReplicationConnection, Streaming};
@@ -102,7 +102,7 @@ async fn session(
         Err(e) => return failed(e, false),
     };
     if let Err(e) = lifecycle::start_session(&target_client, config, first).await {
-        let fatal = first && !crate::apply::is_transient(&e);
+        let fatal = first && !ErrorKind::of_postgres(&e).is_transient();
         return SessionEnd::Failed {
             error: anyhow!(e).context("preparing the target database"),
             fatal,
@@ -112,7 +112,7 @@ async fn session(
     let mut target = match Target::open(target_client, config, Role::Live).await {
         Ok(t) => t,
         Err(e) => {
-            let fatal = first && e.is_fatal();
+            let fatal = first && !e.kind().is_transient();
             return SessionEnd::Failed { error: anyhow::Error::new(e), fatal, progressed: false };
         }
     };
@@ -279,7 +279,7 @@ async fn start_stream(config: &Config) -> anyhow::Result<(Streaming, Lsn, bool)>
     }
     let row = source
         .query_one(
-            "SELECT confirmed_flush_lsn::text, plugin, database = current_database()
+            "SELECT confirmed_flush_lsn, plugin, database = current_database()
                FROM pg_replication_slots WHERE slot_name = $1",
             &[&config.slot],
         )
@@ -292,7 +292,7 @@ async fn start_stream(config: &Config) -> anyhow::Result<(Streaming, Lsn, bool)>
             config.slot
         );
     }
-    let confirmed: Lsn = row.get::<_, Option<String>>(0).as_deref().unwrap_or("0/0").parse()?;
+    let confirmed: Lsn = row.get::<_, Option<Lsn>>(0).unwrap_or(Lsn::ZERO);
     let stream = repl.start_replication(&config.slot, Lsn::ZERO, &config.publication).await?;
     Ok((stream, confirmed, created))
 }
