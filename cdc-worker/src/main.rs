@@ -1,30 +1,16 @@
 //! eventstore-worker: keeps read-model tables up to date from the logical replication stream
 //! of `eventstore.events`, exactly once in effect.
 
-mod ack;
-mod apply_function;
-mod catchup;
-mod commands;
+mod apply;
 mod config;
-mod connect;
-mod coordination;
-mod envelope;
-mod http;
-mod idle;
+mod decode;
 mod lifecycle;
-mod lsn;
-mod metrics;
 mod model;
-mod pgoutput;
-mod projection;
-mod queue;
-mod rebuild;
+mod ops;
+mod pg;
 mod replication;
-mod slot_recovery;
-mod source_map;
-mod status;
-mod tls;
-mod worker;
+mod store;
+mod stream;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -155,12 +141,14 @@ fn main() -> ExitCode {
             runtime.block_on(async_main(config, metrics_addr)).map(|()| ExitCode::SUCCESS)
         }
         Command::Status { json, .. } => {
-            runtime.block_on(status::run(&config, json)).map(|()| ExitCode::SUCCESS)
+            runtime.block_on(ops::status::run(&config, json)).map(|()| ExitCode::SUCCESS)
         }
         Command::Rebuild { projection, .. } => {
-            runtime.block_on(commands::rebuild(config, &projection))
+            runtime.block_on(ops::commands::rebuild(config, &projection))
         }
-        Command::Retry { projection, .. } => runtime.block_on(commands::retry(config, &projection)),
+        Command::Retry { projection, .. } => {
+            runtime.block_on(ops::commands::retry(config, &projection))
+        }
         Command::Check { .. } => Ok(ExitCode::SUCCESS),
     };
     match outcome {
@@ -175,33 +163,18 @@ fn main() -> ExitCode {
 
 async fn async_main(config: config::Config, metrics_addr: Option<String>) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
-    tokio::spawn(watch_signals(shutdown.clone()));
+    tokio::spawn(ops::signals::watch(shutdown.clone()));
     info!(config = %config.file.display(), projections = config.projections.len(), "starting");
     if let Some(addr) = metrics_addr {
         let listener = tokio::net::TcpListener::bind(&addr)
             .await
             .with_context(|| format!("cannot listen on {addr}"))?;
         info!(addr = %listener.local_addr()?, "serving /metrics and /healthz");
-        tokio::spawn(metrics::serve(
+        tokio::spawn(ops::metrics::serve(
             listener,
             std::sync::Arc::new(config.clone()),
             shutdown.clone(),
         ));
     }
-    worker::run(config, shutdown).await
-}
-
-pub(crate) async fn watch_signals(shutdown: CancellationToken) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) =
-        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-    else {
-        error!("cannot install signal handlers");
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => info!("SIGTERM received; shutting down"),
-        _ = int.recv() => info!("SIGINT received; shutting down"),
-    }
-    shutdown.cancel();
+    stream::run(config, shutdown).await
 }

@@ -1,4 +1,5 @@
-//! Fails when the worker's top-level modules import each other in a circle.
+//! Fails when the worker's layers (the top-level modules of `src/`, one folder each) import
+//! each other in a circle, or when a layer imports one that is not below it in [`LAYERS`].
 //!
 //! Scans `src/**/*.rs` for `crate::<module>` paths (including `use crate::{a, b}` groups),
 //! builds the graph of module → module dependencies and names the first cycle found. Test code
@@ -7,6 +8,21 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
+
+/// The layers, bottom first: each may import only those before it. `main` (the binary's root)
+/// sits above them all. A new top-level module must be placed here.
+const LAYERS: &[&str] = &[
+    "model",       // Lsn, SourceTxn, Event: shared by every layer
+    "pg",          // TLS and the one SQL connection factory
+    "config",      // the TOML configuration
+    "replication", // the replication-protocol connection
+    "decode",      // pgoutput and envelopes: frames to source transactions
+    "store",       // eventstore_worker.* SQL: schema, rows, commit-order map, locks
+    "apply",       // the target: handlers, apply functions, batches, failures
+    "lifecycle",   // catch-ups, rebuilds, status transitions
+    "ops",         // status, metrics, commands, signals
+    "stream",      // the live session: reader, batcher, feedback, acknowledgement
+];
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in fs::read_dir(dir).expect("src is readable") {
@@ -147,6 +163,38 @@ fn top_level_modules_import_one_way() {
     }
 }
 
+/// Every import that does not point to a lower layer, as `from -> to`.
+fn upward_imports(graph: &BTreeMap<String, BTreeSet<String>>) -> Vec<String> {
+    let level = |m: &str| LAYERS.iter().position(|l| *l == m);
+    let mut wrong = Vec::new();
+    for (from, tos) in graph {
+        if from == "main" {
+            continue;
+        }
+        let Some(from_level) = level(from) else {
+            wrong.push(format!("{from} is not in LAYERS"));
+            continue;
+        };
+        for to in tos {
+            match level(to) {
+                Some(l) if l < from_level => {}
+                _ => wrong.push(format!("{from} -> {to}")),
+            }
+        }
+    }
+    wrong
+}
+
+#[test]
+fn layers_import_only_layers_below_them() {
+    let graph = graph();
+    for layer in LAYERS {
+        assert!(graph.contains_key(*layer), "LAYERS names {layer}, which is not a module of src/");
+    }
+    let wrong = upward_imports(&graph);
+    assert!(wrong.is_empty(), "imports against the layer order (see LAYERS): {}", wrong.join(", "));
+}
+
 #[test]
 fn the_scanner_sees_groups_and_cycles() {
     let refs = references("use crate::{a::X, b, c::{Y, Z}};\nlet x = crate::d::f();");
@@ -157,4 +205,11 @@ fn the_scanner_sees_groups_and_cycles() {
     assert_eq!(find_cycle(&g), Some(vec!["x".into(), "y".into(), "x".into()]));
     g.insert("y".to_string(), BTreeSet::new());
     assert_eq!(find_cycle(&g), None);
+    // `stream` above `model`: fine one way, not the other.
+    let mut g = BTreeMap::new();
+    g.insert("stream".to_string(), BTreeSet::from(["model".to_string()]));
+    assert!(upward_imports(&g).is_empty());
+    g.insert("model".to_string(), BTreeSet::from(["stream".to_string()]));
+    g.insert("nowhere".to_string(), BTreeSet::new());
+    assert_eq!(upward_imports(&g), ["model -> stream", "nowhere is not in LAYERS"]);
 }

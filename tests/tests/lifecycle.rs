@@ -576,7 +576,7 @@ async fn an_earlier_per_transaction_map_is_converted_to_runs() -> Result<()> {
     )
     .await?;
     for _ in 0..2 {
-        db.batch_execute(include_str!("../../cdc-worker/src/schema.sql")).await?;
+        db.batch_execute(include_str!("../../cdc-worker/src/store/schema.sql")).await?;
         let row = db
             .query_one(
                 "SELECT (SELECT relkind::text FROM pg_class WHERE oid = 'eventstore_worker.source_transactions'::regclass),
