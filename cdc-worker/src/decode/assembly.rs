@@ -128,7 +128,7 @@ mod tests {
     use super::*;
     use crate::decode::pgoutput::{decode, fixtures};
 
-    const COLUMNS: [&str; 9] = [
+    const COLUMNS: [&str; 11] = [
         "global_position",
         "stream_id",
         "stream_version",
@@ -138,6 +138,8 @@ mod tests {
         "metadata",
         "recorded_at",
         "transaction_id",
+        "schema_version",
+        "tags",
     ];
 
     fn msg(bytes: Vec<u8>) -> Message {
@@ -163,6 +165,8 @@ mod tests {
                 Some("{}"),
                 Some("2024-05-01 10:00:00+00"),
                 Some(&xid),
+                Some("1"),
+                Some("{}"),
             ],
         ))
     }

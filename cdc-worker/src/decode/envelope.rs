@@ -72,7 +72,58 @@ pub fn from_insert(rel: &Relation, values: &[Column]) -> Result<Event, EnvelopeE
         data: text(rel, values, "data")?,
         metadata: text(rel, values, "metadata")?,
         recorded_at: text(rel, values, "recorded_at")?,
+        schema_version: integer(rel, values, "schema_version")?,
+        tags: text(rel, values, "tags")?,
     }))
+}
+
+/// Appends the JSON array of a `text[]` in PostgreSQL's text form (`{a,"b c","d\\"e"}`).
+/// Elements are quoted when they hold a delimiter, a quote, a backslash or whitespace, or are
+/// empty or `NULL`-like; an unquoted `NULL` is a null element. Anything that is not an array
+/// literal gives `[]` — the column's type guarantees one.
+fn tags_json(out: &mut String, text: &str) {
+    let Some(inner) = text.strip_prefix('{').and_then(|t| t.strip_suffix('}')) else {
+        out.push_str("[]");
+        return;
+    };
+    out.push('[');
+    let mut chars = inner.chars().peekable();
+    let mut first = true;
+    while chars.peek().is_some() {
+        if !first {
+            out.push(',');
+        }
+        first = false;
+        let mut element = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            while let Some(c) = chars.next() {
+                match c {
+                    '\\' => element.extend(chars.next()),
+                    '"' => break,
+                    c => element.push(c),
+                }
+            }
+            json_string(out, &element);
+        } else {
+            while let Some(&c) = chars.peek() {
+                if c == ',' {
+                    break;
+                }
+                element.push(c);
+                chars.next();
+            }
+            if element == "NULL" {
+                out.push_str("null");
+            } else {
+                json_string(out, &element);
+            }
+        }
+        if chars.peek() == Some(&',') {
+            chars.next();
+        }
+    }
+    out.push(']');
 }
 
 /// The `transaction_id` (xid8) of an inserted event: the key of the commit-order map.
@@ -95,6 +146,9 @@ pub struct Columns<'a> {
     pub data: Option<&'a str>,
     pub metadata: Option<&'a str>,
     pub recorded_at: Option<&'a str>,
+    pub schema_version: i64,
+    /// `text[]` in PostgreSQL's text form.
+    pub tags: Option<&'a str>,
 }
 
 pub fn build(c: &Columns<'_>) -> Event {
@@ -105,6 +159,8 @@ pub fn build(c: &Columns<'_>) -> Event {
     // jsonb input, which sorts every object's keys, finds them sorted already.
     e.push_str("{\"data\":");
     e.push_str(data);
+    e.push_str(",\"tags\":");
+    tags_json(&mut e, c.tags.unwrap_or("{}"));
     e.push_str(",\"type\":");
     json_string(&mut e, c.event_type);
     e.push_str(",\"event_id\":");
@@ -122,8 +178,8 @@ pub fn build(c: &Columns<'_>) -> Event {
     // Writing to a String cannot fail.
     let _ = write!(
         e,
-        ",\"stream_version\":{},\"global_position\":{}",
-        c.stream_version, c.global_position
+        ",\"schema_version\":{},\"stream_version\":{},\"global_position\":{}",
+        c.schema_version, c.stream_version, c.global_position
     );
     e.push('}');
     Event { event_type: c.event_type.to_owned(), global_position: c.global_position, envelope: e }
@@ -159,6 +215,8 @@ mod tests {
             "metadata",
             "recorded_at",
             "transaction_id",
+            "schema_version",
+            "tags",
         ]);
         let values = vec![
             t("OrderPlaced"),
@@ -170,6 +228,8 @@ mod tests {
             t("{}"),
             t("2024-05-01 10:00:00.5+00"),
             t("777"),
+            t("2"),
+            t(r#"{course:c1,"student s1","q\"x\\y",NULL,"NULL"}"#),
         ];
         let ev = from_insert(&rel, &values).unwrap();
         assert_eq!(transaction_id(&rel, &values), Ok(777));
@@ -182,7 +242,8 @@ mod tests {
                 "stream_id": "order-\"1\"", "stream_version": 3, "global_position": 42,
                 "event_id": "0190c1f2-0000-7000-8000-000000000001", "type": "OrderPlaced",
                 "data": {"total": 12.5, "order_id": "o1"}, "metadata": {},
-                "recorded_at": "2024-05-01T10:00:00.5+00"
+                "recorded_at": "2024-05-01T10:00:00.5+00", "schema_version": 2,
+                "tags": ["course:c1", "student s1", "q\"x\\y", null, "NULL"]
             })
         );
     }
@@ -198,8 +259,12 @@ mod tests {
             data: Some("1"),
             metadata: Some("{}"),
             recorded_at: None,
+            schema_version: 1,
+            tags: Some("{}"),
         });
         let keys = [
+            "tags",
+            "schema_version",
             "stream_id",
             "stream_version",
             "global_position",
@@ -221,6 +286,20 @@ mod tests {
     }
 
     #[test]
+    fn tags_become_a_json_array() {
+        let json = |text: &str| {
+            let mut out = String::new();
+            tags_json(&mut out, text);
+            serde_json::from_str::<serde_json::Value>(&out).unwrap()
+        };
+        assert_eq!(json("{}"), serde_json::json!([]));
+        assert_eq!(json("{a}"), serde_json::json!(["a"]));
+        assert_eq!(json(r#"{"",",","{}"}"#), serde_json::json!(["", ",", "{}"]));
+        assert_eq!(json("{ü,日本}"), serde_json::json!(["ü", "日本"]));
+        assert_eq!(json("not an array"), serde_json::json!([]));
+    }
+
+    #[test]
     fn reports_missing_columns_and_bad_values() {
         let rel = events_relation(&["stream_id"]);
         assert!(matches!(
@@ -237,15 +316,30 @@ mod tests {
             "data",
             "metadata",
             "recorded_at",
+            "schema_version",
+            "tags",
         ]);
-        let mut values =
-            vec![t("x"), t("s"), t("1"), t("id"), t("T"), t("{}"), t("{}"), Column::Null];
+        let mut values = vec![
+            t("x"),
+            t("s"),
+            t("1"),
+            t("id"),
+            t("T"),
+            t("{}"),
+            t("{}"),
+            Column::Null,
+            t("1"),
+            t("{}"),
+        ];
         assert_eq!(
             from_insert(&rel, &values),
             Err(EnvelopeError::BadValue { column: "global_position", problem: "not an integer" })
         );
         values[0] = t("1");
         values.truncate(7);
-        assert_eq!(from_insert(&rel, &values), Err(EnvelopeError::Arity { values: 7, columns: 8 }));
+        assert_eq!(
+            from_insert(&rel, &values),
+            Err(EnvelopeError::Arity { values: 7, columns: 10 })
+        );
     }
 }

@@ -308,7 +308,10 @@ fn temporary_slot_name(slot: &str) -> String {
 async fn fetch(source: &Client, sql: &str, chunk_no: u64) -> anyhow::Result<SourceTxn> {
     let rows = source.query(sql, &[]).await.context("reading eventstore.events")?;
     let events: Vec<_> = rows.iter().map(|r| source_map::event_from_row(r, 0)).collect();
-    let recorded = rows.iter().map(|r| r.get::<_, f64>(8)).fold(f64::MIN, f64::max);
+    let recorded = rows
+        .iter()
+        .map(|r| r.get::<_, f64>(source_map::EVENT_COLUMN_COUNT))
+        .fold(f64::MIN, f64::max);
     let source_time = if rows.is_empty() {
         std::time::SystemTime::now()
     } else {

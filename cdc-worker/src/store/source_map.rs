@@ -110,7 +110,9 @@ pub const EVENT_SESSION: &str = "SET DateStyle = ISO; SET TimeZone = 'UTC'";
 /// The select list every reader of `eventstore.events` uses; `event_from_row` reads it.
 pub const EVENT_COLUMNS: &str =
     "stream_id, stream_version, global_position, event_id::text, event_type, \
-     data::text, metadata::text, recorded_at::text";
+     data::text, metadata::text, recorded_at::text, schema_version::int8, tags::text";
+/// How many columns `EVENT_COLUMNS` selects.
+pub const EVENT_COLUMN_COUNT: usize = 10;
 
 /// Builds an event from the `EVENT_COLUMNS` of `row`, starting at column `at`.
 pub fn event_from_row(row: &Row, at: usize) -> Event {
@@ -123,6 +125,8 @@ pub fn event_from_row(row: &Row, at: usize) -> Event {
         data: row.get(at + 5),
         metadata: row.get(at + 6),
         recorded_at: row.get(at + 7),
+        schema_version: row.get(at + 8),
+        tags: row.get(at + 9),
     })
 }
 
@@ -222,7 +226,7 @@ async fn read_events(
         let xid: u64 = row.get::<_, String>(0).parse()?;
         let entry = by_xid.entry(xid).or_insert_with(|| (Vec::new(), f64::MIN));
         entry.0.push(event_from_row(row, 1));
-        entry.1 = entry.1.max(row.get(9));
+        entry.1 = entry.1.max(row.get(1 + EVENT_COLUMN_COUNT));
     }
     Ok(by_xid)
 }
