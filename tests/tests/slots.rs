@@ -103,18 +103,43 @@ async fn a_slot_invalidated_under_load_is_recreated_and_nothing_is_lost_or_appli
     // walsender.
     cluster.alter_system("max_slot_wal_keep_size", "1MB").await?;
     worker.signal("STOP")?;
-    let invalidated = eventually("the slot is invalidated", Duration::from_secs(120), || async {
-        db.batch_execute("SELECT pg_switch_wal(); CHECKPOINT").await?;
+    // Checkpoints in a task of their own: one that invalidates the slot ends its walsender,
+    // which cannot exit before the paused worker reads what it is sending, so the checkpoint
+    // waits for the worker to resume.
+    let checkpointing = Arc::new(AtomicBool::new(true));
+    let checkpoints = {
+        let (db, on) = (cluster.connect("app").await?, checkpointing.clone());
+        tokio::spawn(async move {
+            while on.load(Ordering::SeqCst) {
+                db.batch_execute("SELECT pg_switch_wal(); CHECKPOINT").await?;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            anyhow::Ok(())
+        })
+    };
+    let ending = eventually("a checkpoint ends the slot's walsender", Duration::from_secs(120), || async {
         let lost = count(
             &db,
             "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'eventstore_worker' AND wal_status = 'lost'",
         )
         .await?;
-        Ok(lost == 1)
+        Ok(lost == 1 || cluster.server_log().contains("to release replication slot \"eventstore_worker\""))
     })
     .await;
     worker.signal("CONT")?;
-    invalidated?;
+    ending?;
+    eventually("the slot is invalidated", Duration::from_secs(60), || async {
+        let lost = count(
+            &db,
+            "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'eventstore_worker' AND wal_status = 'lost'",
+        )
+        .await?;
+        // Or already recreated by the worker, which saw it invalidated.
+        Ok(lost == 1 || worker.plain_log().contains("the replication slot was invalidated"))
+    })
+    .await?;
+    checkpointing.store(false, Ordering::SeqCst);
+    checkpoints.await??;
     cluster.alter_system("max_slot_wal_keep_size", "-1").await?;
 
     // The worker goes on by itself, under load; then the load stops.
