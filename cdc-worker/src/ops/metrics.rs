@@ -5,6 +5,8 @@
 //! the session loop (cheap atomics, one global registry); and per-projection figures read from
 //! the databases at scrape time through `status.rs`, so that `/metrics` and
 //! `eventstore-worker status` always agree.
+//!
+//! Over 500 lines with its tests (about 190): every series is spelled out once, here.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

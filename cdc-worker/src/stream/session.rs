@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context};
+use postgres_protocol::escape::escape_identifier;
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -17,7 +18,7 @@ use crate::model::SourceTxn;
 use crate::model::{ErrorKind, Lsn};
 use crate::ops::metrics;
 use crate::pg::connect::connect_sql;
-use crate::replication::{quote_ident, ReplicationConnection, Streaming};
+use crate::replication::{ReplicationConnection, Streaming};
 use crate::stream::ack::{lock, AckTracker};
 use crate::stream::batcher::{next_batch, Queued};
 use crate::stream::feedback::send_feedback;
@@ -257,7 +258,7 @@ async fn start_stream(config: &Config) -> anyhow::Result<(Streaming, Lsn, bool)>
     if !exists {
         let sql = format!(
             "CREATE PUBLICATION {} FOR TABLE eventstore.events",
-            quote_ident(&config.publication)
+            escape_identifier(&config.publication)
         );
         match source.batch_execute(&sql).await {
             Ok(()) => info!(publication = %config.publication, "created publication"),
