@@ -59,7 +59,7 @@ struct RawTarget {
     sslmode: Option<String>,
     #[serde(default)]
     sslrootcert: Option<PathBuf>,
-    /// Where setup and handler SQL resolve unqualified names (see `connect.rs`).
+    /// Where setup and handler SQL resolve unqualified names (see `pg/connect.rs`).
     #[serde(default)]
     search_path: Option<String>,
 }
@@ -144,7 +144,7 @@ impl Batch {
 pub struct Stream {
     /// Bytes of decoded source transactions (envelopes) held between the stream reader and the
     /// apply path, the batch being applied included; one transaction larger than this still
-    /// goes through, alone (see `queue.rs`).
+    /// goes through, alone (see `stream/queue.rs`).
     pub max_queued_bytes: usize,
 }
 

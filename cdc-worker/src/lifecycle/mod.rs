@@ -9,7 +9,7 @@
 //! At each session start the worker decides, per projection, from its row, the configured
 //! version and the map's horizon (`at_start`). While the worker runs, the manager (`manage`)
 //! polls the rows and starts a catch-up or a build for every projection that needs one; these
-//! join the stream on their own (see `coordination.rs`).
+//! join the stream on their own (see `store/coordination.rs`).
 
 pub mod catchup;
 pub mod rebuild;

@@ -8,8 +8,8 @@
 //!    visible in that snapshot was committed before C, every other one arrives on the stream
 //!    after C: the events read under the snapshot, in `global_position` order (commit order
 //!    within each stream), make up the projection as of C exactly.
-//! 3. From C the shadow catches up through the commit-order map (see `source_map.rs`), which the
-//!    live path has been recording since before C.
+//! 3. From C the shadow catches up through the commit-order map (see `store/source_map.rs`),
+//!    which the live path has been recording since before C.
 //! 4. With the projection's apply lock held (the live path waits), the last map transactions
 //!    are applied, the shadow tables replace the tables in use, and the projection is set
 //!    `running` at the shadow's checkpoint (never behind the live one). The live path's next
