@@ -1,4 +1,6 @@
 //! The worker's TOML configuration, validated before anything connects.
+//!
+//! Over 500 lines with its tests (about 200 of them): validation and its cases belong together.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -61,7 +63,7 @@ struct RawTarget {
     sslmode: Option<String>,
     #[serde(default)]
     sslrootcert: Option<PathBuf>,
-    /// Where setup and handler SQL resolve unqualified names (see `connect.rs`).
+    /// Where setup and handler SQL resolve unqualified names (see `pg/connect.rs`).
     #[serde(default)]
     search_path: Option<String>,
 }
@@ -150,7 +152,7 @@ impl Batch {
 pub struct Stream {
     /// Bytes of decoded source transactions (envelopes) held between the stream reader and the
     /// apply path, the batch being applied included; one transaction larger than this still
-    /// goes through, alone (see `queue.rs`).
+    /// goes through, alone (see `stream/queue.rs`).
     pub max_queued_bytes: usize,
 }
 

@@ -9,7 +9,10 @@
 //! At each session start the worker decides, per projection, from its row, the configured
 //! version and the map's horizon (`at_start`). While the worker runs, the manager (`manage`)
 //! polls the rows and starts a catch-up or a build for every projection that needs one; these
-//! join the stream on their own (see `coordination.rs`).
+//! join the stream on their own (see `store/coordination.rs`).
+
+pub mod catchup;
+pub mod rebuild;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -23,12 +26,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::config::Config;
-use crate::model::Lsn;
-use crate::model::ProjectionStatus;
+use crate::model::{Lsn, ProjectionStatus};
 use crate::store::projections::{self, set_status, ProjectionRow};
-pub mod catchup;
-pub mod rebuild;
-
 use crate::store::source_map;
 
 /// How often the manager looks for projections to catch up or rebuild.

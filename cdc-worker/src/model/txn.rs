@@ -8,7 +8,7 @@ use std::time::SystemTime;
 use crate::model::Lsn;
 
 /// A source transaction as the apply path sees it: never split across target transactions.
-/// One without events is an idle position (see `idle.rs`): it only moves checkpoints.
+/// One without events is an idle position (see `stream/idle.rs`): it only moves checkpoints.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SourceTxn {
     pub end_lsn: Lsn,

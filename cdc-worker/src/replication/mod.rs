@@ -2,356 +2,33 @@
 //! `postgres-protocol` message builders and tokio sockets: startup, authentication (trust,
 //! cleartext, md5, SCRAM-SHA-256), simple queries, and the CopyBoth stream of
 //! `START_REPLICATION`. Over TCP, TLS as configured (see `tls.rs`): an SSLRequest, then rustls.
+//!
+//! Over 500 lines with its tests (about 100): the protocol conversation (startup, auth, the
+//! commands, CopyBoth) reads in order; sockets and frames are in `socket.rs` and `frames.rs`.
 
-use std::fmt;
-use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Buf, Bytes, BytesMut};
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256, SCRAM_SHA_256};
+use postgres_protocol::escape::escape_identifier;
 use postgres_protocol::message::frontend;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf, ReadHalf, WriteHalf};
+use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::{TcpStream, UnixStream};
 use tokio_postgres::config::Host;
-use tokio_rustls::client::TlsStream;
 
 use crate::model::Lsn;
 use crate::pg::connect::Endpoint;
 
-pub trait Socket: AsyncRead + AsyncWrite + Unpin + Send {
-    /// The socket taken off the runtime it was registered with (see [`Streaming`]).
-    fn into_std(self: Box<Self>) -> std::io::Result<StdSocket>;
-}
+mod frames;
+mod socket;
 
-impl Socket for TcpStream {
-    fn into_std(self: Box<Self>) -> std::io::Result<StdSocket> {
-        Ok(StdSocket::Tcp((*self).into_std()?))
-    }
-}
+pub use frames::ReplicationError;
+use frames::{cstrings, parse_data_row, parse_error, FrameReader, Result};
+use socket::{negotiate_tls, Socket, StdSocket};
 
-impl Socket for UnixStream {
-    fn into_std(self: Box<Self>) -> std::io::Result<StdSocket> {
-        Ok(StdSocket::Unix((*self).into_std()?))
-    }
-}
-
-impl Socket for TlsStream<Movable> {
-    fn into_std(mut self: Box<Self>) -> std::io::Result<StdSocket> {
-        self.get_mut().0.detach()?;
-        Ok(StdSocket::Tls(self))
-    }
-}
-
-/// A connected socket registered with no runtime. A TLS session keeps its state (and any
-/// bytes it has decrypted but not handed out) and only its TCP socket changes runtime.
-pub enum StdSocket {
-    Tcp(std::net::TcpStream),
-    Unix(std::os::unix::net::UnixStream),
-    Tls(Box<TlsStream<Movable>>),
-}
-
-impl fmt::Debug for StdSocket {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            StdSocket::Tcp(s) => f.debug_tuple("Tcp").field(s).finish(),
-            StdSocket::Unix(s) => f.debug_tuple("Unix").field(s).finish(),
-            StdSocket::Tls(_) => f.write_str("Tls"),
-        }
-    }
-}
-
-impl StdSocket {
-    /// Registers the socket with the runtime of the calling task.
-    fn register(self) -> std::io::Result<Box<dyn Socket>> {
-        Ok(match self {
-            StdSocket::Tcp(s) => Box::new(TcpStream::from_std(s)?),
-            StdSocket::Unix(s) => Box::new(UnixStream::from_std(s)?),
-            StdSocket::Tls(mut s) => {
-                s.get_mut().0.attach()?;
-                s
-            }
-        })
-    }
-}
-
-/// The TCP socket under a TLS session, which can leave the runtime it is registered with and
-/// join another (tokio-rustls cannot rebuild a session around a new socket).
-#[derive(Debug)]
-pub enum Movable {
-    Attached(TcpStream),
-    Detached(std::net::TcpStream),
-    /// Only while changing between the two.
-    Moving,
-}
-
-impl Movable {
-    fn detach(&mut self) -> std::io::Result<()> {
-        if let Movable::Attached(s) = std::mem::replace(self, Movable::Moving) {
-            *self = Movable::Detached(s.into_std()?);
-        }
-        Ok(())
-    }
-
-    fn attach(&mut self) -> std::io::Result<()> {
-        if let Movable::Detached(s) = std::mem::replace(self, Movable::Moving) {
-            *self = Movable::Attached(TcpStream::from_std(s)?);
-        }
-        Ok(())
-    }
-
-    fn attached(&mut self) -> std::io::Result<Pin<&mut TcpStream>> {
-        match self {
-            Movable::Attached(s) => Ok(Pin::new(s)),
-            _ => Err(std::io::Error::new(
-                std::io::ErrorKind::NotConnected,
-                "socket not registered with a runtime",
-            )),
-        }
-    }
-}
-
-impl AsyncRead for Movable {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        match self.get_mut().attached() {
-            Ok(s) => s.poll_read(cx, buf),
-            Err(e) => Poll::Ready(Err(e)),
-        }
-    }
-}
-
-impl AsyncWrite for Movable {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        match self.get_mut().attached() {
-            Ok(s) => s.poll_write(cx, buf),
-            Err(e) => Poll::Ready(Err(e)),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut().attached() {
-            Ok(s) => s.poll_flush(cx),
-            Err(e) => Poll::Ready(Err(e)),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut().attached() {
-            Ok(s) => s.poll_shutdown(cx),
-            Err(e) => Poll::Ready(Err(e)),
-        }
-    }
-}
-
-/// SSLRequest on a fresh TCP connection, then the TLS handshake when the server agrees; plain
-/// when it does not and TLS is only preferred.
-async fn negotiate_tls(
-    mut socket: TcpStream,
-    host: &str,
-    config: Arc<rustls::ClientConfig>,
-    settings: &crate::pg::tls::TlsSettings,
-) -> Result<Box<dyn Socket>> {
-    let mut request = BytesMut::new();
-    frontend::ssl_request(&mut request);
-    socket.write_all(&request).await?;
-    let mut answer = [0u8; 1];
-    socket.read_exact(&mut answer).await?;
-    match answer[0] {
-        b'S' => {
-            let name = crate::pg::tls::server_name(host).map_err(ReplicationError::Tls)?;
-            let tls = tokio_rustls::TlsConnector::from(config)
-                .connect(name, Movable::Attached(socket))
-                .await
-                .map_err(|e| {
-                    ReplicationError::Tls(format!(
-                        "TLS handshake with {host} (sslmode={}): {e}",
-                        settings.mode.as_str()
-                    ))
-                })?;
-            Ok(Box::new(tls))
-        }
-        b'N' if !settings.required() => Ok(Box::new(socket)),
-        b'N' => Err(ReplicationError::Tls(format!(
-            "the server at {host} does not support TLS (sslmode={})",
-            settings.mode.as_str()
-        ))),
-        other => Err(ReplicationError::Protocol(format!(
-            "unexpected answer {:?} to SSLRequest",
-            other as char
-        ))),
-    }
-}
-
-/// Largest backend message accepted; a corrupt length must not make us allocate gigabytes.
-const MAX_MESSAGE: usize = 1 << 30;
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServerError {
-    pub severity: String,
-    pub code: String,
-    pub message: String,
-    pub detail: Option<String>,
-}
-
-impl fmt::Display for ServerError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {} (SQLSTATE {})", self.severity, self.message, self.code)?;
-        if let Some(d) = &self.detail {
-            write!(f, " DETAIL: {d}")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for ServerError {}
-
-#[derive(Debug, thiserror::Error)]
-pub enum ReplicationError {
-    #[error("replication connection: {0}")]
-    Io(#[from] std::io::Error),
-    #[error("replication connection: server error: {0}")]
-    Server(ServerError),
-    #[error("replication connection: protocol violation: {0}")]
-    Protocol(String),
-    #[error("replication connection: {0}")]
-    Auth(String),
-    #[error("replication connection: {0}")]
-    Tls(String),
-    #[error("replication connection: server closed the connection")]
-    Closed,
-}
-
-type Result<T, E = ReplicationError> = std::result::Result<T, E>;
-
-/// One backend message: its tag and body (without the length word).
-struct Frame {
-    tag: u8,
-    body: Bytes,
-}
-
-struct FrameReader<R> {
-    io: R,
-    buf: BytesMut,
-}
-
-/// Room for one read when pacing: several milliseconds of a fast walsender's output.
-const PACED_READ: usize = 256 << 10;
-
-impl<R: AsyncRead + Unpin> FrameReader<R> {
-    async fn next(&mut self) -> Result<Frame> {
-        self.next_paced(None).await
-    }
-
-    /// The next frame; with `pace`, a read from the socket is preceded by a sleep of that
-    /// long that blocks the thread (see [`ReplicationStream::next`]).
-    async fn next_paced(&mut self, pace: Option<Duration>) -> Result<Frame> {
-        loop {
-            if self.buf.len() >= 5 {
-                let len = i32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]);
-                if len < 4 || len as usize > MAX_MESSAGE {
-                    return Err(ReplicationError::Protocol(format!(
-                        "invalid message length {len}"
-                    )));
-                }
-                let total = 1 + len as usize;
-                if self.buf.len() >= total {
-                    let mut frame = self.buf.split_to(total).freeze();
-                    let tag = frame[0];
-                    frame.advance(5);
-                    return Ok(Frame { tag, body: frame });
-                }
-                self.buf.reserve(total - self.buf.len());
-            }
-            if let Some(pace) = pace {
-                std::thread::sleep(pace);
-                self.buf.reserve(PACED_READ);
-            }
-            if self.io.read_buf(&mut self.buf).await? == 0 {
-                return Err(ReplicationError::Closed);
-            }
-        }
-    }
-}
-
-fn cstrings(mut body: &[u8]) -> impl Iterator<Item = &[u8]> {
-    std::iter::from_fn(move || {
-        let nul = body.iter().position(|&b| b == 0)?;
-        if nul == 0 {
-            return None;
-        }
-        let s = &body[..nul];
-        body = &body[nul + 1..];
-        Some(s)
-    })
-}
-
-fn parse_error(body: &[u8]) -> ServerError {
-    let mut e = ServerError {
-        severity: "ERROR".into(),
-        code: "XX000".into(),
-        message: String::new(),
-        detail: None,
-    };
-    let mut rest = body;
-    while let Some((&kind, tail)) = rest.split_first() {
-        if kind == 0 {
-            break;
-        }
-        let nul = tail.iter().position(|&b| b == 0).unwrap_or(tail.len());
-        let value = String::from_utf8_lossy(&tail[..nul]).into_owned();
-        match kind {
-            b'V' => e.severity = value,
-            b'C' => e.code = value,
-            b'M' => e.message = value,
-            b'D' => e.detail = Some(value),
-            _ => {}
-        }
-        rest = tail.get(nul + 1..).unwrap_or(&[]);
-    }
-    e
-}
-
-fn parse_data_row(body: &[u8]) -> Result<Vec<Option<String>>> {
-    let bad = || ReplicationError::Protocol("malformed DataRow".into());
-    let mut b = body;
-    if b.len() < 2 {
-        return Err(bad());
-    }
-    let n = b.get_i16();
-    let mut row = Vec::new();
-    for _ in 0..n {
-        if b.len() < 4 {
-            return Err(bad());
-        }
-        let len = b.get_i32();
-        if len < 0 {
-            row.push(None);
-            continue;
-        }
-        let len = len as usize;
-        if b.len() < len {
-            return Err(bad());
-        }
-        row.push(Some(String::from_utf8_lossy(&b[..len]).into_owned()));
-        b.advance(len);
-    }
-    Ok(row)
-}
-
-/// Quotes an identifier for the replication grammar.
-pub fn quote_ident(s: &str) -> String {
-    format!("\"{}\"", s.replace('"', "\"\""))
-}
-
+/// Quotes a string for the replication grammar, whose scanner knows only standard strings:
+/// `postgres_protocol::escape::escape_literal` turns a backslash into an `E'...'` string, which
+/// it rejects.
 fn quote_literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
@@ -640,7 +317,7 @@ impl ReplicationConnection {
     pub async fn create_slot(&mut self, slot: &str, failover: bool) -> Result<(Lsn, String)> {
         let sql = format!(
             "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput (SNAPSHOT 'export'{})",
-            quote_ident(slot),
+            escape_identifier(slot),
             if failover { ", FAILOVER true" } else { "" }
         );
         let rows = self.simple_query(&sql).await?;
@@ -649,7 +326,8 @@ impl ReplicationConnection {
 
     /// Sets the slot's `failover` property (PostgreSQL 17 and later).
     pub async fn alter_slot_failover(&mut self, slot: &str, failover: bool) -> Result<()> {
-        let sql = format!("ALTER_REPLICATION_SLOT {} (FAILOVER {failover})", quote_ident(slot));
+        let sql =
+            format!("ALTER_REPLICATION_SLOT {} (FAILOVER {failover})", escape_identifier(slot));
         self.simple_query(&sql).await.map(|_| ())
     }
 
@@ -660,7 +338,7 @@ impl ReplicationConnection {
     pub async fn create_exporting_slot(&mut self, slot: &str) -> Result<(Lsn, String)> {
         let sql = format!(
             "CREATE_REPLICATION_SLOT {} TEMPORARY LOGICAL pgoutput (SNAPSHOT 'export')",
-            quote_ident(slot)
+            escape_identifier(slot)
         );
         let rows = self.simple_query(&sql).await?;
         consistent_point_and_snapshot(&rows)
@@ -675,9 +353,9 @@ impl ReplicationConnection {
     ) -> Result<Streaming> {
         let sql = format!(
             "START_REPLICATION SLOT {} LOGICAL {} (proto_version '1', publication_names {})",
-            quote_ident(slot),
+            escape_identifier(slot),
             start,
-            quote_literal(&quote_ident(publication)),
+            quote_literal(&escape_identifier(publication)),
         );
         frontend::query(&sql, &mut self.out)?;
         self.send().await?;
@@ -849,6 +527,8 @@ fn consistent_point_and_snapshot(rows: &[Vec<Option<String>>]) -> Result<(Lsn, S
 
 #[cfg(test)]
 mod tests {
+    use tokio::io::AsyncReadExt;
+
     use super::*;
 
     #[test]
@@ -868,8 +548,8 @@ mod tests {
 
     #[test]
     fn quoting() {
-        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
-        assert_eq!(quote_literal(&quote_ident("it's")), "'\"it''s\"'");
+        assert_eq!(escape_identifier("a\"b"), "\"a\"\"b\"");
+        assert_eq!(quote_literal(&escape_identifier("it's")), "'\"it''s\"'");
     }
 
     #[test]

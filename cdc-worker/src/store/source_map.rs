@@ -104,7 +104,7 @@ pub async fn after(client: &Client, after: Lsn, limit: i64) -> anyhow::Result<Ve
 }
 
 /// Session settings under which `eventstore.events` columns print exactly as pgoutput sends
-/// them to the worker (see `replication.rs`), so envelopes are identical either way.
+/// them to the worker (see `replication/mod.rs`), so envelopes are identical either way.
 pub const EVENT_SESSION: &str = "SET DateStyle = ISO; SET TimeZone = 'UTC'";
 
 /// The select list every reader of `eventstore.events` uses; `event_from_row` reads it.

@@ -10,7 +10,9 @@ use tracing::{debug, info, warn};
 use crate::config::Config;
 use crate::model::Lsn;
 use crate::pg::connect::connect_sql;
-use crate::replication::{quote_ident, ReplicationConnection, Streaming};
+use postgres_protocol::escape::escape_identifier;
+
+use crate::replication::{ReplicationConnection, Streaming};
 use crate::store::slot_recovery;
 
 /// Ensures publication and slot exist (recreating a lost one, see `slot_recovery`), and starts
@@ -28,7 +30,7 @@ pub async fn start_stream(config: &Config) -> anyhow::Result<(Streaming, Lsn, bo
     if !exists {
         let sql = format!(
             "CREATE PUBLICATION {} FOR TABLE eventstore.events",
-            quote_ident(&config.publication)
+            escape_identifier(&config.publication)
         );
         match source.batch_execute(&sql).await {
             Ok(()) => info!(publication = %config.publication, "created publication"),
