@@ -355,10 +355,7 @@ mod unit_tests {
         .unwrap();
         assert_eq!(events[0].id, Some(Uuid::parse_str(id).unwrap()));
         assert_eq!(events[1].event_type, "B");
-        assert_eq!(
-            events[2],
-            NewEvent { id: None, event_type: "C".into(), schema_version: None }
-        );
+        assert_eq!(events[2], NewEvent { id: None, event_type: "C".into(), schema_version: None });
     }
 
     #[test]
@@ -436,7 +433,8 @@ mod unit_tests {
             let r = reason(parse(json!([{"type": "A", "schema_version": bad}])));
             assert!(r.starts_with("invalid events[0].schema_version: must be an integer"), "{r}");
         }
-        let batch = json!([{"type": "A", "schema_version": 7}, {"type": "A", "schema_version": 1.5}]);
+        let batch =
+            json!([{"type": "A", "schema_version": 7}, {"type": "A", "schema_version": 1.5}]);
         let bytes = crate::encode::encode(&batch);
         let entry = crate::jsonb::Container::new(&bytes).unwrap().root().unwrap();
         let r = parse_events(Some(entry), 10).unwrap_err().to_string();

@@ -75,8 +75,7 @@ impl Registry {
                 renamed_into.entry(t.clone()).or_insert(i);
             }
         }
-        let mut registry =
-            Registry { steps, by_type, routes: HashMap::new(), renamed_into };
+        let mut registry = Registry { steps, by_type, routes: HashMap::new(), renamed_into };
         let mut routes: HashMap<String, HashMap<i32, Route>> = HashMap::new();
         for (t, versions) in &registry.by_type {
             for &v in versions.keys() {
@@ -277,9 +276,8 @@ impl Registry {
         }
         let current = self.current_version(event_type);
         if from_version != current {
-            let renamed = self
-                .step(event_type, current)
-                .and_then(|i| self.steps[i].new_type.as_deref());
+            let renamed =
+                self.step(event_type, current).and_then(|i| self.steps[i].new_type.as_deref());
             let reason = match renamed {
                 Some(t) => format!(
                     "{event_type} is renamed to {t} after version {current}; register further \
@@ -450,7 +448,11 @@ mod unit_tests {
         assert_eq!(r.check_unregister("OrderSubmitted", 3).unwrap(), ("OrderSubmitted".into(), 4));
         let e = r.check_unregister("OrderPlaced", 2).unwrap_err().to_string();
         assert!(e.contains("OrderSubmitted from version 3 follows it"), "{e}");
-        assert!(r.check_unregister("OrderPlaced", 7).unwrap_err().to_string().contains("no upcaster"));
+        assert!(r
+            .check_unregister("OrderPlaced", 7)
+            .unwrap_err()
+            .to_string()
+            .contains("no upcaster"));
         let r = Registry::new(vec![step("A", 1, None), step("A", 2, Some("B"))]);
         assert_eq!(r.check_unregister("A", 2).unwrap(), ("B".into(), 3));
     }
@@ -469,7 +471,10 @@ mod unit_tests {
         assert_ne!(longer.fingerprint("OrderPlaced"), placed);
         // So does a new definition of one upcaster; the same registry gives the same values.
         steps[0].definition.push('!');
-        assert_ne!(Registry::new(steps.clone()).fingerprint("OrderPlaced"), longer.fingerprint("OrderPlaced"));
+        assert_ne!(
+            Registry::new(steps.clone()).fingerprint("OrderPlaced"),
+            longer.fingerprint("OrderPlaced")
+        );
         assert_eq!(orders().fingerprint("OrderPlaced"), placed);
     }
 

@@ -98,19 +98,45 @@ const SNAPSHOT_SQL: &CStr = c"
       AND (s.fingerprint IS NULL OR s.fingerprint OPERATOR(pg_catalog.=) $4)
     ORDER BY s.stream_version DESC LIMIT 1";
 
-/// Events after version $2 up to $3, as whole rows.
+/// Events after version $2 up to $3, as whole rows, upcast unless $4 is false (see upcast.rs).
 const EVENTS_SQL: &CStr = c"
-    SELECT e.stream_version, e FROM eventstore.events e
+    SELECT e.stream_version,
+           ROW(e.global_position, e.stream_id, e.stream_version, e.event_id,
+               eventstore._upcast_type(e.event_type, e.schema_version, $4),
+               eventstore._upcast_data(e.event_type, e.schema_version, e.data, e.metadata, $4,
+                                       e.stream_id, e.stream_version, e.global_position),
+               e.metadata, e.recorded_at, e.transaction_id,
+               eventstore._upcast_version(e.event_type, e.schema_version, $4),
+               e.tags)::eventstore.events
+    FROM eventstore.events e
     WHERE e.stream_id OPERATOR(pg_catalog.=) $1 AND e.stream_version OPERATOR(pg_catalog.>) $2
       AND e.stream_version OPERATOR(pg_catalog.<=) $3
     ORDER BY e.stream_version";
 
 /// The same events, only their data (and position, for errors): all `merge` needs.
 const DATA_SQL: &CStr = c"
-    SELECT e.stream_version, e.data, e.global_position FROM eventstore.events e
+    SELECT e.stream_version,
+           eventstore._upcast_data(e.event_type, e.schema_version, e.data, e.metadata, $4,
+                                   e.stream_id, e.stream_version, e.global_position),
+           e.global_position
+    FROM eventstore.events e
     WHERE e.stream_id OPERATOR(pg_catalog.=) $1 AND e.stream_version OPERATOR(pg_catalog.>) $2
       AND e.stream_version OPERATOR(pg_catalog.<=) $3
     ORDER BY e.stream_version";
+
+unsafe extern "C-unwind" {
+    /// SPI_cursor_fetch without pgrx's guard: the fetch runs upcasters (user code), and their
+    /// errors must reach the caller with their own SQLSTATE and context, as a reducer's do.
+    #[link_name = "SPI_cursor_fetch"]
+    fn spi_cursor_fetch_unguarded(portal: pg_sys::Portal, forward: bool, count: std::ffi::c_long);
+}
+
+/// Fetch the next `count` rows. An upcaster's error longjmps from here: callers hold only
+/// `Copy` values (see the module comment).
+unsafe fn cursor_fetch(portal: pg_sys::Portal, count: std::ffi::c_long) {
+    // SAFETY: the caller passes an open portal and is connected to SPI.
+    unsafe { spi_cursor_fetch_unguarded(portal, true, count) }
+}
 
 /// A copy of the varlena `datum` in `cxt`, detoasted.
 pub(crate) unsafe fn copy_varlena(cxt: pg_sys::MemoryContext, datum: Datum) -> Datum {
@@ -141,11 +167,20 @@ struct Request {
     snapshot_every: Option<i64>,
     /// replay reads only; aggregate may write a snapshot.
     read_only: bool,
+    /// Fold events upcast to their current version (false: as stored).
+    upcast: bool,
 }
 
 unsafe fn arg(fcinfo: pg_sys::FunctionCallInfo, n: usize) -> Option<Datum> {
     // SAFETY: the caller passes the live fcinfo of replay or aggregate, which have arg n.
     unsafe { pgrx::fcinfo::pg_getarg_datum(fcinfo, n) }
+}
+
+/// The trailing `upcast` argument (NULL: true). An older release's declaration, called between
+/// installing this library and ALTER EXTENSION UPDATE, has no such argument.
+unsafe fn upcast_arg(fcinfo: pg_sys::FunctionCallInfo, n: usize) -> bool {
+    // SAFETY: the argument is read only when the call has it.
+    unsafe { (*fcinfo).nargs as usize <= n || arg(fcinfo, n).is_none_or(|d| d.value() != 0) }
 }
 
 unsafe fn text_arg<'a>(fcinfo: pg_sys::FunctionCallInfo, n: usize) -> Option<&'a str> {
@@ -155,7 +190,7 @@ unsafe fn text_arg<'a>(fcinfo: pg_sys::FunctionCallInfo, n: usize) -> Option<&'a
 
 unsafe fn replay_request(fcinfo: pg_sys::FunctionCallInfo) -> Result<Request, EsError> {
     // SAFETY: `fcinfo` is replay's call: (text, regprocedure, jsonb, bigint, timestamptz,
-    // text), the types each argument is read as here.
+    // text, boolean), the types each argument is read as here.
     unsafe {
         validate_stream_id(text_arg(fcinfo, 0))?;
         let reducer = arg(fcinfo, 1)
@@ -172,13 +207,14 @@ unsafe fn replay_request(fcinfo: pg_sys::FunctionCallInfo) -> Result<Request, Es
             snapshot_name: arg(fcinfo, 5),
             snapshot_every: None,
             read_only: true,
+            upcast: upcast_arg(fcinfo, 6),
         })
     }
 }
 
 unsafe fn aggregate_request(fcinfo: pg_sys::FunctionCallInfo) -> Result<Request, EsError> {
-    // SAFETY: `fcinfo` is _aggregate's call: (text, regprocedure, jsonb, integer), the types
-    // each argument is read as here.
+    // SAFETY: `fcinfo` is _aggregate's call: (text, regprocedure, jsonb, integer, boolean), the
+    // types each argument is read as here.
     unsafe {
         validate_stream_id(text_arg(fcinfo, 0))?;
         let reducer = arg(fcinfo, 1)
@@ -194,6 +230,7 @@ unsafe fn aggregate_request(fcinfo: pg_sys::FunctionCallInfo) -> Result<Request,
             snapshot_name: None,
             snapshot_every,
             read_only: false,
+            upcast: upcast_arg(fcinfo, 4),
         })
     }
 }
@@ -301,13 +338,18 @@ unsafe fn start(req: &Request, state_cxt: pg_sys::MemoryContext) -> Result<Fold,
             }
         }
 
-        let types = [oid(O::TEXTOID), oid(O::INT8OID), oid(O::INT8OID)];
+        let types = [oid(O::TEXTOID), oid(O::INT8OID), oid(O::INT8OID), oid(O::BOOLOID)];
         let plan = if is_merge {
             spi::cursor_plan(&DATA_PLAN, DATA_SQL, &types)
         } else {
             spi::cursor_plan(&EVENTS_PLAN, EVENTS_SQL, &types)
         };
-        let args = [Some(req.stream_id), Some(Datum::from(version)), Some(Datum::from(bound))];
+        let args = [
+            Some(req.stream_id),
+            Some(Datum::from(version)),
+            Some(Datum::from(bound)),
+            Some(Datum::from(req.upcast)),
+        ];
         let mut values = spi::values(&args);
         let nulls = spi::nulls(&args);
         let portal = pg_sys::SPI_cursor_open(
@@ -372,7 +414,7 @@ unsafe fn fold_with_fmgr(mut f: Fold, fcinfo: pg_sys::FunctionCallInfo) -> Fold 
         let call = (*(*fcinfo).flinfo).fn_addr.expect("fmgr_info sets fn_addr");
         let args = ptr::addr_of_mut!((*fcinfo).args) as *mut pg_sys::NullableDatum;
         loop {
-            pg_sys::SPI_cursor_fetch(f.portal, true, CHUNK);
+            cursor_fetch(f.portal, CHUNK);
             let (table, rows) = (pg_sys::SPI_tuptable, pg_sys::SPI_processed);
             if rows == 0 {
                 break;
@@ -421,15 +463,17 @@ unsafe fn fold_with_fmgr(mut f: Fold, fcinfo: pg_sys::FunctionCallInfo) -> Fold 
 /// the caller raises once the Rust state is dropped.
 unsafe fn fold_with_merge(mut f: Fold) -> Result<Fold, EsError> {
     // SAFETY: the portal is open and its rows are events; every jsonb read is a non-null datum
-    // of the fetched chunk or of `state_cxt`, read before the next fetch. No user code runs
-    // here, so nothing longjmps over the Rust state.
+    // of the fetched chunk or of `state_cxt`, read before the next fetch. Upcasters run in the
+    // fetch and may longjmp over this frame: the Rust state lives in `state_cxt` (see
+    // context_owned), so the frame holds only Copy values.
     unsafe {
-        let mut state: Option<Value> = match f.state {
+        let state = &mut *context_owned::<Option<Value>>(f.state_cxt);
+        *state = match f.state {
             Some(d) => Some(merge::read_jsonb(d, || "the state to fold from".into())?),
             None => None,
         };
         loop {
-            pg_sys::SPI_cursor_fetch(f.portal, true, CHUNK);
+            cursor_fetch(f.portal, CHUNK);
             let (table, rows) = (pg_sys::SPI_tuptable, pg_sys::SPI_processed);
             if rows == 0 {
                 break;
@@ -448,7 +492,7 @@ unsafe fn fold_with_merge(mut f: Fold) -> Result<Fold, EsError> {
                     };
                     let container = crate::jsonb::from_datum(data)
                         .ok_or_else(|| EsError::json(JsonError::Malformed, event()))?;
-                    crate::jsonb::apply(&mut state, container, READ_DEPTH_LIMIT)
+                    crate::jsonb::apply(state, container, READ_DEPTH_LIMIT)
                         .map_err(|e| EsError::json(e, event()))?;
                 }
                 f.folded += 1;
@@ -457,10 +501,30 @@ unsafe fn fold_with_merge(mut f: Fold) -> Result<Fold, EsError> {
         }
         if f.folded > 0 {
             let old = pg_sys::MemoryContextSwitchTo(f.state_cxt);
-            f.state = state.and_then(|s| JsonB(s).into_datum());
+            f.state = state.take().and_then(|s| JsonB(s).into_datum());
             pg_sys::MemoryContextSwitchTo(old);
         }
         Ok(f)
+    }
+}
+
+/// A `T::default()` owned by the memory context `cxt`: dropped when `cxt` is reset or deleted,
+/// also when an error longjmps over its user and the context goes with the aborted call.
+unsafe fn context_owned<T: Default>(cxt: pg_sys::MemoryContext) -> *mut T {
+    unsafe extern "C-unwind" fn drop_it<T>(arg: *mut std::ffi::c_void) {
+        // SAFETY: arg is the Box::into_raw below, dropped once, when its context goes.
+        drop(unsafe { Box::from_raw(arg as *mut T) });
+    }
+    // SAFETY: the callback struct lives in `cxt` itself, as PostgreSQL requires.
+    unsafe {
+        let value = Box::into_raw(Box::<T>::default());
+        let callback =
+            pg_sys::MemoryContextAllocZero(cxt, size_of::<pg_sys::MemoryContextCallback>())
+                as *mut pg_sys::MemoryContextCallback;
+        (*callback).func = Some(drop_it::<T>);
+        (*callback).arg = value as *mut std::ffi::c_void;
+        pg_sys::MemoryContextRegisterResetCallback(cxt, callback);
+        value
     }
 }
 
