@@ -146,7 +146,9 @@ fn append(
         check_batch_size(events_jsonb.map(RawJsonb::view), settings::max_append_events())?;
         let mut heads = parse_events(events_jsonb.map(RawJsonb::view), settings::max_json_depth())?;
         crate::upcast::resolve_versions(&mut heads, true)?;
-        let payload = Payload::Many(events_jsonb.expect("validated as not NULL"));
+        let array = events_jsonb.expect("validated as not NULL");
+        crate::upcast::check_declared(&heads, true, |i| batch_payload(array, i))?;
+        let payload = Payload::Many(array);
         append_to_stream(stream_id, &heads, payload, expected)
     })())
 }
@@ -220,7 +222,32 @@ fn append_one(
     let payload = Payload::One { data, metadata: metadata.as_ref() };
     let mut event = [NewEvent { id, event_type, schema_version }];
     crate::upcast::resolve_versions(&mut event, false)?;
+    crate::upcast::check_declared(&event, false, |_| {
+        let empty = || pgrx::JsonB(serde_json::json!({})).into_datum().expect("jsonb");
+        (data.datum(), metadata.as_ref().map_or_else(empty, RawJsonb::datum))
+    })?;
     append_to_stream(stream_id, &event, payload, expected)
+}
+
+/// Event `i` of a validated `append` array: its data and metadata as jsonb datums (for a
+/// validator), `{}` for what is absent, as the insert stores them.
+fn batch_payload(array: &RawJsonb, i: usize) -> (pg_sys::Datum, pg_sys::Datum) {
+    use eventstore_core::envelope::JsonView;
+    let member = |name: &str| {
+        array
+            .view()
+            .elements()
+            .ok()
+            .flatten()
+            .and_then(|items| items.into_iter().nth(i))
+            .and_then(|e| e.members().ok().flatten())
+            .and_then(|m| m.into_iter().find(|(k, _)| *k == name).map(|(_, v)| v))
+            .filter(|v| !(name == "metadata" && !v.is_object()))
+            .and_then(|v| v.to_value(eventstore_core::json::READ_DEPTH_LIMIT).ok())
+            .unwrap_or_else(|| serde_json::json!({}))
+    };
+    let datum = |v| pgrx::JsonB(v).into_datum().expect("jsonb");
+    (datum(member("data")), datum(member("metadata")))
 }
 
 /// Where the rows' `data` and `metadata` come from.

@@ -31,7 +31,7 @@ use crate::envelope::validate_stream_id;
 use crate::error::{raise, EsError};
 use crate::jsonb::{JsonError, READ_DEPTH_LIMIT};
 use crate::spi::{self, oid};
-use crate::{merge, snapshot};
+use crate::{merge, snapshot, upcast};
 use eventstore_core::replay::{check_snapshot_every, check_snapshot_name, check_until_version};
 
 extension_sql_file!("sql/replay.sql", name = "replay", requires = ["finalize"]);
@@ -47,6 +47,7 @@ thread_local! {
     static REDUCER_PLAN: Cell<pg_sys::SPIPlanPtr> = const { Cell::new(ptr::null_mut()) };
     static LATE_PLAN: Cell<pg_sys::SPIPlanPtr> = const { Cell::new(ptr::null_mut()) };
     static SNAPSHOT_PLAN: Cell<pg_sys::SPIPlanPtr> = const { Cell::new(ptr::null_mut()) };
+    static CHAINS_PLAN: Cell<pg_sys::SPIPlanPtr> = const { Cell::new(ptr::null_mut()) };
     static EVENTS_PLAN: Cell<pg_sys::SPIPlanPtr> = const { Cell::new(ptr::null_mut()) };
     static DATA_PLAN: Cell<pg_sys::SPIPlanPtr> = const { Cell::new(ptr::null_mut()) };
 }
@@ -58,7 +59,8 @@ thread_local! {
 /// What the reducer is: does it fit ($2 is jsonb's type OID), may the caller run
 /// it, what are its names, and its fingerprint: a snapshot is used only under the reducer
 /// definition that folded it. `merge`'s logic is the extension's, so its fingerprint is the
-/// extension's version.
+/// extension's version; any other reducer's is its definition (`_definition`: no OIDs, so
+/// snapshots survive pg_dump and pg_upgrade).
 const REDUCER_SQL: &CStr = c"
     SELECT p.pronargs OPERATOR(pg_catalog.=) 2 AND p.prokind OPERATOR(pg_catalog.=) 'f'
            AND NOT p.proretset AND p.prorettype OPERATOR(pg_catalog.=) $2
@@ -76,8 +78,7 @@ const REDUCER_SQL: &CStr = c"
                THEN (SELECT pg_catalog.concat('pg_eventstore ', x.extversion)
                      FROM pg_catalog.pg_extension x
                      WHERE x.extname OPERATOR(pg_catalog.=) 'pg_eventstore')
-               ELSE pg_catalog.concat_ws('/', p.oid, p.prolang, p.prosecdef, p.provolatile,
-                                         p.proconfig, p.probin, p.prosrc, p.prosqlbody) END)
+               ELSE eventstore._definition(p.oid::pg_catalog.regprocedure) END)
     FROM pg_catalog.pg_proc p
     JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) p.pronamespace,
     LATERAL (SELECT n.nspname OPERATOR(pg_catalog.=) 'eventstore'
@@ -89,14 +90,31 @@ const LATE_SQL: &CStr = c"
     SELECT pg_catalog.min(e.stream_version) FROM eventstore.events e
     WHERE e.stream_id OPERATOR(pg_catalog.=) $1 AND e.recorded_at OPERATOR(pg_catalog.>) $2";
 
-/// The newest snapshot at or below $3 folded by this reducer definition ($4), or saved by an
-/// administrator (no fingerprint).
+/// The newest snapshot at or below $3 folded by this reducer definition ($4) under today's
+/// upcaster chains ($5: type -> fingerprint, types without a chain left out) for every type it
+/// folded, or saved by an administrator (no fingerprint).
 const SNAPSHOT_SQL: &CStr = c"
-    SELECT s.stream_version, s.state FROM eventstore.snapshots s
+    SELECT s.stream_version, s.state, s.chains FROM eventstore.snapshots s
     WHERE s.stream_id OPERATOR(pg_catalog.=) $1 AND s.snapshot_name OPERATOR(pg_catalog.=) $2
       AND s.stream_version OPERATOR(pg_catalog.<=) $3
-      AND (s.fingerprint IS NULL OR s.fingerprint OPERATOR(pg_catalog.=) $4)
+      AND (s.fingerprint IS NULL
+           OR (s.fingerprint OPERATOR(pg_catalog.=) $4 AND s.chains IS NOT NULL
+               AND NOT EXISTS (SELECT FROM pg_catalog.jsonb_each_text(s.chains) c
+                               WHERE c.value OPERATOR(pg_catalog.<>)
+                                     coalesce($5 OPERATOR(pg_catalog.->>) c.key, ''))))
     ORDER BY s.stream_version DESC LIMIT 1";
+
+/// The chains a new snapshot at $3 was folded under: those of the snapshot the fold started
+/// from ($5, at $2), and today's ($4) for every type stored in the events folded since.
+const CHAINS_SQL: &CStr = c"
+    SELECT coalesce($5, '{}'::pg_catalog.jsonb) OPERATOR(pg_catalog.||)
+           coalesce((SELECT pg_catalog.jsonb_object_agg(t.event_type,
+                                coalesce($4 OPERATOR(pg_catalog.->>) t.event_type, ''))
+                     FROM (SELECT DISTINCT e.event_type FROM eventstore.events e
+                           WHERE e.stream_id OPERATOR(pg_catalog.=) $1
+                             AND e.stream_version OPERATOR(pg_catalog.>) $2
+                             AND e.stream_version OPERATOR(pg_catalog.<=) $3) t),
+                    '{}'::pg_catalog.jsonb)";
 
 /// Events after version $2 up to $3, as whole rows, upcast unless $4 is false (see upcast.rs).
 const EVENTS_SQL: &CStr = c"
@@ -258,6 +276,11 @@ struct Fold {
     snapshot_name: Datum,
     /// The reducer's fingerprint (text), in `state_cxt`.
     fingerprint: Datum,
+    /// Today's chain fingerprints (jsonb, see [`SNAPSHOT_SQL`]), in `state_cxt`.
+    chains_now: Datum,
+    /// The snapshot the fold started from: its version (or 0) and chains (jsonb, in `state_cxt`).
+    from_version: i64,
+    from_chains: Option<Datum>,
     /// The stream id, for errors.
     stream_id: Datum,
 }
@@ -319,22 +342,37 @@ unsafe fn start(req: &Request, state_cxt: pg_sys::MemoryContext) -> Result<Fold,
 
         let mut state = req.initial_state.map(|d| copy_varlena(state_cxt, d));
         let mut version = 0;
+        let mut from_chains = None;
+        let chains_now = {
+            let old = pg_sys::MemoryContextSwitchTo(state_cxt);
+            let chains = upcast::chain_fingerprints(req.upcast);
+            pg_sys::MemoryContextSwitchTo(old);
+            chains
+        };
         if bound > 0 {
             let plan = spi::plan(
                 &SNAPSHOT_PLAN,
                 SNAPSHOT_SQL,
-                &[oid(O::TEXTOID), oid(O::TEXTOID), oid(O::INT8OID), oid(O::TEXTOID)],
+                &[
+                    oid(O::TEXTOID),
+                    oid(O::TEXTOID),
+                    oid(O::INT8OID),
+                    oid(O::TEXTOID),
+                    oid(O::JSONBOID),
+                ],
             );
             let args = [
                 Some(req.stream_id),
                 Some(snapshot_name),
                 Some(Datum::from(bound)),
                 Some(fingerprint),
+                Some(chains_now),
             ];
             let (t, n) = spi::execute(plan, &args, req.read_only, 1);
             if n > 0 {
                 version = spi::get_i64(t, 0, 1).expect("NOT NULL");
                 state = Some(copy_varlena(state_cxt, spi::get(t, 0, 2).expect("NOT NULL")));
+                from_chains = spi::get(t, 0, 3).map(|d| copy_varlena(state_cxt, d));
             }
         }
 
@@ -397,6 +435,9 @@ unsafe fn start(req: &Request, state_cxt: pg_sys::MemoryContext) -> Result<Fold,
             folded: 0,
             snapshot_name,
             fingerprint,
+            chains_now,
+            from_version: version,
+            from_chains,
             stream_id: req.stream_id,
         })
     }
@@ -528,6 +569,27 @@ unsafe fn context_owned<T: Default>(cxt: pg_sys::MemoryContext) -> *mut T {
     }
 }
 
+/// The chains the fold's state was folded under (see [`CHAINS_SQL`]). Connected to SPI; the
+/// datum lives in the SPI result, valid until the next execute.
+unsafe fn folded_chains(f: &Fold) -> Option<Datum> {
+    use PgBuiltInOids as O;
+    // SAFETY: the caller is connected to SPI; every argument is a datum of the plan's types.
+    unsafe {
+        let types =
+            [oid(O::TEXTOID), oid(O::INT8OID), oid(O::INT8OID), oid(O::JSONBOID), oid(O::JSONBOID)];
+        let plan = spi::plan(&CHAINS_PLAN, CHAINS_SQL, &types);
+        let args = [
+            Some(f.stream_id),
+            Some(Datum::from(f.from_version)),
+            Some(Datum::from(f.version)),
+            Some(f.chains_now),
+            f.from_chains,
+        ];
+        let (t, _) = spi::execute(plan, &args, false, 1);
+        spi::get(t, 0, 1).map(|d| copy_varlena(f.state_cxt, d))
+    }
+}
+
 /// Replay per `req`: returns (state, version) with the state copied into the caller's memory
 /// context. Saves a snapshot when `req.snapshot_every` says so.
 unsafe fn run(req: Request) -> (Option<Datum>, i64) {
@@ -567,10 +629,12 @@ unsafe fn run(req: Request) -> (Option<Datum>, i64) {
             if fold.folded >= every && fold.version > 0 {
                 // The caller may not write snapshots; the extension saves what it folded itself,
                 // as the store's owner, after the reducer has run: no user code runs in here.
+                let chains = folded_chains(&fold);
                 let _owner = snapshot::AsOwner::begin();
                 let _api = ApiWrite::begin();
                 let name = fold.snapshot_name;
-                snapshot::save(req.stream_id, name, fold.version, state, Some(fold.fingerprint));
+                let fingerprint = Some(fold.fingerprint);
+                snapshot::save(req.stream_id, name, fold.version, state, fingerprint, chains);
             }
         }
         pg_sys::SPI_finish();

@@ -55,12 +55,25 @@ struct StepCall {
     immutable: bool,
 }
 
+/// A declared type's validator.
+struct Validator {
+    /// InvalidOid when the function no longer exists.
+    fn_oid: Oid,
+    name: CString,
+    returns_boolean: bool,
+    flinfo: Cell<*mut pg_sys::FmgrInfo>,
+}
+
 /// The registry as loaded, with a memory context for the steps' call set-up. Freed when
 /// replaced, never while an upcaster runs (see [`Active`]).
 struct Loaded {
     registry: Registry,
     calls: Vec<StepCall>,
+    /// Declared event types, with their validators (see [`check_declared`]).
+    declared: std::collections::HashMap<String, Option<Validator>>,
     cxt: pg_sys::MemoryContext,
+    /// type -> chain fingerprint, for every type with a chain (see [`chain_fingerprints`]).
+    fingerprints: serde_json::Value,
 }
 
 thread_local! {
@@ -69,10 +82,11 @@ thread_local! {
     static INVALIDATIONS: Cell<u64> = const { Cell::new(0) };
     static LOADED_AT: Cell<u64> = const { Cell::new(u64::MAX) };
     static CALLBACKS: Cell<bool> = const { Cell::new(false) };
-    static REGISTRY_RELID: Cell<Oid> = const { Cell::new(pg_sys::InvalidOid) };
+    static REGISTRY_RELIDS: Cell<[Oid; 2]> = const { Cell::new([pg_sys::InvalidOid; 2]) };
     /// Upcaster calls in progress: (depth, local transaction id), as in append_only.rs.
     static ACTIVE: Cell<(u32, u32)> = const { Cell::new((0, 0)) };
     static REGISTRY_PLAN: Cell<pg_sys::SPIPlanPtr> = const { Cell::new(ptr::null_mut()) };
+    static DECLARATIONS_PLAN: Cell<pg_sys::SPIPlanPtr> = const { Cell::new(ptr::null_mut()) };
 }
 
 /// The registry rows, read as the owner with a pinned search_path (sql/upcast.sql): any role
@@ -81,9 +95,12 @@ const REGISTRY_SQL: &std::ffi::CStr = c"
     SELECT r.event_type, r.from_version, r.new_type, r.upcaster, r.upcaster_oid, r.definition,
            r.immutable
     FROM eventstore._registry() r";
+const DECLARATIONS_SQL: &std::ffi::CStr = c"
+    SELECT d.event_type, d.validator, d.validator_oid, d.returns_boolean
+    FROM eventstore._declarations() d";
 
 unsafe extern "C-unwind" fn relcache_changed(_arg: Datum, relid: Oid) {
-    if relid == pg_sys::InvalidOid || relid == REGISTRY_RELID.with(Cell::get) {
+    if relid == pg_sys::InvalidOid || REGISTRY_RELIDS.with(Cell::get).contains(&relid) {
         INVALIDATIONS.with(|c| c.set(c.get().wrapping_add(1)));
     }
 }
@@ -174,7 +191,8 @@ unsafe fn load() -> Loaded {
             raise(e);
         }
         let namespace = pg_sys::get_namespace_oid(c"eventstore".as_ptr(), false);
-        REGISTRY_RELID.with(|c| c.set(pg_sys::get_relname_relid(c"upcasters".as_ptr(), namespace)));
+        let relid = |name: &std::ffi::CStr| pg_sys::get_relname_relid(name.as_ptr(), namespace);
+        REGISTRY_RELIDS.with(|c| c.set([relid(c"upcasters"), relid(c"event_declarations")]));
         // The latest snapshot, not the statement's: a reload after an invalidation must see
         // the commit that sent it.
         pg_sys::PushActiveSnapshot(pg_sys::GetLatestSnapshot());
@@ -203,6 +221,20 @@ unsafe fn load() -> Loaded {
             });
             steps.push(step);
         }
+        let plan = spi::plan(&DECLARATIONS_PLAN, DECLARATIONS_SQL, &[]);
+        let (t, n) = spi::execute(plan, &[], true, 0);
+        let mut declared = std::collections::HashMap::with_capacity(n as usize);
+        for row in 0..n {
+            let validator = spi::get(t, row, 2).and_then(|d| String::from_datum(d, false));
+            let validator = validator.map(|name| Validator {
+                fn_oid: spi::get(t, row, 3)
+                    .map_or(pg_sys::InvalidOid, |d| Oid::from(d.value() as u32)),
+                name: cstring(&name),
+                returns_boolean: spi::get_bool(t, row, 4),
+                flinfo: Cell::new(ptr::null_mut()),
+            });
+            declared.insert(spi::get_string(t, row, 1), validator);
+        }
         pg_sys::PopActiveSnapshot();
         pg_sys::SPI_finish();
         let cxt = pg_sys::AllocSetContextCreateInternal(
@@ -212,7 +244,15 @@ unsafe fn load() -> Loaded {
             pg_sys::ALLOCSET_SMALL_INITSIZE as usize,
             pg_sys::ALLOCSET_SMALL_MAXSIZE as usize,
         );
-        Loaded { registry: Registry::new(steps), calls, cxt }
+        let registry = Registry::new(steps);
+        let fingerprints = registry
+            .types()
+            .into_iter()
+            .map(|t| (t.to_owned(), serde_json::Value::String(registry.fingerprint(t))))
+            .filter(|(_, f)| f.as_str() != Some(""))
+            .collect::<serde_json::Map<_, _>>()
+            .into();
+        Loaded { registry, calls, declared, cxt, fingerprints }
     }
 }
 
@@ -225,6 +265,19 @@ fn registry_changed<'a>(
     // SAFETY: the trigger's relation is open for the trigger's whole call.
     unsafe { pg_sys::CacheInvalidateRelcacheByRelid(trigger.relation()?.oid()) };
     Ok(None)
+}
+
+/// How each stored type is read today, as snapshots record it: a jsonb object from every type
+/// with a chain to its fingerprint (a type it does not name reads as stored). With `upcast`
+/// false nothing is upcast: `{}`. In the current memory context.
+pub(crate) unsafe fn chain_fingerprints(upcast: bool) -> Datum {
+    // SAFETY: the registry reference is used at once.
+    let value = if upcast {
+        unsafe { registry() }.fingerprints.clone()
+    } else {
+        serde_json::Value::Object(Default::default())
+    };
+    JsonB(value).into_datum().expect("jsonb")
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -262,6 +315,132 @@ unsafe fn registry_if_updated<'a>() -> Option<&'a Loaded> {
             }
         }
         Some(registry())
+    }
+}
+
+/// With `eventstore.require_declared_types` on: every event's type must be declared, and its
+/// validator, if any, must accept the event. `payload(i)` gives event i's data and metadata
+/// (jsonb datums). Called by append before it writes anything, outside its write scope.
+///
+/// Validators are user code and append runs as the extension's owner: they run as the role
+/// that called append (the outer user, as SET ROLE left it), in a restricted security context,
+/// with EXECUTE on the validator checked for that role.
+pub fn check_declared(
+    events: &[NewEvent],
+    indexed: bool,
+    mut payload: impl FnMut(usize) -> (Datum, Datum),
+) -> Result<(), EsError> {
+    if !crate::settings::REQUIRE_DECLARED_TYPES.get() {
+        return Ok(());
+    }
+    let argument = |i: usize, member: &str| match indexed {
+        true => format!("events[{i}].{member}"),
+        false if member == "type" => "event_type".to_owned(),
+        false => member.to_owned(),
+    };
+    // SAFETY: the registry reference is not held across a reload: validators run in the
+    // caller's rights but no read of the store happens in between.
+    let loaded = unsafe { registry() };
+    for (i, e) in events.iter().enumerate() {
+        let Some(declared) = loaded.declared.get(&e.event_type) else {
+            return Err(EsError::invalid(
+                argument(i, "type"),
+                format!(
+                    "{} is not a declared event type (eventstore.require_declared_types is on; \
+                     declare it with eventstore.declare_event_type)",
+                    e.event_type
+                ),
+            ));
+        };
+        if let Some(validator) = declared {
+            let (data, metadata) = payload(i);
+            // SAFETY: the datums are jsonb values alive for the append.
+            if let Some(reason) = unsafe { run_validator(loaded, validator, data, metadata) } {
+                return Err(EsError::invalid(
+                    argument(i, "data"),
+                    format!(
+                        "rejected by {}'s validator {}: {reason}",
+                        e.event_type,
+                        validator.name.to_string_lossy()
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Run a validator as the outer user. Returns the reason it rejects the event, if it does (its
+/// error message, if it raises).
+unsafe fn run_validator(
+    loaded: &Loaded,
+    v: &Validator,
+    data: Datum,
+    metadata: Datum,
+) -> Option<String> {
+    // SAFETY: the FmgrInfo lives in loaded.cxt; the call frame is palloc'd; the user id and
+    // security context are restored on both paths of the PgTry.
+    unsafe {
+        let name = v.name.to_string_lossy().into_owned();
+        if v.fn_oid == pg_sys::InvalidOid {
+            return Some(format!("the validator {name} no longer exists"));
+        }
+        let outer = pg_sys::GetOuterUserId();
+        #[cfg(feature = "pg15")]
+        let allowed = pg_sys::pg_proc_aclcheck(v.fn_oid, outer, pg_sys::ACL_EXECUTE as _);
+        #[cfg(not(feature = "pg15"))]
+        let allowed = pg_sys::object_aclcheck(
+            pg_sys::ProcedureRelationId,
+            v.fn_oid,
+            outer,
+            pg_sys::ACL_EXECUTE as _,
+        );
+        if allowed != pg_sys::AclResult::ACLCHECK_OK {
+            pg_sys::aclcheck_error(allowed, pg_sys::ObjectType::OBJECT_FUNCTION, v.name.as_ptr());
+        }
+        let mut flinfo = v.flinfo.get();
+        if flinfo.is_null() {
+            flinfo = pg_sys::MemoryContextAllocZero(loaded.cxt, size_of::<pg_sys::FmgrInfo>())
+                as *mut pg_sys::FmgrInfo;
+            pg_sys::fmgr_info_cxt(v.fn_oid, flinfo, loaded.cxt);
+            v.flinfo.set(flinfo);
+        }
+        let (mut user, mut context) = (pg_sys::InvalidOid, 0);
+        pg_sys::GetUserIdAndSecContext(&mut user, &mut context);
+        let restricted =
+            (pg_sys::SECURITY_LOCAL_USERID_CHANGE | pg_sys::SECURITY_RESTRICTED_OPERATION) as c_int;
+        pg_sys::SetUserIdAndSecContext(outer, context | restricted);
+        let returns_boolean = v.returns_boolean;
+        let outcome = pgrx::PgTryBuilder::new(|| {
+            let size = size_of::<pg_sys::FunctionCallInfoBaseData>()
+                + 2 * size_of::<pg_sys::NullableDatum>();
+            let fcinfo = pg_sys::palloc0(size) as pg_sys::FunctionCallInfo;
+            (*fcinfo).flinfo = flinfo;
+            (*fcinfo).nargs = 2;
+            let args = ptr::addr_of_mut!((*fcinfo).args) as *mut pg_sys::NullableDatum;
+            *args.add(0) = pg_sys::NullableDatum { value: data, isnull: false };
+            *args.add(1) = pg_sys::NullableDatum { value: metadata, isnull: false };
+            let call = (*flinfo).fn_addr.expect("fmgr_info sets fn_addr");
+            // Guarded: a validator's error becomes a panic this PgTry catches, to be reported
+            // as the append's 22023 (raised before anything touches the database again).
+            let result = pg_sys::ffi::pg_guard_ffi_boundary(|| call(fcinfo));
+            match ((*fcinfo).isnull, returns_boolean) {
+                (true, true) => Some("it returned NULL".to_owned()),
+                (true, false) => None,
+                (false, true) => (result.value() == 0).then(|| "it returned false".to_owned()),
+                (false, false) => String::from_datum(result, false),
+            }
+        })
+        .catch_others(|e| match e {
+            pgrx::pg_sys::panic::CaughtError::PostgresError(report)
+            | pgrx::pg_sys::panic::CaughtError::ErrorReport(report)
+            | pgrx::pg_sys::panic::CaughtError::RustPanic { ereport: report, .. } => {
+                Some(report.message().to_owned())
+            }
+        })
+        .execute();
+        pg_sys::SetUserIdAndSecContext(user, context);
+        outcome
     }
 }
 
@@ -672,6 +851,65 @@ fn register_upcaster_sql(
                 &[event_type.into(), from_version.into(), name.as_str().into(), new_type.into()],
             )
             .expect("pg_eventstore: registering the upcaster");
+        Ok(())
+    });
+    checked.or_raise();
+}
+
+/// `declare_event_type`'s work (the SQL wrapper in sql/upcast.sql passes the regprocedure as an
+/// oid, or NULL). Owner and superusers only: nothing grants it.
+#[pg_extern(volatile, parallel_unsafe, name = "_declare_event_type")]
+#[search_path(pg_catalog, pg_temp)]
+fn declare_event_type_sql(event_type: Option<&str>, validator: Option<pg_sys::Oid>) {
+    let event_type = EsError::required("event_type", event_type).or_raise();
+    let checked: Result<(), EsError> = Spi::connect_mut(|client| {
+        let name = match validator {
+            None => None,
+            Some(f) => {
+                let row = client
+                    .select(
+                        "SELECT p.prokind OPERATOR(pg_catalog.=) 'f' AND NOT p.proretset
+                                AND p.prorettype OPERATOR(pg_catalog.=) ANY
+                                    ('{pg_catalog.bool,pg_catalog.text}'::pg_catalog.regtype[])
+                                AND p.pronargs OPERATOR(pg_catalog.=) 2
+                                AND p.proargtypes[0] OPERATOR(pg_catalog.=) 'pg_catalog.jsonb'::pg_catalog.regtype
+                                AND p.proargtypes[1] OPERATOR(pg_catalog.=) 'pg_catalog.jsonb'::pg_catalog.regtype,
+                                p.oid::pg_catalog.regprocedure::pg_catalog.text
+                         FROM pg_catalog.pg_proc p WHERE p.oid OPERATOR(pg_catalog.=) $1",
+                        Some(1),
+                        &[f.into()],
+                    )
+                    .expect("pg_eventstore: reading pg_proc");
+                let Some(row) = row.into_iter().next() else {
+                    return Err(EsError::invalid(
+                        "validator",
+                        format!("no function has OID {}", f.to_u32()),
+                    ));
+                };
+                let fits: bool = row.get(1).ok().flatten().unwrap_or(false);
+                let name: String = row.get(2).ok().flatten().unwrap_or_default();
+                if !fits {
+                    return Err(EsError::invalid(
+                        "validator",
+                        format!(
+                            "{name} does not fit: a validator is a function (data jsonb, \
+                             metadata jsonb) RETURNS boolean or text"
+                        ),
+                    ));
+                }
+                Some(name)
+            }
+        };
+        client
+            .update(
+                "INSERT INTO eventstore.event_declarations AS d (event_type, validator)
+                 VALUES ($1, $2)
+                 ON CONFLICT (event_type) DO UPDATE
+                 SET validator = EXCLUDED.validator, declared_at = pg_catalog.now()",
+                None,
+                &[event_type.into(), name.as_deref().into()],
+            )
+            .expect("pg_eventstore: declaring the event type");
         Ok(())
     });
     checked.or_raise();

@@ -172,6 +172,7 @@ AS $$
             'eventstore._upcast_version(text, integer, boolean)',
             'eventstore._upcast_data(text, integer, jsonb, jsonb, boolean, text, bigint, bigint)',
             'eventstore._registry()',
+            'eventstore._declarations()',
             'eventstore._definition(regprocedure)',
             'eventstore._event_types()']::regprocedure[]
         WHEN 'writer' THEN ARRAY[

@@ -16,6 +16,12 @@ CREATE TABLE eventstore.upcasters (
 SELECT pg_catalog.pg_extension_config_dump('eventstore.upcasters', '');
 REVOKE ALL ON eventstore.upcasters FROM PUBLIC;
 
+-- A snapshot remembers the chains it was folded under: for each type its events had as stored,
+-- the fingerprint of the steps they were read through ('' for none). replay and aggregate use a
+-- snapshot only while every one of those is still today's (src/replay.rs, SNAPSHOT_SQL).
+-- NULL: saved by an administrator (save_snapshot), or before 0.3.0.
+ALTER TABLE eventstore.snapshots ADD COLUMN chains jsonb;
+
 -- Every backend caches the registry; a change reaches the caches as an invalidation at commit.
 CREATE TRIGGER registry_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE
     ON eventstore.upcasters FOR EACH STATEMENT EXECUTE FUNCTION eventstore.registry_changed();
@@ -67,6 +73,45 @@ CREATE FUNCTION eventstore._upcast_data(event_type text, schema_version integer,
     RETURNS jsonb
     LANGUAGE c STABLE PARALLEL RESTRICTED
     AS 'MODULE_PATHNAME', 'eventstore_upcast_data';
+
+-- Declared event types: with eventstore.require_declared_types on, append refuses any other
+-- type, and payloads a type's validator rejects. validator: regprocedure text of
+-- validator(data jsonb, metadata jsonb) RETURNS boolean (false: rejected) or text (NULL: valid,
+-- else the reason). Written by declare_event_type only.
+CREATE TABLE eventstore.event_declarations (
+    event_type  text PRIMARY KEY CHECK (event_type <> ''),
+    validator   text,
+    declared_at timestamptz NOT NULL DEFAULT now()
+);
+SELECT pg_catalog.pg_extension_config_dump('eventstore.event_declarations', '');
+REVOKE ALL ON eventstore.event_declarations FROM PUBLIC;
+CREATE TRIGGER registry_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE
+    ON eventstore.event_declarations FOR EACH STATEMENT EXECUTE FUNCTION eventstore.registry_changed();
+
+-- The declarations as the caches load them (see _registry): validator_oid 0 when it no longer
+-- exists.
+CREATE FUNCTION eventstore._declarations()
+    RETURNS TABLE (event_type text, validator text, validator_oid oid, returns_boolean boolean)
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT d.event_type, d.validator, coalesce(p.oid, 0),
+           coalesce(p.prorettype OPERATOR(pg_catalog.=) 'pg_catalog.bool'::pg_catalog.regtype, false)
+    FROM eventstore.event_declarations d
+    LEFT JOIN pg_catalog.pg_proc p
+           ON p.oid OPERATOR(pg_catalog.=) pg_catalog.to_regprocedure(d.validator)::pg_catalog.oid
+    ORDER BY d.event_type
+$$;
+
+-- Declare an event type, with the validator append runs on its events (or none), replacing an
+-- earlier declaration. The extension owner's and superusers' only, like register_upcaster.
+CREATE FUNCTION eventstore.declare_event_type(event_type text, validator regprocedure DEFAULT NULL)
+    RETURNS void
+    LANGUAGE sql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT eventstore._declare_event_type($1, $2::pg_catalog.oid)
+$$;
 
 -- Register a step: events of event_type at from_version are read at from_version + 1 through
 -- upcaster(data jsonb, metadata jsonb) RETURNS jsonb (IMMUTABLE), renamed to new_type when given.

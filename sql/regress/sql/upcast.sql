@@ -124,6 +124,61 @@ WITH RECURSIVE up AS (
 SELECT (SELECT state FROM folded ORDER BY v DESC LIMIT 1)
        = eventstore.replay('order-1', 'public.order_view'::regproc) AS replay_equals_hand_upcast_fold;
 
+-- Snapshots remember the upcaster chains they were folded under, for every type they folded;
+-- replay and aggregate ignore one whose chains changed, and fold from an earlier one or the
+-- start. A reducer that counts its calls shows how many events each fold read.
+CREATE SEQUENCE public.reducer_calls;
+CREATE FUNCTION public.counting_total(state jsonb, event eventstore.events) RETURNS jsonb
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM nextval('public.reducer_calls');
+    RETURN jsonb_build_object('total', coalesce((state->>'total')::numeric, 0)
+        + coalesce((event.data->'amount'->>'value')::numeric, (event.data->>'amount')::numeric, 0));
+END $$;
+-- How many events were folded since the last call.
+CREATE FUNCTION public.folded_now() RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE
+    n bigint;
+BEGIN
+    SELECT CASE WHEN is_called THEN last_value ELSE 0 END INTO n FROM public.reducer_calls;
+    PERFORM setval('public.reducer_calls', 1, false);
+    RETURN n;
+END $$;
+CREATE FUNCTION public.same_data(data jsonb, metadata jsonb) RETURNS jsonb
+    LANGUAGE sql IMMUTABLE RETURN data;
+CREATE FUNCTION public.double_amount(data jsonb, metadata jsonb) RETURNS jsonb
+    LANGUAGE sql IMMUTABLE RETURN data || jsonb_build_object('amount', (data->>'amount')::numeric * 2);
+SELECT * FROM eventstore.aggregate('order-1', 'public.counting_total'::regproc, snapshot_every => 1);
+SELECT public.folded_now() AS events_folded;
+SELECT stream_version, jsonb_object_keys(chains) AS chain_of, chains->>jsonb_object_keys(chains) <> '' AS upcast
+FROM eventstore.snapshots WHERE snapshot_name = 'public.counting_total' ORDER BY 2;
+SELECT eventstore.replay('order-1', 'public.counting_total'::regproc), public.folded_now() AS events_folded;
+-- A chain for a type the stream does not hold leaves its snapshots in use.
+SELECT eventstore.register_upcaster('ShipmentBooked', 1, 'public.same_data(jsonb,jsonb)');
+SELECT eventstore.replay('order-1', 'public.counting_total'::regproc), public.folded_now() AS events_folded;
+-- A new step for a type it holds: the snapshot is ignored and the fold sees the new shape.
+SELECT eventstore.register_upcaster('PaymentCaptured', 1, 'public.double_amount(jsonb,jsonb)');
+SELECT eventstore.replay('order-1', 'public.counting_total'::regproc), public.folded_now() AS events_folded;
+SELECT eventstore.unregister_upcaster('PaymentCaptured', 1);
+-- Back to the chains it was folded under (fingerprints are of definitions, not of moments).
+SELECT eventstore.replay('order-1', 'public.counting_total'::regproc), public.folded_now() AS events_folded;
+-- Folded upcast, it is no snapshot for a fold of the stored events.
+SELECT eventstore.replay('order-1', 'public.counting_total'::regproc, upcast => false), public.folded_now() AS events_folded;
+-- An earlier snapshot whose chains still hold is used when a later one's do not.
+SELECT stream_version FROM eventstore.append('order-9', '[{"type": "OrderPlaced", "data": {"total": 1}, "schema_version": 1},
+                                                          {"type": "PaymentCaptured", "data": {"amount": 1}}]');
+SELECT stream_version, state FROM eventstore.aggregate('order-9', 'public.counting_total'::regproc, snapshot_every => 1);
+SELECT stream_version FROM eventstore.append('order-9', '[{"type": "OrderShipped", "data": {"amount": 10}},
+                                                          {"type": "OrderShipped", "data": {"amount": 20}}]');
+SELECT stream_version, state FROM eventstore.aggregate('order-9', 'public.counting_total'::regproc, snapshot_every => 1);
+SELECT stream_version, (SELECT array_agg(k ORDER BY k) FROM jsonb_object_keys(chains) k) AS folded_types
+FROM eventstore.snapshots WHERE stream_id = 'order-9' ORDER BY 1;
+SELECT public.folded_now();
+SELECT eventstore.register_upcaster('OrderShipped', 1, 'public.double_amount(jsonb,jsonb)');
+SELECT eventstore.replay('order-9', 'public.counting_total'::regproc), public.folded_now() AS events_folded;
+SELECT eventstore.unregister_upcaster('OrderShipped', 1);
+SELECT eventstore.unregister_upcaster('ShipmentBooked', 1);
+
 -- Versions an append may give: from the type's base to its current version.
 SELECT error_of($$SELECT eventstore.append('order-3', '[{"type": "PaymentCaptured"}, {"type": "OrderPlaced", "schema_version": 3}]')$$);
 SELECT error_of($$SELECT eventstore.append('order-3', '[{"type": "OrderSubmitted", "schema_version": 2}]')$$);
@@ -219,3 +274,53 @@ SELECT stream_version, event_type FROM eventstore.read_stream('refund-1');
 SELECT event_type, from_version, upcaster, new_type FROM eventstore.upcasters ORDER BY 1, 2;
 SELECT c.relname FROM pg_extension x, unnest(x.extconfig) r JOIN pg_class c ON c.oid = r
 WHERE x.extname = 'pg_eventstore' ORDER BY 1;
+
+-- Declared event types: with eventstore.require_declared_types on (off by default), append
+-- refuses undeclared types and payloads a type's validator rejects.
+CREATE FUNCTION public.refund_is_positive(data jsonb, metadata jsonb) RETURNS boolean
+    LANGUAGE sql IMMUTABLE RETURN (data->>'amount')::numeric > 0;
+CREATE FUNCTION public.payment_problem(data jsonb, metadata jsonb) RETURNS text
+    LANGUAGE sql IMMUTABLE
+    RETURN CASE WHEN data ? 'amount' THEN NULL ELSE 'a payment needs an amount' END;
+CREATE FUNCTION public.picky(data jsonb, metadata jsonb) RETURNS boolean
+LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    RAISE EXCEPTION 'no % today', data->>'what' USING ERRCODE = 'AB124';
+END $$;
+SELECT eventstore.declare_event_type('OrderPlaced');
+SELECT eventstore.declare_event_type('RefundIssued', 'public.refund_is_positive(jsonb,jsonb)');
+SELECT eventstore.declare_event_type('PaymentCaptured', 'public.payment_problem(jsonb,jsonb)');
+SELECT eventstore.declare_event_type('OrderShipped', 'public.picky(jsonb,jsonb)');
+SELECT error_of($$SELECT eventstore.declare_event_type('X', 'public.copy_data(jsonb,jsonb)')$$);
+SELECT error_of($$SELECT eventstore.declare_event_type('', NULL)$$);
+SELECT event_type, validator FROM eventstore.event_declarations ORDER BY 1;
+-- Off: anything goes.
+SHOW eventstore.require_declared_types;
+SELECT stream_version FROM eventstore.append('decl-1', '[{"type": "Whatever"}, {"type": "RefundIssued", "data": {"amount": -1}}]');
+SET eventstore.require_declared_types = on;
+SELECT error_of($$SELECT eventstore.append('decl-1', '[{"type": "OrderPlaced"}, {"type": "Whatever"}]')$$);
+SELECT error_of($$SELECT eventstore.append_event('decl-1', 'Whatever', '{}')$$);
+SELECT error_of($$SELECT eventstore.append('decl-1', '[{"type": "RefundIssued", "data": {"amount": 5}}, {"type": "RefundIssued", "data": {"amount": -5}}]')$$);
+SELECT error_of($$SELECT eventstore.append('decl-1', '[{"type": "PaymentCaptured", "data": {"total": 5}}]')$$);
+SELECT error_of($$SELECT eventstore.append_event('decl-1', 'OrderShipped', '{"what": "parcels"}')$$);
+SELECT stream_version FROM eventstore.append('decl-1', '[{"type": "OrderPlaced"}, {"type": "RefundIssued", "data": {"amount": 5}},
+                                                         {"type": "PaymentCaptured", "data": {"amount": 5}}]');
+SELECT stream_version FROM eventstore.append_event('decl-1', 'RefundIssued', '{"amount": 1}');
+-- A validator runs as the role that called append (which itself runs as the owner).
+CREATE ROLE regress_decl_writer;
+SELECT eventstore.grant_writer('regress_decl_writer');
+CREATE FUNCTION public.only_owner(data jsonb, metadata jsonb) RETURNS text
+    LANGUAGE sql STABLE RETURN 'validated as ' || current_user;
+SELECT eventstore.declare_event_type('Audited', 'public.only_owner(jsonb,jsonb)');
+SET ROLE regress_decl_writer;
+SELECT error_of($$SELECT eventstore.append_event('decl-2', 'Audited', '{}')$$);
+RESET ROLE;
+SELECT error_of($$SELECT eventstore.append_event('decl-2', 'Audited', '{}')$$);
+-- Only superusers change the setting; only the owner and superusers declare.
+SET ROLE regress_decl_writer;
+SELECT error_of($$SET eventstore.require_declared_types = off$$);
+SELECT error_of($$SELECT eventstore.declare_event_type('Mine')$$);
+RESET ROLE;
+RESET eventstore.require_declared_types;
+SELECT eventstore.revoke_access('regress_decl_writer');
+DROP ROLE regress_decl_writer;
