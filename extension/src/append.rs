@@ -242,7 +242,7 @@ fn batch_payload(array: &RawJsonb, i: usize) -> (pg_sys::Datum, pg_sys::Datum) {
             .and_then(|items| items.into_iter().nth(i))
             .and_then(|e| e.members().ok().flatten())
             .and_then(|m| m.into_iter().find(|(k, _)| *k == name).map(|(_, v)| v))
-            .filter(|v| !(name == "metadata" && !v.is_object()))
+            .filter(|v| name != "metadata" || v.is_object())
             .and_then(|v| v.to_value(eventstore_core::json::READ_DEPTH_LIMIT).ok())
             .unwrap_or_else(|| serde_json::json!({}))
     };

@@ -271,8 +271,8 @@ fn registry_changed<'a>(
 /// with a chain to its fingerprint (a type it does not name reads as stored). With `upcast`
 /// false nothing is upcast: `{}`. In the current memory context.
 pub(crate) unsafe fn chain_fingerprints(upcast: bool) -> Datum {
-    // SAFETY: the registry reference is used at once.
     let value = if upcast {
+        // SAFETY: the registry reference is used at once.
         unsafe { registry() }.fingerprints.clone()
     } else {
         serde_json::Value::Object(Default::default())
