@@ -410,6 +410,8 @@ unsafe fn run_validator(
         let restricted =
             (pg_sys::SECURITY_LOCAL_USERID_CHANGE | pg_sys::SECURITY_RESTRICTED_OPERATION) as c_int;
         pg_sys::SetUserIdAndSecContext(outer, context | restricted);
+        // As for an upcaster: no reload (which would free `loaded`) while the validator runs.
+        enter();
         let returns_boolean = v.returns_boolean;
         let outcome = pgrx::PgTryBuilder::new(|| {
             let size = size_of::<pg_sys::FunctionCallInfoBaseData>()
@@ -439,6 +441,7 @@ unsafe fn run_validator(
             }
         })
         .execute();
+        leave();
         pg_sys::SetUserIdAndSecContext(user, context);
         outcome
     }

@@ -316,6 +316,17 @@ SET ROLE regress_decl_writer;
 SELECT error_of($$SELECT eventstore.append_event('decl-2', 'Audited', '{}')$$);
 RESET ROLE;
 SELECT error_of($$SELECT eventstore.append_event('decl-2', 'Audited', '{}')$$);
+-- A validator that changes functions (an invalidation) and reads the store while append
+-- holds the registry: the registry is not reloaded under it.
+CREATE FUNCTION public.busy_validator(data jsonb, metadata jsonb) RETURNS text
+LANGUAGE plpgsql AS $$
+BEGIN
+    CREATE OR REPLACE FUNCTION public.scratch() RETURNS int LANGUAGE sql RETURN 1;
+    PERFORM count(e.data) FROM eventstore.events_current e;
+    RETURN NULL;
+END $$;
+SELECT eventstore.declare_event_type('Busy', 'public.busy_validator(jsonb,jsonb)');
+SELECT stream_version FROM eventstore.append('decl-3', '[{"type": "Busy"}, {"type": "Busy"}]');
 -- Only superusers change the setting; only the owner and superusers declare.
 SET ROLE regress_decl_writer;
 SELECT error_of($$SET eventstore.require_declared_types = off$$);
