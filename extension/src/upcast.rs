@@ -86,6 +86,14 @@ thread_local! {
     /// Upcaster calls in progress: (depth, local transaction id), as in append_only.rs.
     static ACTIVE: Cell<(u32, u32)> = const { Cell::new((0, 0)) };
     static REGISTRY_PLAN: Cell<pg_sys::SPIPlanPtr> = const { Cell::new(ptr::null_mut()) };
+    /// The local transaction that last accepted invalidations.
+    static ACCEPTED_IN: Cell<u32> = const { Cell::new(0) };
+    /// Bumped at every reload: what [`MEMO`] was computed against.
+    static GENERATION: Cell<u64> = const { Cell::new(0) };
+    /// The last lookup (generation, version, type, route): a row's three per-row functions ask
+    /// the same question, and so do runs of events of one type.
+    static MEMO: std::cell::RefCell<(u64, i32, String, Option<*const eventstore_core::upcast::Route>)> =
+        const { std::cell::RefCell::new((u64::MAX, 0, String::new(), None)) };
     static DECLARATIONS_PLAN: Cell<pg_sys::SPIPlanPtr> = const { Cell::new(ptr::null_mut()) };
 }
 
@@ -164,12 +172,20 @@ unsafe fn registry<'a>() -> &'a Loaded {
         if !current.is_null() && active() {
             return &*current;
         }
-        pg_sys::AcceptInvalidationMessages();
+        // Other sessions' changes: at least once per transaction, as for DDL (PostgreSQL also
+        // takes them at every new lock); this session's own arrive through the callbacks at
+        // each command's end. Not per row: the hot path makes no call into PostgreSQL.
+        let lxid = local_xid();
+        if ACCEPTED_IN.with(Cell::get) != lxid {
+            pg_sys::AcceptInvalidationMessages();
+            ACCEPTED_IN.with(|c| c.set(lxid));
+        }
         let seen = INVALIDATIONS.with(Cell::get);
         if current.is_null() || LOADED_AT.with(Cell::get) != seen {
             let fresh = Box::into_raw(Box::new(load()));
             LOADED.with(|c| c.set(fresh));
             LOADED_AT.with(|c| c.set(seen));
+            GENERATION.with(|c| c.set(c.get().wrapping_add(1)));
             if !current.is_null() {
                 let old = Box::from_raw(current);
                 pg_sys::MemoryContextDelete(old.cxt);
@@ -455,7 +471,11 @@ unsafe fn text<'a>(d: Option<Datum>) -> Option<&'a str> {
     // SAFETY: the caller passes a text datum alive for 'a; a packed copy is palloc'd in the
     // current (per-row) context when the value is compressed or external.
     unsafe {
-        let v = pg_sys::pg_detoast_datum_packed(d?.cast_mut_ptr());
+        let raw = d?.cast_mut_ptr::<pg_sys::varlena>();
+        // Short and plain values (every event type in practice) are read in place.
+        let plain = (pgrx::varlena::varatt_is_1b(raw) && !pgrx::varlena::varatt_is_1b_e(raw))
+            || pgrx::varlena::varatt_is_4b_u(raw);
+        let v = if plain { raw } else { pg_sys::pg_detoast_datum_packed(raw) };
         let len = pgrx::varlena::varsize_any_exhdr(v);
         let bytes = std::slice::from_raw_parts(pgrx::varlena::vardata_any(v) as *const u8, len);
         std::str::from_utf8(bytes).ok()
@@ -481,7 +501,20 @@ unsafe fn lookup<'a>(
         }
         let t = text(arg(fcinfo, type_arg))?;
         let v = arg(fcinfo, type_arg + 1)?.value() as i32;
-        loaded.registry.route(t, v).map(|r| (loaded, r))
+        let generation = GENERATION.with(Cell::get);
+        let route = MEMO.with(|memo| {
+            let mut memo = memo.borrow_mut();
+            if memo.0 == generation && memo.1 == v && memo.2 == t {
+                return memo.3;
+            }
+            let route = loaded.registry.route(t, v).map(|r| r as *const _);
+            memo.2.clear();
+            memo.2.push_str(t);
+            (memo.0, memo.1, memo.3) = (generation, v, route);
+            route
+        });
+        // SAFETY: the route lives in `loaded`, the registry of this generation.
+        route.map(|r| (loaded, &*r))
     }
 }
 
