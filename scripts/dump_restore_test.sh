@@ -22,6 +22,18 @@ VALUES ('order-1', 'summary', 2, '{"status":"paid"}');
 -- form must read back on restore.
 SET eventstore.max_json_depth = 1000;
 SELECT eventstore.append_event('deep-1', 'Nested', (repeat('[', 1000) || repeat(']', 1000))::jsonb);
+RESET eventstore.max_json_depth;
+-- Schema evolution: the upcaster registry (a configuration table naming functions of the
+-- database) and the versions events are stored at.
+CREATE FUNCTION public.placed_v2(data jsonb, metadata jsonb) RETURNS jsonb
+    LANGUAGE sql IMMUTABLE RETURN data || '{"currency": "EUR"}';
+CREATE FUNCTION public.placed_v3(data jsonb, metadata jsonb) RETURNS jsonb
+    LANGUAGE sql IMMUTABLE RETURN jsonb_build_object('amount', data->'total', 'currency', data->'currency');
+SELECT eventstore.register_upcaster('OrderPlaced', 1, 'public.placed_v2(jsonb,jsonb)');
+SELECT eventstore.register_upcaster('OrderPlaced', 2, 'public.placed_v3(jsonb,jsonb)', 'OrderSubmitted');
+SELECT eventstore.append('evolved-1', '[{"type": "OrderPlaced", "data": {"total": 5}, "schema_version": 1},
+                                        {"type": "OrderPlaced", "data": {"total": 6, "currency": "USD"}},
+                                        {"type": "OrderSubmitted", "data": {"amount": 7, "currency": "GBP"}}]');
 SQL
 "$PG_BIN/pg_dump" -h "$host" -p "$port" -U postgres -Fc -f "$dump/src.dump" dump_src
 "$PG_BIN/pg_restore" -h "$host" -p "$port" -U postgres -d dump_dst --exit-on-error "$dump/src.dump"
@@ -30,10 +42,19 @@ summary="SELECT (SELECT count(*) FROM eventstore.events) || ' events, '
              || (SELECT count(*) FROM eventstore.streams) || ' streams, '
              || (SELECT count(*) FROM eventstore.snapshots) || ' snapshots, '
              || (SELECT md5(string_agg(global_position || stream_id || stream_version || event_id
-                                       || event_type || data::text, ',' ORDER BY global_position))
+                                       || event_type || data::text || schema_version, ','
+                                       ORDER BY global_position))
                  FROM eventstore.events)"
+# What reads return: the registry and the upcast events.
+evolved="SELECT (SELECT string_agg(type || ' ' || current_version || ' ' || chain::text, ', ' ORDER BY type)
+                 FROM eventstore.event_types) || ' | '
+             || (SELECT string_agg(event_type || ' v' || schema_version || ' ' || data::text, ', '
+                                   ORDER BY stream_version)
+                 FROM eventstore.read_stream('evolved-1'))"
 src=$(psql_ -d dump_src -c "$summary")
 dst=$(psql_ -d dump_dst -c "$summary")
+evolved_src=$(psql_ -d dump_src -c "$evolved")
+evolved_dst=$(psql_ -d dump_dst -c "$evolved")
 max_before=$(psql_ -d dump_dst -c "SELECT max(global_position) FROM eventstore.events")
 after=$(psql_ -d dump_dst -c "SELECT stream_version || ' ' || global_position
                               FROM eventstore.append_event('order-1', 'OrderShipped', '{}', expected_version => 2)")
@@ -48,12 +69,15 @@ check() {
     if [ "$2" = "$3" ]; then echo "ok - $1"; else echo "not ok - $1: got '$2', want '$3'"; failures=$((failures + 1)); fi
 }
 check "restored store equals the dumped one" "$dst" "$src"
-check "restored store has every row" "${dst%%,*}" "101 events"
+check "restored store has every row" "${dst%%,*}" "104 events"
+check "the upcaster registry and stored versions are restored: reads return the same" \
+      "$evolved_dst" "$evolved_src"
+check "... and they are upcast" "$(grep -o 'OrderSubmitted v3' <<<"$evolved_dst" | wc -l)" "3"
 check "the deepest accepted event is restored" "$deep" "2000"
 check "append after restore continues the stream" "${after%% *}" "3"
 check "append after restore takes a new global position" \
       "$([ "${after##* }" -gt "$max_before" ] && echo fresh || echo reused)" "fresh"
 check "restored tables stay append-only" "$(grep -c ok <<<"$still_append_only")" "1"
-passed=$((6 - failures))
+passed=$((8 - failures))
 echo "dump/restore: $passed passed, $failures failed"
 [ "$failures" = 0 ]

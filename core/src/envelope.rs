@@ -24,9 +24,11 @@ pub struct NewEvent {
     /// Caller-supplied id (the idempotency key), if any.
     pub id: Option<Uuid>,
     pub event_type: String,
+    /// `"schema_version"`, if given: checked against the type's chain by the caller.
+    pub schema_version: Option<i32>,
 }
 
-const EVENT_KEYS: &str = "\"type\", \"data\", \"metadata\" and \"id\"";
+const EVENT_KEYS: &str = "\"type\", \"data\", \"metadata\", \"id\" and \"schema_version\"";
 
 /// Read access to a JSON value, as much as validation needs. The `Err`s come only from binary
 /// jsonb that cannot be read (never from a `serde_json::Value`).
@@ -43,6 +45,8 @@ pub trait JsonView<'a>: Copy {
     fn members(&self) -> Result<Option<Vec<(&'a str, Self)>>, JsonError>;
     /// The nesting depth (see [`crate::json`]) if at most `limit`, else `TooDeep`.
     fn depth_within(&self, limit: usize) -> Result<usize, JsonError>;
+    /// The number, if this is an integer that fits an i64.
+    fn as_i64(&self) -> Option<i64>;
 }
 
 impl<'a> JsonView<'a> for &'a Value {
@@ -73,6 +77,10 @@ impl<'a> JsonView<'a> for &'a Value {
     }
     fn depth_within(&self, limit: usize) -> Result<usize, JsonError> {
         value_depth(self, limit)
+    }
+    fn as_i64(&self) -> Option<i64> {
+        // arbitrary_precision: the number's own text, so 2.0 stays a non-integer.
+        self.as_number().and_then(|n| n.to_string().parse().ok())
     }
 }
 
@@ -118,6 +126,12 @@ impl<'a> JsonView<'a> for Entry<'a> {
     }
     fn depth_within(&self, limit: usize) -> Result<usize, JsonError> {
         depth_within(*self, limit)
+    }
+    fn as_i64(&self) -> Option<i64> {
+        match self {
+            Entry::Number(n) => crate::jsonb::numeric_text(n)?.parse().ok(),
+            _ => None,
+        }
     }
 }
 
@@ -214,14 +228,15 @@ fn parse_event<'a, V: JsonView<'a>>(
             format!("must be a JSON object with {EVENT_KEYS}, got {}", item.kind()),
         ));
     };
-    let (mut event_type, mut data, mut metadata, mut id, mut unknown) =
-        (None, None, None, None, None);
+    let (mut event_type, mut data, mut metadata, mut id, mut version, mut unknown) =
+        (None, None, None, None, None, None);
     for (key, value) in members {
         match key {
             "type" => event_type = Some(value),
             "data" => data = Some(value),
             "metadata" => metadata = Some(value),
             "id" => id = Some(value),
+            "schema_version" => version = Some(value),
             other => unknown = unknown.or(Some(other)),
         }
     }
@@ -253,6 +268,11 @@ fn parse_event<'a, V: JsonView<'a>>(
             }
         },
     };
+    let schema_version = match version {
+        None => None,
+        Some(v) if v.is_null() => None,
+        Some(v) => Some(parse_schema_version(&format!("events[{i}].schema_version"), v)?),
+    };
     if let Some(unknown) = unknown {
         return Err(EsError::invalid(
             format!("events[{i}]"),
@@ -266,7 +286,22 @@ fn parse_event<'a, V: JsonView<'a>>(
     if let Some(m) = metadata {
         check_depth(&format!("events[{i}].metadata"), m, max_depth)?;
     }
-    Ok(NewEvent { id, event_type })
+    Ok(NewEvent { id, event_type, schema_version })
+}
+
+/// An event's `"schema_version"`: an integer from 1 to 2147483647.
+fn parse_schema_version<'a>(argument: &str, v: impl JsonView<'a>) -> Result<i32, EsError> {
+    match v.as_i64() {
+        Some(n) if n >= 1 && n <= i64::from(i32::MAX) => Ok(n as i32),
+        Some(n) => Err(EsError::invalid(
+            argument,
+            format!("must be an integer from 1 to {}, got {n}", i32::MAX),
+        )),
+        None => Err(EsError::invalid(
+            argument,
+            format!("must be an integer from 1 to {}, got {}", i32::MAX, v.kind()),
+        )),
+    }
 }
 
 pub fn parse_uuid(argument: &str, s: &str) -> Result<Uuid, EsError> {
@@ -303,7 +338,10 @@ mod unit_tests {
     #[test]
     fn type_alone_is_an_event() {
         let events = parse(json!([{"type": "OrderPlaced"}])).unwrap();
-        assert_eq!(events, vec![NewEvent { id: None, event_type: "OrderPlaced".into() }]);
+        assert_eq!(
+            events,
+            vec![NewEvent { id: None, event_type: "OrderPlaced".into(), schema_version: None }]
+        );
     }
 
     #[test]
@@ -317,7 +355,7 @@ mod unit_tests {
         .unwrap();
         assert_eq!(events[0].id, Some(Uuid::parse_str(id).unwrap()));
         assert_eq!(events[1].event_type, "B");
-        assert_eq!(events[2], NewEvent { id: None, event_type: "C".into() });
+        assert_eq!(events[2], NewEvent { id: None, event_type: "C".into(), schema_version: None });
     }
 
     #[test]
@@ -385,6 +423,26 @@ mod unit_tests {
         assert_eq!(r.sqlstate(), "22023");
         assert!(r.to_string().starts_with("invalid data: nests more than 128"), "{r}");
         assert!(check_depth("metadata", &json!({}), 1).is_ok());
+    }
+
+    #[test]
+    fn schema_versions_are_positive_integers() {
+        let events = parse(json!([{"type": "A", "schema_version": 3}, {"type": "B"}])).unwrap();
+        assert_eq!((events[0].schema_version, events[1].schema_version), (Some(3), None));
+        for bad in [json!(0), json!(-1), json!(2.5), json!("2"), json!(4_000_000_000_i64)] {
+            let r = reason(parse(json!([{"type": "A", "schema_version": bad}])));
+            assert!(r.starts_with("invalid events[0].schema_version: must be an integer"), "{r}");
+        }
+        let batch =
+            json!([{"type": "A", "schema_version": 7}, {"type": "A", "schema_version": 1.5}]);
+        let bytes = crate::encode::encode(&batch);
+        let entry = crate::jsonb::Container::new(&bytes).unwrap().root().unwrap();
+        let r = parse_events(Some(entry), 10).unwrap_err().to_string();
+        assert!(r.starts_with("invalid events[1].schema_version"), "{r}");
+        let batch = json!([{"type": "A", "schema_version": 7}]);
+        let bytes = crate::encode::encode(&batch);
+        let entry = crate::jsonb::Container::new(&bytes).unwrap().root().unwrap();
+        assert_eq!(parse_events(Some(entry), 10).unwrap()[0].schema_version, Some(7));
     }
 
     #[test]

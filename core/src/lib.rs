@@ -17,3 +17,4 @@ mod properties;
 pub mod read;
 pub mod replay;
 pub mod snapshot;
+pub mod upcast;

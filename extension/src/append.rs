@@ -144,44 +144,110 @@ fn append(
         let events_jsonb = events.as_ref();
         // Counted from the array's header before anything is parsed or allocated per event.
         check_batch_size(events_jsonb.map(RawJsonb::view), settings::max_append_events())?;
-        let heads = parse_events(events_jsonb.map(RawJsonb::view), settings::max_json_depth())?;
-        let payload = Payload::Many(events_jsonb.expect("validated as not NULL"));
+        let mut heads = parse_events(events_jsonb.map(RawJsonb::view), settings::max_json_depth())?;
+        crate::upcast::resolve_versions(&mut heads, true)?;
+        let array = events_jsonb.expect("validated as not NULL");
+        crate::upcast::check_declared(&heads, true, |i| batch_payload(array, i))?;
+        let payload = Payload::Many(array);
         append_to_stream(stream_id, &heads, payload, expected)
     })())
 }
 
 /// Append one event, without building a JSON array. Runs as [`append`] does.
-#[pg_extern(volatile, parallel_unsafe, security_definer)]
+#[pg_extern(volatile, parallel_unsafe, security_definer, name = "append_event")]
 #[search_path(pg_catalog, pg_temp)]
-fn append_event(
+fn append_event_at_version(
     stream_id: Option<&str>,
     event_type: Option<&str>,
     data: Option<RawJsonb>,
     metadata: default!(Option<RawJsonb>, "'{}'"),
     expected_version: default!(Option<i64>, "NULL"),
     event_id: default!(Option<pgrx::Uuid>, "NULL"),
+    schema_version: default!(Option<i32>, "NULL"),
 ) -> TableIterator<
     'static,
     (name!(event_id, pgrx::Uuid), name!(stream_version, i64), name!(global_position, i64)),
 > {
-    to_rows((|| {
-        let stream_id = validate_stream_id(stream_id)?;
-        let event_type = validate_event_type("event_type", event_type)?;
-        let data = data.as_ref().ok_or_else(|| {
-            EsError::invalid("data", "must not be NULL (use '{}' or 'null'::jsonb for none)")
-        })?;
-        let depth = settings::max_json_depth();
-        check_depth("data", data.view(), depth)?;
-        if let Some(m) = &metadata {
-            // SQL NULL means {}; a JSON null is not an object.
-            validate_metadata("metadata", m.view())?;
-            check_depth("metadata", m.view(), depth)?;
-        }
-        let expected = ExpectedVersion::from_sql(expected_version)?;
-        let id = event_id.map(|u| uuid::Uuid::from_bytes(*u.as_bytes()));
-        let payload = Payload::One { data, metadata: metadata.as_ref() };
-        append_to_stream(stream_id, &[NewEvent { id, event_type }], payload, expected)
-    })())
+    to_rows(append_one(
+        stream_id,
+        event_type,
+        data,
+        metadata,
+        expected_version,
+        event_id,
+        schema_version,
+    ))
+}
+
+/// 0.2.0's `append_event` (no `schema_version`), which a database calls between installing this
+/// library and `ALTER EXTENSION pg_eventstore UPDATE`. Not part of this release's SQL.
+#[pg_extern(volatile, parallel_unsafe, security_definer, sql = false)]
+fn append_event(
+    stream_id: Option<&str>,
+    event_type: Option<&str>,
+    data: Option<RawJsonb>,
+    metadata: Option<RawJsonb>,
+    expected_version: Option<i64>,
+    event_id: Option<pgrx::Uuid>,
+) -> TableIterator<
+    'static,
+    (name!(event_id, pgrx::Uuid), name!(stream_version, i64), name!(global_position, i64)),
+> {
+    to_rows(append_one(stream_id, event_type, data, metadata, expected_version, event_id, None))
+}
+
+fn append_one(
+    stream_id: Option<&str>,
+    event_type: Option<&str>,
+    data: Option<RawJsonb>,
+    metadata: Option<RawJsonb>,
+    expected_version: Option<i64>,
+    event_id: Option<pgrx::Uuid>,
+    schema_version: Option<i32>,
+) -> Result<Vec<Appended>, EsError> {
+    let stream_id = validate_stream_id(stream_id)?;
+    let event_type = validate_event_type("event_type", event_type)?;
+    let data = data.as_ref().ok_or_else(|| {
+        EsError::invalid("data", "must not be NULL (use '{}' or 'null'::jsonb for none)")
+    })?;
+    let depth = settings::max_json_depth();
+    check_depth("data", data.view(), depth)?;
+    if let Some(m) = &metadata {
+        // SQL NULL means {}; a JSON null is not an object.
+        validate_metadata("metadata", m.view())?;
+        check_depth("metadata", m.view(), depth)?;
+    }
+    let expected = ExpectedVersion::from_sql(expected_version)?;
+    let id = event_id.map(|u| uuid::Uuid::from_bytes(*u.as_bytes()));
+    let payload = Payload::One { data, metadata: metadata.as_ref() };
+    let mut event = [NewEvent { id, event_type, schema_version }];
+    crate::upcast::resolve_versions(&mut event, false)?;
+    crate::upcast::check_declared(&event, false, |_| {
+        let empty = || pgrx::JsonB(serde_json::json!({})).into_datum().expect("jsonb");
+        (data.datum(), metadata.as_ref().map_or_else(empty, RawJsonb::datum))
+    })?;
+    append_to_stream(stream_id, &event, payload, expected)
+}
+
+/// Event `i` of a validated `append` array: its data and metadata as jsonb datums (for a
+/// validator), `{}` for what is absent, as the insert stores them.
+fn batch_payload(array: &RawJsonb, i: usize) -> (pg_sys::Datum, pg_sys::Datum) {
+    use eventstore_core::envelope::JsonView;
+    let member = |name: &str| {
+        array
+            .view()
+            .elements()
+            .ok()
+            .flatten()
+            .and_then(|items| items.into_iter().nth(i))
+            .and_then(|e| e.members().ok().flatten())
+            .and_then(|m| m.into_iter().find(|(k, _)| *k == name).map(|(_, v)| v))
+            .filter(|v| name != "metadata" || v.is_object())
+            .and_then(|v| v.to_value(eventstore_core::json::READ_DEPTH_LIMIT).ok())
+            .unwrap_or_else(|| serde_json::json!({}))
+    };
+    let datum = |v| pgrx::JsonB(v).into_datum().expect("jsonb");
+    (datum(member("data")), datum(member("metadata")))
 }
 
 /// Where the rows' `data` and `metadata` come from.
@@ -228,6 +294,16 @@ const BATCH_DATA: &str = "coalesce(t.e OPERATOR(pg_catalog.->) 'data', '{}'), \
     CASE WHEN pg_catalog.jsonb_typeof(t.e OPERATOR(pg_catalog.->) 'metadata') \
     OPERATOR(pg_catalog.=) 'object' THEN t.e OPERATOR(pg_catalog.->) 'metadata' ELSE '{}' END";
 const RETURNING: &str = " RETURNING event_id, stream_version, global_position";
+/// Schema versions other than 1 (the column's default) go in as the statements' last argument:
+/// `$8` for one event, the array `$7` for a batch, zipped with the batch's rows as `t.v` (see
+/// [`push_schema_versions`]). Appends of version-1 events use the statements without them, which
+/// also run on a database whose extension is not updated yet (no `schema_version` column).
+const VERSIONED_COLUMNS: &str = "INSERT INTO eventstore.events \
+    (stream_id, stream_version, event_id, event_type, data, metadata, recorded_at, \
+    schema_version) ";
+const VERSIONED_BATCH_ROWS: &str = "ROWS FROM (pg_catalog.unnest($3::pg_catalog.uuid[]), \
+    pg_catalog.unnest($4::pg_catalog.text[]), pg_catalog.jsonb_array_elements($5), \
+    pg_catalog.unnest($7::pg_catalog.int4[])) WITH ORDINALITY AS t(id, type, e, v, n)";
 /// A stream's time only moves forward: an append records the later of its transaction's time
 /// and the stream's last append, so `recorded_at` never decreases within a stream and `as_of`
 /// cuts a stream at one point (see replay).
@@ -237,7 +313,7 @@ const STREAM_TIME: &str = "GREATEST(pg_catalog.now(), s.updated_at)";
 /// number of events; `rows` selects the rows to insert from `s` (with `s.before`). It inserts
 /// nothing when the expected version does not admit `s.before`; the stream row has moved all
 /// the same, and [`Plans::lock`] then reads it.
-fn append_statement(rows: &str, count: &str) -> String {
+fn append_statement(columns: &str, rows: &str, count: &str) -> String {
     format!(
         "WITH s AS (\
            INSERT INTO eventstore.streams AS s (stream_id, category, version) \
@@ -246,14 +322,14 @@ fn append_statement(rows: &str, count: &str) -> String {
              SET version = s.version OPERATOR(pg_catalog.+) EXCLUDED.version, \
                  updated_at = {STREAM_TIME} \
            RETURNING s.version OPERATOR(pg_catalog.-) {count} AS before, s.updated_at AS at) \
-         {COLUMNS}{rows} \
+         {columns}{rows} \
            AND ($2::pg_catalog.int8 IS NULL OR $2 OPERATOR(pg_catalog.=) s.before \
                 OR ($2 OPERATOR(pg_catalog.=) -1 AND s.before OPERATOR(pg_catalog.>) 0)){RETURNING}"
     )
 }
 
 impl Plans {
-    fn prepare(client: &SpiClient<'_>) -> Plans {
+    fn prepare(client: &SpiClient<'_>, versioned: bool) -> Plans {
         use PgBuiltInOids as O;
         let oid = |o: PgBuiltInOids| PgOid::BuiltIn(o);
         let prep = |sql: &str, args: &[PgOid]| {
@@ -266,24 +342,34 @@ impl Plans {
         let tstz = oid(O::TIMESTAMPTZOID);
         let one = [text, int8, uuid, text, jsonb, jsonb];
         let many = [text, int8, oid(O::UUIDARRAYOID), oid(O::TEXTARRAYOID), jsonb];
+        let (columns, batch_rows, one_version, batch_version, one_type, batch_type) = if versioned {
+            let types = (vec![oid(O::INT4OID)], vec![oid(O::INT4ARRAYOID)]);
+            (VERSIONED_COLUMNS, VERSIONED_BATCH_ROWS, ", $8", ", t.v", types.0, types.1)
+        } else {
+            (COLUMNS, BATCH_ROWS, "", "", vec![], vec![])
+        };
         Plans {
             append_one: prep(
                 &append_statement(
-                    "SELECT $1, s.before OPERATOR(pg_catalog.+) 1, $3, $4, $5, coalesce($6, '{}'), s.at \
-                     FROM s WHERE true",
+                    columns,
+                    &format!(
+                        "SELECT $1, s.before OPERATOR(pg_catalog.+) 1, $3, $4, $5, coalesce($6, '{{}}'), \
+                         s.at{one_version} FROM s WHERE true"
+                    ),
                     "$7",
                 ),
-                &[&one[..], &[int8]].concat(),
+                &[&one[..], &[int8], &one_type].concat(),
             ),
             append_many: prep(
                 &append_statement(
+                    columns,
                     &format!(
                         "SELECT $1, s.before OPERATOR(pg_catalog.+) t.n, t.id, t.type, {BATCH_DATA}, \
-                         s.at FROM s, {BATCH_ROWS} WHERE true"
+                         s.at{batch_version} FROM s, {batch_rows} WHERE true"
                     ),
                     "$6",
                 ),
-                &[&many[..], &[int8]].concat(),
+                &[&many[..], &[int8], &batch_type].concat(),
             ),
             lock: prep(
                 "SELECT version FROM eventstore.streams \
@@ -310,17 +396,17 @@ impl Plans {
             ),
             insert_one_ids: prep(
                 &format!(
-                    "{COLUMNS}VALUES ($1, $2 OPERATOR(pg_catalog.+) 1, $3, $4, $5, \
-                     coalesce($6, '{{}}'), $7) ON CONFLICT (event_id) DO NOTHING{RETURNING}"
+                    "{columns}VALUES ($1, $2 OPERATOR(pg_catalog.+) 1, $3, $4, $5, \
+                     coalesce($6, '{{}}'), $7{one_version}) ON CONFLICT (event_id) DO NOTHING{RETURNING}"
                 ),
-                &[&one[..], &[tstz]].concat(),
+                &[&one[..], &[tstz], &one_type].concat(),
             ),
             insert_many_ids: prep(
                 &format!(
-                    "{COLUMNS}SELECT $1, $2 OPERATOR(pg_catalog.+) t.n, t.id, t.type, {BATCH_DATA}, \
-                     $6 FROM {BATCH_ROWS} ON CONFLICT (event_id) DO NOTHING{RETURNING}"
+                    "{columns}SELECT $1, $2 OPERATOR(pg_catalog.+) t.n, t.id, t.type, {BATCH_DATA}, \
+                     $6{batch_version} FROM {batch_rows} ON CONFLICT (event_id) DO NOTHING{RETURNING}"
                 ),
-                &[&many[..], &[tstz]].concat(),
+                &[&many[..], &[tstz], &batch_type].concat(),
             ),
         }
     }
@@ -328,11 +414,17 @@ impl Plans {
 
 thread_local! {
     static PLANS: OnceCell<Plans> = const { OnceCell::new() };
+    static VERSIONED_PLANS: OnceCell<Plans> = const { OnceCell::new() };
 }
 
-fn with_plans<R>(client: &mut SpiClient<'_>, f: impl FnOnce(&mut SpiClient<'_>, &Plans) -> R) -> R {
-    PLANS.with(|cell| {
-        let plans = cell.get_or_init(|| Plans::prepare(client));
+fn with_plans<R>(
+    client: &mut SpiClient<'_>,
+    versioned: bool,
+    f: impl FnOnce(&mut SpiClient<'_>, &Plans) -> R,
+) -> R {
+    let cache = if versioned { &VERSIONED_PLANS } else { &PLANS };
+    cache.with(|cell| {
+        let plans = cell.get_or_init(|| Plans::prepare(client, versioned));
         f(client, plans)
     })
 }
@@ -358,8 +450,9 @@ pub fn append_to_stream(
 ) -> Result<Vec<Appended>, EsError> {
     let count = events.len() as i64;
     let given_ids: Vec<pgrx::Uuid> = events.iter().filter_map(|e| e.id).map(pg_uuid).collect();
+    let versioned = events.iter().any(|e| e.schema_version.is_some_and(|v| v != 1));
     Spi::connect_mut(|client| {
-        with_plans(client, |client, plans| {
+        with_plans(client, versioned, |client, plans| {
             if given_ids.is_empty() {
                 // Generated ids cannot collide: lock, move the version, check and insert in one
                 // statement. When the check fails nothing is inserted, and the error raised
@@ -367,6 +460,9 @@ pub fn append_to_stream(
                 let _api = ApiWrite::begin();
                 let mut args = row_args(stream_id, expected.to_sql(), events, payload);
                 args.push(count.into());
+                if versioned {
+                    push_schema_versions(&mut args, events, payload);
+                }
                 let plan = match payload {
                     Payload::One { .. } => &plans.append_one,
                     Payload::Many(_) => &plans.append_many,
@@ -410,6 +506,9 @@ pub fn append_to_stream(
                 spi(moved.first().get_one()).expect("the stream row is locked and NOT NULL");
             let mut args = row_args(stream_id, Some(actual), events, payload);
             args.push(at.into());
+            if versioned {
+                push_schema_versions(&mut args, events, payload);
+            }
             let plan = match payload {
                 Payload::One { .. } => &plans.insert_one_ids,
                 Payload::Many(_) => &plans.insert_many_ids,
@@ -451,6 +550,20 @@ fn row_args<'a>(
         (Payload::One { .. }, _) => unreachable!("a single-event payload has one event"),
     }
     args
+}
+
+/// The last argument of a versioned insert: the schema version (single event) or versions
+/// (batch) the events are stored at, as [`crate::upcast::resolve_versions`] set them.
+fn push_schema_versions<'a>(
+    args: &mut Vec<DatumWithOid<'a>>,
+    events: &[NewEvent],
+    payload: Payload<'_>,
+) {
+    let version = |e: &NewEvent| e.schema_version.unwrap_or(1);
+    match (payload, events) {
+        (Payload::One { .. }, [event]) => args.push(version(event).into()),
+        _ => args.push(events.iter().map(version).collect::<Vec<i32>>().into()),
+    }
 }
 
 /// The appended rows of an insert's result (`RETURNING`), in version order.

@@ -38,11 +38,25 @@ fn cstring(s: String) -> CString {
 /// value that needs dropping is gone: the longjmp skips the frames between here and
 /// PostgreSQL's handler without unwinding them.
 pub fn raise(err: EsError) -> ! {
-    let code = pack_sqlstate(err.sqlstate());
-    let message = cstring(err.to_string());
-    let detail = err.detail().map(cstring);
-    let hint = err.hint().map(cstring);
+    let code = err.sqlstate();
+    let message = err.to_string();
+    let detail = err.detail();
+    let hint = err.hint();
     drop(err);
+    report(code, message, detail, hint)
+}
+
+/// Raise an error of a built-in SQLSTATE that is no [`EsError`] (an upcaster's failure around
+/// the event it failed on), keeping the error context callbacks in place. Never returns.
+pub fn raise_with(sqlstate: &str, message: String, hint: Option<String>) -> ! {
+    report(sqlstate, message, None, hint)
+}
+
+fn report(sqlstate: &str, message: String, detail: Option<String>, hint: Option<String>) -> ! {
+    let code = pack_sqlstate(sqlstate);
+    let message = cstring(message);
+    let detail = detail.map(cstring);
+    let hint = hint.map(cstring);
     // SAFETY: these are PostgreSQL's ereport primitives called in the order its macro uses;
     // errmsg/errdetail/errhint copy their arguments into ErrorContext before we free ours, and
     // the only frames skipped by errfinish's longjmp own nothing that must be dropped.

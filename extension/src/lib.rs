@@ -17,6 +17,7 @@ pub mod replay;
 pub mod settings;
 pub mod snapshot;
 mod spi;
+pub mod upcast;
 
 extension_sql_file!("sql/bootstrap.sql", name = "bootstrap", bootstrap);
 extension_sql_file!("sql/finalize.sql", name = "finalize", finalize);

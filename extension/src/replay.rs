@@ -31,7 +31,7 @@ use crate::envelope::validate_stream_id;
 use crate::error::{raise, EsError};
 use crate::jsonb::{JsonError, READ_DEPTH_LIMIT};
 use crate::spi::{self, oid};
-use crate::{merge, snapshot};
+use crate::{merge, snapshot, upcast};
 use eventstore_core::replay::{check_snapshot_every, check_snapshot_name, check_until_version};
 
 extension_sql_file!("sql/replay.sql", name = "replay", requires = ["finalize"]);
@@ -47,6 +47,7 @@ thread_local! {
     static REDUCER_PLAN: Cell<pg_sys::SPIPlanPtr> = const { Cell::new(ptr::null_mut()) };
     static LATE_PLAN: Cell<pg_sys::SPIPlanPtr> = const { Cell::new(ptr::null_mut()) };
     static SNAPSHOT_PLAN: Cell<pg_sys::SPIPlanPtr> = const { Cell::new(ptr::null_mut()) };
+    static CHAINS_PLAN: Cell<pg_sys::SPIPlanPtr> = const { Cell::new(ptr::null_mut()) };
     static EVENTS_PLAN: Cell<pg_sys::SPIPlanPtr> = const { Cell::new(ptr::null_mut()) };
     static DATA_PLAN: Cell<pg_sys::SPIPlanPtr> = const { Cell::new(ptr::null_mut()) };
 }
@@ -58,7 +59,8 @@ thread_local! {
 /// What the reducer is: does it fit ($2 is jsonb's type OID), may the caller run
 /// it, what are its names, and its fingerprint: a snapshot is used only under the reducer
 /// definition that folded it. `merge`'s logic is the extension's, so its fingerprint is the
-/// extension's version.
+/// extension's version; any other reducer's is its definition (`_definition`: no OIDs, so
+/// snapshots survive pg_dump and pg_upgrade).
 const REDUCER_SQL: &CStr = c"
     SELECT p.pronargs OPERATOR(pg_catalog.=) 2 AND p.prokind OPERATOR(pg_catalog.=) 'f'
            AND NOT p.proretset AND p.prorettype OPERATOR(pg_catalog.=) $2
@@ -76,8 +78,7 @@ const REDUCER_SQL: &CStr = c"
                THEN (SELECT pg_catalog.concat('pg_eventstore ', x.extversion)
                      FROM pg_catalog.pg_extension x
                      WHERE x.extname OPERATOR(pg_catalog.=) 'pg_eventstore')
-               ELSE pg_catalog.concat_ws('/', p.oid, p.prolang, p.prosecdef, p.provolatile,
-                                         p.proconfig, p.probin, p.prosrc, p.prosqlbody) END)
+               ELSE eventstore._definition(p.oid::pg_catalog.regprocedure) END)
     FROM pg_catalog.pg_proc p
     JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) p.pronamespace,
     LATERAL (SELECT n.nspname OPERATOR(pg_catalog.=) 'eventstore'
@@ -89,28 +90,71 @@ const LATE_SQL: &CStr = c"
     SELECT pg_catalog.min(e.stream_version) FROM eventstore.events e
     WHERE e.stream_id OPERATOR(pg_catalog.=) $1 AND e.recorded_at OPERATOR(pg_catalog.>) $2";
 
-/// The newest snapshot at or below $3 folded by this reducer definition ($4), or saved by an
-/// administrator (no fingerprint).
+/// The newest snapshot at or below $3 folded by this reducer definition ($4) under today's
+/// upcaster chains ($5: type -> fingerprint, types without a chain left out) for every type it
+/// folded, or saved by an administrator (no fingerprint).
 const SNAPSHOT_SQL: &CStr = c"
-    SELECT s.stream_version, s.state FROM eventstore.snapshots s
+    SELECT s.stream_version, s.state, s.chains FROM eventstore.snapshots s
     WHERE s.stream_id OPERATOR(pg_catalog.=) $1 AND s.snapshot_name OPERATOR(pg_catalog.=) $2
       AND s.stream_version OPERATOR(pg_catalog.<=) $3
-      AND (s.fingerprint IS NULL OR s.fingerprint OPERATOR(pg_catalog.=) $4)
+      AND (s.fingerprint IS NULL
+           OR (s.fingerprint OPERATOR(pg_catalog.=) $4 AND s.chains IS NOT NULL
+               AND NOT EXISTS (SELECT FROM pg_catalog.jsonb_each_text(s.chains) c
+                               WHERE c.value OPERATOR(pg_catalog.<>)
+                                     coalesce($5 OPERATOR(pg_catalog.->>) c.key, ''))))
     ORDER BY s.stream_version DESC LIMIT 1";
 
-/// Events after version $2 up to $3, as whole rows.
+/// The chains a new snapshot at $3 was folded under: those of the snapshot the fold started
+/// from ($5, at $2), and today's ($4) for every type stored in the events folded since.
+const CHAINS_SQL: &CStr = c"
+    SELECT coalesce($5, '{}'::pg_catalog.jsonb) OPERATOR(pg_catalog.||)
+           coalesce((SELECT pg_catalog.jsonb_object_agg(t.event_type,
+                                coalesce($4 OPERATOR(pg_catalog.->>) t.event_type, ''))
+                     FROM (SELECT DISTINCT e.event_type FROM eventstore.events e
+                           WHERE e.stream_id OPERATOR(pg_catalog.=) $1
+                             AND e.stream_version OPERATOR(pg_catalog.>) $2
+                             AND e.stream_version OPERATOR(pg_catalog.<=) $3) t),
+                    '{}'::pg_catalog.jsonb)";
+
+/// Events after version $2 up to $3, as whole rows, upcast unless $4 is false (see upcast.rs).
 const EVENTS_SQL: &CStr = c"
-    SELECT e.stream_version, e FROM eventstore.events e
+    SELECT e.stream_version,
+           ROW(e.global_position, e.stream_id, e.stream_version, e.event_id,
+               eventstore._upcast_type(e.event_type, e.schema_version, $4),
+               eventstore._upcast_data(e.event_type, e.schema_version, e.data, e.metadata, $4,
+                                       e.stream_id, e.stream_version, e.global_position),
+               e.metadata, e.recorded_at, e.transaction_id,
+               eventstore._upcast_version(e.event_type, e.schema_version, $4),
+               e.tags)::eventstore.events
+    FROM eventstore.events e
     WHERE e.stream_id OPERATOR(pg_catalog.=) $1 AND e.stream_version OPERATOR(pg_catalog.>) $2
       AND e.stream_version OPERATOR(pg_catalog.<=) $3
     ORDER BY e.stream_version";
 
 /// The same events, only their data (and position, for errors): all `merge` needs.
 const DATA_SQL: &CStr = c"
-    SELECT e.stream_version, e.data, e.global_position FROM eventstore.events e
+    SELECT e.stream_version,
+           eventstore._upcast_data(e.event_type, e.schema_version, e.data, e.metadata, $4,
+                                   e.stream_id, e.stream_version, e.global_position),
+           e.global_position
+    FROM eventstore.events e
     WHERE e.stream_id OPERATOR(pg_catalog.=) $1 AND e.stream_version OPERATOR(pg_catalog.>) $2
       AND e.stream_version OPERATOR(pg_catalog.<=) $3
     ORDER BY e.stream_version";
+
+unsafe extern "C-unwind" {
+    /// SPI_cursor_fetch without pgrx's guard: the fetch runs upcasters (user code), and their
+    /// errors must reach the caller with their own SQLSTATE and context, as a reducer's do.
+    #[link_name = "SPI_cursor_fetch"]
+    fn spi_cursor_fetch_unguarded(portal: pg_sys::Portal, forward: bool, count: std::ffi::c_long);
+}
+
+/// Fetch the next `count` rows. An upcaster's error longjmps from here: callers hold only
+/// `Copy` values (see the module comment).
+unsafe fn cursor_fetch(portal: pg_sys::Portal, count: std::ffi::c_long) {
+    // SAFETY: the caller passes an open portal and is connected to SPI.
+    unsafe { spi_cursor_fetch_unguarded(portal, true, count) }
+}
 
 /// A copy of the varlena `datum` in `cxt`, detoasted.
 pub(crate) unsafe fn copy_varlena(cxt: pg_sys::MemoryContext, datum: Datum) -> Datum {
@@ -141,11 +185,20 @@ struct Request {
     snapshot_every: Option<i64>,
     /// replay reads only; aggregate may write a snapshot.
     read_only: bool,
+    /// Fold events upcast to their current version (false: as stored).
+    upcast: bool,
 }
 
 unsafe fn arg(fcinfo: pg_sys::FunctionCallInfo, n: usize) -> Option<Datum> {
     // SAFETY: the caller passes the live fcinfo of replay or aggregate, which have arg n.
     unsafe { pgrx::fcinfo::pg_getarg_datum(fcinfo, n) }
+}
+
+/// The trailing `upcast` argument (NULL: true). An older release's declaration, called between
+/// installing this library and ALTER EXTENSION UPDATE, has no such argument.
+unsafe fn upcast_arg(fcinfo: pg_sys::FunctionCallInfo, n: usize) -> bool {
+    // SAFETY: the argument is read only when the call has it.
+    unsafe { (*fcinfo).nargs as usize <= n || arg(fcinfo, n).is_none_or(|d| d.value() != 0) }
 }
 
 unsafe fn text_arg<'a>(fcinfo: pg_sys::FunctionCallInfo, n: usize) -> Option<&'a str> {
@@ -155,7 +208,7 @@ unsafe fn text_arg<'a>(fcinfo: pg_sys::FunctionCallInfo, n: usize) -> Option<&'a
 
 unsafe fn replay_request(fcinfo: pg_sys::FunctionCallInfo) -> Result<Request, EsError> {
     // SAFETY: `fcinfo` is replay's call: (text, regprocedure, jsonb, bigint, timestamptz,
-    // text), the types each argument is read as here.
+    // text, boolean), the types each argument is read as here.
     unsafe {
         validate_stream_id(text_arg(fcinfo, 0))?;
         let reducer = arg(fcinfo, 1)
@@ -172,13 +225,14 @@ unsafe fn replay_request(fcinfo: pg_sys::FunctionCallInfo) -> Result<Request, Es
             snapshot_name: arg(fcinfo, 5),
             snapshot_every: None,
             read_only: true,
+            upcast: upcast_arg(fcinfo, 6),
         })
     }
 }
 
 unsafe fn aggregate_request(fcinfo: pg_sys::FunctionCallInfo) -> Result<Request, EsError> {
-    // SAFETY: `fcinfo` is _aggregate's call: (text, regprocedure, jsonb, integer), the types
-    // each argument is read as here.
+    // SAFETY: `fcinfo` is _aggregate's call: (text, regprocedure, jsonb, integer, boolean), the
+    // types each argument is read as here.
     unsafe {
         validate_stream_id(text_arg(fcinfo, 0))?;
         let reducer = arg(fcinfo, 1)
@@ -194,6 +248,7 @@ unsafe fn aggregate_request(fcinfo: pg_sys::FunctionCallInfo) -> Result<Request,
             snapshot_name: None,
             snapshot_every,
             read_only: false,
+            upcast: upcast_arg(fcinfo, 4),
         })
     }
 }
@@ -221,6 +276,11 @@ struct Fold {
     snapshot_name: Datum,
     /// The reducer's fingerprint (text), in `state_cxt`.
     fingerprint: Datum,
+    /// Today's chain fingerprints (jsonb, see [`SNAPSHOT_SQL`]), in `state_cxt`.
+    chains_now: Datum,
+    /// The snapshot the fold started from: its version (or 0) and chains (jsonb, in `state_cxt`).
+    from_version: i64,
+    from_chains: Option<Datum>,
     /// The stream id, for errors.
     stream_id: Datum,
 }
@@ -282,32 +342,52 @@ unsafe fn start(req: &Request, state_cxt: pg_sys::MemoryContext) -> Result<Fold,
 
         let mut state = req.initial_state.map(|d| copy_varlena(state_cxt, d));
         let mut version = 0;
+        let mut from_chains = None;
+        let chains_now = {
+            let old = pg_sys::MemoryContextSwitchTo(state_cxt);
+            let chains = upcast::chain_fingerprints(req.upcast);
+            pg_sys::MemoryContextSwitchTo(old);
+            chains
+        };
         if bound > 0 {
             let plan = spi::plan(
                 &SNAPSHOT_PLAN,
                 SNAPSHOT_SQL,
-                &[oid(O::TEXTOID), oid(O::TEXTOID), oid(O::INT8OID), oid(O::TEXTOID)],
+                &[
+                    oid(O::TEXTOID),
+                    oid(O::TEXTOID),
+                    oid(O::INT8OID),
+                    oid(O::TEXTOID),
+                    oid(O::JSONBOID),
+                ],
             );
             let args = [
                 Some(req.stream_id),
                 Some(snapshot_name),
                 Some(Datum::from(bound)),
                 Some(fingerprint),
+                Some(chains_now),
             ];
             let (t, n) = spi::execute(plan, &args, req.read_only, 1);
             if n > 0 {
                 version = spi::get_i64(t, 0, 1).expect("NOT NULL");
                 state = Some(copy_varlena(state_cxt, spi::get(t, 0, 2).expect("NOT NULL")));
+                from_chains = spi::get(t, 0, 3).map(|d| copy_varlena(state_cxt, d));
             }
         }
 
-        let types = [oid(O::TEXTOID), oid(O::INT8OID), oid(O::INT8OID)];
+        let types = [oid(O::TEXTOID), oid(O::INT8OID), oid(O::INT8OID), oid(O::BOOLOID)];
         let plan = if is_merge {
             spi::cursor_plan(&DATA_PLAN, DATA_SQL, &types)
         } else {
             spi::cursor_plan(&EVENTS_PLAN, EVENTS_SQL, &types)
         };
-        let args = [Some(req.stream_id), Some(Datum::from(version)), Some(Datum::from(bound))];
+        let args = [
+            Some(req.stream_id),
+            Some(Datum::from(version)),
+            Some(Datum::from(bound)),
+            Some(Datum::from(req.upcast)),
+        ];
         let mut values = spi::values(&args);
         let nulls = spi::nulls(&args);
         let portal = pg_sys::SPI_cursor_open(
@@ -355,6 +435,9 @@ unsafe fn start(req: &Request, state_cxt: pg_sys::MemoryContext) -> Result<Fold,
             folded: 0,
             snapshot_name,
             fingerprint,
+            chains_now,
+            from_version: version,
+            from_chains,
             stream_id: req.stream_id,
         })
     }
@@ -372,7 +455,7 @@ unsafe fn fold_with_fmgr(mut f: Fold, fcinfo: pg_sys::FunctionCallInfo) -> Fold 
         let call = (*(*fcinfo).flinfo).fn_addr.expect("fmgr_info sets fn_addr");
         let args = ptr::addr_of_mut!((*fcinfo).args) as *mut pg_sys::NullableDatum;
         loop {
-            pg_sys::SPI_cursor_fetch(f.portal, true, CHUNK);
+            cursor_fetch(f.portal, CHUNK);
             let (table, rows) = (pg_sys::SPI_tuptable, pg_sys::SPI_processed);
             if rows == 0 {
                 break;
@@ -421,15 +504,17 @@ unsafe fn fold_with_fmgr(mut f: Fold, fcinfo: pg_sys::FunctionCallInfo) -> Fold 
 /// the caller raises once the Rust state is dropped.
 unsafe fn fold_with_merge(mut f: Fold) -> Result<Fold, EsError> {
     // SAFETY: the portal is open and its rows are events; every jsonb read is a non-null datum
-    // of the fetched chunk or of `state_cxt`, read before the next fetch. No user code runs
-    // here, so nothing longjmps over the Rust state.
+    // of the fetched chunk or of `state_cxt`, read before the next fetch. Upcasters run in the
+    // fetch and may longjmp over this frame: the Rust state lives in `state_cxt` (see
+    // context_owned), so the frame holds only Copy values.
     unsafe {
-        let mut state: Option<Value> = match f.state {
+        let state = &mut *context_owned::<Option<Value>>(f.state_cxt);
+        *state = match f.state {
             Some(d) => Some(merge::read_jsonb(d, || "the state to fold from".into())?),
             None => None,
         };
         loop {
-            pg_sys::SPI_cursor_fetch(f.portal, true, CHUNK);
+            cursor_fetch(f.portal, CHUNK);
             let (table, rows) = (pg_sys::SPI_tuptable, pg_sys::SPI_processed);
             if rows == 0 {
                 break;
@@ -448,7 +533,7 @@ unsafe fn fold_with_merge(mut f: Fold) -> Result<Fold, EsError> {
                     };
                     let container = crate::jsonb::from_datum(data)
                         .ok_or_else(|| EsError::json(JsonError::Malformed, event()))?;
-                    crate::jsonb::apply(&mut state, container, READ_DEPTH_LIMIT)
+                    crate::jsonb::apply(state, container, READ_DEPTH_LIMIT)
                         .map_err(|e| EsError::json(e, event()))?;
                 }
                 f.folded += 1;
@@ -457,10 +542,51 @@ unsafe fn fold_with_merge(mut f: Fold) -> Result<Fold, EsError> {
         }
         if f.folded > 0 {
             let old = pg_sys::MemoryContextSwitchTo(f.state_cxt);
-            f.state = state.and_then(|s| JsonB(s).into_datum());
+            f.state = state.take().and_then(|s| JsonB(s).into_datum());
             pg_sys::MemoryContextSwitchTo(old);
         }
         Ok(f)
+    }
+}
+
+/// A `T::default()` owned by the memory context `cxt`: dropped when `cxt` is reset or deleted,
+/// also when an error longjmps over its user and the context goes with the aborted call.
+unsafe fn context_owned<T: Default>(cxt: pg_sys::MemoryContext) -> *mut T {
+    unsafe extern "C-unwind" fn drop_it<T>(arg: *mut std::ffi::c_void) {
+        // SAFETY: arg is the Box::into_raw below, dropped once, when its context goes.
+        drop(unsafe { Box::from_raw(arg as *mut T) });
+    }
+    // SAFETY: the callback struct lives in `cxt` itself, as PostgreSQL requires.
+    unsafe {
+        let value = Box::into_raw(Box::<T>::default());
+        let callback =
+            pg_sys::MemoryContextAllocZero(cxt, size_of::<pg_sys::MemoryContextCallback>())
+                as *mut pg_sys::MemoryContextCallback;
+        (*callback).func = Some(drop_it::<T>);
+        (*callback).arg = value as *mut std::ffi::c_void;
+        pg_sys::MemoryContextRegisterResetCallback(cxt, callback);
+        value
+    }
+}
+
+/// The chains the fold's state was folded under (see [`CHAINS_SQL`]). Connected to SPI; the
+/// datum lives in the SPI result, valid until the next execute.
+unsafe fn folded_chains(f: &Fold) -> Option<Datum> {
+    use PgBuiltInOids as O;
+    // SAFETY: the caller is connected to SPI; every argument is a datum of the plan's types.
+    unsafe {
+        let types =
+            [oid(O::TEXTOID), oid(O::INT8OID), oid(O::INT8OID), oid(O::JSONBOID), oid(O::JSONBOID)];
+        let plan = spi::plan(&CHAINS_PLAN, CHAINS_SQL, &types);
+        let args = [
+            Some(f.stream_id),
+            Some(Datum::from(f.from_version)),
+            Some(Datum::from(f.version)),
+            Some(f.chains_now),
+            f.from_chains,
+        ];
+        let (t, _) = spi::execute(plan, &args, false, 1);
+        spi::get(t, 0, 1).map(|d| copy_varlena(f.state_cxt, d))
     }
 }
 
@@ -503,10 +629,12 @@ unsafe fn run(req: Request) -> (Option<Datum>, i64) {
             if fold.folded >= every && fold.version > 0 {
                 // The caller may not write snapshots; the extension saves what it folded itself,
                 // as the store's owner, after the reducer has run: no user code runs in here.
+                let chains = folded_chains(&fold);
                 let _owner = snapshot::AsOwner::begin();
                 let _api = ApiWrite::begin();
                 let name = fold.snapshot_name;
-                snapshot::save(req.stream_id, name, fold.version, state, Some(fold.fingerprint));
+                let fingerprint = Some(fold.fingerprint);
+                snapshot::save(req.stream_id, name, fold.version, state, fingerprint, chains);
             }
         }
         pg_sys::SPI_finish();

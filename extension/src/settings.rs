@@ -18,6 +18,10 @@ pub const MAX_JSON_DEPTH_CEILING: i32 = eventstore_core::json::READ_DEPTH_LIMIT 
 /// Most events one `append` call may carry: a batch is validated and inserted in memory.
 pub static MAX_APPEND_EVENTS: GucSetting<i32> = GucSetting::<i32>::new(10_000);
 
+/// Whether `append` refuses event types not declared with `eventstore.declare_event_type`, and
+/// payloads a declared type's validator rejects.
+pub static REQUIRE_DECLARED_TYPES: GucSetting<bool> = GucSetting::<bool>::new(false);
+
 pub fn max_json_depth() -> usize {
     MAX_JSON_DEPTH.get().max(1) as usize
 }
@@ -50,6 +54,15 @@ pub extern "C-unwind" fn _PG_init() {
         &MAX_APPEND_EVENTS,
         1,
         1_000_000,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"eventstore.require_declared_types",
+        c"Whether append refuses undeclared event types and payloads their validator rejects.",
+        c"Types are declared with eventstore.declare_event_type. Refused appends fail with \
+          SQLSTATE 22023. Only superusers may change it.",
+        &REQUIRE_DECLARED_TYPES,
         GucContext::Suset,
         GucFlags::default(),
     );

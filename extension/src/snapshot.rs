@@ -65,11 +65,11 @@ const VERSION_SQL: &CStr = c"
 /// Saving the same snapshot again replaces its state (an UPDATE: needs [`ApiWrite`]).
 const UPSERT_SQL: &CStr = c"
     INSERT INTO eventstore.snapshots AS s
-        (stream_id, snapshot_name, stream_version, state, fingerprint)
-    VALUES ($1, $2, $3, $4, $5)
+        (stream_id, snapshot_name, stream_version, state, fingerprint, chains)
+    VALUES ($1, $2, $3, $4, $5, $6)
     ON CONFLICT (stream_id, snapshot_name, stream_version)
     DO UPDATE SET state = EXCLUDED.state, fingerprint = EXCLUDED.fingerprint,
-                  created_at = pg_catalog.now()";
+                  chains = EXCLUDED.chains, created_at = pg_catalog.now()";
 
 const OWNER_SQL: &CStr = c"
     SELECT c.relowner FROM pg_catalog.pg_class c
@@ -77,13 +77,15 @@ const OWNER_SQL: &CStr = c"
 
 /// Insert or replace a snapshot. Connected to SPI, inside an [`ApiWrite`] scope, by a role
 /// that may write snapshots (the owner: see [`AsOwner`]). `fingerprint`: of the reducer that
-/// folded `state`; None for an administrator's snapshot.
+/// folded `state`, and `chains`: the upcaster chains it was folded under (jsonb); None for an
+/// administrator's snapshot.
 pub(crate) unsafe fn save(
     stream_id: Datum,
     name: Datum,
     version: i64,
     state: Datum,
     fingerprint: Option<Datum>,
+    chains: Option<Datum>,
 ) {
     use PgBuiltInOids as O;
     // SAFETY: the caller is connected to SPI, and the datums are of the plan's argument types.
@@ -91,10 +93,23 @@ pub(crate) unsafe fn save(
         let plan = spi::plan(
             &UPSERT_PLAN,
             UPSERT_SQL,
-            &[oid(O::TEXTOID), oid(O::TEXTOID), oid(O::INT8OID), oid(O::JSONBOID), oid(O::TEXTOID)],
+            &[
+                oid(O::TEXTOID),
+                oid(O::TEXTOID),
+                oid(O::INT8OID),
+                oid(O::JSONBOID),
+                oid(O::TEXTOID),
+                oid(O::JSONBOID),
+            ],
         );
-        let args =
-            [Some(stream_id), Some(name), Some(Datum::from(version)), Some(state), fingerprint];
+        let args = [
+            Some(stream_id),
+            Some(name),
+            Some(Datum::from(version)),
+            Some(state),
+            fingerprint,
+            chains,
+        ];
         spi::execute(plan, &args, false, 0);
     }
 }
@@ -215,7 +230,7 @@ pub unsafe extern "C-unwind" fn eventstore_save_snapshot(
         };
         {
             let _api = ApiWrite::begin();
-            save(req.stream_id, req.name, req.version, req.state, None);
+            save(req.stream_id, req.name, req.version, req.state, None, None);
         }
         pg_sys::SPI_finish();
         (*fcinfo).isnull = true;

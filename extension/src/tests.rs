@@ -411,7 +411,8 @@ mod tests {
              FROM pg_extension, unnest(extconfig) c WHERE extname = 'pg_eventstore'");
         assert_eq!(
             dumped,
-            "eventstore.events,eventstore.global_position_seq,eventstore.snapshots,eventstore.streams"
+            "eventstore.event_declarations,eventstore.events,eventstore.global_position_seq,\
+             eventstore.snapshots,eventstore.streams,eventstore.upcasters"
         );
     }
 }

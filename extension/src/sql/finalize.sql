@@ -18,12 +18,22 @@ BEGIN
 END
 $$;
 
+-- Every read returns events upcast to their type's current version (src/upcast.rs), or as
+-- stored with upcast => false. The row is built column by column: the three _upcast_ functions
+-- return an event with no upcaster route as it is.
 CREATE FUNCTION eventstore.read_stream(stream_id text, from_version bigint DEFAULT 1,
-                                       max_count bigint DEFAULT NULL)
+                                       max_count bigint DEFAULT NULL, upcast boolean DEFAULT true)
     RETURNS SETOF eventstore.events
-    LANGUAGE sql STABLE PARALLEL SAFE
+    LANGUAGE sql STABLE PARALLEL RESTRICTED
 AS $$
-    SELECT e.* FROM eventstore.events e
+    SELECT e.global_position, e.stream_id, e.stream_version, e.event_id,
+           eventstore._upcast_type(e.event_type, e.schema_version, $4) AS event_type,
+           eventstore._upcast_data(e.event_type, e.schema_version, e.data, e.metadata, $4,
+                                   e.stream_id, e.stream_version, e.global_position) AS data,
+           e.metadata, e.recorded_at, e.transaction_id,
+           eventstore._upcast_version(e.event_type, e.schema_version, $4) AS schema_version,
+           e.tags
+    FROM eventstore.events e
     WHERE eventstore._check_stream_read($1, $2, false, $3)
       AND e.stream_id OPERATOR(pg_catalog.=) $1 AND e.stream_version OPERATOR(pg_catalog.>=) $2
     ORDER BY e.stream_version
@@ -31,11 +41,19 @@ AS $$
 $$;
 
 CREATE FUNCTION eventstore.read_stream_backward(stream_id text, from_version bigint DEFAULT NULL,
-                                                max_count bigint DEFAULT NULL)
+                                                max_count bigint DEFAULT NULL,
+                                                upcast boolean DEFAULT true)
     RETURNS SETOF eventstore.events
-    LANGUAGE sql STABLE PARALLEL SAFE
+    LANGUAGE sql STABLE PARALLEL RESTRICTED
 AS $$
-    SELECT e.* FROM eventstore.events e
+    SELECT e.global_position, e.stream_id, e.stream_version, e.event_id,
+           eventstore._upcast_type(e.event_type, e.schema_version, $4) AS event_type,
+           eventstore._upcast_data(e.event_type, e.schema_version, e.data, e.metadata, $4,
+                                   e.stream_id, e.stream_version, e.global_position) AS data,
+           e.metadata, e.recorded_at, e.transaction_id,
+           eventstore._upcast_version(e.event_type, e.schema_version, $4) AS schema_version,
+           e.tags
+    FROM eventstore.events e
     WHERE eventstore._check_stream_read($1, $2, true, $3)
       AND e.stream_id OPERATOR(pg_catalog.=) $1
       AND e.stream_version OPERATOR(pg_catalog.<=) coalesce($2, 9223372036854775807)
@@ -51,11 +69,19 @@ $$;
 -- max_count NULL means the default page, 1000: a page is never the whole store.
 CREATE FUNCTION eventstore.read_all(after_transaction_id xid8 DEFAULT '0',
                                     after_global_position bigint DEFAULT 0,
-                                    max_count bigint DEFAULT 1000)
+                                    max_count bigint DEFAULT 1000,
+                                    upcast boolean DEFAULT true)
     RETURNS SETOF eventstore.events
     LANGUAGE sql STABLE
 AS $$
-    SELECT e.* FROM eventstore.events e
+    SELECT e.global_position, e.stream_id, e.stream_version, e.event_id,
+           eventstore._upcast_type(e.event_type, e.schema_version, $4) AS event_type,
+           eventstore._upcast_data(e.event_type, e.schema_version, e.data, e.metadata, $4,
+                                   e.stream_id, e.stream_version, e.global_position) AS data,
+           e.metadata, e.recorded_at, e.transaction_id,
+           eventstore._upcast_version(e.event_type, e.schema_version, $4) AS schema_version,
+           e.tags
+    FROM eventstore.events e
     WHERE eventstore._check_page_read($3)
       AND (e.transaction_id, e.global_position)
           OPERATOR(pg_catalog.>) (coalesce($1, '0'::pg_catalog.xid8), coalesce($2, 0))
@@ -68,11 +94,19 @@ $$;
 CREATE FUNCTION eventstore.read_category(category text,
                                          after_transaction_id xid8 DEFAULT '0',
                                          after_global_position bigint DEFAULT 0,
-                                         max_count bigint DEFAULT 1000)
+                                         max_count bigint DEFAULT 1000,
+                                         upcast boolean DEFAULT true)
     RETURNS SETOF eventstore.events
     LANGUAGE sql STABLE
 AS $$
-    SELECT e.* FROM eventstore.events e
+    SELECT e.global_position, e.stream_id, e.stream_version, e.event_id,
+           eventstore._upcast_type(e.event_type, e.schema_version, $5) AS event_type,
+           eventstore._upcast_data(e.event_type, e.schema_version, e.data, e.metadata, $5,
+                                   e.stream_id, e.stream_version, e.global_position) AS data,
+           e.metadata, e.recorded_at, e.transaction_id,
+           eventstore._upcast_version(e.event_type, e.schema_version, $5) AS schema_version,
+           e.tags
+    FROM eventstore.events e
     WHERE eventstore._check_category_read($1, $4)
       AND eventstore.category(e.stream_id) OPERATOR(pg_catalog.=) $1
       AND (e.transaction_id, e.global_position)
@@ -123,22 +157,29 @@ AS $$
         WHEN 'reader' THEN ARRAY[
             'eventstore.category(text)',
             'eventstore.stream_version(text)',
-            'eventstore.read_stream(text, bigint, bigint)',
-            'eventstore.read_stream_backward(text, bigint, bigint)',
-            'eventstore.read_all(xid8, bigint, bigint)',
-            'eventstore.read_category(text, xid8, bigint, bigint)',
+            'eventstore.read_stream(text, bigint, bigint, boolean)',
+            'eventstore.read_stream_backward(text, bigint, bigint, boolean)',
+            'eventstore.read_all(xid8, bigint, bigint, boolean)',
+            'eventstore.read_category(text, xid8, bigint, bigint, boolean)',
             'eventstore._check_stream_read(text, bigint, boolean, bigint)',
             'eventstore._check_page_read(bigint)',
             'eventstore._check_category_read(text, bigint)',
-            'eventstore.replay(text, regprocedure, jsonb, bigint, timestamptz, text)',
+            'eventstore.replay(text, regprocedure, jsonb, bigint, timestamptz, text, boolean)',
             'eventstore.load_snapshot(text, text, bigint)',
             'eventstore.merge(jsonb, eventstore.events)',
-            'eventstore.read_horizon()']::regprocedure[]
+            'eventstore.read_horizon()',
+            'eventstore._upcast_type(text, integer, boolean)',
+            'eventstore._upcast_version(text, integer, boolean)',
+            'eventstore._upcast_data(text, integer, jsonb, jsonb, boolean, text, bigint, bigint)',
+            'eventstore._registry()',
+            'eventstore._declarations()',
+            'eventstore._definition(regprocedure)',
+            'eventstore._event_types()']::regprocedure[]
         WHEN 'writer' THEN ARRAY[
             'eventstore.append(text, jsonb, bigint)',
-            'eventstore.append_event(text, text, jsonb, jsonb, bigint, uuid)',
-            'eventstore.aggregate(text, regprocedure, jsonb, integer)',
-            'eventstore._aggregate(text, regprocedure, jsonb, integer)']::regprocedure[]
+            'eventstore.append_event(text, text, jsonb, jsonb, bigint, uuid, integer)',
+            'eventstore.aggregate(text, regprocedure, jsonb, integer, boolean)',
+            'eventstore._aggregate(text, regprocedure, jsonb, integer, boolean)']::regprocedure[]
     END
 $$;
 
@@ -151,8 +192,8 @@ DECLARE
     f regprocedure;
 BEGIN
     EXECUTE format('GRANT USAGE ON SCHEMA eventstore TO %s', role);
-    EXECUTE format('GRANT SELECT ON eventstore.events, eventstore.streams, eventstore.snapshots TO %s',
-                   role);
+    EXECUTE format('GRANT SELECT ON eventstore.events, eventstore.streams, eventstore.snapshots, '
+                   'eventstore.events_current, eventstore.event_types TO %s', role);
     FOREACH f IN ARRAY eventstore._api_functions('reader') LOOP
         EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %s', f, role);
     END LOOP;
@@ -186,8 +227,8 @@ BEGIN
                        OPERATOR(pg_catalog.||) eventstore._api_functions('reader') LOOP
         EXECUTE format('REVOKE EXECUTE ON FUNCTION %s FROM %s', f, role);
     END LOOP;
-    EXECUTE format('REVOKE ALL ON eventstore.events, eventstore.streams, eventstore.snapshots FROM %s',
-                   role);
+    EXECUTE format('REVOKE ALL ON eventstore.events, eventstore.streams, eventstore.snapshots, '
+                   'eventstore.events_current, eventstore.event_types FROM %s', role);
     EXECUTE format('REVOKE ALL ON SCHEMA eventstore FROM %s', role);
 END
 $$;

@@ -6,17 +6,19 @@ CREATE FUNCTION eventstore.replay(stream_id text, reducer regprocedure,
                                   initial_state jsonb DEFAULT '{}',
                                   until_version bigint DEFAULT NULL,
                                   as_of timestamptz DEFAULT NULL,
-                                  snapshot_name text DEFAULT NULL)
+                                  snapshot_name text DEFAULT NULL,
+                                  upcast boolean DEFAULT true)
     RETURNS jsonb
     LANGUAGE c VOLATILE
     AS 'MODULE_PATHNAME', 'eventstore_replay';
 
 -- VOLATILE: the reducer is the caller's and may write.
-COMMENT ON FUNCTION eventstore.replay(text, regprocedure, jsonb, bigint, timestamptz, text) IS
+COMMENT ON FUNCTION eventstore.replay(text, regprocedure, jsonb, bigint, timestamptz, text, boolean) IS
 'Fold a stream''s events, in version order, through reducer(state jsonb, event eventstore.events) '
 'RETURNS jsonb, up to until_version and/or the longest prefix of the stream recorded at or before '
 'as_of, starting from the newest snapshot named snapshot_name (default: the reducer''s '
-'schema-qualified name) that this reducer''s definition folded within that bound.';
+'schema-qualified name) that this reducer''s definition folded within that bound. Events are '
+'folded upcast to their type''s current version unless upcast is false.';
 
 CREATE FUNCTION eventstore.save_snapshot(stream_id text, snapshot_name text,
                                          stream_version bigint, state jsonb)
@@ -37,7 +39,7 @@ AS $$
 $$;
 
 CREATE FUNCTION eventstore._aggregate(stream_id text, reducer regprocedure, initial_state jsonb,
-                                      snapshot_every int,
+                                      snapshot_every int, upcast boolean,
                                       OUT stream_version bigint, OUT state jsonb)
     RETURNS record
     LANGUAGE c VOLATILE
@@ -47,9 +49,10 @@ CREATE FUNCTION eventstore._aggregate(stream_id text, reducer regprocedure, init
 -- events were folded past the last one.
 CREATE FUNCTION eventstore.aggregate(stream_id text, reducer regprocedure,
                                      initial_state jsonb DEFAULT '{}',
-                                     snapshot_every int DEFAULT 100)
+                                     snapshot_every int DEFAULT 100,
+                                     upcast boolean DEFAULT true)
     RETURNS TABLE (stream_version bigint, state jsonb)
     LANGUAGE sql VOLATILE
 AS $$
-    SELECT a.stream_version, a.state FROM eventstore._aggregate($1, $2, $3, $4) a
+    SELECT a.stream_version, a.state FROM eventstore._aggregate($1, $2, $3, $4, $5) a
 $$;

@@ -90,6 +90,12 @@ BEGIN
     RETURN jsonb_build_object('n', coalesce((state->>'n')::int, 0) + 1, 'last', event.event_type);
 END $$;
 SELECT now() AS before_appends \gset
+-- An upcaster that is itself safe: its own search_path.
+CREATE FUNCTION public.sp_placed_v2(data jsonb, metadata jsonb) RETURNS jsonb
+    LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog AS $$
+BEGIN
+    RETURN data || jsonb_build_object('currency', 'EUR');
+END $$;
 
 -- The whole API, as a superuser whose path puts the hostile schema first. None of these
 -- statements names a function or operator itself, so only the extension's internals could
@@ -100,7 +106,8 @@ SET search_path = hostile, pg_catalog, public;
 SELECT now();
 SELECT 1::bigint = 1::bigint;
 \set VERBOSITY default
-SELECT stream_version FROM eventstore.append('sp-1', '[{"type": "OrderPlaced", "data": {"total": 5}}, {"type": "PaymentCaptured"}]', 0);
+SELECT eventstore.register_upcaster('OrderPlaced', 1, 'public.sp_placed_v2(jsonb,jsonb)');
+SELECT stream_version FROM eventstore.append('sp-1', '[{"type": "OrderPlaced", "data": {"total": 5}, "schema_version": 1}, {"type": "PaymentCaptured"}]', 0);
 SELECT stream_version FROM eventstore.append('sp-1', '[{"type": "OrderShipped", "id": "0b6a5d4e-2d4f-4bd0-8f6e-9d3c1f1f0a01"}]', 2);
 SELECT stream_version FROM eventstore.append('sp-1', '[{"type": "OrderShipped", "id": "0b6a5d4e-2d4f-4bd0-8f6e-9d3c1f1f0a01"}]', 2);
 SELECT stream_version FROM eventstore.append_event('sp-2', 'OrderPlaced', '{"total": 7}');
@@ -123,6 +130,11 @@ SELECT stream_version, state FROM eventstore.load_snapshot('sp-1', 'public.count
 SELECT eventstore.save_snapshot('sp-1', 'by-hand', 1, '{"n": 1}');
 SELECT eventstore.delete_snapshots('by-hand');
 SELECT xid FROM eventstore.read_horizon();
+SELECT stream_id, stream_version, event_type, schema_version, data FROM eventstore.events_current;
+SELECT stream_version, schema_version, data FROM eventstore.read_stream('sp-2', upcast => false);
+SELECT * FROM eventstore.event_types;
+SELECT eventstore.register_upcaster('OrderShipped', 1, 'public.sp_placed_v2(jsonb,jsonb)', 'OrderSent');
+SELECT eventstore.unregister_upcaster('OrderShipped', 1);
 CREATE ROLE regress_sp_role;
 SELECT eventstore.grant_writer('regress_sp_role');
 SELECT eventstore.revoke_access('regress_sp_role');
@@ -134,4 +146,5 @@ SET client_min_messages = warning;
 DROP SCHEMA hostile CASCADE;
 RESET client_min_messages;
 DROP FUNCTION public.count_events;
+DROP FUNCTION public.sp_placed_v2;
 DROP EXTENSION pg_eventstore;
