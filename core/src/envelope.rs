@@ -24,9 +24,11 @@ pub struct NewEvent {
     /// Caller-supplied id (the idempotency key), if any.
     pub id: Option<Uuid>,
     pub event_type: String,
+    /// Consistency-boundary tags (see [`crate::query`]), as given.
+    pub tags: Vec<String>,
 }
 
-const EVENT_KEYS: &str = "\"type\", \"data\", \"metadata\" and \"id\"";
+const EVENT_KEYS: &str = "\"type\", \"data\", \"metadata\", \"id\" and \"tags\"";
 
 /// Read access to a JSON value, as much as validation needs. The `Err`s come only from binary
 /// jsonb that cannot be read (never from a `serde_json::Value`).
@@ -37,6 +39,9 @@ pub trait JsonView<'a>: Copy {
     fn as_str(&self) -> Result<Option<&'a str>, JsonError>;
     fn is_null(&self) -> bool;
     fn is_object(&self) -> bool;
+    fn as_bool(&self) -> Option<bool>;
+    /// A number's text as PostgreSQL prints it, if this is a number.
+    fn number_text(&self) -> Option<String>;
     /// An array's elements; `None` if this is not an array.
     fn elements(&self) -> Result<Option<Vec<Self>>, JsonError>;
     /// An object's members; `None` if this is not an object.
@@ -65,6 +70,12 @@ impl<'a> JsonView<'a> for &'a Value {
     fn is_object(&self) -> bool {
         Value::is_object(self)
     }
+    fn as_bool(&self) -> Option<bool> {
+        Value::as_bool(self)
+    }
+    fn number_text(&self) -> Option<String> {
+        self.as_number().map(|n| n.to_string())
+    }
     fn elements(&self) -> Result<Option<Vec<Self>>, JsonError> {
         Ok(self.as_array().map(|a| a.iter().collect()))
     }
@@ -91,6 +102,18 @@ impl<'a> JsonView<'a> for Entry<'a> {
     }
     fn is_object(&self) -> bool {
         matches!(self, Entry::Container(c) if c.is_object())
+    }
+    fn as_bool(&self) -> Option<bool> {
+        match self {
+            Entry::Bool(b) => Some(*b),
+            _ => None,
+        }
+    }
+    fn number_text(&self) -> Option<String> {
+        match self {
+            Entry::Number(n) => crate::jsonb::numeric_text(n),
+            _ => None,
+        }
     }
     fn elements(&self) -> Result<Option<Vec<Self>>, JsonError> {
         match self {
@@ -214,14 +237,15 @@ fn parse_event<'a, V: JsonView<'a>>(
             format!("must be a JSON object with {EVENT_KEYS}, got {}", item.kind()),
         ));
     };
-    let (mut event_type, mut data, mut metadata, mut id, mut unknown) =
-        (None, None, None, None, None);
+    let (mut event_type, mut data, mut metadata, mut id, mut tags, mut unknown) =
+        (None, None, None, None, None, None);
     for (key, value) in members {
         match key {
             "type" => event_type = Some(value),
             "data" => data = Some(value),
             "metadata" => metadata = Some(value),
             "id" => id = Some(value),
+            "tags" => tags = Some(value),
             other => unknown = unknown.or(Some(other)),
         }
     }
@@ -259,6 +283,10 @@ fn parse_event<'a, V: JsonView<'a>>(
             format!("unknown key \"{unknown}\" (an event has {EVENT_KEYS})"),
         ));
     }
+    let tags = match tags {
+        Some(t) => crate::query::parse_tags(&format!("events[{i}].tags"), t)?,
+        None => Vec::new(),
+    };
     // Last: the only check that reads the whole payload.
     if let Some(d) = data {
         check_depth(&format!("events[{i}].data"), d, max_depth)?;
@@ -266,7 +294,7 @@ fn parse_event<'a, V: JsonView<'a>>(
     if let Some(m) = metadata {
         check_depth(&format!("events[{i}].metadata"), m, max_depth)?;
     }
-    Ok(NewEvent { id, event_type })
+    Ok(NewEvent { id, event_type, tags })
 }
 
 pub fn parse_uuid(argument: &str, s: &str) -> Result<Uuid, EsError> {
@@ -303,7 +331,10 @@ mod unit_tests {
     #[test]
     fn type_alone_is_an_event() {
         let events = parse(json!([{"type": "OrderPlaced"}])).unwrap();
-        assert_eq!(events, vec![NewEvent { id: None, event_type: "OrderPlaced".into() }]);
+        assert_eq!(
+            events,
+            vec![NewEvent { id: None, event_type: "OrderPlaced".into(), tags: vec![] }]
+        );
     }
 
     #[test]
@@ -317,7 +348,7 @@ mod unit_tests {
         .unwrap();
         assert_eq!(events[0].id, Some(Uuid::parse_str(id).unwrap()));
         assert_eq!(events[1].event_type, "B");
-        assert_eq!(events[2], NewEvent { id: None, event_type: "C".into() });
+        assert_eq!(events[2], NewEvent { id: None, event_type: "C".into(), tags: vec![] });
     }
 
     #[test]
