@@ -6,7 +6,7 @@
 //! writer that loses a race on the same expected version waits for the winner's row lock and
 //! then sees the winner's version: it fails with ES001, never with a unique violation.
 
-use std::cell::OnceCell;
+use std::cell::{Cell, OnceCell};
 
 use pgrx::callconv::{Arg, ArgAbi};
 use pgrx::datum::DatumWithOid;
@@ -95,7 +95,7 @@ impl RawJsonb {
     }
 
     /// The value, for validation.
-    fn view(&self) -> crate::jsonb::Entry<'_> {
+    pub(crate) fn view(&self) -> crate::jsonb::Entry<'_> {
         // SAFETY: a non-null jsonb argument, alive for the whole call.
         unsafe { crate::jsonb::from_datum(self.0) }
             .and_then(|c| c.root())
@@ -124,20 +124,32 @@ fn to_rows(result: Result<Vec<Appended>, EsError>) -> AppendedRows {
     }
 }
 
-/// Append a batch of events (a JSON array of `{"type", "data", "metadata", "id"}`) to a stream.
+/// Append a batch of events (a JSON array of `{"type", "data", "metadata", "id", "tags"}`) to a
+/// stream, optionally under an append condition (see [`crate::dcb`]).
 ///
 /// `SECURITY DEFINER` with a pinned `search_path`: application roles hold no write privilege on
 /// the store's tables, so the API is the only way in; no user code runs inside it.
-#[pg_extern(volatile, parallel_unsafe, security_definer)]
+#[pg_extern(name = "append", volatile, parallel_unsafe, security_definer)]
 #[search_path(pg_catalog, pg_temp)]
-fn append(
+fn append_conditional(
     stream_id: Option<&str>,
     events: Option<RawJsonb>,
     expected_version: default!(Option<i64>, "NULL"),
+    condition: default!(Option<RawJsonb>, "NULL"),
 ) -> TableIterator<
     'static,
     (name!(event_id, pgrx::Uuid), name!(stream_version, i64), name!(global_position, i64)),
 > {
+    BEFORE_0_3.with(|b| b.set(false));
+    append_rows(stream_id, events, expected_version, condition)
+}
+
+fn append_rows(
+    stream_id: Option<&str>,
+    events: Option<RawJsonb>,
+    expected_version: Option<i64>,
+    condition: Option<RawJsonb>,
+) -> AppendedRows {
     to_rows((|| {
         let stream_id = validate_stream_id(stream_id)?;
         let expected = ExpectedVersion::from_sql(expected_version)?;
@@ -146,24 +158,55 @@ fn append(
         check_batch_size(events_jsonb.map(RawJsonb::view), settings::max_append_events())?;
         let heads = parse_events(events_jsonb.map(RawJsonb::view), settings::max_json_depth())?;
         let payload = Payload::Many(events_jsonb.expect("validated as not NULL"));
+        if let Some(c) = crate::dcb::condition(condition.as_ref())? {
+            return crate::dcb::append_with_condition(stream_id, &heads, payload, expected, &c);
+        }
         append_to_stream(stream_id, &heads, payload, expected)
     })())
 }
 
-/// Append one event, without building a JSON array. Runs as [`append`] does.
-#[pg_extern(volatile, parallel_unsafe, security_definer)]
+/// Append one event, without building a JSON array. Runs as [`append_conditional`] does.
+// The SQL signature has eight parameters.
+#[allow(clippy::too_many_arguments)]
+#[pg_extern(name = "append_event", volatile, parallel_unsafe, security_definer)]
 #[search_path(pg_catalog, pg_temp)]
-fn append_event(
+fn append_event_conditional(
     stream_id: Option<&str>,
     event_type: Option<&str>,
     data: Option<RawJsonb>,
     metadata: default!(Option<RawJsonb>, "'{}'"),
     expected_version: default!(Option<i64>, "NULL"),
     event_id: default!(Option<pgrx::Uuid>, "NULL"),
+    tags: default!(Option<Vec<Option<String>>>, "NULL"),
+    condition: default!(Option<RawJsonb>, "NULL"),
 ) -> TableIterator<
     'static,
     (name!(event_id, pgrx::Uuid), name!(stream_version, i64), name!(global_position, i64)),
 > {
+    BEFORE_0_3.with(|b| b.set(false));
+    append_event_rows(
+        stream_id,
+        event_type,
+        data,
+        metadata,
+        expected_version,
+        event_id,
+        tags,
+        condition,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn append_event_rows(
+    stream_id: Option<&str>,
+    event_type: Option<&str>,
+    data: Option<RawJsonb>,
+    metadata: Option<RawJsonb>,
+    expected_version: Option<i64>,
+    event_id: Option<pgrx::Uuid>,
+    tags: Option<Vec<Option<String>>>,
+    condition: Option<RawJsonb>,
+) -> AppendedRows {
     to_rows((|| {
         let stream_id = validate_stream_id(stream_id)?;
         let event_type = validate_event_type("event_type", event_type)?;
@@ -179,16 +222,53 @@ fn append_event(
         }
         let expected = ExpectedVersion::from_sql(expected_version)?;
         let id = event_id.map(|u| uuid::Uuid::from_bytes(*u.as_bytes()));
-        let payload = Payload::One { data, metadata: metadata.as_ref() };
-        append_to_stream(stream_id, &[NewEvent { id, event_type }], payload, expected)
+        let tags = eventstore_core::query::check_tag_array("tags", tags)?;
+        let payload = Payload::One { data, metadata: metadata.as_ref(), tags: &tags };
+        let heads = [NewEvent { id, event_type, tags: tags.clone() }];
+        if let Some(c) = crate::dcb::condition(condition.as_ref())? {
+            return crate::dcb::append_with_condition(stream_id, &heads, payload, expected, &c);
+        }
+        append_to_stream(stream_id, &heads, payload, expected)
     })())
+}
+
+// The entry points of the 0.2.0 signatures (no condition, no tags): a database's catalog names
+// these symbols until ALTER EXTENSION pg_eventstore UPDATE replaces its functions, and until then
+// appends keep working with this library. No SQL is generated for them.
+#[pg_extern(volatile, parallel_unsafe, security_definer, sql = false)]
+fn append(
+    stream_id: Option<&str>,
+    events: Option<RawJsonb>,
+    expected_version: Option<i64>,
+) -> TableIterator<
+    'static,
+    (name!(event_id, pgrx::Uuid), name!(stream_version, i64), name!(global_position, i64)),
+> {
+    BEFORE_0_3.with(|b| b.set(true));
+    append_rows(stream_id, events, expected_version, None)
+}
+
+#[pg_extern(volatile, parallel_unsafe, security_definer, sql = false)]
+fn append_event(
+    stream_id: Option<&str>,
+    event_type: Option<&str>,
+    data: Option<RawJsonb>,
+    metadata: Option<RawJsonb>,
+    expected_version: Option<i64>,
+    event_id: Option<pgrx::Uuid>,
+) -> TableIterator<
+    'static,
+    (name!(event_id, pgrx::Uuid), name!(stream_version, i64), name!(global_position, i64)),
+> {
+    BEFORE_0_3.with(|b| b.set(true));
+    append_event_rows(stream_id, event_type, data, metadata, expected_version, event_id, None, None)
 }
 
 /// Where the rows' `data` and `metadata` come from.
 #[derive(Clone, Copy)]
 pub enum Payload<'a> {
-    /// `append_event`: one event's data, and its metadata (NULL = `{}`).
-    One { data: &'a RawJsonb, metadata: Option<&'a RawJsonb> },
+    /// `append_event`: one event's data, its metadata (NULL = `{}`) and tags.
+    One { data: &'a RawJsonb, metadata: Option<&'a RawJsonb>, tags: &'a [String] },
     /// `append`: the validated array of events; element n is the event at version after + n.
     Many(&'a RawJsonb),
 }
@@ -219,6 +299,9 @@ struct Plans {
 // whatever path they are planned under (docs/security.md).
 const COLUMNS: &str = "INSERT INTO eventstore.events \
     (stream_id, stream_version, event_id, event_type, data, metadata, recorded_at) ";
+/// From 0.3.0 on, events have tags: the statements for a database whose catalog is current.
+const COLUMNS_TAGS: &str = "INSERT INTO eventstore.events \
+    (stream_id, stream_version, event_id, event_type, data, metadata, recorded_at, tags) ";
 /// Rows of a batch: ids $3, types $4 and the events array $5, zipped in order; `n` counts
 /// from 1.
 const BATCH_ROWS: &str = "ROWS FROM (pg_catalog.unnest($3::pg_catalog.uuid[]), \
@@ -227,6 +310,10 @@ const BATCH_ROWS: &str = "ROWS FROM (pg_catalog.unnest($3::pg_catalog.uuid[]), \
 const BATCH_DATA: &str = "coalesce(t.e OPERATOR(pg_catalog.->) 'data', '{}'), \
     CASE WHEN pg_catalog.jsonb_typeof(t.e OPERATOR(pg_catalog.->) 'metadata') \
     OPERATOR(pg_catalog.=) 'object' THEN t.e OPERATOR(pg_catalog.->) 'metadata' ELSE '{}' END";
+/// An event's `"tags"` (validated: an array of strings, or null or absent for none).
+const BATCH_TAGS: &str = "CASE WHEN pg_catalog.jsonb_typeof(t.e OPERATOR(pg_catalog.->) 'tags') \
+    OPERATOR(pg_catalog.=) 'array' THEN ARRAY(SELECT pg_catalog.jsonb_array_elements_text(\
+    t.e OPERATOR(pg_catalog.->) 'tags')) ELSE '{}'::pg_catalog.text[] END";
 const RETURNING: &str = " RETURNING event_id, stream_version, global_position";
 /// A stream's time only moves forward: an append records the later of its transaction's time
 /// and the stream's last append, so `recorded_at` never decreases within a stream and `as_of`
@@ -237,7 +324,7 @@ const STREAM_TIME: &str = "GREATEST(pg_catalog.now(), s.updated_at)";
 /// number of events; `rows` selects the rows to insert from `s` (with `s.before`). It inserts
 /// nothing when the expected version does not admit `s.before`; the stream row has moved all
 /// the same, and [`Plans::lock`] then reads it.
-fn append_statement(rows: &str, count: &str) -> String {
+fn append_statement(columns: &str, rows: &str, count: &str) -> String {
     format!(
         "WITH s AS (\
            INSERT INTO eventstore.streams AS s (stream_id, category, version) \
@@ -246,14 +333,16 @@ fn append_statement(rows: &str, count: &str) -> String {
              SET version = s.version OPERATOR(pg_catalog.+) EXCLUDED.version, \
                  updated_at = {STREAM_TIME} \
            RETURNING s.version OPERATOR(pg_catalog.-) {count} AS before, s.updated_at AS at) \
-         {COLUMNS}{rows} \
+         {columns}{rows} \
            AND ($2::pg_catalog.int8 IS NULL OR $2 OPERATOR(pg_catalog.=) s.before \
                 OR ($2 OPERATOR(pg_catalog.=) -1 AND s.before OPERATOR(pg_catalog.>) 0)){RETURNING}"
     )
 }
 
 impl Plans {
-    fn prepare(client: &SpiClient<'_>) -> Plans {
+    /// `tags`: the catalog is 0.3.0's (an older one, until ALTER EXTENSION UPDATE, has no
+    /// `tags` column; its appends come through the entry points of its own signatures).
+    fn prepare(client: &SpiClient<'_>, tags: bool) -> Plans {
         use PgBuiltInOids as O;
         let oid = |o: PgBuiltInOids| PgOid::BuiltIn(o);
         let prep = |sql: &str, args: &[PgOid]| {
@@ -266,20 +355,30 @@ impl Plans {
         let tstz = oid(O::TIMESTAMPTZOID);
         let one = [text, int8, uuid, text, jsonb, jsonb];
         let many = [text, int8, oid(O::UUIDARRAYOID), oid(O::TEXTARRAYOID), jsonb];
+        // A single event's tags are $8; a batch's come from its array.
+        let (columns, one_tags, many_tags, tags_type) = if tags {
+            (COLUMNS_TAGS, ", $8", format!(", {BATCH_TAGS}"), &[oid(O::TEXTARRAYOID)][..])
+        } else {
+            (COLUMNS, "", String::new(), &[][..])
+        };
         Plans {
             append_one: prep(
                 &append_statement(
-                    "SELECT $1, s.before OPERATOR(pg_catalog.+) 1, $3, $4, $5, coalesce($6, '{}'), s.at \
-                     FROM s WHERE true",
+                    columns,
+                    &format!(
+                        "SELECT $1, s.before OPERATOR(pg_catalog.+) 1, $3, $4, $5, coalesce($6, '{{}}'), \
+                         s.at{one_tags} FROM s WHERE true"
+                    ),
                     "$7",
                 ),
-                &[&one[..], &[int8]].concat(),
+                &[&one[..], &[int8], tags_type].concat(),
             ),
             append_many: prep(
                 &append_statement(
+                    columns,
                     &format!(
                         "SELECT $1, s.before OPERATOR(pg_catalog.+) t.n, t.id, t.type, {BATCH_DATA}, \
-                         s.at FROM s, {BATCH_ROWS} WHERE true"
+                         s.at{many_tags} FROM s, {BATCH_ROWS} WHERE true"
                     ),
                     "$6",
                 ),
@@ -310,15 +409,15 @@ impl Plans {
             ),
             insert_one_ids: prep(
                 &format!(
-                    "{COLUMNS}VALUES ($1, $2 OPERATOR(pg_catalog.+) 1, $3, $4, $5, \
-                     coalesce($6, '{{}}'), $7) ON CONFLICT (event_id) DO NOTHING{RETURNING}"
+                    "{columns}VALUES ($1, $2 OPERATOR(pg_catalog.+) 1, $3, $4, $5, \
+                     coalesce($6, '{{}}'), $7{one_tags}) ON CONFLICT (event_id) DO NOTHING{RETURNING}"
                 ),
-                &[&one[..], &[tstz]].concat(),
+                &[&one[..], &[tstz], tags_type].concat(),
             ),
             insert_many_ids: prep(
                 &format!(
-                    "{COLUMNS}SELECT $1, $2 OPERATOR(pg_catalog.+) t.n, t.id, t.type, {BATCH_DATA}, \
-                     $6 FROM {BATCH_ROWS} ON CONFLICT (event_id) DO NOTHING{RETURNING}"
+                    "{columns}SELECT $1, $2 OPERATOR(pg_catalog.+) t.n, t.id, t.type, {BATCH_DATA}, \
+                     $6{many_tags} FROM {BATCH_ROWS} ON CONFLICT (event_id) DO NOTHING{RETURNING}"
                 ),
                 &[&many[..], &[tstz]].concat(),
             ),
@@ -328,11 +427,23 @@ impl Plans {
 
 thread_local! {
     static PLANS: OnceCell<Plans> = const { OnceCell::new() };
+    /// For a catalog older than 0.3.0 (no tags column), reached only through [`append`] and
+    /// [`append_event`], the entry points such a catalog names.
+    static PLANS_BEFORE_0_3: OnceCell<Plans> = const { OnceCell::new() };
+    /// Set by every entry point for its call: whether the catalog predates 0.3.0.
+    static BEFORE_0_3: Cell<bool> = const { Cell::new(false) };
+}
+
+/// For an entry point of this version's catalog (`append_multi`): the statements with tags.
+pub(crate) fn catalog_is_current() {
+    BEFORE_0_3.with(|b| b.set(false));
 }
 
 fn with_plans<R>(client: &mut SpiClient<'_>, f: impl FnOnce(&mut SpiClient<'_>, &Plans) -> R) -> R {
-    PLANS.with(|cell| {
-        let plans = cell.get_or_init(|| Plans::prepare(client));
+    let current = !BEFORE_0_3.with(Cell::get);
+    let cache = if current { &PLANS } else { &PLANS_BEFORE_0_3 };
+    cache.with(|cell| {
+        let plans = cell.get_or_init(|| Plans::prepare(client, current));
         f(client, plans)
     })
 }
@@ -367,6 +478,7 @@ pub fn append_to_stream(
                 let _api = ApiWrite::begin();
                 let mut args = row_args(stream_id, expected.to_sql(), events, payload);
                 args.push(count.into());
+                push_tags(&mut args, payload);
                 let plan = match payload {
                     Payload::One { .. } => &plans.append_one,
                     Payload::Many(_) => &plans.append_many,
@@ -410,6 +522,7 @@ pub fn append_to_stream(
                 spi(moved.first().get_one()).expect("the stream row is locked and NOT NULL");
             let mut args = row_args(stream_id, Some(actual), events, payload);
             args.push(at.into());
+            push_tags(&mut args, payload);
             let plan = match payload {
                 Payload::One { .. } => &plans.insert_one_ids,
                 Payload::Many(_) => &plans.insert_many_ids,
@@ -437,7 +550,7 @@ fn row_args<'a>(
     let id_of = |e: &NewEvent| pg_uuid(e.id.unwrap_or_else(uuid::Uuid::now_v7));
     let mut args: Vec<DatumWithOid<'a>> = vec![stream_id.into(), version.into()];
     match (payload, events) {
-        (Payload::One { data, metadata }, [event]) => {
+        (Payload::One { data, metadata, .. }, [event]) => {
             args.push(id_of(event).into());
             args.push(event.event_type.as_str().into());
             args.push(data.arg());
@@ -451,6 +564,16 @@ fn row_args<'a>(
         (Payload::One { .. }, _) => unreachable!("a single-event payload has one event"),
     }
     args
+}
+
+/// A single event's tags (`$8`); a batch's come from its array.
+fn push_tags<'a>(args: &mut Vec<DatumWithOid<'a>>, payload: Payload<'a>) {
+    if BEFORE_0_3.with(Cell::get) {
+        return;
+    }
+    if let Payload::One { tags, .. } = payload {
+        args.push(tags.to_vec().into());
+    }
 }
 
 /// The appended rows of an insert's result (`RETURNING`), in version order.

@@ -133,10 +133,12 @@ AS $$
             'eventstore.replay(text, regprocedure, jsonb, bigint, timestamptz, text)',
             'eventstore.load_snapshot(text, text, bigint)',
             'eventstore.merge(jsonb, eventstore.events)',
-            'eventstore.read_horizon()']::regprocedure[]
+            'eventstore.read_horizon()',
+            'eventstore.read_query(jsonb, bigint)']::regprocedure[]
         WHEN 'writer' THEN ARRAY[
-            'eventstore.append(text, jsonb, bigint)',
-            'eventstore.append_event(text, text, jsonb, jsonb, bigint, uuid)',
+            'eventstore.append(text, jsonb, bigint, jsonb)',
+            'eventstore.append_event(text, text, jsonb, jsonb, bigint, uuid, text[], jsonb)',
+            'eventstore.append_multi(jsonb, jsonb)',
             'eventstore.aggregate(text, regprocedure, jsonb, integer)',
             'eventstore._aggregate(text, regprocedure, jsonb, integer)']::regprocedure[]
     END
