@@ -717,7 +717,7 @@ mod unit_tests {
             let decider = locks(&query(json!({"items": [item.clone()]})).unwrap(), &[]);
             let appender = locks(
                 &query(json!({"items": [{"tags": ["unrelated"]}]})).unwrap(),
-                &[event.clone()],
+                std::slice::from_ref(&event),
             );
             assert!(shared_with(&decider, &appender), "{item}");
         }
