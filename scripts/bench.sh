@@ -72,7 +72,7 @@ say "reading PostgreSQL settings from a throwaway cluster"
 
 # --- the benchmarks, in order; one that fails is noted and the others still run --------------
 failed=()
-for name in append replay worker trigger wait_for catchup upcast; do
+for name in append replay worker trigger wait_for catchup upcast dcb; do
     script=bench/$name.sh
     if [ ! -f "$script" ]; then
         say "no $script: skipped"

@@ -26,9 +26,12 @@ pub struct NewEvent {
     pub event_type: String,
     /// `"schema_version"`, if given: checked against the type's chain by the caller.
     pub schema_version: Option<i32>,
+    /// Consistency-boundary tags (see [`crate::query`]), as given.
+    pub tags: Vec<String>,
 }
 
-const EVENT_KEYS: &str = "\"type\", \"data\", \"metadata\", \"id\" and \"schema_version\"";
+const EVENT_KEYS: &str =
+    "\"type\", \"data\", \"metadata\", \"id\", \"schema_version\" and \"tags\"";
 
 /// Read access to a JSON value, as much as validation needs. The `Err`s come only from binary
 /// jsonb that cannot be read (never from a `serde_json::Value`).
@@ -39,6 +42,9 @@ pub trait JsonView<'a>: Copy {
     fn as_str(&self) -> Result<Option<&'a str>, JsonError>;
     fn is_null(&self) -> bool;
     fn is_object(&self) -> bool;
+    fn as_bool(&self) -> Option<bool>;
+    /// A number's text as PostgreSQL prints it, if this is a number.
+    fn number_text(&self) -> Option<String>;
     /// An array's elements; `None` if this is not an array.
     fn elements(&self) -> Result<Option<Vec<Self>>, JsonError>;
     /// An object's members; `None` if this is not an object.
@@ -68,6 +74,12 @@ impl<'a> JsonView<'a> for &'a Value {
     }
     fn is_object(&self) -> bool {
         Value::is_object(self)
+    }
+    fn as_bool(&self) -> Option<bool> {
+        Value::as_bool(self)
+    }
+    fn number_text(&self) -> Option<String> {
+        self.as_number().map(|n| n.to_string())
     }
     fn elements(&self) -> Result<Option<Vec<Self>>, JsonError> {
         Ok(self.as_array().map(|a| a.iter().collect()))
@@ -99,6 +111,18 @@ impl<'a> JsonView<'a> for Entry<'a> {
     }
     fn is_object(&self) -> bool {
         matches!(self, Entry::Container(c) if c.is_object())
+    }
+    fn as_bool(&self) -> Option<bool> {
+        match self {
+            Entry::Bool(b) => Some(*b),
+            _ => None,
+        }
+    }
+    fn number_text(&self) -> Option<String> {
+        match self {
+            Entry::Number(n) => crate::jsonb::numeric_text(n),
+            _ => None,
+        }
     }
     fn elements(&self) -> Result<Option<Vec<Self>>, JsonError> {
         match self {
@@ -228,8 +252,8 @@ fn parse_event<'a, V: JsonView<'a>>(
             format!("must be a JSON object with {EVENT_KEYS}, got {}", item.kind()),
         ));
     };
-    let (mut event_type, mut data, mut metadata, mut id, mut version, mut unknown) =
-        (None, None, None, None, None, None);
+    let (mut event_type, mut data, mut metadata, mut id, mut version, mut tags, mut unknown) =
+        (None, None, None, None, None, None, None);
     for (key, value) in members {
         match key {
             "type" => event_type = Some(value),
@@ -237,6 +261,7 @@ fn parse_event<'a, V: JsonView<'a>>(
             "metadata" => metadata = Some(value),
             "id" => id = Some(value),
             "schema_version" => version = Some(value),
+            "tags" => tags = Some(value),
             other => unknown = unknown.or(Some(other)),
         }
     }
@@ -279,6 +304,10 @@ fn parse_event<'a, V: JsonView<'a>>(
             format!("unknown key \"{unknown}\" (an event has {EVENT_KEYS})"),
         ));
     }
+    let tags = match tags {
+        Some(t) => crate::query::parse_tags(&format!("events[{i}].tags"), t)?,
+        None => Vec::new(),
+    };
     // Last: the only check that reads the whole payload.
     if let Some(d) = data {
         check_depth(&format!("events[{i}].data"), d, max_depth)?;
@@ -286,7 +315,7 @@ fn parse_event<'a, V: JsonView<'a>>(
     if let Some(m) = metadata {
         check_depth(&format!("events[{i}].metadata"), m, max_depth)?;
     }
-    Ok(NewEvent { id, event_type, schema_version })
+    Ok(NewEvent { id, event_type, schema_version, tags })
 }
 
 /// An event's `"schema_version"`: an integer from 1 to 2147483647.
@@ -340,7 +369,12 @@ mod unit_tests {
         let events = parse(json!([{"type": "OrderPlaced"}])).unwrap();
         assert_eq!(
             events,
-            vec![NewEvent { id: None, event_type: "OrderPlaced".into(), schema_version: None }]
+            vec![NewEvent {
+                id: None,
+                event_type: "OrderPlaced".into(),
+                schema_version: None,
+                tags: vec![]
+            }]
         );
     }
 
@@ -355,7 +389,10 @@ mod unit_tests {
         .unwrap();
         assert_eq!(events[0].id, Some(Uuid::parse_str(id).unwrap()));
         assert_eq!(events[1].event_type, "B");
-        assert_eq!(events[2], NewEvent { id: None, event_type: "C".into(), schema_version: None });
+        assert_eq!(
+            events[2],
+            NewEvent { id: None, event_type: "C".into(), schema_version: None, tags: vec![] }
+        );
     }
 
     #[test]

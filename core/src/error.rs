@@ -118,6 +118,15 @@ pub enum EsError {
     #[error("{what} {problem}")]
     UnreadableJson { what: String, problem: JsonError },
 
+    /// An append condition failed: an event matching its query exists that the decision's read
+    /// did not see (or, without `after`, any matching event exists). Names the first one.
+    #[error(
+        "append condition failed: event at global position {position} (stream \"{stream}\", \
+         type \"{event_type}\") matches the condition's query{}",
+        if *.after { " and was not seen by the read its token comes from" } else { "" }
+    )]
+    ConditionFailed { position: i64, stream: String, event_type: String, after: bool },
+
     /// A batch larger than `eventstore.max_append_events`.
     #[error("too many events in one append: {count}; the limit is {limit} (eventstore.max_append_events)")]
     TooManyEvents { count: usize, limit: usize },
@@ -156,6 +165,7 @@ impl EsError {
             Self::WrongExpectedVersion { .. } => "ES001",
             Self::AppendOnly(_) => "ES003",
             Self::DuplicateEventId { .. } => "ES004",
+            Self::ConditionFailed { .. } => "ES005",
             Self::InvalidArgument { .. } => "22023",
             // statement_too_complex, as PostgreSQL's own stack-depth check
             Self::JsonTooDeep { .. } => "54001",
@@ -191,6 +201,18 @@ impl EsError {
             Self::WrongExpectedVersion { .. } => Some(
                 "Another writer appended to the stream first: read the new events, decide \
                  again, and retry with the current version."
+                    .into(),
+            ),
+            Self::ConditionFailed { after: true, .. } => Some(
+                "Another writer appended an event inside this decision's consistency boundary: \
+                 read the query again (eventstore.read_query), decide again, and retry with the \
+                 new token."
+                    .into(),
+            ),
+            Self::ConditionFailed { after: false, .. } => Some(
+                "The condition has no \"after\": any matching event fails it. To allow the \
+                 events a decision has seen, pass the token of its eventstore.read_query as \
+                 \"after\"."
                     .into(),
             ),
             Self::AppendOnly(rejected) => Some(match rejected.table.as_str() {

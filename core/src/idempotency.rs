@@ -67,7 +67,7 @@ mod unit_tests {
     }
 
     fn new(n: u8, t: &str) -> NewEvent {
-        NewEvent { id: Some(id(n)), event_type: t.into(), schema_version: None }
+        NewEvent { id: Some(id(n)), event_type: t.into(), schema_version: None, tags: vec![] }
     }
 
     fn stored(n: u8, stream: &str, version: i64, t: &str) -> StoredEvent {

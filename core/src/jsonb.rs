@@ -82,6 +82,13 @@ impl<'a> Container<'a> {
         self.header & JB_FOBJECT != 0
     }
 
+    /// The container's bytes, from its header on: a nested container copied behind a varlena
+    /// header is a jsonb datum of its own (what PostgreSQL's `JsonbValueToJsonb` does for a
+    /// binary value).
+    pub fn bytes(&self) -> &'a [u8] {
+        self.bytes
+    }
+
     /// How many elements (an array) or key/value pairs (an object) this container holds.
     pub fn len(&self) -> usize {
         self.count()

@@ -12,8 +12,10 @@ pub mod idempotency;
 pub mod json;
 pub mod jsonb;
 pub mod merge;
+pub mod multi;
 #[cfg(test)]
 mod properties;
+pub mod query;
 pub mod read;
 pub mod replay;
 pub mod snapshot;

@@ -35,15 +35,22 @@ ALTER TABLE eventstore.events
     ADD COLUMN schema_version integer NOT NULL DEFAULT 1 CHECK (schema_version > 0),
     ADD COLUMN tags text[] NOT NULL DEFAULT '{}';
 
+-- Multi-stream appends and append conditions (docs/dcb.md): the queries of append conditions
+-- and read_query find tagged events by tag, events by type.
+CREATE INDEX events_by_tag ON eventstore.events USING gin (tags) WITH (fastupdate = off)
+    WHERE tags <> '{}';
+CREATE INDEX events_by_type ON eventstore.events (pg_catalog.hashtext(event_type));
+
 -- ---------------------------------------------------------------------------------------------
 -- Schema evolution (upcasting)
 --
 -- The upcaster registry, the functions every read builds its rows with, and a trailing
 -- upcast parameter on every read: read_stream, read_stream_backward, read_all, read_category,
--- replay and aggregate change signature, as does append_event (schema_version). Those are
--- renamed out of the way first, so that after the new ones exist the roles granted the old ones
--- are granted the new ones (grant_writer/grant_reader), and then dropped. The stored events keep
--- schema_version 1 (the column's default, above).
+-- replay and aggregate change signature. So do append (condition) and append_event
+-- (schema_version, then tags and condition: see "Multi-stream appends and append conditions"
+-- below). Those are renamed out of the way first, so that after the new ones exist the roles
+-- granted the old ones are granted the new ones (grant_writer/grant_reader), and then dropped.
+-- The stored events keep schema_version 1 (the column's default, above).
 
 -- Rust functions (as cargo-pgrx generates them).
 CREATE  FUNCTION eventstore."registry_changed"()
@@ -241,17 +248,21 @@ ALTER FUNCTION eventstore.replay(text, regprocedure, jsonb, bigint, timestamptz,
 ALTER FUNCTION eventstore.aggregate(text, regprocedure, jsonb, integer) RENAME TO _v020_aggregate;
 ALTER FUNCTION eventstore._aggregate(text, regprocedure, jsonb, integer)
     RENAME TO _v020__aggregate;
+ALTER FUNCTION eventstore.append(text, jsonb, bigint) RENAME TO _v020_append;
 ALTER FUNCTION eventstore.append_event(text, text, jsonb, jsonb, bigint, uuid)
     RENAME TO _v020_append_event;
 
-CREATE  FUNCTION eventstore."append_event"(
+-- Multi-stream appends and append conditions (docs/dcb.md) -----------------------------------
+--
+-- append takes a condition; append_event a schema_version, tags and a condition; append_multi
+-- appends to several streams at once; read_query reads what a condition is decided on. Whoever
+-- could append may do all three (grant_writer below); whoever could read may run read_query.
+
+CREATE  FUNCTION eventstore."append"(
 	"stream_id" TEXT,
-	"event_type" TEXT,
-	"data" jsonb,
-	"metadata" jsonb DEFAULT '{}',
+	"events" jsonb,
 	"expected_version" bigint DEFAULT NULL,
-	"event_id" uuid DEFAULT NULL,
-	"schema_version" INT DEFAULT NULL
+	"condition" jsonb DEFAULT NULL
 ) RETURNS TABLE (
 	"event_id" uuid,
 	"stream_version" bigint,
@@ -260,7 +271,50 @@ CREATE  FUNCTION eventstore."append_event"(
 VOLATILE SECURITY DEFINER PARALLEL UNSAFE
 SET search_path TO pg_catalog, pg_temp
 LANGUAGE c
-AS 'MODULE_PATHNAME', 'append_event_at_version_wrapper';
+AS 'MODULE_PATHNAME', 'append_conditional_wrapper';
+
+CREATE  FUNCTION eventstore."append_event"(
+	"stream_id" TEXT,
+	"event_type" TEXT,
+	"data" jsonb,
+	"metadata" jsonb DEFAULT '{}',
+	"expected_version" bigint DEFAULT NULL,
+	"event_id" uuid DEFAULT NULL,
+	"schema_version" INT DEFAULT NULL,
+	"tags" TEXT[] DEFAULT NULL,
+	"condition" jsonb DEFAULT NULL
+) RETURNS TABLE (
+	"event_id" uuid,
+	"stream_version" bigint,
+	"global_position" bigint
+)
+VOLATILE SECURITY DEFINER PARALLEL UNSAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'append_event_conditional_wrapper';
+
+CREATE  FUNCTION eventstore."append_multi"(
+	"appends" jsonb,
+	"condition" jsonb DEFAULT NULL
+) RETURNS TABLE (
+	"stream_id" TEXT,
+	"event_id" uuid,
+	"stream_version" bigint,
+	"global_position" bigint
+)
+VOLATILE SECURITY DEFINER PARALLEL UNSAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'append_multi_wrapper';
+
+CREATE  FUNCTION eventstore."read_query"(
+	"query" jsonb,
+	"max_count" bigint DEFAULT NULL
+) RETURNS jsonb
+STABLE PARALLEL UNSAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'read_query_wrapper';
 
 CREATE FUNCTION eventstore.read_stream(stream_id text, from_version bigint DEFAULT 1,
                                        max_count bigint DEFAULT NULL, upcast boolean DEFAULT true)
@@ -411,10 +465,12 @@ AS $$
             'eventstore._registry()',
             'eventstore._declarations()',
             'eventstore._definition(regprocedure)',
-            'eventstore._event_types()']::regprocedure[]
+            'eventstore._event_types()',
+            'eventstore.read_query(jsonb, bigint)']::regprocedure[]
         WHEN 'writer' THEN ARRAY[
-            'eventstore.append(text, jsonb, bigint)',
-            'eventstore.append_event(text, text, jsonb, jsonb, bigint, uuid, integer)',
+            'eventstore.append(text, jsonb, bigint, jsonb)',
+            'eventstore.append_event(text, text, jsonb, jsonb, bigint, uuid, integer, text[], jsonb)',
+            'eventstore.append_multi(jsonb, jsonb)',
             'eventstore.aggregate(text, regprocedure, jsonb, integer, boolean)',
             'eventstore._aggregate(text, regprocedure, jsonb, integer, boolean)']::regprocedure[]
     END
@@ -461,10 +517,11 @@ DECLARE
 BEGIN
     FOR r IN
         SELECT a.grantee::pg_catalog.regrole AS role,
-               pg_catalog.bool_or(p.proname OPERATOR(pg_catalog.=) '_v020_append_event') AS writer
+               pg_catalog.bool_or(p.proname OPERATOR(pg_catalog.=) ANY ('{_v020_append,_v020_append_event}'))
+                   AS writer
         FROM pg_catalog.pg_proc p, pg_catalog.aclexplode(p.proacl) a
         WHERE p.pronamespace OPERATOR(pg_catalog.=) 'eventstore'::pg_catalog.regnamespace
-          AND p.proname OPERATOR(pg_catalog.=) ANY ('{_v020_append_event,_v020_read_stream}')
+          AND p.proname OPERATOR(pg_catalog.=) ANY ('{_v020_append,_v020_append_event,_v020_read_stream}')
           AND a.grantee OPERATOR(pg_catalog.<>) p.proowner
           AND a.grantee OPERATOR(pg_catalog.<>) 0
         GROUP BY a.grantee
@@ -484,6 +541,7 @@ DROP FUNCTION eventstore._v020_read_category(text, xid8, bigint, bigint);
 DROP FUNCTION eventstore._v020_replay(text, regprocedure, jsonb, bigint, timestamptz, text);
 DROP FUNCTION eventstore._v020_aggregate(text, regprocedure, jsonb, integer);
 DROP FUNCTION eventstore._v020__aggregate(text, regprocedure, jsonb, integer);
+DROP FUNCTION eventstore._v020_append(text, jsonb, bigint);
 DROP FUNCTION eventstore._v020_append_event(text, text, jsonb, jsonb, bigint, uuid);
 
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA eventstore FROM PUBLIC;

@@ -6,7 +6,7 @@
 //! writer that loses a race on the same expected version waits for the winner's row lock and
 //! then sees the winner's version: it fails with ES001, never with a unique violation.
 
-use std::cell::OnceCell;
+use std::cell::{Cell, OnceCell};
 
 use pgrx::callconv::{Arg, ArgAbi};
 use pgrx::datum::DatumWithOid;
@@ -95,7 +95,7 @@ impl RawJsonb {
     }
 
     /// The value, for validation.
-    fn view(&self) -> crate::jsonb::Entry<'_> {
+    pub(crate) fn view(&self) -> crate::jsonb::Entry<'_> {
         // SAFETY: a non-null jsonb argument, alive for the whole call.
         unsafe { crate::jsonb::from_datum(self.0) }
             .and_then(|c| c.root())
@@ -124,20 +124,32 @@ fn to_rows(result: Result<Vec<Appended>, EsError>) -> AppendedRows {
     }
 }
 
-/// Append a batch of events (a JSON array of `{"type", "data", "metadata", "id"}`) to a stream.
+/// Append a batch of events (a JSON array of `{"type", "data", "metadata", "id", "tags"}`) to a
+/// stream, optionally under an append condition (see [`crate::dcb`]).
 ///
 /// `SECURITY DEFINER` with a pinned `search_path`: application roles hold no write privilege on
 /// the store's tables, so the API is the only way in; no user code runs inside it.
-#[pg_extern(volatile, parallel_unsafe, security_definer)]
+#[pg_extern(name = "append", volatile, parallel_unsafe, security_definer)]
 #[search_path(pg_catalog, pg_temp)]
-fn append(
+fn append_conditional(
     stream_id: Option<&str>,
     events: Option<RawJsonb>,
     expected_version: default!(Option<i64>, "NULL"),
+    condition: default!(Option<RawJsonb>, "NULL"),
 ) -> TableIterator<
     'static,
     (name!(event_id, pgrx::Uuid), name!(stream_version, i64), name!(global_position, i64)),
 > {
+    BEFORE_0_3.with(|b| b.set(false));
+    append_rows(stream_id, events, expected_version, condition)
+}
+
+fn append_rows(
+    stream_id: Option<&str>,
+    events: Option<RawJsonb>,
+    expected_version: Option<i64>,
+    condition: Option<RawJsonb>,
+) -> AppendedRows {
     to_rows((|| {
         let stream_id = validate_stream_id(stream_id)?;
         let expected = ExpectedVersion::from_sql(expected_version)?;
@@ -149,14 +161,19 @@ fn append(
         let array = events_jsonb.expect("validated as not NULL");
         crate::upcast::check_declared(&heads, true, |i| batch_payload(array, i))?;
         let payload = Payload::Many(array);
+        if let Some(c) = crate::dcb::condition(condition.as_ref())? {
+            return crate::dcb::append_with_condition(stream_id, &heads, payload, expected, &c);
+        }
         append_to_stream(stream_id, &heads, payload, expected)
     })())
 }
 
-/// Append one event, without building a JSON array. Runs as [`append`] does.
-#[pg_extern(volatile, parallel_unsafe, security_definer, name = "append_event")]
+/// Append one event, without building a JSON array. Runs as [`append_conditional`] does.
+// The SQL signature has nine parameters.
+#[allow(clippy::too_many_arguments)]
+#[pg_extern(name = "append_event", volatile, parallel_unsafe, security_definer)]
 #[search_path(pg_catalog, pg_temp)]
-fn append_event_at_version(
+fn append_event_conditional(
     stream_id: Option<&str>,
     event_type: Option<&str>,
     data: Option<RawJsonb>,
@@ -164,11 +181,14 @@ fn append_event_at_version(
     expected_version: default!(Option<i64>, "NULL"),
     event_id: default!(Option<pgrx::Uuid>, "NULL"),
     schema_version: default!(Option<i32>, "NULL"),
+    tags: default!(Option<Vec<Option<String>>>, "NULL"),
+    condition: default!(Option<RawJsonb>, "NULL"),
 ) -> TableIterator<
     'static,
     (name!(event_id, pgrx::Uuid), name!(stream_version, i64), name!(global_position, i64)),
 > {
-    to_rows(append_one(
+    BEFORE_0_3.with(|b| b.set(false));
+    append_event_rows(
         stream_id,
         event_type,
         data,
@@ -176,11 +196,70 @@ fn append_event_at_version(
         expected_version,
         event_id,
         schema_version,
-    ))
+        tags,
+        condition,
+    )
 }
 
-/// 0.2.0's `append_event` (no `schema_version`), which a database calls between installing this
-/// library and `ALTER EXTENSION pg_eventstore UPDATE`. Not part of this release's SQL.
+#[allow(clippy::too_many_arguments)]
+fn append_event_rows(
+    stream_id: Option<&str>,
+    event_type: Option<&str>,
+    data: Option<RawJsonb>,
+    metadata: Option<RawJsonb>,
+    expected_version: Option<i64>,
+    event_id: Option<pgrx::Uuid>,
+    schema_version: Option<i32>,
+    tags: Option<Vec<Option<String>>>,
+    condition: Option<RawJsonb>,
+) -> AppendedRows {
+    to_rows((|| {
+        let stream_id = validate_stream_id(stream_id)?;
+        let event_type = validate_event_type("event_type", event_type)?;
+        let data = data.as_ref().ok_or_else(|| {
+            EsError::invalid("data", "must not be NULL (use '{}' or 'null'::jsonb for none)")
+        })?;
+        let depth = settings::max_json_depth();
+        check_depth("data", data.view(), depth)?;
+        if let Some(m) = &metadata {
+            // SQL NULL means {}; a JSON null is not an object.
+            validate_metadata("metadata", m.view())?;
+            check_depth("metadata", m.view(), depth)?;
+        }
+        let expected = ExpectedVersion::from_sql(expected_version)?;
+        let id = event_id.map(|u| uuid::Uuid::from_bytes(*u.as_bytes()));
+        let tags = eventstore_core::query::check_tag_array("tags", tags)?;
+        let payload = Payload::One { data, metadata: metadata.as_ref(), tags: &tags };
+        let mut heads = [NewEvent { id, event_type, schema_version, tags: tags.clone() }];
+        crate::upcast::resolve_versions(&mut heads, false)?;
+        crate::upcast::check_declared(&heads, false, |_| {
+            let empty = || pgrx::JsonB(serde_json::json!({})).into_datum().expect("jsonb");
+            (data.datum(), metadata.as_ref().map_or_else(empty, RawJsonb::datum))
+        })?;
+        if let Some(c) = crate::dcb::condition(condition.as_ref())? {
+            return crate::dcb::append_with_condition(stream_id, &heads, payload, expected, &c);
+        }
+        append_to_stream(stream_id, &heads, payload, expected)
+    })())
+}
+
+// The entry points of the 0.2.0 signatures (no schema_version, no tags, no condition): a
+// database's catalog names these symbols until ALTER EXTENSION pg_eventstore UPDATE replaces its
+// functions, and until then appends keep working with this library (every type at version 1, no
+// tags column). No SQL is generated for them.
+#[pg_extern(volatile, parallel_unsafe, security_definer, sql = false)]
+fn append(
+    stream_id: Option<&str>,
+    events: Option<RawJsonb>,
+    expected_version: Option<i64>,
+) -> TableIterator<
+    'static,
+    (name!(event_id, pgrx::Uuid), name!(stream_version, i64), name!(global_position, i64)),
+> {
+    BEFORE_0_3.with(|b| b.set(true));
+    append_rows(stream_id, events, expected_version, None)
+}
+
 #[pg_extern(volatile, parallel_unsafe, security_definer, sql = false)]
 fn append_event(
     stream_id: Option<&str>,
@@ -193,45 +272,23 @@ fn append_event(
     'static,
     (name!(event_id, pgrx::Uuid), name!(stream_version, i64), name!(global_position, i64)),
 > {
-    to_rows(append_one(stream_id, event_type, data, metadata, expected_version, event_id, None))
-}
-
-fn append_one(
-    stream_id: Option<&str>,
-    event_type: Option<&str>,
-    data: Option<RawJsonb>,
-    metadata: Option<RawJsonb>,
-    expected_version: Option<i64>,
-    event_id: Option<pgrx::Uuid>,
-    schema_version: Option<i32>,
-) -> Result<Vec<Appended>, EsError> {
-    let stream_id = validate_stream_id(stream_id)?;
-    let event_type = validate_event_type("event_type", event_type)?;
-    let data = data.as_ref().ok_or_else(|| {
-        EsError::invalid("data", "must not be NULL (use '{}' or 'null'::jsonb for none)")
-    })?;
-    let depth = settings::max_json_depth();
-    check_depth("data", data.view(), depth)?;
-    if let Some(m) = &metadata {
-        // SQL NULL means {}; a JSON null is not an object.
-        validate_metadata("metadata", m.view())?;
-        check_depth("metadata", m.view(), depth)?;
-    }
-    let expected = ExpectedVersion::from_sql(expected_version)?;
-    let id = event_id.map(|u| uuid::Uuid::from_bytes(*u.as_bytes()));
-    let payload = Payload::One { data, metadata: metadata.as_ref() };
-    let mut event = [NewEvent { id, event_type, schema_version }];
-    crate::upcast::resolve_versions(&mut event, false)?;
-    crate::upcast::check_declared(&event, false, |_| {
-        let empty = || pgrx::JsonB(serde_json::json!({})).into_datum().expect("jsonb");
-        (data.datum(), metadata.as_ref().map_or_else(empty, RawJsonb::datum))
-    })?;
-    append_to_stream(stream_id, &event, payload, expected)
+    BEFORE_0_3.with(|b| b.set(true));
+    append_event_rows(
+        stream_id,
+        event_type,
+        data,
+        metadata,
+        expected_version,
+        event_id,
+        None,
+        None,
+        None,
+    )
 }
 
 /// Event `i` of a validated `append` array: its data and metadata as jsonb datums (for a
 /// validator), `{}` for what is absent, as the insert stores them.
-fn batch_payload(array: &RawJsonb, i: usize) -> (pg_sys::Datum, pg_sys::Datum) {
+pub(crate) fn batch_payload(array: &RawJsonb, i: usize) -> (pg_sys::Datum, pg_sys::Datum) {
     use eventstore_core::envelope::JsonView;
     let member = |name: &str| {
         array
@@ -253,8 +310,8 @@ fn batch_payload(array: &RawJsonb, i: usize) -> (pg_sys::Datum, pg_sys::Datum) {
 /// Where the rows' `data` and `metadata` come from.
 #[derive(Clone, Copy)]
 pub enum Payload<'a> {
-    /// `append_event`: one event's data, and its metadata (NULL = `{}`).
-    One { data: &'a RawJsonb, metadata: Option<&'a RawJsonb> },
+    /// `append_event`: one event's data, its metadata (NULL = `{}`) and tags.
+    One { data: &'a RawJsonb, metadata: Option<&'a RawJsonb>, tags: &'a [String] },
     /// `append`: the validated array of events; element n is the event at version after + n.
     Many(&'a RawJsonb),
 }
@@ -283,8 +340,17 @@ struct Plans {
 // Every function, operator and type below is schema-qualified, although append runs with a
 // pinned search_path: these statements are the store's integrity, and must mean the same
 // whatever path they are planned under (docs/security.md).
-const COLUMNS: &str = "INSERT INTO eventstore.events \
-    (stream_id, stream_version, event_id, event_type, data, metadata, recorded_at) ";
+/// The insert's columns: from 0.3.0 on, events have tags (the statements for a database whose
+/// catalog is current) and, for events at a schema version other than 1 (the column's default),
+/// `schema_version` (see [`push_schema_versions`]).
+fn columns(tags: bool, versioned: bool) -> String {
+    format!(
+        "INSERT INTO eventstore.events \
+         (stream_id, stream_version, event_id, event_type, data, metadata, recorded_at{}{}) ",
+        if tags { ", tags" } else { "" },
+        if versioned { ", schema_version" } else { "" },
+    )
+}
 /// Rows of a batch: ids $3, types $4 and the events array $5, zipped in order; `n` counts
 /// from 1.
 const BATCH_ROWS: &str = "ROWS FROM (pg_catalog.unnest($3::pg_catalog.uuid[]), \
@@ -293,14 +359,15 @@ const BATCH_ROWS: &str = "ROWS FROM (pg_catalog.unnest($3::pg_catalog.uuid[]), \
 const BATCH_DATA: &str = "coalesce(t.e OPERATOR(pg_catalog.->) 'data', '{}'), \
     CASE WHEN pg_catalog.jsonb_typeof(t.e OPERATOR(pg_catalog.->) 'metadata') \
     OPERATOR(pg_catalog.=) 'object' THEN t.e OPERATOR(pg_catalog.->) 'metadata' ELSE '{}' END";
+/// An event's `"tags"` (validated: an array of strings, or null or absent for none).
+const BATCH_TAGS: &str = "CASE WHEN pg_catalog.jsonb_typeof(t.e OPERATOR(pg_catalog.->) 'tags') \
+    OPERATOR(pg_catalog.=) 'array' THEN ARRAY(SELECT pg_catalog.jsonb_array_elements_text(\
+    t.e OPERATOR(pg_catalog.->) 'tags')) ELSE '{}'::pg_catalog.text[] END";
 const RETURNING: &str = " RETURNING event_id, stream_version, global_position";
-/// Schema versions other than 1 (the column's default) go in as the statements' last argument:
-/// `$8` for one event, the array `$7` for a batch, zipped with the batch's rows as `t.v` (see
+/// Schema versions other than 1 go in as the statements' last argument: after the tags (`$8`)
+/// for one event, the array `$7` for a batch, zipped with the batch's rows as `t.v` (see
 /// [`push_schema_versions`]). Appends of version-1 events use the statements without them, which
 /// also run on a database whose extension is not updated yet (no `schema_version` column).
-const VERSIONED_COLUMNS: &str = "INSERT INTO eventstore.events \
-    (stream_id, stream_version, event_id, event_type, data, metadata, recorded_at, \
-    schema_version) ";
 const VERSIONED_BATCH_ROWS: &str = "ROWS FROM (pg_catalog.unnest($3::pg_catalog.uuid[]), \
     pg_catalog.unnest($4::pg_catalog.text[]), pg_catalog.jsonb_array_elements($5), \
     pg_catalog.unnest($7::pg_catalog.int4[])) WITH ORDINALITY AS t(id, type, e, v, n)";
@@ -329,7 +396,10 @@ fn append_statement(columns: &str, rows: &str, count: &str) -> String {
 }
 
 impl Plans {
-    fn prepare(client: &SpiClient<'_>, versioned: bool) -> Plans {
+    /// `tags`: the catalog is 0.3.0's (an older one, until ALTER EXTENSION UPDATE, has no
+    /// `tags` column; its appends come through the entry points of its own signatures).
+    /// `versioned`: the statements store the events' schema versions.
+    fn prepare(client: &SpiClient<'_>, tags: bool, versioned: bool) -> Plans {
         use PgBuiltInOids as O;
         let oid = |o: PgBuiltInOids| PgOid::BuiltIn(o);
         let prep = |sql: &str, args: &[PgOid]| {
@@ -342,34 +412,42 @@ impl Plans {
         let tstz = oid(O::TIMESTAMPTZOID);
         let one = [text, int8, uuid, text, jsonb, jsonb];
         let many = [text, int8, oid(O::UUIDARRAYOID), oid(O::TEXTARRAYOID), jsonb];
-        let (columns, batch_rows, one_version, batch_version, one_type, batch_type) = if versioned {
-            let types = (vec![oid(O::INT4OID)], vec![oid(O::INT4ARRAYOID)]);
-            (VERSIONED_COLUMNS, VERSIONED_BATCH_ROWS, ", $8", ", t.v", types.0, types.1)
+        // A single event's tags are $8; a batch's come from its array.
+        let (one_tags, many_tags, tags_type) = if tags {
+            (", $8", format!(", {BATCH_TAGS}"), &[oid(O::TEXTARRAYOID)][..])
         } else {
-            (COLUMNS, BATCH_ROWS, "", "", vec![], vec![])
+            ("", String::new(), &[][..])
         };
+        // A single event's version follows its tags; a batch's versions are the array $7.
+        let (one_version, many_version, batch_rows, one_type, many_type) = if versioned {
+            let one = if tags { ", $9" } else { ", $8" };
+            (one, ", t.v", VERSIONED_BATCH_ROWS, vec![oid(O::INT4OID)], vec![oid(O::INT4ARRAYOID)])
+        } else {
+            ("", "", BATCH_ROWS, vec![], vec![])
+        };
+        let columns = &columns(tags, versioned);
         Plans {
             append_one: prep(
                 &append_statement(
                     columns,
                     &format!(
                         "SELECT $1, s.before OPERATOR(pg_catalog.+) 1, $3, $4, $5, coalesce($6, '{{}}'), \
-                         s.at{one_version} FROM s WHERE true"
+                         s.at{one_tags}{one_version} FROM s WHERE true"
                     ),
                     "$7",
                 ),
-                &[&one[..], &[int8], &one_type].concat(),
+                &[&one[..], &[int8], tags_type, &one_type].concat(),
             ),
             append_many: prep(
                 &append_statement(
                     columns,
                     &format!(
                         "SELECT $1, s.before OPERATOR(pg_catalog.+) t.n, t.id, t.type, {BATCH_DATA}, \
-                         s.at{batch_version} FROM s, {batch_rows} WHERE true"
+                         s.at{many_tags}{many_version} FROM s, {batch_rows} WHERE true"
                     ),
                     "$6",
                 ),
-                &[&many[..], &[int8], &batch_type].concat(),
+                &[&many[..], &[int8], &many_type].concat(),
             ),
             lock: prep(
                 "SELECT version FROM eventstore.streams \
@@ -397,16 +475,16 @@ impl Plans {
             insert_one_ids: prep(
                 &format!(
                     "{columns}VALUES ($1, $2 OPERATOR(pg_catalog.+) 1, $3, $4, $5, \
-                     coalesce($6, '{{}}'), $7{one_version}) ON CONFLICT (event_id) DO NOTHING{RETURNING}"
+                     coalesce($6, '{{}}'), $7{one_tags}{one_version}) ON CONFLICT (event_id) DO NOTHING{RETURNING}"
                 ),
-                &[&one[..], &[tstz], &one_type].concat(),
+                &[&one[..], &[tstz], tags_type, &one_type].concat(),
             ),
             insert_many_ids: prep(
                 &format!(
                     "{columns}SELECT $1, $2 OPERATOR(pg_catalog.+) t.n, t.id, t.type, {BATCH_DATA}, \
-                     $6{batch_version} FROM {batch_rows} ON CONFLICT (event_id) DO NOTHING{RETURNING}"
+                     $6{many_tags}{many_version} FROM {batch_rows} ON CONFLICT (event_id) DO NOTHING{RETURNING}"
                 ),
-                &[&many[..], &[tstz], &batch_type].concat(),
+                &[&many[..], &[tstz], &many_type].concat(),
             ),
         }
     }
@@ -414,7 +492,19 @@ impl Plans {
 
 thread_local! {
     static PLANS: OnceCell<Plans> = const { OnceCell::new() };
+    /// With the events' schema versions (some event is at a version other than 1).
     static VERSIONED_PLANS: OnceCell<Plans> = const { OnceCell::new() };
+    /// For a catalog older than 0.3.0 (no tags column), reached only through [`append`] and
+    /// [`append_event`], the entry points such a catalog names. Every type is at version 1
+    /// there (no registry yet): never versioned.
+    static PLANS_BEFORE_0_3: OnceCell<Plans> = const { OnceCell::new() };
+    /// Set by every entry point for its call: whether the catalog predates 0.3.0.
+    static BEFORE_0_3: Cell<bool> = const { Cell::new(false) };
+}
+
+/// For an entry point of this version's catalog (`append_multi`): the statements with tags.
+pub(crate) fn catalog_is_current() {
+    BEFORE_0_3.with(|b| b.set(false));
 }
 
 fn with_plans<R>(
@@ -422,9 +512,15 @@ fn with_plans<R>(
     versioned: bool,
     f: impl FnOnce(&mut SpiClient<'_>, &Plans) -> R,
 ) -> R {
-    let cache = if versioned { &VERSIONED_PLANS } else { &PLANS };
+    let current = !BEFORE_0_3.with(Cell::get);
+    let cache = match (current, versioned) {
+        (true, false) => &PLANS,
+        (true, true) => &VERSIONED_PLANS,
+        (false, _) => &PLANS_BEFORE_0_3,
+    };
+    let versioned = current && versioned;
     cache.with(|cell| {
-        let plans = cell.get_or_init(|| Plans::prepare(client, versioned));
+        let plans = cell.get_or_init(|| Plans::prepare(client, current, versioned));
         f(client, plans)
     })
 }
@@ -450,7 +546,8 @@ pub fn append_to_stream(
 ) -> Result<Vec<Appended>, EsError> {
     let count = events.len() as i64;
     let given_ids: Vec<pgrx::Uuid> = events.iter().filter_map(|e| e.id).map(pg_uuid).collect();
-    let versioned = events.iter().any(|e| e.schema_version.is_some_and(|v| v != 1));
+    let versioned = !BEFORE_0_3.with(Cell::get)
+        && events.iter().any(|e| e.schema_version.is_some_and(|v| v != 1));
     Spi::connect_mut(|client| {
         with_plans(client, versioned, |client, plans| {
             if given_ids.is_empty() {
@@ -460,6 +557,7 @@ pub fn append_to_stream(
                 let _api = ApiWrite::begin();
                 let mut args = row_args(stream_id, expected.to_sql(), events, payload);
                 args.push(count.into());
+                push_tags(&mut args, payload);
                 if versioned {
                     push_schema_versions(&mut args, events, payload);
                 }
@@ -506,6 +604,7 @@ pub fn append_to_stream(
                 spi(moved.first().get_one()).expect("the stream row is locked and NOT NULL");
             let mut args = row_args(stream_id, Some(actual), events, payload);
             args.push(at.into());
+            push_tags(&mut args, payload);
             if versioned {
                 push_schema_versions(&mut args, events, payload);
             }
@@ -536,7 +635,7 @@ fn row_args<'a>(
     let id_of = |e: &NewEvent| pg_uuid(e.id.unwrap_or_else(uuid::Uuid::now_v7));
     let mut args: Vec<DatumWithOid<'a>> = vec![stream_id.into(), version.into()];
     match (payload, events) {
-        (Payload::One { data, metadata }, [event]) => {
+        (Payload::One { data, metadata, .. }, [event]) => {
             args.push(id_of(event).into());
             args.push(event.event_type.as_str().into());
             args.push(data.arg());
@@ -550,6 +649,16 @@ fn row_args<'a>(
         (Payload::One { .. }, _) => unreachable!("a single-event payload has one event"),
     }
     args
+}
+
+/// A single event's tags (`$8`); a batch's come from its array.
+fn push_tags<'a>(args: &mut Vec<DatumWithOid<'a>>, payload: Payload<'a>) {
+    if BEFORE_0_3.with(Cell::get) {
+        return;
+    }
+    if let Payload::One { tags, .. } = payload {
+        args.push(tags.to_vec().into());
+    }
 }
 
 /// The last argument of a versioned insert: the schema version (single event) or versions

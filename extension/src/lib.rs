@@ -7,6 +7,7 @@ use pgrx::prelude::*;
 
 pub mod append;
 pub mod append_only;
+pub mod dcb;
 pub mod envelope;
 pub mod error;
 pub mod idempotency;

@@ -58,6 +58,13 @@ CREATE TABLE eventstore.events (
 CREATE INDEX events_by_transaction ON eventstore.events (transaction_id, global_position);
 CREATE INDEX events_by_category
     ON eventstore.events (eventstore.category(stream_id), transaction_id, global_position);
+-- Queries of append conditions and read_query (docs/dcb.md): tagged events by tag (untagged
+-- events, most of a store, are not in it; fastupdate off, so a condition's lookup never scans a
+-- pending list), and events by type. On the type's hash, so a type of
+-- any length is indexed; the query compares the type itself as well.
+CREATE INDEX events_by_tag ON eventstore.events USING gin (tags) WITH (fastupdate = off)
+    WHERE tags <> '{}';
+CREATE INDEX events_by_type ON eventstore.events (pg_catalog.hashtext(event_type));
 
 -- Snapshots of folded state (see replay/aggregate). Derived data, kept by the API only.
 -- fingerprint: of the reducer that folded the state (src/replay.rs, REDUCER_SQL); replay uses a

@@ -174,10 +174,12 @@ AS $$
             'eventstore._registry()',
             'eventstore._declarations()',
             'eventstore._definition(regprocedure)',
-            'eventstore._event_types()']::regprocedure[]
+            'eventstore._event_types()',
+            'eventstore.read_query(jsonb, bigint)']::regprocedure[]
         WHEN 'writer' THEN ARRAY[
-            'eventstore.append(text, jsonb, bigint)',
-            'eventstore.append_event(text, text, jsonb, jsonb, bigint, uuid, integer)',
+            'eventstore.append(text, jsonb, bigint, jsonb)',
+            'eventstore.append_event(text, text, jsonb, jsonb, bigint, uuid, integer, text[], jsonb)',
+            'eventstore.append_multi(jsonb, jsonb)',
             'eventstore.aggregate(text, regprocedure, jsonb, integer, boolean)',
             'eventstore._aggregate(text, regprocedure, jsonb, integer, boolean)']::regprocedure[]
     END

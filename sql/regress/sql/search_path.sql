@@ -114,6 +114,17 @@ SELECT stream_version FROM eventstore.append_event('sp-2', 'OrderPlaced', '{"tot
 SELECT stream_version FROM eventstore.append_event('sp-2', 'OrderCancelled', '{}', '{}', 1, '0b6a5d4e-2d4f-4bd0-8f6e-9d3c1f1f0a02');
 SELECT stream_version FROM eventstore.append_event('sp-2', 'OrderCancelled', '{}', '{}', 1, '0b6a5d4e-2d4f-4bd0-8f6e-9d3c1f1f0a02');
 SELECT stream_version FROM eventstore.append_event('sp-2', 'OrderShipped', '{}', expected_version => 1);
+-- Tags, append conditions, append_multi and read_query (docs/dcb.md).
+SELECT eventstore.read_query('{"items": [{"types": ["OrderPlaced"]}, {"tags": ["sp"]}]}') OPERATOR(pg_catalog.->>) 'token' AS sp_token \gset
+SELECT stream_version FROM eventstore.append_event('sp-3', 'OrderPlaced', '{}', tags => '{sp,sp-3}',
+    condition => jsonb_build_object('fail_if_events_match', '{"items": [{"types": ["OrderPlaced"]}, {"tags": ["sp"]}]}'::jsonb, 'after', :'sp_token'));
+SELECT stream_version FROM eventstore.append('sp-3', '[{"type": "OrderShipped", "tags": ["sp-3"]}]', 1,
+    '{"fail_if_events_match": {"items": [{"types": ["OrderShipped"], "tags": ["sp-3"]}]}}');
+SELECT stream_id, stream_version FROM eventstore.append_multi('[{"stream_id": "sp-4", "expected_version": 0, "events": [{"type": "OrderPlaced", "tags": ["sp"]}]},
+    {"stream_id": "sp-5", "events": [{"type": "OrderPlaced", "id": "0b6a5d4e-2d4f-4bd0-8f6e-9d3c1f1f0a03"}]}]', '{"fail_if_events_match": {"items": [{"tags": ["nothing-here"]}]}, "after": "v1:1:1:"}');
+SELECT stream_id, stream_version FROM eventstore.append_multi('[{"stream_id": "sp-5", "events": [{"type": "OrderPlaced", "id": "0b6a5d4e-2d4f-4bd0-8f6e-9d3c1f1f0a03"}]}]');
+SELECT pg_catalog.jsonb_array_length(eventstore.read_query('{"items": [{"types": ["OrderPlaced"], "tags": ["sp"]}]}', 5) OPERATOR(pg_catalog.->) 'events');
+SELECT pg_catalog.jsonb_array_length(eventstore.read_query('{"all": true}') OPERATOR(pg_catalog.->) 'events');
 SELECT eventstore.stream_version('sp-1');
 SELECT stream_version, event_type FROM eventstore.read_stream('sp-1');
 SELECT stream_version, event_type FROM eventstore.read_stream_backward('sp-1', max_count => 1);
