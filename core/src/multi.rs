@@ -148,7 +148,7 @@ fn renamed(e: EsError, argument: &str) -> EsError {
 }
 
 /// `events...` errors of one batch, as `appends[k].events...`.
-fn prefixed(e: EsError, at: &str) -> EsError {
+pub fn prefixed(e: EsError, at: &str) -> EsError {
     match e {
         EsError::InvalidArgument { argument, reason } => {
             EsError::invalid(format!("{at}.{argument}"), reason)

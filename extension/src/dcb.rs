@@ -27,13 +27,13 @@ use pgrx::pg_sys::{self, Datum};
 use pgrx::prelude::*;
 use pgrx::{FromDatum, IntoDatum, PgBuiltInOids};
 
-use eventstore_core::multi::parse_appends;
+use eventstore_core::multi::{parse_appends, prefixed};
 use eventstore_core::query::{
     boundary_locks, match_sql, parse_condition, parse_query, read_count, BoundaryLock, Condition,
     LOCK_CLASS,
 };
 
-use crate::append::{append_to_stream, Appended, Payload, RawJsonb};
+use crate::append::{append_to_stream, batch_payload, Appended, Payload, RawJsonb};
 use crate::envelope::NewEvent;
 use crate::error::{raise, EsError, ExpectedVersion};
 use crate::idempotency::{classify, IdCheck, StoredEvent};
@@ -133,13 +133,20 @@ fn append_multi(
 > {
     crate::append::catalog_is_current();
     let result = (|| {
-        let batches = parse_appends(
+        let mut batches = parse_appends(
             appends.as_ref().map(RawJsonb::view),
             settings::max_json_depth(),
             settings::max_append_events(),
         )?;
         let condition = parse_condition(condition.as_ref().map(RawJsonb::view))?;
         let payloads: Vec<RawJsonb> = batches.iter().map(|b| own_jsonb(b.events)).collect();
+        // Each stream's events at their versions, and declared, as `append` has them.
+        for (k, (b, p)) in batches.iter_mut().zip(&payloads).enumerate() {
+            let at = format!("appends[{k}]");
+            crate::upcast::resolve_versions(&mut b.heads, true).map_err(|e| prefixed(e, &at))?;
+            crate::upcast::check_declared(&b.heads, true, |i| batch_payload(p, i))
+                .map_err(|e| prefixed(e, &at))?;
+        }
         let streams: Vec<Stream<'_>> = batches
             .iter()
             .zip(&payloads)
