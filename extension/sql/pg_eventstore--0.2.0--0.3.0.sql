@@ -309,7 +309,8 @@ AS 'MODULE_PATHNAME', 'append_multi_wrapper';
 
 CREATE  FUNCTION eventstore."read_query"(
 	"query" jsonb,
-	"max_count" bigint DEFAULT NULL
+	"max_count" bigint DEFAULT NULL,
+	"upcast" bool DEFAULT true
 ) RETURNS jsonb
 STABLE PARALLEL UNSAFE
 SET search_path TO pg_catalog, pg_temp
@@ -466,7 +467,7 @@ AS $$
             'eventstore._declarations()',
             'eventstore._definition(regprocedure)',
             'eventstore._event_types()',
-            'eventstore.read_query(jsonb, bigint)']::regprocedure[]
+            'eventstore.read_query(jsonb, bigint, boolean)']::regprocedure[]
         WHEN 'writer' THEN ARRAY[
             'eventstore.append(text, jsonb, bigint, jsonb)',
             'eventstore.append_event(text, text, jsonb, jsonb, bigint, uuid, integer, text[], jsonb)',

@@ -64,9 +64,18 @@ impl_sql_translatable!(JsonbOut, "jsonb");
 ///
 /// At most `max_count` events (NULL: 10,000): a read cut short puts its last position in the
 /// token, so a later condition treats what it did not return as unseen.
+///
+/// The query matches events as stored (their stored type and tags, as conditions and boundary
+/// locks do); the events come back as every read returns them: upcast to their type's current
+/// version (type, data and `schema_version`) through the per-row `eventstore._upcast_*`
+/// functions, in the caller's rights, unless `upcast` is false (as stored).
 #[pg_extern(stable, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
-fn read_query(query: Option<RawJsonb>, max_count: default!(Option<i64>, "NULL")) -> JsonbOut {
+fn read_query(
+    query: Option<RawJsonb>,
+    max_count: default!(Option<i64>, "NULL"),
+    upcast: default!(bool, "true"),
+) -> JsonbOut {
     let query = match query.as_ref() {
         None => Err(EsError::invalid("query", "must not be NULL")),
         Some(q) => parse_query("query", q.view()),
@@ -75,7 +84,8 @@ fn read_query(query: Option<RawJsonb>, max_count: default!(Option<i64>, "NULL"))
         Ok(v) => v,
         Err(e) => raise(e),
     };
-    let (clause, _shape, params) = match_sql(&query, 2);
+    // $1 the count, $2 upcast, then the query's parameters.
+    let (clause, _shape, params) = match_sql(&query, 3);
     let sql = format!(
         "SELECT pg_catalog.jsonb_build_object(\
            'token', 'v1:' OPERATOR(pg_catalog.||) \
@@ -86,17 +96,21 @@ fn read_query(query: Option<RawJsonb>, max_count: default!(Option<i64>, "NULL"))
          FROM (SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(\
                  'global_position', e.global_position, 'stream_id', e.stream_id, \
                  'stream_version', e.stream_version, 'event_id', e.event_id, \
-                 'type', e.event_type, 'data', e.data, 'metadata', e.metadata, \
+                 'type', eventstore._upcast_type(e.event_type, e.schema_version, $2), \
+                 'schema_version', eventstore._upcast_version(e.event_type, e.schema_version, $2), \
+                 'data', eventstore._upcast_data(e.event_type, e.schema_version, e.data, \
+                   e.metadata, $2, e.stream_id, e.stream_version, e.global_position), \
+                 'metadata', e.metadata, \
                  'tags', pg_catalog.to_jsonb(e.tags), 'recorded_at', e.recorded_at) \
                  ORDER BY e.global_position), '[]'::pg_catalog.jsonb) AS events, \
                  pg_catalog.count(*) AS n, pg_catalog.max(e.global_position) AS last \
                FROM (SELECT e.* FROM eventstore.events e WHERE {clause} \
                      ORDER BY e.global_position LIMIT $1) e) r"
     );
-    let mut types = vec![spi::oid(PgBuiltInOids::INT8OID)];
+    let mut types = vec![spi::oid(PgBuiltInOids::INT8OID), spi::oid(PgBuiltInOids::BOOLOID)];
     types.extend(params.iter().map(|_| spi::oid(PgBuiltInOids::TEXTARRAYOID)));
     let datum = Spi::connect(|_| {
-        let mut args = vec![count.into_datum()];
+        let mut args = vec![count.into_datum(), upcast.into_datum()];
         args.extend(params.into_iter().map(IntoDatum::into_datum));
         // SAFETY: connected to SPI; one datum per declared parameter; the result is copied
         // into the function's memory context (the one current before SPI_connect) before

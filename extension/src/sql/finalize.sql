@@ -175,7 +175,7 @@ AS $$
             'eventstore._declarations()',
             'eventstore._definition(regprocedure)',
             'eventstore._event_types()',
-            'eventstore.read_query(jsonb, bigint)']::regprocedure[]
+            'eventstore.read_query(jsonb, bigint, boolean)']::regprocedure[]
         WHEN 'writer' THEN ARRAY[
             'eventstore.append(text, jsonb, bigint, jsonb)',
             'eventstore.append_event(text, text, jsonb, jsonb, bigint, uuid, integer, text[], jsonb)',
