@@ -98,6 +98,12 @@ CREATE ROLE upgrade_auditor;
 SELECT eventstore.grant_reader('upgrade_auditor');
 SQL
     fi
+    # Between installing this library and ALTER EXTENSION UPDATE, the old catalog's append and
+    # append_event (0.2.0's signatures, no schema_version, tags or condition) still append.
+    check "$from: before the update, the old append and append_event still append" \
+          "$(psql_ -d "$db" -c "SELECT stream_version FROM eventstore.append('between-1', '[{\"type\": \"A\"}]')" \
+                -c "SELECT stream_version FROM eventstore.append_event('between-1', 'B', '{}', '{}', 1, NULL)" \
+                | tr '\n' ' ')" "1 2 "
     before=$(psql_ -d "$db" -c "$data")
     check "$from: before the update, replay refuses clearly (55000)" \
           "$(psql_ -d "$db" -c "SELECT eventstore.replay('order-1', 'public.tally'::regproc)" 2>&1 | head -1)" \
@@ -129,6 +135,14 @@ SQL
           "$(psql_ -d "$db" -c "SET ROLE upgrade_auditor" \
                 -c "SELECT eventstore.append_event('order-1', 'X', '{}')" 2>&1)" \
           "ERROR:  permission denied for function append_event"
+    check "$from: the application role appends to several streams under a condition" \
+          "$(psql_ -d "$db" -c "SET ROLE upgrade_app" \
+                -c "SELECT stream_version FROM eventstore.append_multi('[{\"stream_id\": \"multi-1\", \"events\": [{\"type\": \"A\", \"schema_version\": 1, \"tags\": [\"t:1\"]}]}]', '{\"fail_if_events_match\": {\"items\": [{\"tags\": [\"t:1\"]}]}}')")" "1"
+    check "$from: the read-only role runs read_query, and may not append_multi" \
+          "$(psql_ -d "$db" -c "SET ROLE upgrade_auditor" \
+                -c "SELECT jsonb_array_length(eventstore.read_query('{\"items\": [{\"tags\": [\"t:1\"]}]}')->'events')" \
+                -c "SELECT eventstore.append_multi('[]')" 2>&1 | tr '\n' ' ')" \
+          "1 ERROR:  permission denied for function append_multi "
     check "$from: appends continue the sequence without reusing a position" \
           "$(psql_ -d "$db" -c "SELECT count(DISTINCT global_position) = count(*) FROM eventstore.events")" "t"
     # A dump of the updated database keeps the roles' grants (they are not the extension's
