@@ -6,7 +6,7 @@
 # Exits non-zero when an invariant fails. Uses examples/python's pinned venv (installed when
 # missing, as scripts/clients_test.sh does).
 #
-#   bash scripts/dcb_clients_test.sh            # 60 s per phase (DCB_SECONDS to change)
+#   bash scripts/dcb_clients_test.sh            # 20 s per phase (DCB_SECONDS to change)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$REPO_ROOT"
@@ -40,6 +40,6 @@ psql_ -d postgres -c "CREATE DATABASE dcb"
 psql_ -d dcb -c "CREATE EXTENSION pg_eventstore" -c "CREATE ROLE dcb_app LOGIN" \
     -c "SELECT eventstore.grant_writer('dcb_app')" >/dev/null
 
-say "DCB clients: ${DCB_SECONDS:-60} s of course decisions, then ${DCB_SECONDS:-60} s of transfers"
+say "DCB clients: ${DCB_SECONDS:-20} s of course decisions, then ${DCB_SECONDS:-20} s of transfers"
 "$py_dir/.venv/bin/python" "$REPO_ROOT/scripts/dcb_clients.py" \
-    "host=$host port=$port dbname=dcb user=dcb_app" --seconds "${DCB_SECONDS:-60}" --clients 16
+    "host=$host port=$port dbname=dcb user=dcb_app" --seconds "${DCB_SECONDS:-20}" --clients 16

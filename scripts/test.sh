@@ -85,6 +85,7 @@ for major in "${PG_MAJORS[@]}"; do
     tier "worker integration tests, $on" \
         env EVENTSTORE_TEST_PG_BIN="$PG_BIN" cargo test -p eventstore-integration-tests
     tier "client examples (Python, Node), $on" bash scripts/clients_test.sh
+    tier "DCB concurrent clients (append conditions, append_multi), $on" bash scripts/dcb_clients_test.sh
 done
 
 # Upgrading the server under the store: needs both majors' installs from the loop above.
