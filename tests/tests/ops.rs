@@ -415,7 +415,9 @@ Measured = "INSERT INTO fragile_log VALUES (($1->>'global_position')::bigint, 10
     Ok(())
 }
 
-/// Prometheus text as `series → value`, checking every line parses and every series is typed.
+/// Prometheus text as `series → value`, checking every line parses and every series is typed
+/// (a histogram's `NAME_bucket{…,le="…"}`, `NAME_sum` and `NAME_count` under
+/// `# TYPE NAME histogram`).
 fn parse_metrics(text: &str) -> Result<BTreeMap<String, f64>> {
     let mut values = BTreeMap::new();
     for line in text.lines().filter(|l| !l.is_empty() && !l.starts_with('#')) {
@@ -423,7 +425,11 @@ fn parse_metrics(text: &str) -> Result<BTreeMap<String, f64>> {
             line.rsplit_once(' ').with_context(|| format!("no value in {line:?}"))?;
         let value: f64 = value.parse().with_context(|| format!("bad value in {line:?}"))?;
         let name = series.split('{').next().unwrap_or(series);
-        ensure!(text.contains(&format!("# TYPE {name} ")), "{name} has no TYPE");
+        let histogram = ["_bucket", "_sum", "_count"].iter().any(|suffix| {
+            name.strip_suffix(suffix)
+                .is_some_and(|base| text.contains(&format!("# TYPE {base} histogram\n")))
+        });
+        ensure!(histogram || text.contains(&format!("# TYPE {name} ")), "{name} has no TYPE");
         values.insert(series.to_owned(), value);
     }
     Ok(values)
@@ -472,6 +478,16 @@ async fn metrics_and_health_endpoints() -> Result<()> {
     assert_eq!(m["eventstore_worker_source_events_total"], events as f64);
     assert!(m["eventstore_worker_batches_total"] >= 1.0);
     assert!(m["eventstore_worker_acknowledged_lsn"] > 0.0);
+    // The histograms: one apply time per batch, one lag per source transaction with events
+    // (observed before the counters move, so a scrape never sees fewer).
+    let apply = "eventstore_worker_batch_apply_seconds";
+    assert!(m[&format!("{apply}_count")] >= m["eventstore_worker_batches_total"]);
+    assert_eq!(m[&format!("{apply}_bucket{{le=\"+Inf\"}}")], m[&format!("{apply}_count")]);
+    assert!(m[&format!("{apply}_sum")] > 0.0);
+    let lag = "eventstore_worker_apply_lag_seconds";
+    assert!(m[&format!("{lag}_count")] >= m["eventstore_worker_source_transactions_total"]);
+    assert!(m["eventstore_worker_source_transactions_total"] >= 1.0);
+    assert_eq!(m[&format!("{lag}_bucket{{le=\"+Inf\"}}")], m[&format!("{lag}_count")]);
     for projection in ["order_summary", "customer_revenue", "fulfillment_queue"] {
         let applied: i64 = rm
             .query_one(
