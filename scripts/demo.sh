@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The main job: a throwaway PostgreSQL with the extension and the worker beside it, the order
-# example appended, a concurrent-writer conflict, and the read models the worker keeps.
+# example appended, a concurrent-writer conflict, and the read models the worker keeps; then the
+# worker's slot lost while it is down (it catches up without a rebuild), a unique e-mail address
+# kept by an append condition and a transfer appended to two streams atomically.
 #
 #   bash scripts/demo.sh                 # starts its own PostgreSQL 18 (wal_level=logical)
 #   bash scripts/demo.sh --pg 15         # ... or PostgreSQL 15
@@ -152,8 +154,25 @@ for _ in $(seq 1 300); do
 done
 [ "$applied" = "$expected" ] || { tail -20 "$work/worker-2.log"; die "read models did not catch up ($applied of $expected events)"; }
 sed 's/\x1b\[[0-9;]*m//g' "$work/worker-2.log" \
-    | grep -E "recreat|caught up|rebuil" | sed -E 's/^[^ ]+ +//; s/ eventstore_worker::[a-z_]+:/:/'
+    | grep -E "recreat|caught up|rebuilt|rebuilding every" | sed -E 's/^[^ ]+ +//; s/ eventstore_worker::[a-z_:]+: / /'
 "$worker_bin" status --config "$work/worker.toml"
+
+echo
+echo "--- Consistency beyond one stream (docs/dcb.md): an e-mail address belongs to one account"
+PGOPTIONS="-c role=orders_app" psql_ -d $db -At -c "SELECT 'account-ada registered at global position ' || global_position
+    FROM eventstore.append('account-ada', '[{\"type\": \"AccountRegistered\", \"data\": {\"email\": \"ada@example.com\"}, \"tags\": [\"email:ada@example.com\"]}]',
+        condition => '{\"fail_if_events_match\": {\"items\": [{\"types\": [\"AccountRegistered\"], \"tags\": [\"email:ada@example.com\"]}]}}')"
+PGOPTIONS="-c role=orders_app" psql_ -d $db -At -c "DO \$\$ BEGIN
+    PERFORM eventstore.append('account-ada2', '[{\"type\": \"AccountRegistered\", \"data\": {\"email\": \"ada@example.com\"}, \"tags\": [\"email:ada@example.com\"]}]',
+        condition => '{\"fail_if_events_match\": {\"items\": [{\"types\": [\"AccountRegistered\"], \"tags\": [\"email:ada@example.com\"]}]}}');
+  EXCEPTION WHEN SQLSTATE 'ES005' THEN
+    RAISE NOTICE 'a second account for the same address was refused (SQLSTATE %): %', SQLSTATE, SQLERRM;
+  END \$\$;" 2>&1 | sed 's/^psql:[^ ]* NOTICE:  /NOTICE: /'
+echo "--- ... and a transfer debits one account and credits another atomically (append_multi)"
+PGOPTIONS="-c role=orders_app" psql_ -d $db -c "SELECT * FROM eventstore.append_multi('[
+    {\"stream_id\": \"wallet-ada\", \"expected_version\": 0, \"events\": [{\"type\": \"Debited\", \"data\": {\"amount\": 25}, \"tags\": [\"transfer:t1\"]}]},
+    {\"stream_id\": \"wallet-linus\", \"expected_version\": 0, \"events\": [{\"type\": \"Credited\", \"data\": {\"amount\": 25}, \"tags\": [\"transfer:t1\"]}]}]')" \
+    | sed -E 's/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/<event id>/'
 
 if [ "$keep" = 1 ] && [ "$own_cluster" = 1 ]; then
     echo "PostgreSQL keeps running: psql -h $host -p $port -U $user $db   (stop: pg_ctl -D $host/data stop)"
