@@ -116,22 +116,7 @@ pub async fn missed_since(
     snapshot_name: &str,
     guard: &str,
 ) -> anyhow::Result<(String, Vec<Missed>)> {
-    let tx = source
-        .build_transaction()
-        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-        .read_only(true)
-        .start()
-        .await?;
-    // The snapshot's name comes from the server; it is a literal here because SET takes no
-    // parameters.
-    tx.batch_execute(&format!(
-        "SET TRANSACTION SNAPSHOT {}",
-        postgres_protocol::escape::escape_literal(snapshot_name)
-    ))
-    .await
-    .context("importing the new slot's snapshot")?;
-    let snapshot: String =
-        tx.query_one("SELECT pg_catalog.pg_current_snapshot()::text", &[]).await?.get(0);
+    let (tx, snapshot) = import(source, snapshot_name).await?;
     let rows = tx
         .query(
             "SELECT e.transaction_id::text, pg_catalog.min(e.global_position)
@@ -231,12 +216,25 @@ pub async fn first_guard(
 
 /// Reads a snapshot of the source in the exported snapshot `snapshot_name`.
 pub async fn exported_snapshot(source: &mut Client, snapshot_name: &str) -> anyhow::Result<String> {
+    let (tx, snapshot) = import(source, snapshot_name).await?;
+    tx.commit().await?;
+    Ok(snapshot)
+}
+
+/// A read-only REPEATABLE READ transaction on `source` in the exported snapshot
+/// `snapshot_name`, and that snapshot as a `pg_snapshot`.
+async fn import<'a>(
+    source: &'a mut Client,
+    snapshot_name: &str,
+) -> anyhow::Result<(tokio_postgres::Transaction<'a>, String)> {
     let tx = source
         .build_transaction()
         .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
         .read_only(true)
         .start()
         .await?;
+    // The snapshot's name comes from the server; it is a literal here because SET takes no
+    // parameters.
     tx.batch_execute(&format!(
         "SET TRANSACTION SNAPSHOT {}",
         postgres_protocol::escape::escape_literal(snapshot_name)
@@ -245,8 +243,7 @@ pub async fn exported_snapshot(source: &mut Client, snapshot_name: &str) -> anyh
     .context("importing the new slot's snapshot")?;
     let snapshot: String =
         tx.query_one("SELECT pg_catalog.pg_current_snapshot()::text", &[]).await?.get(0);
-    tx.commit().await?;
-    Ok(snapshot)
+    Ok((tx, snapshot))
 }
 
 /// One step of the guard (see the module documentation): promotes the pending snapshot once
