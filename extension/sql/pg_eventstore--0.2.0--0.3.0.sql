@@ -1,32 +1,9 @@
 -- pg_eventstore 0.2.0 -> 0.3.0.
 \echo Use "ALTER EXTENSION pg_eventstore UPDATE TO '0.3.0'" to load this file. \quit
 
--- PostgreSQL 17 and later record a dependency of a role on an object whose initial privileges
--- (pg_init_privs) name it. The 0.1.0 -> 0.2.0 script removed such roles from pg_init_privs
--- directly, which left those dependency entries behind, so DROP ROLE refused the roles it had
--- migrated. Remove the entries, for any role, whose object belongs to the extension (or is its
--- schema) while its initial privileges no longer mention the role. Nothing else is touched; on
--- earlier majors there are no such entries.
-DELETE FROM pg_catalog.pg_shdepend s
-USING (SELECT d.classid, d.objid
-       FROM pg_catalog.pg_depend d, pg_catalog.pg_extension x
-       WHERE x.extname OPERATOR(pg_catalog.=) 'pg_eventstore'
-         AND d.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_extension'::pg_catalog.regclass
-         AND d.refobjid OPERATOR(pg_catalog.=) x.oid
-         AND d.deptype OPERATOR(pg_catalog.=) 'e'
-       UNION ALL
-       SELECT 'pg_catalog.pg_namespace'::pg_catalog.regclass, x.extnamespace
-       FROM pg_catalog.pg_extension x
-       WHERE x.extname OPERATOR(pg_catalog.=) 'pg_eventstore') o
-WHERE s.deptype OPERATOR(pg_catalog.=) 'i'
-  AND s.dbid OPERATOR(pg_catalog.=) (SELECT d.oid FROM pg_catalog.pg_database d
-                                     WHERE d.datname OPERATOR(pg_catalog.=) pg_catalog.current_database())
-  AND s.classid OPERATOR(pg_catalog.=) o.classid
-  AND s.objid OPERATOR(pg_catalog.=) o.objid
-  AND NOT EXISTS (SELECT FROM pg_catalog.pg_init_privs i, pg_catalog.aclexplode(i.initprivs) e
-                  WHERE i.classoid OPERATOR(pg_catalog.=) s.classid
-                    AND i.objoid OPERATOR(pg_catalog.=) s.objid
-                    AND e.grantee OPERATOR(pg_catalog.=) s.refobjid);
+-- The role dependencies PostgreSQL 17+ recorded for initial privileges that 0.1.0 -> 0.2.0
+-- removed from pg_init_privs directly (DROP ROLE refused those roles) go with the ones this
+-- update leaves: one statement at the end of this script removes both.
 
 -- Two columns every event has from 0.3.0 on: the version of its payload's shape (the events
 -- already stored are version 1) and its consistency-boundary tags (none). Constant defaults:
@@ -549,8 +526,10 @@ REVOKE ALL ON ALL FUNCTIONS IN SCHEMA eventstore FROM PUBLIC;
 
 -- The grants above ran inside the extension script, so PostgreSQL recorded them as the objects'
 -- initial privileges (which pg_dump leaves out of a dump). Keep only the owner's, as a fresh
--- install records them, and none for the schema; then drop the role dependencies PostgreSQL 17+
--- recorded for those initial privileges (as at the top of this script).
+-- install records them, and none for the schema. Then drop every role dependency PostgreSQL 17+
+-- recorded for an initial privilege of the extension's objects (or its schema) that no longer
+-- names the role: those of the grants above, and those 0.1.0 -> 0.2.0 left behind when it
+-- edited pg_init_privs directly. Nothing else is touched; earlier majors have no such entries.
 UPDATE pg_catalog.pg_init_privs i
 SET initprivs = ARRAY(SELECT a FROM pg_catalog.unnest(i.initprivs) AS a
                       WHERE (SELECT pg_catalog.bool_and(e.grantee OPERATOR(pg_catalog.=) x.extowner)
